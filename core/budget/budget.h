@@ -1,0 +1,51 @@
+// Budget: where every physical byte the core holds is accounted. The page pool asks it before
+// creating a physical page; in-process (LocalBudget) or shared per GPU (core/ledger).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvcached {
+
+struct BudgetView {
+  std::uint64_t limit = 0;      // what this process may hold (min of its limit and the budget)
+  std::uint64_t budget = 0;     // the whole GPU budget shared by all processes
+  std::uint64_t in_use = 0;     // this process: physical bytes holding engine data
+  std::uint64_t reserved = 0;   // this process: physical bytes held but not in use
+  std::uint64_t peak = 0;       // this process: peak in_use + reserved
+  std::uint64_t others = 0;     // this process: bytes passed through to the real allocator
+  std::uint64_t all_charged = 0;  // every process on this budget: in_use + reserved
+};
+
+class Budget {
+ public:
+  Budget() = default;
+  Budget(const Budget&) = delete;
+  Budget& operator=(const Budget&) = delete;
+  virtual ~Budget() = default;
+
+  // Admits `bytes` of new physical memory into the reserved column. Atomic against the GPU budget
+  // and this process's limit: returns false (nothing charged) when either would be exceeded.
+  virtual bool TryCharge(std::uint64_t bytes) = 0;
+  // Returns reserved bytes (the physical memory was released).
+  virtual void Uncharge(std::uint64_t bytes) = 0;
+  // Moves already-charged bytes between the reserved and in-use columns.
+  virtual void MoveToInUse(std::uint64_t bytes) = 0;
+  virtual void MoveToReserved(std::uint64_t bytes) = 0;
+  // Records allocations that bypass the budget (passed through to the real allocator); signed.
+  virtual void AddOther(std::int64_t delta_bytes) = 0;
+
+  // Pressure: a refused process asks the others to give back reserved memory.
+  virtual void RequestPressure(std::uint64_t bytes) = 0;
+  // True once per new request from another process since the last call (polled by the pool's
+  // background thread; must be cheap: one atomic load).
+  virtual bool TakePressureSignal() = 0;
+  // Liveness: called periodically by the background thread.
+  virtual void Heartbeat() {}
+  // Name shown by kvctl for this process (engine name).
+  virtual void SetLabel(const std::string& /*label*/) {}
+
+  [[nodiscard]] virtual BudgetView View() const = 0;
+};
+
+}  // namespace kvcached

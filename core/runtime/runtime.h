@@ -1,0 +1,116 @@
+// Runtime: the process-wide facade of the core. It owns the driver, one DeviceState per GPU
+// (page pool, zero page, budget) and the registry of regions by address. It knows nothing of
+// interposition: the shim creates it on first use and the hooks and the C API call into it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/budget/budget.h"
+#include "core/common/status.h"
+#include "core/config/config.h"
+
+namespace kvcached {
+
+namespace driver {
+class Driver;
+}
+
+enum class RegionKind : std::uint8_t { kLazy = 0, kEager = 1 };
+enum class PageState : std::uint8_t { kZero = 0, kMappedFree = 1, kInUse = 2 };
+
+struct ByteRange {
+  std::uint64_t addr = 0;
+  std::uint64_t length = 0;
+};
+
+struct RegionInfo {
+  std::uint64_t base = 0;
+  std::uint64_t size = 0;
+  std::uint64_t page_size = 0;
+  std::uint64_t pages = 0;
+  std::uint64_t zero_pages = 0;
+  std::uint64_t mapped_free_pages = 0;
+  std::uint64_t in_use_pages = 0;
+  int device = 0;
+  RegionKind kind = RegionKind::kLazy;
+};
+
+struct DeviceStats {
+  std::uint64_t page_size = 0;
+  std::uint64_t regions = 0;
+  std::uint64_t reserved_va_bytes = 0;
+  std::uint64_t in_use_bytes = 0;
+  std::uint64_t mapped_free_bytes = 0;
+  std::uint64_t pool_bytes = 0;
+  std::uint64_t zero_page_bytes = 0;
+  std::uint64_t peak_physical_bytes = 0;
+  std::uint64_t passthrough_bytes = 0;
+  std::uint64_t budget_limit_bytes = 0;
+  std::uint64_t maps = 0;
+  std::uint64_t unmaps = 0;
+  std::uint64_t sync_maps = 0;
+  std::uint64_t budget_refusals = 0;
+};
+
+// What a budget needs to know of the GPU it governs.
+struct DeviceIdentity {
+  int ordinal = 0;
+  std::string uuid;          // "GPU-xxxxxxxx-xxxx-..." as nvidia-smi prints it
+  std::uint64_t total_bytes = 0;
+};
+
+// Symbol resolver for the driver library (dlsym-shaped). The shim passes the real dlsym so that
+// its own dlsym interposer is not consulted for the core's lookups.
+using SymbolLookup = void* (*)(void* handle, const char* name);
+// Creates the budget for one device; the default makes a LocalBudget of
+// gpu_utilization x total (or KVCACHED_BUDGET).
+using BudgetFactory =
+    std::function<Result<std::unique_ptr<Budget>>(const Config&, const DeviceIdentity&)>;
+
+class Runtime {
+ public:
+  // Loads the driver library named by config.cuda_driver and resolves its entry points. Starts
+  // no thread and touches no device: per-device state is created on first use of that device.
+  static Result<std::unique_ptr<Runtime>> Create(Config config, SymbolLookup lookup = nullptr,
+                                                 BudgetFactory budget_factory = nullptr);
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+  ~Runtime();
+
+  [[nodiscard]] const Config& config() const;
+  driver::Driver& driver();
+
+  Result<std::uint64_t> CreateRegion(int device, std::uint64_t size, RegionKind kind);
+  // kNotFound when `base` is not the base of a region.
+  Status DestroyRegion(std::uint64_t base);
+  // Fast check used by the free hooks (true only for exact region bases).
+  [[nodiscard]] bool IsRegionBase(std::uint64_t base) const;
+  // Device of the region containing addr, or -1.
+  [[nodiscard]] int RegionDevice(std::uint64_t addr) const;
+
+  // All or nothing across every range (each range may lie in a different region).
+  Status Acquire(std::span<const ByteRange> ranges);
+  Status Release(std::span<const ByteRange> ranges);
+
+  Result<PageState> PageStateAt(std::uint64_t addr) const;
+  Result<RegionInfo> Info(std::uint64_t addr) const;
+  Result<DeviceStats> Stats(int device);
+  Status Trim(int device);
+
+  // For virtual cudaMemGetInfo: (free, total) of this process's budget on `device`.
+  Result<std::pair<std::uint64_t, std::uint64_t>> BudgetMemInfo(int device);
+  // Accounting of allocations passed through to the real allocator (signed delta).
+  void NotePassthrough(int device, std::int64_t delta_bytes);
+  void SetLabel(const std::string& label);
+
+ private:
+  struct Impl;
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvcached

@@ -1,0 +1,130 @@
+/* kvcached shim C API.
+ *
+ * Plain C, no exceptions cross it, safe to call through ctypes. Every function returns a
+ * kvcached_status; on failure kvcached_last_error() gives a human-readable message for the
+ * calling thread (naming the failing driver call, variable or argument).
+ *
+ * Addresses are device virtual addresses (the value cudaMalloc would return), passed as
+ * uint64_t so that Python's ctypes and C++ callers agree on width.
+ */
+#ifndef KVCACHED_KVCACHED_H
+#define KVCACHED_KVCACHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVCACHED_API __attribute__((visibility("default")))
+#define KVCACHED_API_VERSION 1
+
+typedef enum kvcached_status {
+  KVCACHED_OK = 0,
+  KVCACHED_ERR_INVALID = 1,      /* bad argument (null, out of range, unknown address) */
+  KVCACHED_ERR_NO_MEMORY = 2,    /* budget refused or the driver is out of memory: retry later */
+  KVCACHED_ERR_DRIVER = 3,       /* a driver call failed (kvcached_last_error names it) */
+  KVCACHED_ERR_NOT_FOUND = 4,    /* no region at that address */
+  KVCACHED_ERR_DISABLED = 5,     /* ENABLE_KVCACHED=false, or the shim could not start */
+  KVCACHED_ERR_STATE = 6,        /* operation not valid in the current state (e.g. release of a
+                                    range that was never acquired) */
+  KVCACHED_ERR_UNSUPPORTED = 7   /* device lacks virtual memory management */
+} kvcached_status;
+
+typedef enum kvcached_region_kind {
+  KVCACHED_REGION_LAZY = 0,  /* reserved VA, zero-page aliased, backed on acquire */
+  KVCACHED_REGION_EAGER = 1  /* fully backed at creation (budgeted and cappable) */
+} kvcached_region_kind;
+
+typedef enum kvcached_page_state {
+  KVCACHED_PAGE_ZERO = 0,        /* aliased to the shared zero page */
+  KVCACHED_PAGE_MAPPED_FREE = 1, /* real page mapped ahead, not in use */
+  KVCACHED_PAGE_IN_USE = 2       /* engine holds at least one acquired range in it */
+} kvcached_page_state;
+
+typedef struct kvcached_range {
+  uint64_t addr;
+  uint64_t length;
+} kvcached_range;
+
+typedef struct kvcached_region_info {
+  uint64_t base;
+  uint64_t size;       /* bytes of VA reserved (multiple of page_size) */
+  uint64_t page_size;
+  uint64_t pages;
+  uint64_t zero_pages;
+  uint64_t mapped_free_pages;
+  uint64_t in_use_pages;
+  int32_t device;
+  int32_t kind;        /* kvcached_region_kind */
+} kvcached_region_info;
+
+typedef struct kvcached_stats {
+  uint64_t page_size;
+  uint64_t regions;
+  uint64_t reserved_va_bytes;   /* VA of all regions */
+  uint64_t in_use_bytes;        /* physical bytes in IN_USE pages and eager regions */
+  uint64_t mapped_free_bytes;   /* physical bytes mapped ahead in lazy regions */
+  uint64_t pool_bytes;          /* physical bytes held unmapped, ready to map */
+  uint64_t zero_page_bytes;     /* the shared zero page */
+  uint64_t peak_physical_bytes;
+  uint64_t passthrough_bytes;   /* allocations the shim passed to the real allocator */
+  uint64_t budget_limit_bytes;  /* what this process may hold (its limit or the GPU budget) */
+  uint64_t maps;                /* pages swapped in (zero -> real) since start */
+  uint64_t unmaps;              /* pages swapped out (real -> zero) since start */
+  uint64_t sync_maps;           /* swaps done on the caller's thread (a map-ahead miss) */
+  uint64_t budget_refusals;
+} kvcached_stats;
+
+/* ---- identity ---- */
+KVCACHED_API const char* kvcached_version(void);
+KVCACHED_API int kvcached_api_version(void);
+KVCACHED_API const char* kvcached_status_string(kvcached_status status);
+/* Message of the last failure on this thread ("" if none). Valid until the next call. */
+KVCACHED_API const char* kvcached_last_error(void);
+/* 1 when the shim is enabled and started (starting it if needed), 0 otherwise. */
+KVCACHED_API int kvcached_enabled(void);
+
+/* ---- regions ---- */
+KVCACHED_API kvcached_status kvcached_region_create(int device, uint64_t size,
+                                                    kvcached_region_kind kind,
+                                                    uint64_t* out_base);
+KVCACHED_API kvcached_status kvcached_region_destroy(uint64_t base);
+KVCACHED_API kvcached_status kvcached_region_info_get(uint64_t addr, kvcached_region_info* out);
+
+/* Back [addr, addr+length) with physical pages. Pages are reference counted: a page that two
+ * acquired ranges share stays IN_USE until both are released. All or nothing: on failure no
+ * page changed state. KVCACHED_ERR_NO_MEMORY means "not now" (budget), not a crash. */
+KVCACHED_API kvcached_status kvcached_acquire(uint64_t addr, uint64_t length);
+KVCACHED_API kvcached_status kvcached_release(uint64_t addr, uint64_t length);
+/* Batched forms: one call per engine step. All or nothing for acquire. */
+KVCACHED_API kvcached_status kvcached_acquire_ranges(const kvcached_range* ranges, size_t count);
+KVCACHED_API kvcached_status kvcached_release_ranges(const kvcached_range* ranges, size_t count);
+
+KVCACHED_API kvcached_status kvcached_page_state_get(uint64_t addr, kvcached_page_state* out);
+
+/* ---- pool and stats ---- */
+KVCACHED_API kvcached_status kvcached_stats_get(int device, kvcached_stats* out);
+/* Give back now every physical page not in use on this device (pool and mapped-ahead). */
+KVCACHED_API kvcached_status kvcached_trim(int device);
+
+/* ---- interposition policy (issue: interposition) ---- */
+/* Per-thread KV window: allocations of at least one page made by this thread between begin and
+ * end through cudaMalloc/cuMemAlloc become lazy regions. Windows nest. */
+KVCACHED_API kvcached_status kvcached_kv_window_begin(void);
+KVCACHED_API kvcached_status kvcached_kv_window_end(void);
+/* Label shown by kvctl for this process (engine name). */
+KVCACHED_API kvcached_status kvcached_set_label(const char* label);
+
+/* PyTorch torch.cuda.memory.CUDAPluggableAllocator entry points. Requests of at least one page
+ * become lazy regions; smaller ones go to the real allocator. Stream is a cudaStream_t. */
+KVCACHED_API void* kvcached_torch_malloc(ssize_t size, int device, void* stream);
+KVCACHED_API void kvcached_torch_free(void* ptr, ssize_t size, int device, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVCACHED_KVCACHED_H */
