@@ -1,0 +1,253 @@
+#include "hooks/hook_table.h"
+
+#include <dlfcn.h>
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/log/log.h"
+#include "hooks/hook_decls.h"
+#include "hooks/loaded_objects.h"
+#include "hooks/real_dlsym.h"
+#include "hooks/runtime_access.h"
+
+extern "C" __attribute__((visibility("hidden"))) void kvcached_dlsym_trampoline();
+
+namespace kvcached::hooks {
+namespace {
+
+constexpr std::uint64_t kLegacy = CU_GET_PROC_ADDRESS_LEGACY_STREAM;
+constexpr std::uint64_t kPerThread = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
+
+void* H(auto fn) {
+  return reinterpret_cast<void*>(fn);
+}
+
+// In the order of enum Fn. (cudaGetDriverEntryPoint is deprecated since CUDA 12.5 but still
+// exported by libcudart.so.13 and used by older programs.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)>& Specs() {
+  static const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)> specs = {{
+      {"cudaMalloc", Lib::kRuntime, nullptr, 0, 0, H(&cudaMalloc)},
+      {"cudaFree", Lib::kRuntime, nullptr, 0, 0, H(&cudaFree)},
+      {"cudaMallocAsync", Lib::kRuntime, nullptr, 0, 0, H(&cudaMallocAsync)},
+      {"cudaMallocAsync_ptsz", Lib::kRuntime, nullptr, 0, 0, H(&cudaMallocAsync_ptsz)},
+      {"cudaFreeAsync", Lib::kRuntime, nullptr, 0, 0, H(&cudaFreeAsync)},
+      {"cudaFreeAsync_ptsz", Lib::kRuntime, nullptr, 0, 0, H(&cudaFreeAsync_ptsz)},
+      {"cudaMemGetInfo", Lib::kRuntime, nullptr, 0, 0, H(&cudaMemGetInfo)},
+      {"cudaIpcGetMemHandle", Lib::kRuntime, nullptr, 0, 0, H(&cudaIpcGetMemHandle)},
+      {"cudaGetDriverEntryPoint", Lib::kRuntime, nullptr, 0, 0, H(&cudaGetDriverEntryPoint)},
+      {"cudaGetDriverEntryPoint_ptsz", Lib::kRuntime, nullptr, 0, 0,
+       H(&cudaGetDriverEntryPoint_ptsz)},
+      {"cudaGetDriverEntryPointByVersion", Lib::kRuntime, nullptr, 0, 0,
+       H(&cudaGetDriverEntryPointByVersion)},
+      {"cudaGetDriverEntryPointByVersion_ptsz", Lib::kRuntime, nullptr, 0, 0,
+       H(&cudaGetDriverEntryPointByVersion_ptsz)},
+      {"cuMemAlloc_v2", Lib::kDriver, "cuMemAlloc", 3020, kLegacy, H(&cuMemAlloc_v2)},
+      {"cuMemFree_v2", Lib::kDriver, "cuMemFree", 3020, kLegacy, H(&cuMemFree_v2)},
+      {"cuMemAllocAsync", Lib::kDriver, "cuMemAllocAsync", 11020, kLegacy, H(&cuMemAllocAsync)},
+      {"cuMemAllocAsync_ptsz", Lib::kDriver, "cuMemAllocAsync", 11020, kPerThread,
+       H(&cuMemAllocAsync_ptsz)},
+      {"cuMemFreeAsync", Lib::kDriver, "cuMemFreeAsync", 11020, kLegacy, H(&cuMemFreeAsync)},
+      {"cuMemFreeAsync_ptsz", Lib::kDriver, "cuMemFreeAsync", 11020, kPerThread,
+       H(&cuMemFreeAsync_ptsz)},
+      {"cuMemGetInfo_v2", Lib::kDriver, "cuMemGetInfo", 3020, kLegacy, H(&cuMemGetInfo_v2)},
+      {"cuIpcGetMemHandle", Lib::kDriver, "cuIpcGetMemHandle", 4010, kLegacy,
+       H(&cuIpcGetMemHandle)},
+      // Found with dlsym on the driver: they are how everything else is found.
+      {"cuGetProcAddress", Lib::kDriver, nullptr, 0, 0, H(&KvcCuGetProcAddressLegacy)},
+      {"cuGetProcAddress_v2", Lib::kDriver, nullptr, 0, 0, H(&cuGetProcAddress_v2)},
+      // Helpers (not interposed).
+      {"cudaGetDevice", Lib::kRuntime, nullptr, 0, 0, nullptr},
+      {"cudaSetDevice", Lib::kRuntime, nullptr, 0, 0, nullptr},
+      {"cudaDeviceSynchronize", Lib::kRuntime, nullptr, 0, 0, nullptr},
+      {"cuCtxGetDevice", Lib::kDriver, "cuCtxGetDevice", 2000, kLegacy, nullptr},
+      {"cuCtxSynchronize", Lib::kDriver, "cuCtxSynchronize", 2000, kLegacy, nullptr},
+  }};
+  return specs;
+}
+#pragma GCC diagnostic pop
+
+// Real functions, resolved lazily. Zero-initialised: no constructor runs at load time.
+constinit std::array<std::atomic<void*>, static_cast<std::size_t>(Fn::kCount)> g_real{};
+constinit std::atomic<void*> g_driver_handle{nullptr};
+
+struct SymbolQuery {
+  const char* symbol;
+  void* not_this;  // our own hook: never a valid answer
+  void* found;
+};
+
+bool HasSymbol(void* handle, void* context) {
+  auto* query = static_cast<SymbolQuery*>(context);
+  void* p = RealDlsym()(handle, query->symbol);
+  if (p == nullptr || p == query->not_this) return false;
+  query->found = p;
+  return true;
+}
+
+void* ResolveRuntime(const FnSpec& spec) {
+  // RTLD_NEXT is taken relative to this call site, i.e. to the shim: the next definition after
+  // ours in the global scope (libcudart linked by the program or loaded RTLD_GLOBAL).
+  void* p = RealDlsym()(RTLD_NEXT, spec.symbol);
+  if (p != nullptr && p != spec.hook) return p;
+  // libcudart loaded RTLD_LOCAL (inside a Python extension): find it among the loaded objects.
+  SymbolQuery query{spec.symbol, spec.hook, nullptr};
+  if (FindLoadedObject("libcudart.so", &HasSymbol, &query) != nullptr) return query.found;
+  return nullptr;
+}
+
+bool AnyHandle(void* /*handle*/, void* /*context*/) {
+  return true;
+}
+
+void* DriverHandle(bool allow_load) {
+  void* handle = g_driver_handle.load(std::memory_order_acquire);
+  if (handle != nullptr) return handle;
+  const char* configured = std::getenv("KVCACHED_CUDA_DRIVER");
+  handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (handle == nullptr && configured != nullptr && configured[0] != '\0') {
+    handle = dlopen(configured, RTLD_NOW | RTLD_NOLOAD);
+  }
+  if (handle == nullptr) handle = FindLoadedObject("libcuda.so", &AnyHandle, nullptr);
+  if (handle == nullptr && allow_load) {
+    // A driver hook runs only after the program reached the driver, so this load normally finds
+    // the library already mapped; it is the last resort of an unusual layout.
+    handle = dlopen(configured != nullptr && configured[0] != '\0' ? configured : "libcuda.so.1",
+                    RTLD_NOW | RTLD_LOCAL);
+  }
+  if (handle != nullptr) {
+    void* expected = nullptr;
+    if (!g_driver_handle.compare_exchange_strong(expected, handle, std::memory_order_acq_rel)) {
+      dlclose(handle);  // another thread won; drop our extra reference
+      handle = expected;
+    }
+  }
+  return handle;
+}
+
+void* ResolveDriver(const FnSpec& spec, bool allow_load) {
+  void* handle = DriverHandle(allow_load);
+  if (handle == nullptr) return nullptr;
+  if (spec.proc_name != nullptr) {
+    auto get_proc =
+        reinterpret_cast<CuGetProcAddressV2Fn>(Real(Fn::kCuGetProcAddressV2, allow_load));
+    if (get_proc != nullptr) {
+      void* p = nullptr;
+      CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SUCCESS;
+      if (get_proc(spec.proc_name, &p, spec.proc_version, spec.proc_flags, &status) ==
+              CUDA_SUCCESS &&
+          p != nullptr && p != spec.hook) {
+        return p;
+      }
+    }
+  }
+  void* p = RealDlsym()(handle, spec.symbol);
+  return p != spec.hook ? p : nullptr;
+}
+
+const FnSpec* FindInterposed(const char* name, Fn* out) {
+  // Every interposed name starts with "cu"; this keeps the common miss to two compares.
+  if (name[0] != 'c' || name[1] != 'u') return nullptr;
+  const auto& specs = Specs();
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].hook != nullptr && std::strcmp(specs[i].symbol, name) == 0) {
+      *out = static_cast<Fn>(i);
+      return &specs[i];
+    }
+  }
+  return nullptr;
+}
+
+const void* ObjectBase(const void* address) {
+  Dl_info info{};
+  if (address == nullptr || dladdr(address, &info) == 0) return nullptr;
+  return info.dli_fbase;
+}
+
+void* HookForDlsymUnguarded(void* handle, const char* name, const void* caller);
+void* SubstituteDriverPointerUnguarded(void* fn);
+
+const void* ShimBase() {
+  static const void* base = ObjectBase(reinterpret_cast<const void*>(&kvcached_dlsym_trampoline));
+  return base;
+}
+
+}  // namespace
+
+const FnSpec& Spec(Fn fn) {
+  return Specs()[static_cast<std::size_t>(fn)];
+}
+
+void* Real(Fn fn, bool allow_load) noexcept {
+  auto& slot = g_real[static_cast<std::size_t>(fn)];
+  void* p = slot.load(std::memory_order_acquire);
+  if (p != nullptr) return p;
+  const FnSpec& spec = Spec(fn);
+  try {
+    p = spec.lib == Lib::kRuntime ? ResolveRuntime(spec) : ResolveDriver(spec, allow_load);
+  } catch (...) {
+    return nullptr;  // out of host memory while resolving: try again on the next call
+  }
+  if (p != nullptr) slot.store(p, std::memory_order_release);
+  return p;
+}
+
+void* HookForDlsym(void* handle, const char* name, const void* caller) noexcept {
+  try {
+    return HookForDlsymUnguarded(handle, name, caller);
+  } catch (...) {
+    return nullptr;  // forward unchanged
+  }
+}
+
+void* SubstituteDriverPointer(void* fn) noexcept {
+  try {
+    return SubstituteDriverPointerUnguarded(fn);
+  } catch (...) {
+    return fn;
+  }
+}
+
+namespace {
+
+void* HookForDlsymUnguarded(void* handle, const char* name, const void* caller) {
+  Fn fn{};
+  const FnSpec* spec = FindInterposed(name, &fn);
+  if (spec == nullptr) return nullptr;
+  // The shim's own lookups (and the core's driver loader) must get the real functions.
+  if (ObjectBase(caller) == ShimBase()) return nullptr;
+  void* found = RealDlsym()(handle, name);
+  if (found == nullptr || found == spec->hook) return nullptr;
+  if (!SubstitutionAllowed()) return nullptr;
+  // Only where our hook forwards to that very library: with two copies of cudart loaded, a
+  // lookup in the other one keeps its own function.
+  void* real = Real(fn, /*allow_load=*/false);
+  if (real == nullptr || (real != found && ObjectBase(real) != ObjectBase(found))) return nullptr;
+  KVC_LOG_DEBUG("dlsym({}) answered with the kvcached hook", name);
+  return spec->hook;
+}
+
+void* SubstituteDriverPointerUnguarded(void* fn) {
+  if (fn == nullptr) return fn;
+  const auto& specs = Specs();
+  for (const FnSpec& spec : specs) {
+    if (spec.lib == Lib::kDriver && spec.hook == fn) return fn;  // already ours
+  }
+  if (!SubstitutionAllowed()) return fn;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const FnSpec& spec = specs[i];
+    if (spec.lib != Lib::kDriver || spec.hook == nullptr) continue;
+    if (Real(static_cast<Fn>(i), /*allow_load=*/false) == fn) {
+      KVC_LOG_DEBUG("driver entry point {} answered with the kvcached hook", spec.symbol);
+      return spec.hook;
+    }
+  }
+  return fn;
+}
+
+}  // namespace
+}  // namespace kvcached::hooks

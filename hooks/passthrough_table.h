@@ -1,0 +1,60 @@
+// PassthroughTable: the size and device of every allocation the shim passed through to the real
+// allocator, by pointer, so that its free can be subtracted from the per-process count
+// (Runtime::NotePassthrough). Sits on the hot path of every cudaMalloc/cudaFree pair the engine
+// makes outside a KV window, so it is sharded open addressing (linear probing, backward-shift
+// deletion, no tombstones) under per-shard spinlocks held for a few dozen instructions.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace kvcached::hooks {
+
+class PassthroughTable {
+ public:
+  struct Entry {
+    std::uint64_t size = 0;
+    int device = 0;
+  };
+
+  PassthroughTable() = default;
+  PassthroughTable(const PassthroughTable&) = delete;
+  PassthroughTable& operator=(const PassthroughTable&) = delete;
+
+  // `ptr` must be non-zero. A pointer already present is overwritten (the real allocator handed
+  // the address out again, so the old record was stale).
+  void Insert(std::uint64_t ptr, Entry entry);
+  // Removes and returns the record for `ptr`, if any.
+  std::optional<Entry> Erase(std::uint64_t ptr);
+  [[nodiscard]] std::size_t Size();
+
+ private:
+  struct Slot {
+    std::uint64_t key = 0;  // 0 = empty
+    std::uint64_t size = 0;
+    int device = 0;
+  };
+  struct alignas(64) Shard {
+    std::atomic<bool> locked{false};
+    std::vector<Slot> slots;  // power-of-two size, or empty
+    std::size_t used = 0;
+  };
+  static constexpr std::size_t kShards = 64;
+
+  static std::uint64_t Hash(std::uint64_t ptr);
+  static void Lock(Shard& shard);
+  static void Unlock(Shard& shard);
+  static void Grow(Shard& shard);
+  static void Place(std::vector<Slot>& slots, const Slot& slot, std::uint64_t hash);
+
+  Shard shards_[kShards];
+};
+
+// The process's table (built on first use; rebuilt empty in a fork child).
+PassthroughTable& Passthroughs();
+void ResetPassthroughsAfterFork();
+
+}  // namespace kvcached::hooks

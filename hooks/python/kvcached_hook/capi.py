@@ -1,0 +1,378 @@
+"""ctypes bindings over the shim's C API (include/kvcached/kvcached.h).
+
+`load()` finds the library: the copy already preloaded into this process (LD_PRELOAD), else the
+path in KVCACHED_SHIM_PATH. Nothing is loaded or called at import time.
+
+The adapters use the small `CApi` surface below; tests pass a fake object with the same methods.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from dataclasses import dataclass
+
+from ._log import logger
+
+# ---- constants mirrored from kvcached.h (API version 1) ----
+OK = 0
+ERR_INVALID = 1
+ERR_NO_MEMORY = 2
+ERR_DRIVER = 3
+ERR_NOT_FOUND = 4
+ERR_DISABLED = 5
+ERR_STATE = 6
+ERR_UNSUPPORTED = 7
+
+STATUS_NAMES = {
+    OK: "KVCACHED_OK",
+    ERR_INVALID: "KVCACHED_ERR_INVALID",
+    ERR_NO_MEMORY: "KVCACHED_ERR_NO_MEMORY",
+    ERR_DRIVER: "KVCACHED_ERR_DRIVER",
+    ERR_NOT_FOUND: "KVCACHED_ERR_NOT_FOUND",
+    ERR_DISABLED: "KVCACHED_ERR_DISABLED",
+    ERR_STATE: "KVCACHED_ERR_STATE",
+    ERR_UNSUPPORTED: "KVCACHED_ERR_UNSUPPORTED",
+}
+
+REGION_LAZY = 0
+REGION_EAGER = 1
+
+PAGE_ZERO = 0
+PAGE_MAPPED_FREE = 1
+PAGE_IN_USE = 2
+PAGE_STATE_NAMES = {PAGE_ZERO: "ZERO", PAGE_MAPPED_FREE: "MAPPED_FREE", PAGE_IN_USE: "IN_USE"}
+
+TORCH_MALLOC = "kvcached_torch_malloc"
+TORCH_FREE = "kvcached_torch_free"
+LIBRARY_BASENAME = "libkvcached_shim.so"
+
+
+class KVCachedError(RuntimeError):
+    """A C API call failed for a reason other than "no memory right now"."""
+
+    def __init__(self, call: str, status: int, detail: str = "") -> None:
+        name = STATUS_NAMES.get(status, f"status {status}")
+        super().__init__(f"{call} failed: {name}" + (f": {detail}" if detail else ""))
+        self.call = call
+        self.status = status
+
+
+class Range(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint64), ("length", ctypes.c_uint64)]
+
+
+class _RegionInfo(ctypes.Structure):
+    _fields_ = [
+        ("base", ctypes.c_uint64),
+        ("size", ctypes.c_uint64),
+        ("page_size", ctypes.c_uint64),
+        ("pages", ctypes.c_uint64),
+        ("zero_pages", ctypes.c_uint64),
+        ("mapped_free_pages", ctypes.c_uint64),
+        ("in_use_pages", ctypes.c_uint64),
+        ("device", ctypes.c_int32),
+        ("kind", ctypes.c_int32),
+    ]
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "page_size",
+            "regions",
+            "reserved_va_bytes",
+            "in_use_bytes",
+            "mapped_free_bytes",
+            "pool_bytes",
+            "zero_page_bytes",
+            "peak_physical_bytes",
+            "passthrough_bytes",
+            "budget_limit_bytes",
+            "maps",
+            "unmaps",
+            "sync_maps",
+            "budget_refusals",
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    base: int
+    size: int
+    page_size: int
+    pages: int
+    zero_pages: int
+    mapped_free_pages: int
+    in_use_pages: int
+    device: int
+    kind: int
+
+
+class CApi:
+    """The C API of one loaded shim library. Thread-safe (the C side is)."""
+
+    def __init__(self, lib: ctypes.CDLL, path: str | None) -> None:
+        self.lib = lib
+        self.path = path  # file of the library, for torch's CUDAPluggableAllocator
+        self._bind()
+
+    def _fn(self, name: str, restype, argtypes, required: bool = True):
+        try:
+            fn = getattr(self.lib, name)
+        except AttributeError:
+            if required:
+                raise KVCachedError(f"symbol {name}", ERR_UNSUPPORTED, f"not exported by {self.path or 'the shim'}")
+            return None
+        fn.restype = restype
+        fn.argtypes = argtypes
+        return fn
+
+    def _bind(self) -> None:
+        u64, c_int = ctypes.c_uint64, ctypes.c_int
+        self._version = self._fn("kvcached_version", ctypes.c_char_p, [])
+        self._api_version = self._fn("kvcached_api_version", c_int, [])
+        self._status_string = self._fn("kvcached_status_string", ctypes.c_char_p, [c_int])
+        self._last_error = self._fn("kvcached_last_error", ctypes.c_char_p, [])
+        self._enabled = self._fn("kvcached_enabled", c_int, [])
+        self._region_create = self._fn(
+            "kvcached_region_create", c_int, [c_int, u64, c_int, ctypes.POINTER(ctypes.c_uint64)]
+        )
+        self._region_destroy = self._fn("kvcached_region_destroy", c_int, [u64])
+        self._region_info = self._fn("kvcached_region_info_get", c_int, [u64, ctypes.POINTER(_RegionInfo)])
+        self._acquire_ranges = self._fn("kvcached_acquire_ranges", c_int, [ctypes.POINTER(Range), ctypes.c_size_t])
+        self._release_ranges = self._fn("kvcached_release_ranges", c_int, [ctypes.POINTER(Range), ctypes.c_size_t])
+        self._page_state = self._fn("kvcached_page_state_get", c_int, [u64, ctypes.POINTER(c_int)])
+        self._stats = self._fn("kvcached_stats_get", c_int, [c_int, ctypes.POINTER(_Stats)])
+        self._trim = self._fn("kvcached_trim", c_int, [c_int])
+        self._window_begin = self._fn("kvcached_kv_window_begin", c_int, [])
+        self._window_end = self._fn("kvcached_kv_window_end", c_int, [])
+        self._set_label = self._fn("kvcached_set_label", c_int, [ctypes.c_char_p])
+        # Proposed additions (see docs/engine-hook.md), used when present.
+        self._zero_page_check = self._fn(
+            "kvcached_zero_page_check",
+            c_int,
+            [c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64)],
+            required=False,
+        )
+        # Entry points for torch.cuda.memory.CUDAPluggableAllocator: only their presence matters here.
+        self.has_torch_allocator = hasattr(self.lib, TORCH_MALLOC) and hasattr(self.lib, TORCH_FREE)
+
+    # ---- identity ----
+    def version(self) -> str:
+        return (self._version() or b"").decode(errors="replace")
+
+    def api_version(self) -> int:
+        return int(self._api_version())
+
+    def last_error(self) -> str:
+        return (self._last_error() or b"").decode(errors="replace")
+
+    def enabled(self) -> bool:
+        """Starts the shim if needed (threads, shared memory): call only once CUDA is in use."""
+        return bool(self._enabled())
+
+    def status_string(self, status: int) -> str:
+        text = self._status_string(status)
+        return text.decode(errors="replace") if text else STATUS_NAMES.get(status, str(status))
+
+    # ---- regions and pages ----
+    def region_create(self, device: int, size: int, kind: int = REGION_LAZY) -> int:
+        base = ctypes.c_uint64(0)
+        status = self._region_create(device, size, kind, ctypes.byref(base))
+        if status != OK:
+            raise KVCachedError("kvcached_region_create", status, self.last_error())
+        return int(base.value)
+
+    def region_destroy(self, base: int) -> int:
+        return int(self._region_destroy(base))
+
+    def region_info(self, addr: int) -> RegionInfo | None:
+        info = _RegionInfo()
+        status = self._region_info(addr, ctypes.byref(info))
+        if status == ERR_NOT_FOUND:
+            return None
+        if status != OK:
+            raise KVCachedError("kvcached_region_info_get", status, self.last_error())
+        return RegionInfo(
+            info.base,
+            info.size,
+            info.page_size,
+            info.pages,
+            info.zero_pages,
+            info.mapped_free_pages,
+            info.in_use_pages,
+            info.device,
+            info.kind,
+        )
+
+    @staticmethod
+    def _pack(ranges) -> tuple[ctypes.Array, int]:
+        count = len(ranges)
+        array = (Range * max(count, 1))()
+        for i, (addr, length) in enumerate(ranges):
+            array[i].addr = addr
+            array[i].length = length
+        return array, count
+
+    def acquire(self, ranges) -> int:
+        """Backs every (addr, length) range, all or nothing, in one call. Returns the status."""
+        array, count = self._pack(ranges)
+        return int(self._acquire_ranges(array, count))
+
+    def release(self, ranges) -> int:
+        array, count = self._pack(ranges)
+        return int(self._release_ranges(array, count))
+
+    def page_state(self, addr: int) -> int:
+        state = ctypes.c_int(-1)
+        status = self._page_state(addr, ctypes.byref(state))
+        if status != OK:
+            raise KVCachedError("kvcached_page_state_get", status, self.last_error())
+        return int(state.value)
+
+    def stats(self, device: int) -> dict:
+        out = _Stats()
+        status = self._stats(device, ctypes.byref(out))
+        if status != OK:
+            raise KVCachedError("kvcached_stats_get", status, self.last_error())
+        return {name: int(getattr(out, name)) for name, _ in _Stats._fields_}
+
+    def zero_page_check(self, device: int):
+        """(clean, first_dirty_offset, dirty_bytes) from kvcached_zero_page_check, or None when the
+        shim does not export it (proposed API; the sanity check then reads the page through torch)."""
+        if self._zero_page_check is None:
+            return None
+        offset, nbytes = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        status = self._zero_page_check(device, ctypes.byref(offset), ctypes.byref(nbytes))
+        if status == OK:
+            return True, 0, 0
+        if status == ERR_STATE:
+            return False, int(offset.value), int(nbytes.value)
+        return None
+
+    def trim(self, device: int) -> int:
+        return int(self._trim(device))
+
+    # ---- policy ----
+    def kv_window_begin(self) -> int:
+        return int(self._window_begin())
+
+    def kv_window_end(self) -> int:
+        return int(self._window_end())
+
+    def set_label(self, label: str) -> int:
+        return int(self._set_label(label.encode(errors="replace")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the library
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def _file_of_symbol(lib: ctypes.CDLL, symbol: str) -> str | None:
+    """Absolute path of the object that defines `symbol` (dladdr, then /proc/self/maps)."""
+    try:
+        addr = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+    except AttributeError:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        dladdr = libc.dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        dladdr.restype = ctypes.c_int
+        info = _DlInfo()
+        if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
+            name = os.fsdecode(info.dli_fname)
+            if os.path.isfile(name):
+                return os.path.abspath(name)
+    except (OSError, AttributeError):
+        pass
+    try:  # dladdr may report a relative name; the kernel's map always has the real path
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                parts = line.split()
+                if len(parts) < 6:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if lo <= addr < hi:
+                    return parts[5] if parts[5].startswith("/") else None
+    except OSError:
+        pass
+    return None
+
+
+_lock = threading.Lock()
+_loaded: CApi | None = None
+_load_failed = False
+
+
+def load(explicit_path: str | None = None) -> CApi | None:
+    """The shim's C API, or None when no shim is in this process and none was named.
+
+    Order: an explicit path argument; the preloaded copy (found through the process's global
+    symbol table); KVCACHED_SHIM_PATH; an LD_PRELOAD entry naming libkvcached_shim. The result is
+    cached; failures are logged at debug level only (no shim is a normal situation).
+    """
+    global _loaded, _load_failed
+    with _lock:
+        if _loaded is not None and explicit_path is None:
+            return _loaded
+        if _load_failed and explicit_path is None:
+            return None
+        api = _load_uncached(explicit_path)
+        if explicit_path is None:
+            _loaded = api
+            _load_failed = api is None
+        return api
+
+
+def _load_uncached(explicit_path: str | None) -> CApi | None:
+    candidates: list[str | None] = []
+    if explicit_path:
+        candidates.append(explicit_path)
+    else:
+        candidates.append(None)  # the process's global scope: the preloaded shim
+        env_path = os.environ.get("KVCACHED_SHIM_PATH", "").strip()
+        if env_path:
+            candidates.append(env_path)
+        for entry in os.environ.get("LD_PRELOAD", "").replace(":", " ").split():
+            if "kvcached" in os.path.basename(entry):
+                candidates.append(entry)
+    for candidate in candidates:
+        try:
+            lib = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+        except OSError as error:
+            logger.debug("kvcached shim not loadable from %s: %s", candidate, error)
+            continue
+        if not hasattr(lib, "kvcached_version"):
+            continue
+        path = _file_of_symbol(lib, "kvcached_version") if candidate is None else os.path.abspath(candidate)
+        try:
+            api = CApi(lib, path)
+        except KVCachedError as error:
+            logger.debug("kvcached shim at %s unusable: %s", path, error)
+            continue
+        logger.debug("kvcached shim %s (API %d) at %s", api.version(), api.api_version(), path)
+        return api
+    logger.debug("no kvcached shim in this process (not preloaded, KVCACHED_SHIM_PATH unset)")
+    return None
+
+
+def reset_for_tests() -> None:
+    global _loaded, _load_failed
+    with _lock:
+        _loaded = None
+        _load_failed = False

@@ -1,0 +1,429 @@
+"""KVPageTracker: which pages of an engine's KV cache must be backed, and the C calls that do it.
+
+Engine-agnostic. The engine's free-block structure is replaced by a PageAwareFreeList (freelist.py)
+that reports every block leaving or entering it here; a block outside the free list is *held*
+(in use by a request, or kept by the engine's prefix cache) and every page it touches must be
+backed. The tracker keeps, per unit (pages.py), the number of held blocks, and whether the unit is
+acquired from the shim.
+
+Batching: pages are acquired ahead of allocation by `ensure(n)` (one C call for everything the
+step needs) and given back by `flush()` once per step, after a delay of a few steps, in one C
+call. A page that empties and is reused before the flush costs no call at all.
+
+Refusal: when the shim answers KVCACHED_ERR_NO_MEMORY, `ensure` returns False and the tracker
+enters *pressure* for the rest of the step: the engine's free-block count is clamped to what is
+already backed (`effective_free`), so the engine takes its own "cache full" path (requests wait,
+or are preempted) instead of seeing an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+
+from . import capi as C
+from ._log import important, logger
+from .pages import KVLayout
+
+
+class BackingRefused(RuntimeError):
+    """A block had to be backed synchronously and the shim refused (should not happen: callers
+    run `ensure` first)."""
+
+
+class KVPageTracker:
+    def __init__(
+        self,
+        layout: KVLayout,
+        api,
+        managed_blocks: int,
+        *,
+        release_delay_steps: int = 2,
+        prefer_cached: bool = True,
+        name: str = "",
+    ) -> None:
+        if not (0 < managed_blocks <= layout.num_blocks):
+            raise ValueError(f"managed_blocks={managed_blocks} outside 1..{layout.num_blocks}")
+        self.layout = layout
+        self.api = api
+        self.managed = managed_blocks
+        self.name = name
+        self.release_delay_steps = release_delay_steps
+        self.prefer_cached = prefer_cached
+        self.lock = threading.RLock()
+        # Per block (managed ones only): free and fully backed / free and not fully backed.
+        self.fb = bytearray(managed_blocks)
+        self.fu = bytearray(managed_blocks)
+        self.nfree = 0
+        self.nbfree = 0
+        # Per unit: held blocks + pins, acquired flag, step at which it became acquired-but-empty.
+        self.count = [0] * layout.num_units
+        self.acq = bytearray(layout.num_units)
+        self.empty_since: dict[int, int] = {}
+        # Engine hooks (set by the adapter): drop up to k cached blocks into the free list.
+        self.evict_cached = None  # callable(k) -> int
+        self.cached_count = lambda: 0
+        # Step state.
+        self.step = 0
+        self.pressure = False
+        self.refused_this_step = False
+        self.refused_last_step = False
+        self._step_c_ns = 0
+        self._step_calls = 0
+        # Statistics.
+        self.acquire_calls = 0
+        self.release_calls = 0
+        self.refusals = 0
+        self.errors = 0
+        self.units_acquired = 0
+        self.units_released = 0
+        self.sync_backings = 0
+        self.double_frees = 0
+        self.c_ns_total = 0
+        self.step_c_us: list[float] = []  # C time per step that made at least one call
+        self.step_calls: list[int] = []
+        self._reported: set[int] = set()
+
+    # ------------------------------------------------------------------ block state
+    def _fully_backed(self, block: int) -> bool:
+        acq = self.acq
+        for unit in self.layout.block_units(block):
+            if not acq[unit]:
+                return False
+        return True
+
+    def is_free(self, block: int) -> bool:
+        return 0 <= block < self.managed and bool(self.fb[block] or self.fu[block])
+
+    def iter_free(self):
+        for block in range(self.managed):
+            if self.fb[block] or self.fu[block]:
+                yield block
+
+    def adopt(self, free_blocks) -> None:
+        """Initial state: `free_blocks` are free, every other managed block is held (and is backed
+        now, synchronously: raises BackingRefused if the shim refuses)."""
+        with self.lock:
+            free = bytearray(self.managed)
+            for block in free_blocks:
+                if not 0 <= block < self.managed:
+                    raise ValueError(f"free block {block} outside 0..{self.managed - 1}")
+                free[block] = 1
+            held = [b for b in range(self.managed) if not free[b]]
+            if held:
+                self.pin_blocks(held, pin=False)
+            for block in range(self.managed):
+                if free[block]:
+                    if self._fully_backed(block):
+                        self.fb[block] = 1
+                        self.nbfree += 1
+                    else:
+                        self.fu[block] = 1
+                    self.nfree += 1
+
+    def pin_blocks(self, blocks, pin: bool = True) -> None:
+        """Backs every page of `blocks` now and counts them as held (pin=True: forever, e.g. the
+        engine's padding blocks). Raises BackingRefused when the shim refuses."""
+        with self.lock:
+            units = sorted({u for b in blocks for u in self.layout.block_units(b)})
+            missing = [u for u in units if not self.acq[u]]
+            if missing:
+                status = self._acquire_units(missing)
+                if status != C.OK:
+                    raise BackingRefused(
+                        f"could not back {len(missing)} page(s) of {self.name or 'the KV cache'} "
+                        f"({C.STATUS_NAMES.get(status, status)}: {self._last_error()})"
+                    )
+            for block in blocks:
+                for unit in self.layout.block_units(block):
+                    self.count[unit] += 1
+                    self.empty_since.pop(unit, None)
+
+    def mark_units_acquired(self, units) -> None:
+        """Units the caller acquired itself (for example the engine's padding blocks, backed while
+        the cache was being built) and that stay backed forever: counted as one pin each."""
+        with self.lock:
+            for unit in units:
+                if not self.acq[unit]:
+                    self.acq[unit] = 1
+                    self._on_unit_backed(unit)
+                self.count[unit] += 1
+                self.empty_since.pop(unit, None)
+
+    def give(self, block: int) -> bool:
+        """Block enters the free list (the engine freed it). False for a double free."""
+        with self.lock:
+            if not 0 <= block < self.managed:
+                raise ValueError(f"block {block} outside 0..{self.managed - 1}")
+            if self.fb[block] or self.fu[block]:
+                self.double_frees += 1
+                important(f"{self.name}: block {block} freed twice (ignored)", logging.ERROR)
+                return False
+            for unit in self.layout.block_units(block):
+                self.count[unit] -= 1
+                if self.count[unit] <= 0:
+                    self.count[unit] = 0
+                    if self.acq[unit]:
+                        self.empty_since.setdefault(unit, self.step)
+            if self._fully_backed(block):
+                self.fb[block] = 1
+                self.nbfree += 1
+            else:
+                self.fu[block] = 1
+            self.nfree += 1
+            return True
+
+    def take(self, block: int) -> None:
+        """Block leaves the free list (handed to a request). Backs it synchronously if needed."""
+        with self.lock:
+            if not 0 <= block < self.managed:
+                raise ValueError(f"block {block} outside 0..{self.managed - 1}")
+            if self.fb[block]:
+                self.fb[block] = 0
+                self.nbfree -= 1
+            elif self.fu[block]:
+                missing = [u for u in self.layout.block_units(block) if not self.acq[u]]
+                status = self._acquire_units(missing)
+                if status != C.OK:
+                    if status == C.ERR_NO_MEMORY:
+                        self._enter_pressure()
+                    raise BackingRefused(
+                        f"{self.name}: block {block} handed out without backing and the shim refused "
+                        f"({C.STATUS_NAMES.get(status, status)}: {self._last_error()})"
+                    )
+                self.sync_backings += 1
+                # _acquire_units moved it to fb (fully backed now); take it from wherever it is.
+                if self.fb[block]:
+                    self.fb[block] = 0
+                    self.nbfree -= 1
+                else:
+                    self.fu[block] = 0
+            else:
+                raise ValueError(f"block {block} is not free")
+            self.nfree -= 1
+            for unit in self.layout.block_units(block):
+                self.count[unit] += 1
+                self.empty_since.pop(unit, None)
+
+    def pick(self) -> int:
+        """The block to hand out next: lowest address among free blocks in backed pages, else the
+        lowest free block. -1 when none is free."""
+        block = self.fb.find(1)
+        if block < 0:
+            block = self.fu.find(1)
+        return block
+
+    # ------------------------------------------------------------------ backing ahead of use
+    def ensure(self, n: int, best_effort: bool = False) -> bool:
+        """Makes at least `n` free blocks backed. False when that is not possible now.
+
+        best_effort: a speculative request (prediction of the step's demand): a refusal neither
+        enters pressure nor drops cached blocks.
+        """
+        with self.lock:
+            if n <= self.nbfree:
+                return True
+            if not best_effort and self.prefer_cached:
+                self._evict(n - self.nbfree)
+                if n <= self.nbfree:
+                    return True
+            # One refused call per step is enough: the budget will not change within the step.
+            units = [] if self.refused_this_step and not best_effort else self._plan(n - self.nbfree)
+            if units:
+                status = self._acquire_units(units)
+                if status == C.OK:
+                    return n <= self.nbfree
+                if best_effort:
+                    return False
+                if status != C.ERR_NO_MEMORY:
+                    self._report_error("kvcached_acquire_ranges", status)
+                self._enter_pressure()
+            elif best_effort:
+                return False
+            else:
+                self._enter_pressure()
+            if not self.prefer_cached:
+                self._evict(n - self.nbfree)
+            return n <= self.nbfree
+
+    def _evict(self, k: int) -> None:
+        if k > 0 and self.evict_cached is not None:
+            self.evict_cached(k)
+
+    def _plan(self, deficit: int) -> list[int]:
+        """Units to acquire so that `deficit` more free blocks become backed: the pages of the
+        lowest-addressed free unbacked blocks (keeps the backed part of the cache compact)."""
+        layout, acq, fu = self.layout, self.acq, self.fu
+        chosen: set[int] = set()
+        counted: set[int] = set()
+        block = fu.find(1)
+        while block >= 0 and len(counted) < deficit:
+            if block not in counted:
+                new_units = [u for u in layout.block_units(block) if not acq[u] and u not in chosen]
+                chosen.update(new_units)
+                for unit in new_units:
+                    for other in layout.unit_blocks(unit):
+                        if other < self.managed and fu[other] and other not in counted:
+                            if all(acq[u] or u in chosen for u in layout.block_units(other)):
+                                counted.add(other)
+            block = fu.find(1, block + 1)
+        return sorted(chosen)
+
+    def _acquire_units(self, units: list[int]) -> int:
+        if not units:
+            return C.OK
+        ranges = [r for unit in units for r in self.layout.unit_ranges(unit)]
+        start = time.perf_counter_ns()
+        status = self.api.acquire(ranges)
+        self._account(time.perf_counter_ns() - start)
+        self.acquire_calls += 1
+        if status == C.OK:
+            self.units_acquired += len(units)
+            for unit in units:
+                self.acq[unit] = 1
+                if self.count[unit] == 0:
+                    self.empty_since.setdefault(unit, self.step)
+                self._on_unit_backed(unit)
+        elif status == C.ERR_NO_MEMORY:
+            self.refusals += 1
+        return status
+
+    def _on_unit_backed(self, unit: int) -> None:
+        fu, fb = self.fu, self.fb
+        for block in self.layout.unit_blocks(unit):
+            if block < self.managed and fu[block] and self._fully_backed(block):
+                fu[block] = 0
+                fb[block] = 1
+                self.nbfree += 1
+
+    def _enter_pressure(self) -> None:
+        self.pressure = True
+        self.refused_this_step = True
+
+    # ------------------------------------------------------------------ giving pages back
+    def flush(self, force: bool = False) -> int:
+        """Releases (one C call) units that have been acquired and empty for at least
+        release_delay_steps steps (all empty ones with force). Returns the number released."""
+        with self.lock:
+            if not self.empty_since:
+                return 0
+            limit = self.step - self.release_delay_steps
+            units = sorted(u for u, since in self.empty_since.items() if force or since <= limit)
+            units = [u for u in units if self.count[u] == 0 and self.acq[u]]
+            for unit in list(self.empty_since):
+                if self.count[unit] != 0 or not self.acq[unit]:
+                    del self.empty_since[unit]
+            if not units:
+                return 0
+            fu, fb = self.fu, self.fb
+            for unit in units:
+                del self.empty_since[unit]
+                self.acq[unit] = 0
+                for block in self.layout.unit_blocks(unit):
+                    if block < self.managed and fb[block]:
+                        fb[block] = 0
+                        fu[block] = 1
+                        self.nbfree -= 1
+            ranges = [r for unit in units for r in self.layout.unit_ranges(unit)]
+            start = time.perf_counter_ns()
+            status = self.api.release(ranges)
+            self._account(time.perf_counter_ns() - start)
+            self.release_calls += 1
+            if status != C.OK:
+                self._report_error("kvcached_release_ranges", status)
+            else:
+                self.units_released += len(units)
+            return len(units)
+
+    # ------------------------------------------------------------------ steps
+    def step_begin(self) -> None:
+        with self.lock:
+            self.step += 1
+            self.refused_last_step = self.refused_this_step
+            self.pressure = False
+            self.refused_this_step = False
+            self._step_c_ns = 0
+            self._step_calls = 0
+
+    def step_end(self) -> None:
+        with self.lock:
+            self.flush()
+            if self._step_calls:
+                if len(self.step_c_us) >= 200_000:  # bound memory on very long runs
+                    del self.step_c_us[:100_000]
+                    del self.step_calls[:100_000]
+                self.step_c_us.append(self._step_c_ns / 1000.0)
+                self.step_calls.append(self._step_calls)
+
+    def effective_free(self, engine_free: int) -> int:
+        """The engine's free-block count, clamped under pressure to blocks that need no new page."""
+        if not self.pressure:
+            return engine_free
+        return min(engine_free, self.nbfree + self.cached_count())
+
+    # ------------------------------------------------------------------ misc
+    def _account(self, ns: int) -> None:
+        self.c_ns_total += ns
+        self._step_c_ns += ns
+        self._step_calls += 1
+
+    def _last_error(self) -> str:
+        try:
+            return self.api.last_error()
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return ""
+
+    def _report_error(self, call: str, status: int) -> None:
+        self.errors += 1
+        if status not in self._reported:
+            self._reported.add(status)
+            important(
+                f"{self.name}: {call} failed with {C.STATUS_NAMES.get(status, status)}: {self._last_error()} "
+                "(treated as 'no memory now'; reported once)",
+                logging.ERROR,
+            )
+
+    def acquired_units(self) -> list[int]:
+        return [u for u in range(self.layout.num_units) if self.acq[u]]
+
+    def backed_bytes(self) -> int:
+        """Bytes of shim pages this tracker holds (approximate at tensor edges)."""
+        return sum(len(self.layout.class_spans[u // self.layout.pages_per_class]) for u in self.acquired_units()) * self.layout.page_size
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "name": self.name,
+                "step": self.step,
+                "blocks": self.managed,
+                "free_blocks": self.nfree,
+                "free_backed_blocks": self.nbfree,
+                "held_blocks": self.managed - self.nfree,
+                "units": self.layout.num_units,
+                "units_acquired": sum(self.acq),
+                "backed_bytes": self.backed_bytes(),
+                "acquire_calls": self.acquire_calls,
+                "release_calls": self.release_calls,
+                "refusals": self.refusals,
+                "errors": self.errors,
+                "pages_acquired_total": self.units_acquired,
+                "pages_released_total": self.units_released,
+                "sync_backings": self.sync_backings,
+                "double_frees": self.double_frees,
+                "c_time_s": self.c_ns_total / 1e9,
+                "pressure": self.pressure,
+            }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]); 0.0 for an empty list."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100.0 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+__all__ = ["KVPageTracker", "BackingRefused", "percentile", "logger"]

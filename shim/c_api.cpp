@@ -1,0 +1,309 @@
+// The C API (include/kvcached/kvcached.h) on top of the Runtime. No exception crosses it: every
+// entry point catches everything and reports it through the status and kvcached_last_error().
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/runtime/runtime.h"
+#include "hooks/alloc_policy.h"
+#include "hooks/region_ops.h"
+#include "hooks/torch_allocator.h"
+#include "kvcached/kvcached.h"
+#include "shim/lazy_start.h"
+#include "shim/version.h"
+
+namespace kvcached::shim {
+namespace {
+
+thread_local std::string t_last_error;
+
+kvcached_status Fail(kvcached_status status, std::string message) {
+  t_last_error = std::move(message);
+  return status;
+}
+
+kvcached_status ToCStatus(Errc code) {
+  switch (code) {
+    case Errc::kOk:
+      return KVCACHED_OK;
+    case Errc::kInvalid:
+      return KVCACHED_ERR_INVALID;
+    case Errc::kNoMemory:
+      return KVCACHED_ERR_NO_MEMORY;
+    case Errc::kDriver:
+      return KVCACHED_ERR_DRIVER;
+    case Errc::kNotFound:
+      return KVCACHED_ERR_NOT_FOUND;
+    case Errc::kDisabled:
+      return KVCACHED_ERR_DISABLED;
+    case Errc::kState:
+      return KVCACHED_ERR_STATE;
+    case Errc::kUnsupported:
+      return KVCACHED_ERR_UNSUPPORTED;
+  }
+  return KVCACHED_ERR_INVALID;
+}
+
+kvcached_status Report(const Status& status) {
+  if (status.ok()) return KVCACHED_OK;
+  return Fail(ToCStatus(status.code()), status.message());
+}
+
+// Runs `body(runtime)` with the started Runtime, or reports why there is none.
+template <class Body>
+kvcached_status WithRuntime(const char* function, Body&& body) noexcept {
+  try {
+    const hooks::RuntimeRef runtime = WaitForRuntime();
+    if (!runtime) {
+      const char* reason = PassThroughReason();
+      return Fail(KVCACHED_ERR_DISABLED,
+                  std::string(function) + ": " +
+                      (reason[0] != '\0' ? reason : "kvcached is not running in this process"));
+    }
+    return body(*runtime);
+  } catch (const std::exception& e) {
+    return Fail(KVCACHED_ERR_NO_MEMORY, std::string(function) + ": " + e.what());
+  } catch (...) {
+    return Fail(KVCACHED_ERR_INVALID, std::string(function) + ": unexpected failure");
+  }
+}
+
+kvcached_status NullArgument(const char* function, const char* argument) {
+  return Fail(KVCACHED_ERR_INVALID, std::string(function) + ": " + argument + " is null");
+}
+
+ByteRange ToByteRange(const kvcached_range& range) {
+  return {range.addr, range.length};
+}
+
+// Ranges converted without a heap allocation for the usual batch sizes (one engine step).
+template <class Call>
+kvcached_status WithRanges(const kvcached_range* ranges, size_t count, Call&& call) {
+  constexpr size_t kOnStack = 64;
+  if (count <= kOnStack) {
+    ByteRange buffer[kOnStack];
+    for (size_t i = 0; i < count; ++i) buffer[i] = ToByteRange(ranges[i]);
+    return call(std::span<const ByteRange>(buffer, count));
+  }
+  std::vector<ByteRange> converted(count);
+  for (size_t i = 0; i < count; ++i) converted[i] = ToByteRange(ranges[i]);
+  return call(std::span<const ByteRange>(converted));
+}
+
+}  // namespace
+}  // namespace kvcached::shim
+
+using kvcached::ByteRange;
+using kvcached::Runtime;
+using kvcached::shim::Fail;
+using kvcached::shim::NullArgument;
+using kvcached::shim::Report;
+using kvcached::shim::WithRanges;
+using kvcached::shim::WithRuntime;
+
+extern "C" {
+
+const char* kvcached_version(void) {
+  return kvcached::shim::kVersion;
+}
+
+int kvcached_api_version(void) {
+  return KVCACHED_API_VERSION;
+}
+
+const char* kvcached_status_string(kvcached_status status) {
+  switch (status) {
+    case KVCACHED_OK:
+      return "ok";
+    case KVCACHED_ERR_INVALID:
+      return "invalid argument";
+    case KVCACHED_ERR_NO_MEMORY:
+      return "out of memory (budget or device): retry later";
+    case KVCACHED_ERR_DRIVER:
+      return "CUDA driver error";
+    case KVCACHED_ERR_NOT_FOUND:
+      return "no kvcached region at that address";
+    case KVCACHED_ERR_DISABLED:
+      return "kvcached is disabled or not running";
+    case KVCACHED_ERR_STATE:
+      return "operation not valid in the current state";
+    case KVCACHED_ERR_UNSUPPORTED:
+      return "not supported by this device";
+  }
+  return "unknown status";
+}
+
+const char* kvcached_last_error(void) {
+  return kvcached::shim::t_last_error.c_str();
+}
+
+int kvcached_enabled(void) {
+  try {
+    return kvcached::shim::WaitForRuntime() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+kvcached_status kvcached_region_create(int device, uint64_t size, kvcached_region_kind kind,
+                                       uint64_t* out_base) {
+  if (out_base == nullptr) return NullArgument("kvcached_region_create", "out_base");
+  if (kind != KVCACHED_REGION_LAZY && kind != KVCACHED_REGION_EAGER) {
+    return Fail(KVCACHED_ERR_INVALID,
+                "kvcached_region_create: kind must be KVCACHED_REGION_LAZY (0) or "
+                "KVCACHED_REGION_EAGER (1), got " +
+                    std::to_string(static_cast<int>(kind)));
+  }
+  return WithRuntime("kvcached_region_create", [&](Runtime& runtime) {
+    auto base = kvcached::hooks::CreateRegion(
+        runtime, device, size,
+        kind == KVCACHED_REGION_LAZY ? kvcached::RegionKind::kLazy : kvcached::RegionKind::kEager);
+    if (!base.ok()) return Report(base.status());
+    *out_base = base.value();
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_region_destroy(uint64_t base) {
+  return WithRuntime("kvcached_region_destroy", [&](Runtime& runtime) {
+    return Report(kvcached::hooks::DestroyRegion(runtime, base));
+  });
+}
+
+kvcached_status kvcached_region_info_get(uint64_t addr, kvcached_region_info* out) {
+  if (out == nullptr) return NullArgument("kvcached_region_info_get", "out");
+  return WithRuntime("kvcached_region_info_get", [&](Runtime& runtime) {
+    auto info = runtime.Info(addr);
+    if (!info.ok()) return Report(info.status());
+    const kvcached::RegionInfo& i = info.value();
+    *out = kvcached_region_info{i.base,         i.size,       i.page_size,
+                                i.pages,        i.zero_pages, i.mapped_free_pages,
+                                i.in_use_pages, i.device,     static_cast<int32_t>(i.kind)};
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_acquire(uint64_t addr, uint64_t length) {
+  return WithRuntime("kvcached_acquire", [&](Runtime& runtime) {
+    const ByteRange range{addr, length};
+    return Report(runtime.Acquire(std::span<const ByteRange>(&range, 1)));
+  });
+}
+
+kvcached_status kvcached_release(uint64_t addr, uint64_t length) {
+  return WithRuntime("kvcached_release", [&](Runtime& runtime) {
+    const ByteRange range{addr, length};
+    return Report(runtime.Release(std::span<const ByteRange>(&range, 1)));
+  });
+}
+
+kvcached_status kvcached_acquire_ranges(const kvcached_range* ranges, size_t count) {
+  if (ranges == nullptr && count > 0) return NullArgument("kvcached_acquire_ranges", "ranges");
+  return WithRuntime("kvcached_acquire_ranges", [&](Runtime& runtime) {
+    return WithRanges(ranges, count, [&](std::span<const ByteRange> converted) {
+      return Report(runtime.Acquire(converted));
+    });
+  });
+}
+
+kvcached_status kvcached_release_ranges(const kvcached_range* ranges, size_t count) {
+  if (ranges == nullptr && count > 0) return NullArgument("kvcached_release_ranges", "ranges");
+  return WithRuntime("kvcached_release_ranges", [&](Runtime& runtime) {
+    return WithRanges(ranges, count, [&](std::span<const ByteRange> converted) {
+      return Report(runtime.Release(converted));
+    });
+  });
+}
+
+kvcached_status kvcached_page_state_get(uint64_t addr, kvcached_page_state* out) {
+  if (out == nullptr) return NullArgument("kvcached_page_state_get", "out");
+  return WithRuntime("kvcached_page_state_get", [&](Runtime& runtime) {
+    auto state = runtime.PageStateAt(addr);
+    if (!state.ok()) return Report(state.status());
+    *out = static_cast<kvcached_page_state>(state.value());
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_stats_get(int device, kvcached_stats* out) {
+  if (out == nullptr) return NullArgument("kvcached_stats_get", "out");
+  return WithRuntime("kvcached_stats_get", [&](Runtime& runtime) {
+    auto stats = runtime.Stats(device);
+    if (!stats.ok()) return Report(stats.status());
+    const kvcached::DeviceStats& s = stats.value();
+    *out = kvcached_stats{s.page_size,
+                          s.regions,
+                          s.reserved_va_bytes,
+                          s.in_use_bytes,
+                          s.mapped_free_bytes,
+                          s.pool_bytes,
+                          s.zero_page_bytes,
+                          s.peak_physical_bytes,
+                          s.passthrough_bytes,
+                          s.budget_limit_bytes,
+                          s.maps,
+                          s.unmaps,
+                          s.sync_maps,
+                          s.budget_refusals};
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_trim(int device) {
+  return WithRuntime("kvcached_trim",
+                     [&](Runtime& runtime) { return Report(runtime.Trim(device)); });
+}
+
+kvcached_status kvcached_kv_window_begin(void) {
+  return WithRuntime("kvcached_kv_window_begin", [](Runtime& /*runtime*/) {
+    kvcached::hooks::EnterKvWindow();
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_kv_window_end(void) {
+  if (!kvcached::hooks::LeaveKvWindow()) {
+    return Fail(KVCACHED_ERR_STATE,
+                "kvcached_kv_window_end: no KV window is open on this thread (every "
+                "kvcached_kv_window_end must follow a successful kvcached_kv_window_begin on the "
+                "same thread)");
+  }
+  return KVCACHED_OK;
+}
+
+kvcached_status kvcached_set_label(const char* label) {
+  if (label == nullptr) return NullArgument("kvcached_set_label", "label");
+  return WithRuntime("kvcached_set_label", [&](Runtime& runtime) {
+    runtime.SetLabel(label);
+    return KVCACHED_OK;
+  });
+}
+
+void* kvcached_torch_malloc(ssize_t size, int device, void* stream) {
+  try {
+    if (size <= 0) return nullptr;
+    const kvcached::hooks::RuntimeRef runtime = kvcached::shim::WaitForRuntime();
+    void* ptr =
+        kvcached::hooks::TorchMalloc(runtime.get(), static_cast<uint64_t>(size), device, stream);
+    if (ptr == nullptr) {
+      Fail(KVCACHED_ERR_NO_MEMORY, "kvcached_torch_malloc: could not allocate " +
+                                       std::to_string(size) + " bytes on device " +
+                                       std::to_string(device));
+    }
+    return ptr;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void kvcached_torch_free(void* ptr, ssize_t /*size*/, int device, void* stream) {
+  try {
+    const kvcached::hooks::RuntimeRef runtime = kvcached::shim::WaitForRuntime();
+    kvcached::hooks::TorchFree(runtime.get(), ptr, device, stream);
+  } catch (...) {
+    // Nothing can be reported from a void free; the hooks already logged any failure.
+  }
+}
+
+}  // extern "C"
