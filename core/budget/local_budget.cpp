@@ -14,10 +14,18 @@ bool LocalBudget::TryCharge(std::uint64_t bytes) {
   return true;
 }
 
-void LocalBudget::Uncharge(std::uint64_t bytes) { charged_.fetch_sub(bytes, std::memory_order_acq_rel); }
-void LocalBudget::MoveToInUse(std::uint64_t bytes) { in_use_.fetch_add(bytes, std::memory_order_relaxed); }
-void LocalBudget::MoveToReserved(std::uint64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
-void LocalBudget::AddOther(std::int64_t delta) { others_.fetch_add(delta, std::memory_order_relaxed); }
+void LocalBudget::Uncharge(std::uint64_t bytes) {
+  charged_.fetch_sub(bytes, std::memory_order_acq_rel);
+}
+void LocalBudget::MoveToInUse(std::uint64_t bytes) {
+  in_use_.fetch_add(bytes, std::memory_order_relaxed);
+}
+void LocalBudget::MoveToReserved(std::uint64_t bytes) {
+  in_use_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+void LocalBudget::AddOther(std::int64_t delta) {
+  others_.fetch_add(delta, std::memory_order_relaxed);
+}
 
 BudgetView LocalBudget::View() const {
   BudgetView v;

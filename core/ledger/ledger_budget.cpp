@@ -1,0 +1,312 @@
+#include "core/ledger/ledger_budget.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_slots.h"
+#include "core/log/log.h"
+
+// Admission protocol (why the sum of `charged` over all slots never exceeds the budget, with no
+// lock anywhere).
+//
+// Each slot is written only by the process named in its owner word (ledger_slots.h). To admit B
+// bytes, process P:
+//   (W)  adds B to its own `tentative`                                   (seq_cst RMW)
+//   (R)  reads every non-free slot: `tentative`, then `charged`          (seq_cst loads)
+//   if the sum S <= budget (and P's own tentative + charged <= P's limit):
+//   (C)  adds B to `charged`, then (T) subtracts B from `tentative`      (seq_cst RMWs)
+//   else it subtracts B from `tentative` and refuses (after a few retries with backoff when the
+//   refusal came only from other processes' tentative bytes, i.e. contention).
+//
+// Invariant 1: between (W) and (T), P's bytes are in tentative + charged; (C) precedes (T), so
+// they are never in neither. A reader that loads tentative before charged therefore sees them
+// (if it reads tentative before (T) it sees them there, else its later load of charged comes
+// after (C)).
+// Invariant 2: all seq_cst operations form one total order S. Take two admissions X (by P) and Y
+// (by Q) that both succeed while both hold their bytes. If X's read of Q's slot came before Y's
+// (W) in S, then X's (W) < X's read < Y's (W) < Y's read of P's slot, so Y saw X's bytes. Hence
+// of any two admissions, the later one (by the order of their (W)) saw the earlier one's bytes,
+// and the last admission of any set of bytes held at once saw all the others plus its own: the
+// sum of the holdings it checked against the budget is at least what is held. So
+// sum(charged) <= budget at every instant. Free slots are skipped: a slot read as free after our
+// (W) can only gain bytes through an admission whose (W) comes later, which sees ours.
+//
+// kill -9: nothing is ever locked or waited on. A process killed between (W) and (T) leaves bytes
+// in its slot; they keep counting (conservatively) until someone finds the owner dead and
+// reclaims the slot (a CAS on the owner word, then zeroing), after which its budget is free again.
+// Its device memory was freed by the driver when it died.
+//
+// Per-process limit: checked against the slot's `limit` word at each admission, so a limit
+// stored by `kvctl limit` takes effect at the next admission without any polling.
+
+namespace kvcached::ledger {
+namespace {
+
+constexpr int kMaxAttempts = 6;
+constexpr std::uint64_t kReclaimIntervalNs = 10ULL * 1000 * 1000;  // on refusal: at most 100/s
+constexpr std::uint64_t kHeartbeatReclaimNs = 1000ULL * 1000 * 1000;
+
+std::atomic<std::uint64_t> g_fork_generation{0};
+std::atomic<AdmissionHook> g_admission_hook{nullptr};
+void OnForkChild() {
+  g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+void RegisterForkHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, &OnForkChild); });
+}
+
+// Contention backoff: a yield, then short randomised sleeps (worst case about 1.3 ms in all).
+void Backoff(int attempt) {
+  if (attempt == 0) {
+    ::sched_yield();
+    return;
+  }
+  thread_local std::minstd_rand rng(
+      static_cast<unsigned>(::getpid()) ^
+      static_cast<unsigned>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+  const unsigned base_us = 20U << std::min(attempt, 5);
+  std::this_thread::sleep_for(std::chrono::microseconds(base_us / 2 + rng() % base_us));
+}
+
+// Subtracts without wrapping below zero (a caller's accounting bug must not make the segment
+// invalid for everybody else).
+void SatSub(std::uint64_t& word, std::uint64_t bytes) {
+  auto ref = Atomic(word);
+  std::uint64_t cur = ref.load();
+  while (!ref.compare_exchange_weak(cur, cur > bytes ? cur - bytes : 0)) {
+  }
+}
+void SatSubLocal(std::atomic<std::uint64_t>& v, std::uint64_t bytes) {
+  std::uint64_t cur = v.load();
+  while (!v.compare_exchange_weak(cur, cur > bytes ? cur - bytes : 0)) {
+  }
+}
+void RaiseTo(std::uint64_t& word, std::uint64_t value) {
+  auto ref = Atomic(word);
+  std::uint64_t cur = ref.load(std::memory_order_relaxed);
+  while (value > cur && !ref.compare_exchange_weak(cur, value, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+void SetAdmissionHookForTesting(AdmissionHook hook) {
+  g_admission_hook.store(hook);
+}
+
+Result<std::unique_ptr<LedgerBudget>> LedgerBudget::Attach(std::shared_ptr<Segment> segment,
+                                                           const std::string& label) {
+  if (!segment || !segment->writable()) {
+    return Status(Errc::kInvalid, "ledger budget needs a segment opened read-write");
+  }
+  RegisterForkHandler();
+  ProcessIdentity me = CurrentProcess();
+  auto slot = ClaimSlot(*segment, me, label);
+  if (!slot.ok()) return slot.status();
+  std::unique_ptr<LedgerBudget> budget(new LedgerBudget(std::move(segment), me, slot.value()));
+  budget->label_ = label;
+  return budget;
+}
+
+LedgerBudget::LedgerBudget(std::shared_ptr<Segment> segment, ProcessIdentity me, std::uint32_t slot)
+    : segment_(std::move(segment)),
+      me_(me),
+      slot_(slot),
+      owner_word_(PackOwner(SlotState::kLive, me.pid, me.start_ticks)),
+      fork_generation_(g_fork_generation.load()) {}
+
+LedgerBudget::~LedgerBudget() {
+  if (fork_generation_ != g_fork_generation.load()) return;  // the parent's slot, not ours
+  ReleaseSlot(*segment_, slot_.load(), owner_word_.load());
+}
+
+LedgerSlot& LedgerBudget::Slot() const {
+  return segment_->slot(slot_.load(std::memory_order_relaxed));
+}
+
+bool LedgerBudget::Owns() const {
+  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return false;
+  if (lost_.load(std::memory_order_relaxed)) return false;
+  return LoadRelaxed(Slot().owner) == owner_word_.load(std::memory_order_relaxed);
+}
+
+std::uint64_t LedgerBudget::EffectiveLimit() const {
+  const std::uint64_t limit = Load(Slot().limit);
+  return limit == kNoLimit ? segment_->budget() : std::min(limit, segment_->budget());
+}
+
+bool LedgerBudget::MaybeReclaim(bool force) {
+  const std::uint64_t now = BoottimeNs();
+  std::uint64_t last = last_reclaim_ns_.load(std::memory_order_relaxed);
+  if (!force && now - last < kReclaimIntervalNs) return false;
+  if (!last_reclaim_ns_.compare_exchange_strong(last, now)) return false;  // another thread does it
+  return ReclaimDeadSlots(*segment_, me_) > 0;
+}
+
+int LedgerBudget::ReclaimDead() {
+  return ReclaimDeadSlots(*segment_, me_);
+}
+
+bool LedgerBudget::TryCharge(std::uint64_t bytes) {
+  if (bytes == 0) return true;
+  if (!Owns()) {
+    if (fork_generation_ == g_fork_generation.load(std::memory_order_relaxed)) lost_.store(true);
+    return false;
+  }
+  LedgerSlot& me = Slot();
+  const std::uint64_t budget = segment_->budget();
+  Atomic(me.heartbeat_ns).store(BoottimeNs(), std::memory_order_relaxed);
+  bool reclaimed_once = false;
+  for (int attempt = 0;; ++attempt) {
+    const std::uint64_t limit = EffectiveLimit();
+    if (bytes > limit || Load(me.charged) > limit - bytes) return false;  // over its own limit
+
+    Atomic(me.tentative).fetch_add(bytes);        // (W)
+    const LedgerSums sums = SumSlots(*segment_);  // (R)
+    const std::uint64_t own = SatAdd(Load(me.tentative), Load(me.charged));
+    if (sums.claimed <= budget && own <= limit) {
+      if (AdmissionHook hook = g_admission_hook.load(std::memory_order_relaxed)) hook(*this);
+      Atomic(me.charged).fetch_add(bytes);    // (C)
+      Atomic(me.tentative).fetch_sub(bytes);  // (T)
+      const std::uint64_t now_charged = charged_.fetch_add(bytes) + bytes;
+      RaiseTo(me.peak, now_charged);
+      return true;
+    }
+    Atomic(me.tentative).fetch_sub(bytes);
+
+    // Refused by committed bytes alone: the budget (or limit) is really full, unless dead
+    // processes still hold part of it. Refused only because of others' tentative bytes:
+    // contention, worth a short retry.
+    const bool full =
+        SatAdd(sums.charged, bytes) > budget || SatAdd(Load(me.charged), bytes) > limit;
+    if (full) {
+      if (!reclaimed_once && attempt < kMaxAttempts && MaybeReclaim(false)) {
+        reclaimed_once = true;
+        continue;
+      }
+      return false;
+    }
+    if (attempt + 1 >= kMaxAttempts) return false;
+    Backoff(attempt);
+  }
+}
+
+void LedgerBudget::Uncharge(std::uint64_t bytes) {
+  SatSubLocal(charged_, bytes);
+  if (Owns()) SatSub(Slot().charged, bytes);
+}
+
+void LedgerBudget::MoveToInUse(std::uint64_t bytes) {
+  in_use_.fetch_add(bytes, std::memory_order_relaxed);
+  if (Owns()) Atomic(Slot().in_use).fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void LedgerBudget::MoveToReserved(std::uint64_t bytes) {
+  SatSubLocal(in_use_, bytes);
+  if (Owns()) SatSub(Slot().in_use, bytes);
+}
+
+void LedgerBudget::AddOther(std::int64_t delta_bytes) {
+  // Kept within [0, GPU total] so that the segment stays valid whatever the hooks report.
+  const std::uint64_t total = segment_->gpu_total();
+  std::uint64_t cur = other_.load();
+  std::uint64_t next = 0;
+  do {
+    if (delta_bytes < 0) {
+      const auto drop = static_cast<std::uint64_t>(-(delta_bytes + 1)) + 1;
+      next = cur > drop ? cur - drop : 0;
+    } else {
+      next = std::min(SatAdd(cur, static_cast<std::uint64_t>(delta_bytes)), total);
+    }
+  } while (!other_.compare_exchange_weak(cur, next));
+  if (Owns()) Atomic(Slot().other).store(next, std::memory_order_relaxed);
+}
+
+void LedgerBudget::RequestPressure(std::uint64_t bytes) {
+  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return;
+  SegmentHeader& h = segment_->header();
+  own_pressure_requests_.fetch_add(1);
+  Atomic(h.pressure_bytes).store(std::min(bytes, segment_->gpu_total()), std::memory_order_relaxed);
+  Atomic(h.pressure_pid).store(me_.pid, std::memory_order_relaxed);
+  Atomic(h.pressure_ns).store(BoottimeNs(), std::memory_order_relaxed);
+  Atomic(h.pressure_seq).fetch_add(1);
+}
+
+bool LedgerBudget::TakePressureSignal() {
+  const std::uint64_t seq = LoadRelaxed(segment_->header().pressure_seq);
+  if (seq == pressure_seen_.load(std::memory_order_relaxed)) return false;  // the common case
+  const std::uint64_t prev = pressure_seen_.exchange(seq);
+  if (prev == seq) return false;
+  // Requests made by this process do not ask itself to give memory back. A request counted here
+  // before it reached the sequence shows up next time as a (harmless) extra signal.
+  const std::uint64_t mine = own_pressure_requests_.exchange(0);
+  return seq - prev > mine;
+}
+
+void LedgerBudget::Heartbeat() {
+  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return;
+  if (lost_.load() || LoadRelaxed(Slot().owner) != owner_word_.load()) Reattach();
+  Atomic(Slot().heartbeat_ns).store(BoottimeNs(), std::memory_order_relaxed);
+  const std::uint64_t now = BoottimeNs();
+  if (now - last_reclaim_ns_.load(std::memory_order_relaxed) > kHeartbeatReclaimNs) {
+    MaybeReclaim(true);
+  }
+}
+
+void LedgerBudget::Reattach() {
+  std::lock_guard<std::mutex> lock(reattach_mutex_);
+  if (!lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load()) return;
+  lost_.store(true);
+  // Our slot was reclaimed by a process in another pid namespace that saw our heartbeat stop.
+  // Take a new one and re-register what we hold (we still hold it on the device).
+  auto slot = ClaimSlot(*segment_, me_, label_);
+  if (!slot.ok()) {
+    log::ErrorOnce("ledger-lost", fmt::format("kvcached: this process lost its slot in {} and "
+                                              "cannot take a new one ({}); it takes no new pages",
+                                              segment_->path(), slot.status().message()));
+    return;
+  }
+  LedgerSlot& s = segment_->slot(slot.value());
+  Atomic(s.charged).store(charged_.load());
+  Atomic(s.in_use).store(in_use_.load());
+  Atomic(s.other).store(other_.load());
+  Atomic(s.peak).store(charged_.load());
+  slot_.store(slot.value());
+  lost_.store(false);
+  KVC_LOG_WARN(
+      "kvcached: ledger slot in {} was reclaimed while this process was stalled; "
+      "re-registered in slot {}",
+      segment_->path(), slot.value());
+}
+
+void LedgerBudget::SetLabel(const std::string& label) {
+  {
+    std::lock_guard<std::mutex> lock(reattach_mutex_);
+    label_ = label;
+  }
+  if (Owns()) WriteLabel(Slot(), label);
+}
+
+BudgetView LedgerBudget::View() const {
+  BudgetView v;
+  v.budget = segment_->budget();
+  v.limit = EffectiveLimit();
+  v.in_use = in_use_.load(std::memory_order_relaxed);
+  const std::uint64_t charged = charged_.load(std::memory_order_relaxed);
+  v.reserved = charged > v.in_use ? charged - v.in_use : 0;
+  v.peak = LoadRelaxed(Slot().peak);
+  v.others = other_.load(std::memory_order_relaxed);
+  v.all_charged = SumSlots(*segment_).charged;
+  return v;
+}
+
+}  // namespace kvcached::ledger

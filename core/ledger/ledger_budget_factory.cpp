@@ -1,0 +1,129 @@
+#include "core/ledger/ledger_budget_factory.h"
+
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <cmath>
+
+#include "core/ledger/ledger_budget.h"
+#include "core/ledger/ledger_name.h"
+#include "core/log/log.h"
+
+namespace kvcached::ledger {
+namespace {
+
+std::string DefaultLabel() {
+  char buf[64] = {};
+  const int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+    if (n > 0) buf[n] = '\0';
+    if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = '\0';
+  }
+  return buf[0] != '\0' ? std::string(buf) : std::string("pid-") + std::to_string(::getpid());
+}
+
+Result<std::shared_ptr<Segment>> OpenNamed(const std::string& name, const CreateParams& params) {
+  bool created = false;
+  auto seg = Segment::OpenOrCreate(name, params, &created);
+  if (!seg.ok()) return seg.status();
+  if (created) {
+    KVC_LOG_INFO("kvcached: created ledger {} (GPU {}, budget {} of {} bytes)", SegmentPath(name),
+                 params.gpu_uuid, params.budget, params.gpu_total);
+  }
+  return std::shared_ptr<Segment>(std::move(seg).value());
+}
+
+}  // namespace
+
+Result<std::uint64_t> BudgetBytesFor(const Config& config, std::uint64_t total_bytes) {
+  if (total_bytes == 0) {
+    return Status(Errc::kInvalid, "the device reports 0 bytes of memory: no budget possible");
+  }
+  std::uint64_t budget = 0;
+  if (config.budget_bytes) {
+    budget = std::min(*config.budget_bytes, total_bytes);
+  } else {
+    budget = static_cast<std::uint64_t>(
+        std::floor(config.gpu_utilization * static_cast<double>(total_bytes)));
+    budget = std::min(budget, total_bytes);
+  }
+  if (budget == 0) {
+    return Status(Errc::kInvalid,
+                  "KVCACHED_BUDGET / KVCACHED_GPU_UTILIZATION give a budget of 0 "
+                  "bytes: set a positive budget");
+  }
+  return budget;
+}
+
+Result<std::shared_ptr<Segment>> OpenSegmentFor(const Config& config,
+                                                const DeviceIdentity& device) {
+  auto budget = BudgetBytesFor(config, device.total_bytes);
+  if (!budget.ok()) return budget.status();
+  CreateParams params;
+  params.gpu_total = device.total_bytes;
+  params.budget = budget.value();
+  params.gpu_uuid = device.uuid;
+  params.mode = config.shm_mode;
+  params.group = config.shm_group;
+
+  const std::string name = SegmentNameFor(config.ipc_name, device.uuid, device.ordinal);
+  auto seg = OpenNamed(name, params);
+  if (!seg.ok()) return seg.status();
+  std::shared_ptr<Segment> segment = std::move(seg).value();
+  if (!device.uuid.empty() && segment->gpu_uuid() != device.uuid) {
+    if (config.ipc_name.empty()) {
+      return Status(
+          Errc::kInvalid,
+          fmt::format("ledger segment {} describes GPU '{}', not this process's GPU {} "
+                      "(device {}). Fix: `kvctl delete {}`",
+                      segment->path(), segment->gpu_uuid(), device.uuid, device.ordinal, name));
+    }
+    // One KVCACHED_IPC_NAME used on several GPUs (tensor parallelism): each GPU needs its own
+    // budget, so the other GPUs get "<name>_<GPU uuid prefix>".
+    const std::string per_gpu =
+        fmt::format("{}_{}", name, SanitizeIpcName(device.uuid.substr(0, 12)));
+    KVC_LOG_INFO("kvcached: {} belongs to GPU {}; device {} ({}) uses {}", segment->path(),
+                 segment->gpu_uuid(), device.ordinal, device.uuid, SegmentPath(per_gpu));
+    auto other = OpenNamed(per_gpu, params);
+    if (!other.ok()) return other.status();
+    segment = std::move(other).value();
+    if (segment->gpu_uuid() != device.uuid) {
+      return Status(
+          Errc::kInvalid,
+          fmt::format("ledger segment {} describes GPU '{}', not {}. Fix: "
+                      "`kvctl delete {}`",
+                      segment->path(), segment->gpu_uuid(), device.uuid, segment->name()));
+    }
+  }
+  if (segment->gpu_total() != device.total_bytes) {
+    KVC_LOG_WARN(
+        "kvcached: {} records {} bytes of GPU memory, the driver reports {}; using the "
+        "segment's budget of {} bytes",
+        segment->path(), segment->gpu_total(), device.total_bytes, segment->budget());
+  } else if (segment->budget() != params.budget) {
+    KVC_LOG_INFO(
+        "kvcached: {} already has a budget of {} bytes (set by its creator); this "
+        "process's KVCACHED_BUDGET/KVCACHED_GPU_UTILIZATION ({} bytes) is not applied",
+        segment->path(), segment->budget(), params.budget);
+  }
+  return segment;
+}
+
+BudgetFactory MakeBudgetFactory() {
+  return [](const Config& config, const DeviceIdentity& device) -> Result<std::unique_ptr<Budget>> {
+    auto segment = OpenSegmentFor(config, device);
+    if (!segment.ok()) return segment.status();
+    const std::string label = config.label.empty() ? DefaultLabel() : config.label;
+    auto budget = LedgerBudget::Attach(std::move(segment).value(), label);
+    if (!budget.ok()) return budget.status();
+    KVC_LOG_INFO("kvcached: device {} draws from ledger {} (budget {} bytes, slot {})",
+                 device.ordinal, budget.value()->segment().path(),
+                 budget.value()->segment().budget(), budget.value()->slot_index());
+    return std::unique_ptr<Budget>(std::move(budget).value());
+  };
+}
+
+}  // namespace kvcached::ledger

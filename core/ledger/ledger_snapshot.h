@@ -1,0 +1,59 @@
+// A parsed copy of a live segment, for kvctl and tests: the header, every non-free slot and
+// whether its owner is alive (judged from the reading process's point of view).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/common/status.h"
+#include "core/ledger/ledger_layout.h"
+#include "core/ledger/ledger_segment.h"
+
+namespace kvcached::ledger {
+
+struct SlotSnapshot {
+  std::uint32_t index = 0;
+  SlotState state = SlotState::kFree;
+  std::uint64_t pid = 0;
+  std::uint64_t start_ticks = 0;
+  std::uint64_t owner_word = 0;
+  std::uint64_t pidns = 0;
+  std::uint64_t limit = kNoLimit;
+  std::uint64_t tentative = 0;
+  std::uint64_t charged = 0;
+  std::uint64_t in_use = 0;
+  std::uint64_t reserved = 0;  // charged - in_use (never negative)
+  std::uint64_t peak = 0;
+  std::uint64_t other = 0;
+  std::uint64_t heartbeat_ns = 0;  // CLOCK_BOOTTIME
+  std::uint64_t attached_ns = 0;   // CLOCK_REALTIME
+  std::string label;
+  bool dead = false;         // owner gone (the slot awaits reclamation)
+  bool other_pidns = false;  // owner in another pid namespace (pid is not ours to look up)
+};
+
+struct SegmentSnapshot {
+  std::string name;
+  std::string gpu_uuid;
+  std::uint64_t gpu_total = 0;
+  std::uint64_t budget = 0;
+  std::uint32_t slot_count = 0;
+  std::uint64_t created_ns = 0;
+  std::uint64_t pressure_seq = 0;
+  std::uint64_t pressure_bytes = 0;
+  std::uint64_t pressure_pid = 0;
+  std::uint64_t charged = 0;  // sums over all non-free slots
+  std::uint64_t in_use = 0;
+  std::uint64_t reserved = 0;
+  std::uint64_t tentative = 0;
+  std::uint32_t live = 0;
+  std::uint32_t dead = 0;
+  std::vector<SlotSnapshot> slots;  // non-free slots, by index
+};
+
+// Copies and parses `segment` (which was validated when opened); liveness uses this process's
+// pid namespace and clock.
+SegmentSnapshot TakeSnapshot(const Segment& segment);
+
+}  // namespace kvcached::ledger

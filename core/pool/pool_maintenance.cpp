@@ -1,0 +1,42 @@
+// The background pass of PagePool: pressure, heartbeat, hole repair, deferred trim, map-ahead
+// and the reserve of unmapped pages. Runs on the "kvcached-pool" thread only.
+#include "core/pool/page_pool.h"
+#include "core/region/clock.h"
+#include "core/region/lazy_region.h"
+
+namespace kvcached {
+
+void PagePool::MaintenancePass() {
+  // Another process was refused: give back everything not in use (within one period).
+  if (budget_.TakePressureSignal()) (void)GiveBackAll();
+  budget_.Heartbeat();
+
+  auto regions = Snapshot();
+  const std::int64_t now = NowNs();
+  const bool held = holding();
+  // While holding, map-ahead pages are not kept either.
+  const std::size_t keep = held ? 0 : config_.map_ahead_pages;
+  const std::int64_t delay_ns = static_cast<std::int64_t>(config_.trim_delay_ms) * 1'000'000;
+
+  for (const auto& region : regions) region->RepairHoles();
+  for (const auto& region : regions) (void)region->TrimExpired(now, delay_ns, keep);
+  if (held) {
+    ReleaseFreeList();
+    return;
+  }
+  for (const auto& region : regions) (void)region->MapAhead(config_.map_ahead_pages);
+  RefillFreeList();
+}
+
+void PagePool::RefillFreeList() {
+  if (!config_.page_prealloc) return;
+  const std::size_t target = std::min(config_.min_reserved_pages, config_.max_reserved_pages);
+  while (free_pages() < target) {
+    auto handle = CreateHandle();
+    if (!handle.ok()) return;  // budget or driver: try again next pass
+    std::lock_guard<std::mutex> lock(free_mu_);
+    free_.push_back(std::move(handle).value());
+  }
+}
+
+}  // namespace kvcached

@@ -1,0 +1,90 @@
+// LazyRegion: reserved VA whose pages are all aliased to the device's zero page until acquired.
+//
+// Foreground (engine) calls: Acquire/Release/StateAt/Info. An acquire whose pages are already
+// mapped ahead only updates the page table under the region mutex: no driver call. A miss marks
+// its ZERO pages busy, drops the mutex, swaps them in (driver calls), and commits; foreground
+// calls on other pages of the region are never blocked by driver calls.
+// Pool (background) calls: MapAhead, TrimExpired, GiveBackFree, StealFree, RepairHoles.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/driver/handles.h"
+#include "core/region/page_swapper.h"
+#include "core/region/page_table.h"
+#include "core/region/region.h"
+
+namespace kvcached {
+
+class PagePool;
+
+class LazyRegion final : public Region {
+  struct Key {
+    explicit Key() = default;
+  };
+
+ public:
+  // Reserves `size` bytes (rounded up to the page size), aliases every page to the zero page
+  // (one set-access for the whole range) and registers the region with the pool.
+  static Result<std::shared_ptr<LazyRegion>> Create(PagePool& pool, std::uint64_t size);
+  LazyRegion(Key key, PagePool& pool, driver::VaReservation va);
+  LazyRegion(const LazyRegion&) = delete;
+  LazyRegion& operator=(const LazyRegion&) = delete;
+  LazyRegion(LazyRegion&&) = delete;
+  LazyRegion& operator=(LazyRegion&&) = delete;
+  ~LazyRegion() override;
+
+  Status Acquire(std::uint64_t offset, std::uint64_t length, SwappedPages* swapped) override;
+  Status Release(std::uint64_t offset, std::uint64_t length) override;
+  void Undo(std::uint64_t offset, std::uint64_t length, const SwappedPages& swapped) override;
+  [[nodiscard]] Result<PageState> StateAt(std::uint64_t offset) const override;
+  [[nodiscard]] RegionInfo Info() const override;
+  Status Destroy() override;
+
+  // --- called by the pool ---
+  // Maps the lowest ZERO pages until `target` pages are MAPPED_FREE (as far as the pool has
+  // pages). Returns the first driver error.
+  Status MapAhead(std::size_t target);
+  // Swaps out MAPPED_FREE pages free for at least delay_ns, keeping the `keep` lowest.
+  Status TrimExpired(std::int64_t now_ns, std::int64_t delay_ns, std::size_t keep);
+  // Swaps out every MAPPED_FREE page that no acquire is using.
+  Status GiveBackFree();
+  // Swaps out up to n MAPPED_FREE pages (highest first) and hands their handles to `out`.
+  std::size_t StealFree(std::size_t n, std::vector<driver::PhysicalHandle>& out);
+  // Re-aliases pages left without a zero alias by a double driver failure.
+  void RepairHoles();
+  [[nodiscard]] std::size_t holes() const { return swapper_.holes(); }
+  [[nodiscard]] std::size_t mapped_free_pages() const;
+
+ private:
+  // Swaps out the pages chosen by `select` (called under the mutex; it appends takeable pages).
+  // Handles go to `out` when given, else back to the pool.
+  template <class Select>
+  Status SwapOutChosen(Select select, std::vector<driver::PhysicalHandle>* out,
+                       std::size_t* count = nullptr);
+  Status AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t first, std::size_t end,
+                     SwappedPages* swapped);
+  void AfterAcquire(std::size_t became_in_use);
+  // Ends an operation begun under the mutex (Destroy waits for none to be in flight).
+  void EndOp(std::unique_lock<std::mutex>& lock);
+
+  PagePool& pool_;
+  driver::VaReservation va_;
+  // Per page; touched without mu_ only by the thread that marked the page busy.
+  std::vector<PageBacking> backing_;
+  PageSwapper swapper_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // busy pages cleared / operations ended
+  PageTable table_;
+  std::size_t ops_in_flight_ = 0;
+  bool dead_ = false;
+  bool destroyed_ = false;
+};
+
+}  // namespace kvcached

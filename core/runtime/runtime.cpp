@@ -1,0 +1,243 @@
+#include "core/runtime/runtime.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <ranges>
+
+#include "core/driver/driver.h"
+#include "core/log/log.h"
+#include "core/region/eager_region.h"
+#include "core/region/lazy_region.h"
+#include "core/runtime/device_state.h"
+#include "core/runtime/region_registry.h"
+
+namespace kvcached {
+
+struct Runtime::Impl {
+  Config config;
+  std::unique_ptr<driver::Driver> driver;
+  BudgetFactory budget_factory;
+
+  std::mutex devices_mu;
+  std::map<int, std::unique_ptr<DeviceState>> devices;
+  std::string label;  // guarded by devices_mu; applied to devices created later
+
+  RegionRegistry regions;
+
+  // The state of `ordinal`, created on its first use. States live as long as the runtime, so
+  // the pointer stays valid after the lock is dropped.
+  Result<DeviceState*> Device(int ordinal) {
+    std::lock_guard<std::mutex> lock(devices_mu);
+    auto it = devices.find(ordinal);
+    if (it != devices.end()) return it->second.get();
+    auto state = DeviceState::Create(*driver, config, ordinal, budget_factory, label);
+    if (!state.ok()) return state.status();
+    DeviceState* raw = state.value().get();
+    devices.emplace(ordinal, std::move(state).value());
+    return raw;
+  }
+
+  // The state of `ordinal` if it was used already (never creates one).
+  DeviceState* Existing(int ordinal) {
+    std::lock_guard<std::mutex> lock(devices_mu);
+    auto it = devices.find(ordinal);
+    return it == devices.end() ? nullptr : it->second.get();
+  }
+
+  static Status NotFound(std::uint64_t addr) {
+    return Status(Errc::kNotFound, fmt::format("no kvcached region contains 0x{:x}", addr));
+  }
+};
+
+Result<std::unique_ptr<Runtime>> Runtime::Create(Config config, SymbolLookup lookup,
+                                                 BudgetFactory budget_factory) {
+  auto driver = driver::Driver::Load(config.cuda_driver, lookup);
+  if (!driver.ok()) return driver.status();
+  auto impl = std::make_unique<Impl>();
+  impl->config = std::move(config);
+  impl->driver = std::move(driver).value();
+  impl->budget_factory = std::move(budget_factory);
+  // The constructor is private (runtime.h), which std::make_unique cannot reach.
+  return std::unique_ptr<Runtime>(
+      new Runtime(std::move(impl)));  // NOLINT(cppcoreguidelines-owning-memory)
+}
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Runtime::~Runtime() {
+  // Workers first, so that no background pass holds a region while it is torn down; then the
+  // regions (their pages return to the pools); then the pools, budgets and contexts.
+  for (auto& [ordinal, state] : impl_->devices) state->pool->StopWorker();
+  for (auto& region : impl_->regions.TakeAll()) (void)region->Destroy();
+  impl_->devices.clear();
+}
+
+const Config& Runtime::config() const {
+  return impl_->config;
+}
+driver::Driver& Runtime::driver() {
+  return *impl_->driver;
+}
+
+Result<std::uint64_t> Runtime::CreateRegion(int device, std::uint64_t size, RegionKind kind) {
+  if (size == 0) return Status(Errc::kInvalid, "cannot create a region of 0 bytes");
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  PagePool& pool = *state.value()->pool;
+  std::shared_ptr<Region> region;
+  if (kind == RegionKind::kLazy) {
+    auto r = LazyRegion::Create(pool, size);
+    if (!r.ok()) return r.status();
+    region = std::move(r).value();
+  } else if (kind == RegionKind::kEager) {
+    auto r = EagerRegion::Create(pool, size);
+    if (!r.ok()) return r.status();
+    region = std::move(r).value();
+  } else {
+    return Status(Errc::kInvalid, fmt::format("unknown region kind {}", static_cast<int>(kind)));
+  }
+  std::uint64_t base = region->base();
+  KVC_LOG_DEBUG("created {} region 0x{:x} of {} bytes on GPU {}",
+                kind == RegionKind::kLazy ? "lazy" : "eager", base, region->size(), device);
+  impl_->regions.Insert(std::move(region));
+  return base;
+}
+
+Status Runtime::DestroyRegion(std::uint64_t base) {
+  std::shared_ptr<Region> region = impl_->regions.Remove(base);
+  if (!region) {
+    return Status(Errc::kNotFound, fmt::format("no kvcached region has base 0x{:x}", base));
+  }
+  KVC_LOG_DEBUG("destroying region 0x{:x}", base);
+  return region->Destroy();
+}
+
+bool Runtime::IsRegionBase(std::uint64_t base) const {
+  return impl_->regions.IsBase(base);
+}
+
+int Runtime::RegionDevice(std::uint64_t addr) const {
+  auto region = impl_->regions.Find(addr);
+  return region ? region->device() : -1;
+}
+
+Status Runtime::Acquire(std::span<const ByteRange> ranges) {
+  if (ranges.size() == 1) {  // the common case: no bookkeeping for a rollback
+    auto region = impl_->regions.Find(ranges[0].addr);
+    if (!region) return Impl::NotFound(ranges[0].addr);
+    return region->Acquire(ranges[0].addr - region->base(), ranges[0].length);
+  }
+  struct Done {
+    std::shared_ptr<Region> region;
+    ByteRange range;
+    SwappedPages swapped;
+  };
+  std::vector<Done> done;
+  done.reserve(ranges.size());
+  Status st;
+  for (const ByteRange& r : ranges) {
+    Done d{impl_->regions.Find(r.addr), r, {}};
+    if (!d.region) {
+      st = Impl::NotFound(r.addr);
+      break;
+    }
+    st = d.region->Acquire(r.addr - d.region->base(), r.length, &d.swapped);
+    if (!st.ok()) break;
+    done.push_back(std::move(d));
+  }
+  if (!st.ok()) {  // all or nothing: undo the ranges already acquired, last first
+    for (Done& d : std::views::reverse(done)) {
+      d.region->Undo(d.range.addr - d.region->base(), d.range.length, d.swapped);
+    }
+  }
+  return st;
+}
+
+Status Runtime::Release(std::span<const ByteRange> ranges) {
+  Status first;
+  for (const ByteRange& r : ranges) {
+    auto region = impl_->regions.Find(r.addr);
+    Status st =
+        region ? region->Release(r.addr - region->base(), r.length) : Impl::NotFound(r.addr);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+Result<PageState> Runtime::PageStateAt(std::uint64_t addr) const {
+  auto region = impl_->regions.Find(addr);
+  if (!region) return Impl::NotFound(addr);
+  return region->StateAt(addr - region->base());
+}
+
+Result<RegionInfo> Runtime::Info(std::uint64_t addr) const {
+  auto region = impl_->regions.Find(addr);
+  if (!region) return Impl::NotFound(addr);
+  return region->Info();
+}
+
+Result<DeviceStats> Runtime::Stats(int device) {
+  if (device < 0) return Status(Errc::kInvalid, fmt::format("GPU {} does not exist", device));
+  DeviceStats s;
+  s.page_size = impl_->config.page_size();
+  impl_->regions.ForEach([&](const Region& region) {
+    if (region.device() != device) return;
+    RegionInfo info = region.Info();
+    ++s.regions;
+    s.reserved_va_bytes += info.size;
+    s.in_use_bytes += info.in_use_pages * info.page_size;
+    s.mapped_free_bytes += info.mapped_free_pages * info.page_size;
+  });
+  // A device never used has no state: report what is known without creating one.
+  DeviceState* state = impl_->Existing(device);
+  if (state == nullptr) return s;
+  PagePool& pool = *state->pool;
+  PoolCounters& c = pool.counters();
+  s.pool_bytes = pool.free_pages() * pool.page_size();
+  s.zero_page_bytes = pool.zero_page_bytes();
+  s.peak_physical_bytes = c.peak_physical_bytes.load(std::memory_order_relaxed);
+  std::int64_t passthrough = state->passthrough_bytes.load(std::memory_order_relaxed);
+  s.passthrough_bytes = passthrough > 0 ? static_cast<std::uint64_t>(passthrough) : 0;
+  s.budget_limit_bytes = state->budget->View().limit;
+  s.maps = c.maps.load(std::memory_order_relaxed);
+  s.unmaps = c.unmaps.load(std::memory_order_relaxed);
+  s.sync_maps = c.sync_maps.load(std::memory_order_relaxed);
+  s.budget_refusals = c.budget_refusals.load(std::memory_order_relaxed);
+  return s;
+}
+
+Status Runtime::Trim(int device) {
+  DeviceState* state = impl_->Existing(device);
+  return state == nullptr ? Status::Ok() : state->pool->TrimNow();
+}
+
+Result<std::pair<std::uint64_t, std::uint64_t>> Runtime::BudgetMemInfo(int device) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  BudgetView v = state.value()->budget->View();
+  // Free is what this process could still obtain: bounded by its own limit and by what the
+  // other processes leave of the GPU budget. Pass-through allocations count as used.
+  std::uint64_t mine = v.in_use + v.reserved + v.others;
+  std::uint64_t by_limit = v.limit > mine ? v.limit - mine : 0;
+  std::uint64_t used_all = v.all_charged + v.others;
+  std::uint64_t by_budget = v.budget > used_all ? v.budget - used_all : 0;
+  return std::make_pair(std::min(by_limit, by_budget), v.limit);
+}
+
+void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return;
+  state.value()->passthrough_bytes.fetch_add(delta_bytes, std::memory_order_relaxed);
+  state.value()->budget->AddOther(delta_bytes);
+}
+
+void Runtime::SetLabel(const std::string& label) {
+  std::lock_guard<std::mutex> lock(impl_->devices_mu);
+  impl_->label = label;
+  for (auto& [ordinal, state] : impl_->devices) state->budget->SetLabel(label);
+}
+
+}  // namespace kvcached

@@ -1,0 +1,196 @@
+// PagePool behaviour through the runtime: the reserve of unmapped pages, budget refusals and
+// their rollback, stealing mapped-ahead pages, pressure, and the background thread.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/unit/runtime_test_fixture.h"
+
+namespace kvcached {
+namespace {
+
+using namespace kvcached::testing;  // NOLINT(google-build-using-namespace)
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { before_ = Counts(); }
+  void TearDown() override {
+    t_.rt.reset();
+    EXPECT_TRUE(NoLeaksSince(before_));
+  }
+  void Start(const Config& c, std::uint64_t limit = 1ULL << 40) { t_ = MakeRuntime(c, limit); }
+  std::uint64_t Lazy(std::uint64_t size) {
+    auto base = t_.rt->CreateRegion(0, size, RegionKind::kLazy);
+    EXPECT_TRUE(base.ok()) << base.status().message();
+    return base.ok() ? base.value() : 0;
+  }
+  Runtime& rt() { return *t_.rt; }
+  TestBudget& budget() { return *t_.budget; }
+
+  FakeCounts before_;
+  TestRuntime t_;
+};
+
+std::vector<std::string> ThreadNames() {
+  std::vector<std::string> names;
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return names;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    names.push_back(name);
+  }
+  closedir(dir);
+  return names;
+}
+
+int CountNamed(const std::string& name) {
+  int n = 0;
+  for (const auto& t : ThreadNames()) n += t == name ? 1 : 0;
+  return n;
+}
+
+TEST_F(PoolTest, PreallocationKeepsTheMinimumReserveAndCapsItAtTheMaximum) {
+  Config c = QuietConfig();
+  c.page_prealloc = true;
+  c.min_reserved_pages = 3;
+  c.max_reserved_pages = 5;
+  c.trim_delay_ms = 0;
+  Start(c);
+  EXPECT_EQ(StatsOf(rt()).pool_bytes, 0U);  // nothing before the first lazy region
+  std::uint64_t base = Lazy(16 * kPage);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).pool_bytes == 3 * kPage; }));
+
+  std::uint64_t creates = CallCount("cuMemCreate");
+  ASSERT_TRUE(AcquireOne(rt(), base, 4 * kPage).ok());  // 3 from the reserve, 1 new
+  EXPECT_EQ(CallCount("cuMemCreate") - creates, 1U);
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).pool_bytes == 3 * kPage; }));  // refilled
+
+  // Released pages are trimmed (delay 0) into the reserve, which never exceeds the maximum.
+  ASSERT_TRUE(ReleaseOne(rt(), base, 4 * kPage).ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).mapped_free_bytes == 0; }));
+  EXPECT_EQ(StatsOf(rt()).pool_bytes, 5 * kPage);
+  EXPECT_EQ(budget().charged(), 6 * kPage);  // reserve + zero page
+}
+
+TEST_F(PoolTest, BudgetRefusalIsRecoverableAndRollsBackTheWholeAcquire) {
+  Config c = QuietConfig();
+  c.max_reserved_pages = 8;
+  Start(c, 4 * kPage);  // zero page + 3 pages
+  std::uint64_t base = Lazy(8 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 2 * kPage).ok());
+  std::uint64_t charged = budget().charged();
+
+  // Pages 2..3 need two new pages; only one fits: neither may stay backed.
+  Status st = AcquireOne(rt(), base + 2 * kPage, 2 * kPage);
+  ASSERT_EQ(st.code(), Errc::kNoMemory);
+  EXPECT_NE(st.message().find("budget refused 2 MiB on GPU 0"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("holds 8 MiB of limit 8 MiB"), std::string::npos) << st.message();
+  EXPECT_EQ(StateOf(rt(), base + 2 * kPage), PageState::kZero);
+  EXPECT_EQ(StateOf(rt(), base + 3 * kPage), PageState::kZero);
+  EXPECT_EQ(StatsOf(rt()).budget_refusals, 1U);
+  EXPECT_GT(budget().pressure_requests_.load(), 0U);  // others were asked to give back
+  // The page created for the failed call went to the reserve (charged, unmapped).
+  EXPECT_EQ(StatsOf(rt()).pool_bytes, kPage);
+  EXPECT_EQ(budget().charged(), charged + kPage);
+
+  // One page still fits (from the reserve), and a release makes room for more.
+  ASSERT_TRUE(AcquireOne(rt(), base + 2 * kPage, kPage).ok());
+  ASSERT_TRUE(ReleaseOne(rt(), base, kPage).ok());
+  EXPECT_EQ(AcquireOne(rt(), base + 3 * kPage, kPage).code(), Errc::kOk);  // steals page 0
+  EXPECT_EQ(StateOf(rt(), base), PageState::kZero);
+}
+
+TEST_F(PoolTest, AMissStealsPagesMappedAheadInOtherRegionsBeforeFailing) {
+  Config c = QuietConfig();
+  c.map_ahead_pages = 2;
+  Start(c, 5 * kPage);  // zero page + 2 mapped ahead in each of two regions
+  std::uint64_t a = Lazy(4 * kPage);
+  std::uint64_t b = Lazy(4 * kPage);
+  ASSERT_TRUE(WaitFor([&] {
+    return rt().Info(a).value().mapped_free_pages == 2 &&
+           rt().Info(b).value().mapped_free_pages == 2;
+  }));
+  ASSERT_TRUE(AcquireOne(rt(), a, 3 * kPage).ok());  // 2 warm + 1 stolen from b
+  EXPECT_EQ(StatsOf(rt()).sync_maps, 1U);
+  EXPECT_EQ(StatsOf(rt()).budget_refusals, 0U);
+  EXPECT_EQ(rt().Info(b).value().mapped_free_pages, 1U);
+  EXPECT_EQ(StateOf(rt(), b + kPage), PageState::kZero);  // highest page stolen first
+  EXPECT_EQ(StateOf(rt(), b), PageState::kMappedFree);
+}
+
+TEST_F(PoolTest, PressureGivesBackEverythingReservedWithinAFewPeriods) {
+  Config c = QuietConfig();
+  c.map_ahead_pages = 2;
+  c.page_prealloc = true;
+  c.min_reserved_pages = 2;
+  c.max_reserved_pages = 4;
+  Start(c);
+  std::uint64_t base = Lazy(8 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base + 6 * kPage, kPage).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    DeviceStats s = StatsOf(rt());
+    return s.pool_bytes == 2 * kPage && s.mapped_free_bytes == 2 * kPage;
+  }));
+  budget().RaisePressure();
+  auto raised = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] {
+    DeviceStats s = StatsOf(rt());
+    return s.pool_bytes == 0 && s.mapped_free_bytes == 0;
+  }));
+  EXPECT_LT(std::chrono::steady_clock::now() - raised, std::chrono::milliseconds(100));
+  EXPECT_EQ(budget().charged(), 2 * kPage);  // zero page + the page in use
+  EXPECT_EQ(StateOf(rt(), base + 6 * kPage), PageState::kInUse);
+  // The hold keeps map-ahead off for a while...
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(StatsOf(rt()).mapped_free_bytes, 0U);
+  // ...until the engine needs memory again.
+  ASSERT_TRUE(AcquireOne(rt(), base + 7 * kPage, 1).ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).mapped_free_bytes == 2 * kPage; }));
+}
+
+TEST_F(PoolTest, OneNamedWorkerThreadStartsWithTheFirstLazyRegion) {
+  int before = CountNamed("kvcached-pool");
+  Start(QuietConfig());
+  EXPECT_EQ(CountNamed("kvcached-pool"), before);
+  auto eager = rt().CreateRegion(0, kPage, RegionKind::kEager);
+  ASSERT_TRUE(eager.ok());
+  EXPECT_EQ(CountNamed("kvcached-pool"), before);
+  Lazy(kPage);
+  Lazy(kPage);
+  ASSERT_TRUE(WaitFor([&] { return CountNamed("kvcached-pool") == before + 1; }));
+  ASSERT_TRUE(WaitFor([&] { return budget().heartbeats_.load() > 2; }));
+  // It sleeps between passes: about one pass per 20 ms period, not a busy loop.
+  std::uint64_t beats = budget().heartbeats_.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::uint64_t passes = budget().heartbeats_.load() - beats;
+  EXPECT_GE(passes, 3U);
+  EXPECT_LE(passes, 20U);
+  t_.rt.reset();
+  EXPECT_EQ(CountNamed("kvcached-pool"), before);
+}
+
+TEST_F(PoolTest, StatsCountPeakPhysicalMemory) {
+  Start(QuietConfig());
+  std::uint64_t base = Lazy(8 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 5 * kPage).ok());
+  ASSERT_TRUE(ReleaseOne(rt(), base, 5 * kPage).ok());
+  ASSERT_TRUE(rt().Trim(0).ok());
+  DeviceStats s = StatsOf(rt());
+  EXPECT_EQ(s.peak_physical_bytes, 6 * kPage);  // zero page + 5
+  EXPECT_EQ(s.maps, 5U);
+  EXPECT_EQ(s.unmaps, 5U);
+  EXPECT_EQ(s.sync_maps, 5U);
+  EXPECT_EQ(s.budget_limit_bytes, 1ULL << 40);
+  EXPECT_EQ(s.page_size, kPage);
+  EXPECT_EQ(s.regions, 1U);
+  EXPECT_EQ(s.reserved_va_bytes, 8 * kPage);
+}
+
+}  // namespace
+}  // namespace kvcached
