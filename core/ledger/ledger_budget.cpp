@@ -183,12 +183,11 @@ bool LedgerBudget::TryCharge(std::uint64_t bytes) {
     }
     Atomic(me.tentative).fetch_sub(bytes);
 
-    // Refused by committed bytes alone: the budget (or limit) is really full, unless dead
-    // processes still hold part of it. Refused only because of others' tentative bytes:
+    // Refused by its own limit: nothing to retry. By committed bytes alone: the budget is really
+    // full, unless dead processes still hold part of it. Only by others' tentative bytes:
     // contention, worth a short retry.
-    const bool full =
-        SatAdd(sums.charged, bytes) > budget || SatAdd(Load(me.charged), bytes) > limit;
-    if (full) {
+    if (SatAdd(Load(me.charged), bytes) > limit) return false;
+    if (SatAdd(sums.charged, bytes) > budget) {
       if (!reclaimed_once && attempt < kMaxAttempts && MaybeReclaim(false)) {
         reclaimed_once = true;
         continue;

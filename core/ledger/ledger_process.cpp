@@ -92,6 +92,8 @@ bool OwnerIsDead(std::uint64_t owner_word, std::uint64_t slot_pidns, std::uint64
   if (!st) return false;
   // A zombie has already lost its address space and its device memory.
   if (st->state == 'Z' || st->state == 'X' || st->state == 'x') return true;
+  // Start time 0: the owner could not read its own (no /proc then); trust the pid alone.
+  if (OwnerStart(owner_word) == 0) return false;
   return st->start_ticks != OwnerStart(owner_word);  // the pid now names another process
 }
 

@@ -108,10 +108,19 @@ Result<std::unique_ptr<Segment::Mapping>> MapExisting(const std::string& name, b
     return Status(err == ENOENT ? Errc::kNotFound : Errc::kInvalid, OpenErrorMessage(path, err),
                   err);
   }
+  struct stat st {};
+  if (writable && ::fstat(MappingFd(mapping->shm), &st) == 0 && (st.st_mode & S_IWOTH) != 0 &&
+      st.st_uid != ::geteuid()) {
+    // Anyone could have created it, and anyone can rewrite it: budget, limits, usage.
+    return Status(
+        Errc::kInvalid,
+        SegmentProblem(path, fmt::format("it is world-writable (mode {:04o}) and owned "
+                                         "by {} (uid {}), so any user could change it",
+                                         st.st_mode & 07777, UserName(st.st_uid), st.st_uid)));
+  }
   // The creator truncates and then publishes the magic; give a creator that is still at it a
   // moment, but never wait forever for one that died.
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  struct stat st {};
   for (;;) {
     if (::fstat(MappingFd(mapping->shm), &st) != 0) {
       return Status(Errc::kInvalid, OpenErrorMessage(path, errno), errno);

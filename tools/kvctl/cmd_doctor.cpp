@@ -1,0 +1,245 @@
+// kvctl doctor: checks everything the shim needs and reports each problem with its fix.
+#include <dlfcn.h>
+#include <fmt/core.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <iostream>
+
+#include "core/config/config.h"
+#include "core/ledger/ledger_name.h"
+#include "tools/kvctl/commands.h"
+#include "tools/kvctl/driver_probe.h"
+#include "tools/kvctl/format.h"
+#include "tools/kvctl/inventory.h"
+
+namespace kvctl {
+namespace {
+
+enum class Level { kOk, kWarn, kFail };
+
+struct Check {
+  std::string name;
+  Level level;
+  std::string detail;
+};
+
+const char* LevelName(Level l) {
+  switch (l) {
+    case Level::kOk:
+      return "ok";
+    case Level::kWarn:
+      return "warn";
+    case Level::kFail:
+      return "fail";
+  }
+  return "?";
+}
+
+std::string ExeDir() {
+  char buf[PATH_MAX] = {};
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<std::size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+void CheckConfig(std::vector<Check>& out, kvcached::Config& config) {
+  auto loaded = kvcached::LoadConfigFromEnvironment();
+  if (loaded.ok()) {
+    config = loaded.value();
+    out.push_back({"config", Level::kOk, "every KVCACHED_* variable in the environment is valid"});
+  } else {
+    out.push_back({"config", Level::kFail, loaded.status().message()});
+  }
+}
+
+void CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
+  const char* env = std::getenv("KVCACHED_CUDA_DRIVER");
+  const std::string path = env != nullptr && *env != '\0' ? env : config.cuda_driver;
+  const DriverProbe probe = ProbeDriver(path);
+  if (!probe.loaded || !probe.error.empty()) {
+    std::string fix = probe.loaded ? ""
+                                   : ": install the NVIDIA driver (in a container: the NVIDIA "
+                                     "container runtime), or set KVCACHED_CUDA_DRIVER to the "
+                                     "path of libcuda.so.1";
+    out.push_back(
+        {"driver", Level::kFail, fmt::format("CUDA driver {}: {}{}", path, probe.error, fix)});
+    out.push_back({"vmm", Level::kFail, "not checked: no usable CUDA driver"});
+    return;
+  }
+  out.push_back({"driver", Level::kOk,
+                 fmt::format("{} loaded (driver version {}), {} device(s)", path,
+                             probe.driver_version, probe.devices.size())});
+  if (probe.devices.empty()) {
+    out.push_back({"vmm", Level::kFail,
+                   "the driver sees no GPU (check CUDA_VISIBLE_DEVICES and "
+                   "nvidia-smi)"});
+    return;
+  }
+  int with_vmm = 0;
+  std::string detail;
+  for (const auto& d : probe.devices) {
+    with_vmm += d.vmm ? 1 : 0;
+    if (!detail.empty()) detail += "; ";
+    detail += fmt::format("device {} {} ({}, {}): VMM {}", d.ordinal, Printable(d.name),
+                          Printable(d.uuid), FormatBytes(d.total_bytes),
+                          d.vmm ? "supported" : "NOT supported");
+  }
+  const Level level = with_vmm == static_cast<int>(probe.devices.size()) ? Level::kOk
+                      : with_vmm > 0                                     ? Level::kWarn
+                                                                         : Level::kFail;
+  if (level != Level::kOk) detail += " (devices without VMM run without the shim's elasticity)";
+  out.push_back({"vmm", level, detail});
+}
+
+void CheckShm(std::vector<Check>& out) {
+  const std::string dir(kvcached::ledger::kShmDir);
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) {
+    out.push_back({"shm", Level::kFail,
+                   fmt::format("{} is missing: mount a tmpfs there (Docker: --shm-size; "
+                               "Kubernetes: an emptyDir with medium: Memory)",
+                               dir)});
+    return;
+  }
+  const std::uint64_t size = std::uint64_t{vfs.f_blocks} * vfs.f_frsize;
+  const std::uint64_t free = std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  std::string detail =
+      fmt::format("{}: {} size, {} free", dir, FormatBytes(size), FormatBytes(free));
+  Level level = Level::kOk;
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    level = Level::kFail;
+    detail += "; not writable by this user, so engines cannot create their ledger";
+  } else if (free < (1U << 20)) {
+    level = Level::kWarn;
+    detail += "; less than 1 MiB free (each ledger needs about 17 KiB)";
+  }
+  out.push_back({"shm", level, detail});
+}
+
+void CheckSegments(std::vector<Check>& out) {
+  const auto entries = InspectAll();
+  if (entries.empty()) {
+    out.push_back({"segments", Level::kOk, "no kvcached segments yet"});
+    out.push_back({"permissions", Level::kOk, "no kvcached segments yet"});
+    return;
+  }
+  for (const auto& e : entries) {
+    switch (e.status) {
+      case SegmentStatus::kOk:
+        out.push_back(
+            {"segments", Level::kOk,
+             fmt::format("{}: valid, {} live process(es)", Printable(e.name), e.snapshot->live)});
+        break;
+      case SegmentStatus::kStale:
+        out.push_back({"segments", Level::kWarn,
+                       fmt::format("{}: stale, all {} attached process(es) are dead; remove it "
+                                   "with `kvctl delete {}`",
+                                   Printable(e.name), e.snapshot->dead, Printable(e.name))});
+        break;
+      case SegmentStatus::kCorrupt:
+        out.push_back({"segments", Level::kFail, Printable(e.error)});
+        break;
+      case SegmentStatus::kUnreadable:
+        out.push_back({"segments", Level::kWarn, Printable(e.error)});
+        break;
+    }
+    if ((e.mode & 0002) != 0) {
+      out.push_back({"permissions", Level::kFail,
+                     fmt::format("{} is world-writable (mode {:04o}): any user can change limits "
+                                 "and forge usage. Stop its engines, `kvctl delete {}`, and start "
+                                 "them with KVCACHED_SHM_MODE=0600 (or 0660 with "
+                                 "KVCACHED_SHM_GROUP)",
+                                 e.path, e.mode, Printable(e.name))});
+    } else if ((e.mode & 0004) != 0) {
+      out.push_back({"permissions", Level::kWarn,
+                     fmt::format("{} is world-readable (mode {:04o}): other users can see usage",
+                                 e.path, e.mode)});
+    } else {
+      out.push_back({"permissions", Level::kOk,
+                     fmt::format("{}: mode {:04o}, uid {}, gid {}", e.path, e.mode, e.uid, e.gid)});
+    }
+  }
+}
+
+void CheckShim(std::vector<Check>& out) {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("KVCACHED_SHIM_PATH"); env != nullptr && *env != '\0') {
+    candidates.emplace_back(env);
+  } else {
+    const std::string dir = ExeDir();
+    candidates = {dir + "/../lib/libkvcached_shim.so",
+                  dir + "/../lib/kvcached/libkvcached_shim.so"};
+  }
+  std::string tried;
+  for (const auto& path : candidates) {
+    if (::access(path.c_str(), F_OK) != 0) {
+      tried += (tried.empty() ? "" : ", ") + path;
+      continue;
+    }
+    void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* err = ::dlerror();
+      out.push_back({"shim", Level::kFail,
+                     fmt::format("{} exists but does not load: {}", path, err ? err : "?")});
+      return;
+    }
+    auto version = reinterpret_cast<const char* (*)()>(::dlsym(lib, "kvcached_version"));
+    out.push_back({"shim", Level::kOk,
+                   fmt::format("{} loads (version {}); use it with LD_PRELOAD={}", path,
+                               version != nullptr ? version() : "unknown", path)});
+    return;
+  }
+  out.push_back({"shim", Level::kFail,
+                 fmt::format("libkvcached_shim.so not found (tried {}): build it, or set "
+                             "KVCACHED_SHIM_PATH to its path",
+                             tried)});
+}
+
+int RunDoctor(bool json) {
+  std::vector<Check> checks;
+  kvcached::Config config;
+  CheckConfig(checks, config);
+  CheckDriver(checks, config);
+  CheckShm(checks);
+  CheckSegments(checks);
+  CheckShim(checks);
+  bool failed = false;
+  for (const auto& c : checks) failed = failed || c.level == Level::kFail;
+  if (json) {
+    nlohmann::json out;
+    out["ok"] = !failed;
+    out["checks"] = nlohmann::json::array();
+    for (const auto& c : checks) {
+      out["checks"].push_back(
+          {{"check", c.name}, {"status", LevelName(c.level)}, {"detail", c.detail}});
+    }
+    std::cout << Dump(out) << '\n';
+  } else {
+    for (const auto& c : checks) {
+      const char* tag = c.level == Level::kOk     ? "[ ok ]"
+                        : c.level == Level::kWarn ? "[warn]"
+                                                  : "[FAIL]";
+      std::cout << fmt::format("{} {:<12} {}\n", tag, c.name, c.detail);
+    }
+    std::cout << (failed ? "\nproblems found: see the [FAIL] lines\n" : "\nall checks passed\n");
+  }
+  return failed ? kExitFailure : kExitOk;
+}
+
+}  // namespace
+
+void AddDoctorCommand(CLI::App& app, int& exit_code) {
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand(
+      "doctor",
+      "Check the setup: CUDA driver and VMM support, /dev/shm, stale/corrupt segments, "
+      "segment permissions, the shim library, KVCACHED_* variables");
+  cmd->add_flag("--json", *json, "Print JSON for scripts");
+  cmd->callback([json, &exit_code] { exit_code = RunDoctor(*json); });
+}
+
+}  // namespace kvctl

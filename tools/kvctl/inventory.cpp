@@ -1,0 +1,142 @@
+#include "tools/kvctl/inventory.h"
+
+#include <dirent.h>
+#include <fmt/core.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "core/ledger/ledger_name.h"
+#include "core/ledger/ledger_process.h"
+#include "core/ledger/ledger_segment.h"
+
+namespace kvctl {
+
+namespace ledger = kvcached::ledger;
+
+const char* StatusName(SegmentStatus status) {
+  switch (status) {
+    case SegmentStatus::kOk:
+      return "ok";
+    case SegmentStatus::kStale:
+      return "stale";
+    case SegmentStatus::kCorrupt:
+      return "corrupt";
+    case SegmentStatus::kUnreadable:
+      return "unreadable";
+  }
+  return "?";
+}
+
+std::vector<std::string> SegmentNames() {
+  std::vector<std::string> names;
+  const std::string dir(ledger::kShmDir);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (ledger::IsSegmentName(name)) names.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+SegmentEntry Inspect(const std::string& name) {
+  SegmentEntry entry;
+  entry.name = name;
+  entry.path = ledger::SegmentPath(name);
+  struct stat st {};
+  if (::lstat(entry.path.c_str(), &st) == 0) {
+    entry.uid = st.st_uid;
+    entry.gid = st.st_gid;
+    entry.mode = st.st_mode & 07777;
+    if (!S_ISREG(st.st_mode)) {
+      entry.status = SegmentStatus::kCorrupt;
+      entry.error = fmt::format("{} is not a regular file", entry.path);
+      return entry;
+    }
+  }
+  auto seg = ledger::Segment::Open(name, ledger::Segment::Access::kReadOnly);
+  if (!seg.ok()) {
+    const int err = seg.status().driver_code();
+    entry.status = (err != 0) ? SegmentStatus::kUnreadable : SegmentStatus::kCorrupt;
+    entry.error = seg.status().message();
+    return entry;
+  }
+  entry.snapshot = ledger::TakeSnapshot(*seg.value());
+  if (entry.snapshot->live == 0 && entry.snapshot->dead > 0) entry.status = SegmentStatus::kStale;
+  return entry;
+}
+
+std::vector<SegmentEntry> InspectAll() {
+  std::vector<SegmentEntry> out;
+  for (const auto& name : SegmentNames()) out.push_back(Inspect(name));
+  return out;
+}
+
+double HeartbeatAge(const ledger::SlotSnapshot& slot) {
+  const std::uint64_t now = ledger::BoottimeNs();
+  if (slot.heartbeat_ns == 0 || slot.heartbeat_ns > now) return -1;
+  return static_cast<double>(now - slot.heartbeat_ns) / 1e9;
+}
+
+const char* SlotStateName(const ledger::SlotSnapshot& slot) {
+  if (slot.state == ledger::SlotState::kReclaiming) return "reclaiming";
+  return slot.dead ? "dead" : "live";
+}
+
+nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
+  nlohmann::json j;
+  j["slot"] = s.index;
+  j["pid"] = s.pid;
+  j["label"] = s.label;
+  j["state"] = SlotStateName(s);
+  j["other_pid_namespace"] = s.other_pidns;
+  j["limit_bytes"] =
+      s.limit == ledger::kNoLimit ? nlohmann::json(nullptr) : nlohmann::json(s.limit);
+  j["in_use_bytes"] = s.in_use;
+  j["reserved_bytes"] = s.reserved;
+  j["charged_bytes"] = s.charged;
+  j["peak_bytes"] = s.peak;
+  j["other_bytes"] = s.other;
+  const double age = HeartbeatAge(s);
+  j["heartbeat_age_s"] = age < 0 ? nlohmann::json(nullptr) : nlohmann::json(age);
+  return j;
+}
+
+nlohmann::json SegmentJson(const SegmentEntry& e, bool with_processes) {
+  nlohmann::json j;
+  j["name"] = e.name;
+  j["path"] = e.path;
+  j["status"] = StatusName(e.status);
+  j["error"] = e.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.error);
+  j["owner_uid"] = e.uid;
+  j["group_gid"] = e.gid;
+  j["mode"] = fmt::format("{:04o}", e.mode);
+  if (e.snapshot) {
+    const auto& s = *e.snapshot;
+    j["gpu_uuid"] = s.gpu_uuid;
+    j["gpu_total_bytes"] = s.gpu_total;
+    j["budget_bytes"] = s.budget;
+    j["used_bytes"] = s.in_use;
+    j["reserved_bytes"] = s.reserved;
+    j["charged_bytes"] = s.charged;
+    j["free_bytes"] = s.budget > s.charged ? s.budget - s.charged : 0;
+    j["live_processes"] = s.live;
+    j["dead_processes"] = s.dead;
+    j["slots"] = s.slot_count;
+    j["pressure_requests"] = s.pressure_seq;
+    if (with_processes) {
+      j["processes"] = nlohmann::json::array();
+      for (const auto& slot : s.slots) j["processes"].push_back(SlotJson(slot));
+    }
+  }
+  return j;
+}
+
+std::string Dump(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace kvctl

@@ -1,0 +1,51 @@
+// What kvctl knows about the segments in /dev/shm: each kvcached_* file, opened read-only,
+// validated and parsed; unusable ones are reported with the reason instead of being skipped.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/ledger/ledger_snapshot.h"
+
+namespace kvctl {
+
+enum class SegmentStatus {
+  kOk,          // valid, at least one live process or none at all ("idle")
+  kStale,       // valid, but every attached process is dead
+  kCorrupt,     // fails validation (foreign, truncated, wrong version, bad fields)
+  kUnreadable,  // permission denied or another open error
+};
+const char* StatusName(SegmentStatus status);
+
+struct SegmentEntry {
+  std::string name;
+  std::string path;
+  SegmentStatus status = SegmentStatus::kOk;
+  std::string error;  // why it is corrupt/unreadable
+  uid_t uid = 0;
+  mode_t mode = 0;
+  gid_t gid = 0;
+  std::optional<kvcached::ledger::SegmentSnapshot> snapshot;
+};
+
+// Names of every kvcached_* entry in /dev/shm, sorted.
+std::vector<std::string> SegmentNames();
+SegmentEntry Inspect(const std::string& name);
+std::vector<SegmentEntry> InspectAll();
+
+// Seconds since a slot's heartbeat (negative when unknown).
+double HeartbeatAge(const kvcached::ledger::SlotSnapshot& slot);
+// "live", "dead", "reclaiming".
+const char* SlotStateName(const kvcached::ledger::SlotSnapshot& slot);
+
+nlohmann::json SlotJson(const kvcached::ledger::SlotSnapshot& slot);
+nlohmann::json SegmentJson(const SegmentEntry& entry, bool with_processes);
+// Serialises with invalid UTF-8 replaced (segment text is not trusted).
+std::string Dump(const nlohmann::json& j, int indent = 2);
+
+}  // namespace kvctl
