@@ -59,6 +59,9 @@ class PageSwapper {
 
  private:
   [[nodiscard]] CUdeviceptr Addr(std::size_t page) const { return base_ + page * page_size_; }
+  // One cuMemUnmap for a run of adjacent mapped pages; false (nothing changed) where the run is
+  // too short, a page has no mapping, or the driver refuses a multi-mapping unmap.
+  bool UnmapRun(std::span<const std::size_t> run);
   Status SwapInRun(std::span<const std::size_t> run, driver::PhysicalHandle* handles,
                    std::vector<driver::PhysicalHandle>& leftovers);
   // Points an unmapped page at the zero page (with access); marks a hole on failure.

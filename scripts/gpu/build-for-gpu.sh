@@ -34,7 +34,7 @@ cp "$obj"/lib/*.so* "$pack/lib/" 2>/dev/null || true
 strip --strip-unneeded "$pack"/bin/* "$pack"/lib/*.so* 2>/dev/null || true
 
 size_kib=$(du -sk "$pack" | cut -f1)
-echo "build-for-gpu: $pack is $((size_kib / 1024)) MiB ($(ls "$pack/bin" | wc -l) programs)"
+echo "build-for-gpu: $pack is $((size_kib / 1024)) MiB ($(find "$pack/bin" -type f | wc -l) programs)"
 if ((size_kib > 40 * 1024)); then
   echo "build-for-gpu: $pack is over 40 MiB; too big to carry" >&2
   exit 1
