@@ -49,7 +49,6 @@ bool PageSwapper::UnmapRun(std::span<const std::size_t> run) {
 Status PageSwapper::SwapInRun(std::span<const std::size_t> run, driver::PhysicalHandle* handles,
                               std::vector<driver::PhysicalHandle>& leftovers) {
   std::size_t mapped = 0;  // run[0, mapped) now map real pages
-  bool unmapped_current = false;
   Status st;
   (void)UnmapRun(run);  // best effort; the loop unmaps page by page what is still mapped
   for (; mapped < run.size(); ++mapped) {
@@ -60,7 +59,6 @@ Status PageSwapper::SwapInRun(std::span<const std::size_t> run, driver::Physical
     auto m = driver::Mapping::Map(driver_, Addr(run[mapped]), page_size_, handles[mapped].get());
     if (!m.ok()) {
       st = m.status();
-      unmapped_current = true;
       break;
     }
     b.mapping = std::move(m).value();
@@ -85,7 +83,10 @@ Status PageSwapper::SwapInRun(std::span<const std::size_t> run, driver::Physical
     }
     AliasZero(run[k]);
   }
-  if (unmapped_current) AliasZero(run[mapped]);
+  // Pages not reached keep their zero alias, unless the run unmap or this loop removed it.
+  for (std::size_t k = mapped; k < run.size(); ++k) {
+    if (!pages_[run[k]].mapping) AliasZero(run[k]);
+  }
   return st;
 }
 

@@ -249,7 +249,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shim", default=os.environ.get("KVCACHED_SHIM_LIB") or os.path.join(ROOT, "build-gpu", "lib", "libkvcached_shim.so"))
     parser.add_argument("--kvctl", default=os.environ.get("KVCACHED_KVCTL") or os.path.join(ROOT, "build-gpu", "bin", "kvctl"))
-    parser.add_argument("--budget", default=os.environ.get("TWO_MODELS_BUDGET", "3G"))
+    parser.add_argument("--budget", default=os.environ.get("TWO_MODELS_BUDGET", "1G"))
     parser.add_argument("--phase-s", type=float, default=float(os.environ.get("TWO_MODELS_PHASE_S", "25")))
     parser.add_argument("--rate-hi", type=float, default=float(os.environ.get("TWO_MODELS_RATE_HI", "30")))
     parser.add_argument("--rate-lo", type=float, default=float(os.environ.get("TWO_MODELS_RATE_LO", "1")))

@@ -102,13 +102,30 @@ TEST_F(FaultTest, ZeroPageRefusedByTheBudget) {
 }
 
 // A foreground miss of two contiguous pages, failing at each driver call in turn.
+TEST_F(FaultTest, RunUnmapFailureFallsBackToPerPage) {
+  t_ = MakeRuntime(QuietConfig());
+  std::uint64_t base = Lazy(4);
+  const std::uint64_t unmaps_before = CallCount("cuMemUnmap");
+  {
+    ScopedFaults f("cuMemUnmap:1");  // the one call for the whole run of two pages
+    ASSERT_TRUE(f.ok());
+    Status st = AcquireOne(rt(), base + kPage, 2 * kPage);
+    EXPECT_TRUE(st.ok()) << st.message();
+  }
+  EXPECT_EQ(CallCount("cuMemUnmap") - unmaps_before, 3U);  // run (failed) + 2 pages
+  EXPECT_EQ(StateOf(rt(), base + kPage), PageState::kInUse);
+  EXPECT_EQ(StateOf(rt(), base + 2 * kPage), PageState::kInUse);
+  ASSERT_TRUE(rt().Release(std::vector<ByteRange>{{base + kPage, 2 * kPage}}).ok());
+}
+
 TEST_F(FaultTest, AcquireMissRollsBack) {
   const SiteCase cases[] = {
       {"cuMemCreate:1:CUDA_ERROR_OUT_OF_MEMORY", "cuMemCreate"},
       {"cuMemCreate:2", "cuMemCreate"},
       {"cuCtxGetCurrent:1", "cuCtxGetCurrent"},
-      {"cuMemUnmap:1", "cuMemUnmap"},  // the first zero alias
-      {"cuMemUnmap:2", "cuMemUnmap"},  // the second, after the first page was mapped
+      // A run of zero aliases is unmapped with one call and, if that fails, page by page; only
+      // when both fail does the acquire fail (RunUnmapFailureFallsBackToPerPage covers one).
+      {"cuMemUnmap:1+", "cuMemUnmap"},
       {"cuMemMap:1", "cuMemMap"},
       {"cuMemMap:2", "cuMemMap"},
       {"cuMemSetAccess:1", "cuMemSetAccess"},

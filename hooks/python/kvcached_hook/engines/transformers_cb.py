@@ -171,11 +171,15 @@ def _wrap_cache_init(orig):
             device = bound.arguments.get("device")
         except TypeError:
             device = None
-        ctx = _Context.create(device)
+        try:
+            ctx = _Context.create(device)
+            pool = ctx.make_pool() if ctx is not None else None
+        except Exception as error:  # noqa: BLE001 - the engine must start, elastic or not
+            important(f"{ENGINE}: KV cache stays static: setting up the shim's pool failed: {error}")
+            ctx = None
         if ctx is None:
             return orig(self, *args, **kwargs)
         pins: list = []
-        pool = ctx.make_pool()
         with ctx.use_pool(pool), _pin_padding_on_mark(self, ctx, pins):
             orig(self, *args, **kwargs)
         self._kvcached_pool = pool  # the pool lives as long as the cache
@@ -384,8 +388,9 @@ def _pin_padding(cache, ctx: _Context, tensor) -> int:
 def _back_fully(cache, ctx: _Context) -> None:
     """Fallback when the cache cannot be managed: back every byte so the engine is correct."""
     tensors = list(cache.key_cache) + list(cache.value_cache)
-    ranges = [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors]
-    status = ctx.api.acquire(ranges)
+    # Tensors smaller than a page were passed to the real allocator: already real memory.
+    ranges = [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors if ctx.api.region_info(t.data_ptr())]
+    status = ctx.api.acquire(ranges) if ranges else C.OK
     if status != C.OK:
         raise BackingRefused(
             f"{ENGINE}: could not back the KV cache ({C.STATUS_NAMES.get(status, status)}: {ctx.api.last_error()})"

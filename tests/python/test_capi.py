@@ -1,0 +1,140 @@
+"""ctypes bindings: struct layouts match include/kvcached/kvcached.h; finding the library never
+raises; and, when a built shim and the fake driver are given (KVCACHED_TEST_SHIM and
+KVCACHED_CUDA_DRIVER, set by tests/python/CMakeLists.txt), the bindings drive the real C API."""
+
+import ctypes
+import ctypes.util
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+import fake_capi  # noqa: F401  (puts hooks/python on sys.path)
+from kvcached_hook import capi as C
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+HEADER = os.path.join(ROOT, "include", "kvcached", "kvcached.h")
+HOOKS = os.path.join(ROOT, "hooks", "python")
+
+
+def header_text():
+    with open(HEADER, encoding="utf-8") as header:
+        return header.read()
+
+
+def header_struct_fields(name):
+    text = header_text()
+    match = re.search(r"typedef struct %s \{(.*?)\} %s;" % (name, name), text, re.S)
+    assert match, f"struct {name} not found in {HEADER}"
+    body = re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
+    fields = []
+    for decl in body.split(";"):
+        decl = decl.strip()
+        if decl:
+            kind, field = decl.rsplit(None, 1)
+            fields.append((field, kind.strip()))
+    return fields
+
+
+CTYPE = {"uint64_t": ctypes.c_uint64, "int32_t": ctypes.c_int32}
+
+
+class LayoutTest(unittest.TestCase):
+    def check(self, header_name, structure):
+        fields = header_struct_fields(header_name)
+        self.assertEqual([f for f, _ in fields], [f for f, _ in structure._fields_])
+        for (field, kind), (_, ctype) in zip(fields, structure._fields_):
+            self.assertIs(CTYPE[kind], ctype, f"{header_name}.{field}")
+
+    def test_range(self):
+        self.check("kvcached_range", C.Range)
+
+    def test_region_info(self):
+        self.check("kvcached_region_info", C._RegionInfo)
+
+    def test_stats(self):
+        self.check("kvcached_stats", C._Stats)
+
+    def test_status_codes(self):
+        text = header_text()
+        for code, name in C.STATUS_NAMES.items():
+            self.assertRegex(text, r"%s = %d\b" % (name, code))
+        for code, name in C.PAGE_STATE_NAMES.items():
+            self.assertRegex(text, r"KVCACHED_PAGE_%s = %d\b" % (name, code))
+
+
+class LoadTest(unittest.TestCase):
+    def run_python(self, code, **env):
+        full = dict(os.environ, PYTHONPATH=HOOKS, **env)
+        full.pop("LD_PRELOAD", None)
+        return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60)
+
+    def test_no_shim_is_none_and_silent(self):
+        result = self.run_python("from kvcached_hook import capi; print(capi.load())", KVCACHED_SHIM_PATH="")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "None")
+        self.assertEqual(result.stderr, "")
+
+    def test_bad_path_is_none(self):
+        result = self.run_python(
+            "from kvcached_hook import capi; print(capi.load())", KVCACHED_SHIM_PATH="/nonexistent/libkvcached_shim.so"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "None")
+
+    def test_a_library_without_the_api_is_skipped(self):
+        libc = ctypes.util.find_library("c")
+        result = self.run_python("from kvcached_hook import capi; print(capi.load())", KVCACHED_SHIM_PATH=libc or "libc.so.6")
+        self.assertEqual(result.stdout.strip(), "None", result.stderr)
+
+
+SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
+
+
+@unittest.skipUnless(SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER"),
+                     "set KVCACHED_TEST_SHIM (built shim) and KVCACHED_CUDA_DRIVER (fake driver) to run")
+class RealShimTest(unittest.TestCase):
+    """The bindings against the built shim on the fake driver (run in a child: the shim starts
+    threads and a shared-memory segment, which must not outlive the test)."""
+
+    def test_region_acquire_release_roundtrip(self):
+        code = r"""
+import sys
+from kvcached_hook import capi as C
+api = C.load(sys.argv[1])
+assert api is not None, "shim not loadable"
+assert api.api_version() >= 1, api.api_version()
+assert api.enabled(), api.last_error()
+page = api.stats(0)["page_size"]
+base = api.region_create(0, 16 * page, C.REGION_LAZY)
+info = api.region_info(base + 5)
+assert info.base == base and info.size == 16 * page and info.kind == C.REGION_LAZY, info
+assert api.page_state(base) == C.PAGE_ZERO
+assert api.acquire([(base + page, 10), (base + 3 * page, 2 * page)]) == C.OK, api.last_error()
+states = [api.page_state(base + i * page) for i in range(6)]
+assert states[1] == C.PAGE_IN_USE and states[3] == C.PAGE_IN_USE and states[4] == C.PAGE_IN_USE, states
+assert states[0] != C.PAGE_IN_USE and states[2] != C.PAGE_IN_USE, states
+assert api.region_info(base).in_use_pages == 3
+assert api.release([(base + page, 10), (base + 3 * page, 2 * page)]) == C.OK, api.last_error()
+assert api.page_state(base + page) != C.PAGE_IN_USE
+assert api.release([(base, 1)]) != C.OK  # never acquired
+assert api.set_label("capi-test") == C.OK
+assert api.kv_window_begin() == C.OK and api.kv_window_end() == C.OK
+assert api.region_destroy(base) == C.OK
+assert api.region_info(base) is None
+print("roundtrip ok")
+"""
+        name = f"pytest_capi_{os.getpid()}"
+        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name)
+        try:
+            result = subprocess.run([sys.executable, "-c", code, SHIM], env=env, capture_output=True, text=True, timeout=60)
+        finally:
+            if os.path.exists(f"/dev/shm/kvcached_{name}"):
+                os.remove(f"/dev/shm/kvcached_{name}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("roundtrip ok", result.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

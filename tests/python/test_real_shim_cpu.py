@@ -1,0 +1,140 @@
+"""The hook with the real shim (on the fake CUDA driver, whose device memory is host memory) and the
+real engine on the CPU: the KV tensors are placed in lazy shim regions, so the shim's own page
+states, reference counts and budget decide. Outputs must equal a run without the hook; a budget
+that refuses pages must make requests wait; an idle engine must give its pages back.
+
+Runs when KVCACHED_TEST_SHIM (built libkvcached_shim.so) and KVCACHED_CUDA_DRIVER (fake
+libcuda.so.1) are set and torch + transformers are importable; each case runs in a child process.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOOKS = os.path.join(HERE, "..", "..", "hooks", "python")
+SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
+
+try:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    HAVE_ENGINE = True
+except Exception:  # noqa: BLE001
+    HAVE_ENGINE = False
+
+CHILD = r"""
+import contextlib, ctypes, json, os, sys, time
+import torch, transformers
+sys.path.insert(0, os.environ["TEST_DIR"])
+from kvcached_hook import capi as C
+from kvcached_hook.engines import transformers_cb as T
+import test_transformers_cpu as H
+
+transformers.logging.set_verbosity_error()
+api = C.load(os.environ["KVCACHED_TEST_SHIM"])
+assert api is not None and api.enabled(), "shim did not start: " + (api.last_error() if api else "not loadable")
+PAGE = api.stats(0)["page_size"]
+regions = []
+
+@contextlib.contextmanager
+def shim_regions(pool, device):
+    # Test stand-in for the pluggable-allocator MemPool: big torch.empty calls get lazy regions.
+    real_empty = torch.empty
+    def empty(*shape, dtype=None, device=None, **kw):
+        size = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
+        dtype = dtype or torch.get_default_dtype()
+        nbytes = int(torch.Size(size).numel()) * real_empty((), dtype=dtype).element_size()
+        if nbytes < PAGE:
+            return real_empty(*shape, dtype=dtype, device=device, **kw)
+        base = api.region_create(0, (nbytes + PAGE - 1) // PAGE * PAGE, C.REGION_LAZY)
+        regions.append(base)
+        raw = (ctypes.c_byte * nbytes).from_address(base)
+        return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).view(size)
+    torch.empty = empty
+    try:
+        yield
+    finally:
+        torch.empty = real_empty
+
+T._Context.make_pool = lambda self: "regions"
+T._Context.use_pool = lambda self, pool: shim_regions(pool, self.device)
+T.patch()
+T._overrides.update(api=None, require_cuda=False, use_pool=True)
+
+def model():
+    torch.manual_seed(0)
+    cfg = H.LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)
+    cfg._attn_implementation = "sdpa"
+    return H.LlamaForCausalLM(cfg).eval()
+
+H.BLOCK_SIZE = 64   # 64 tokens x 4 heads x 64 dims x 4 bytes = 64 KiB per block: 32 blocks per 2 MiB page
+m = model()
+gen = torch.Generator().manual_seed(3)  # 32 prompts of 100-200 tokens (+64 new): ~115 blocks, 4+ pages per tensor
+inputs = [torch.randint(1, 512, (int(n),), generator=gen).tolist() for n in torch.randint(100, 201, (32,), generator=gen)]
+C.reset_for_tests()
+T._overrides["api"] = None
+os.environ.pop("KVCACHED_SHIM_PATH", None)
+orig_load = C.load
+C.load = lambda *a: None
+base, errors, _ = H.run(m, inputs, max_new_tokens=64, num_blocks=256)
+assert not errors
+C.load = lambda *a: api
+T._overrides["api"] = api
+out, errors, snaps = H.run(m, inputs, max_new_tokens=64, num_blocks=256, keep_running_s=float(os.environ.get("KEEP_S", "0")))
+assert not errors, errors
+snap = snaps[0] if snaps else {}
+in_use = sum(api.region_info(b).in_use_pages for b in regions)
+print(json.dumps({"same": out == base, "n": len(out), "snap": snap, "in_use_pages_after": in_use,
+                  "regions": len(regions), "stats": api.stats(0)}))
+"""
+
+
+@unittest.skipUnless(
+    HAVE_ENGINE and SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER"),
+    "needs torch + transformers, KVCACHED_TEST_SHIM and KVCACHED_CUDA_DRIVER",
+)
+class RealShimEngineTest(unittest.TestCase):
+    def run_child(self, **env):
+        # A fresh ledger segment per child: a segment that exists keeps the budget it was made with.
+        name = f"pytest_realshim_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+        full = dict(os.environ, PYTHONPATH=os.pathsep.join([HOOKS, HERE]), TEST_DIR=HERE, KVCACHED_IPC_NAME=name, **env)
+        try:
+            done = subprocess.run([sys.executable, "-c", CHILD], env=full, capture_output=True, text=True, timeout=600)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(f"/dev/shm/kvcached_{name}")
+        self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
+        import json
+
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def test_identical_outputs_and_pages_come_back(self):
+        result = self.run_child(KVCACHED_HOOK_IDLE_TRIM_S="0.2", KEEP_S="1.5")
+        self.assertTrue(result["same"], result)
+        snap = result["snap"]
+        self.assertTrue(snap, "the hook did not manage the cache")
+        self.assertGreater(snap["pages_acquired_total"], 0)
+        self.assertEqual(snap["errors"], 0)
+        # After the idle trim only the padding pages (one per tensor) stay in use.
+        self.assertLessEqual(result["in_use_pages_after"], result["regions"])
+
+    def test_budget_refusals_make_requests_wait(self):
+        result = self.run_child(
+            KVCACHED_BUDGET="24M",
+            KVCACHED_MAP_AHEAD_PAGES="0",
+            KVCACHED_MIN_RESERVED_PAGES="0",
+            KVCACHED_PAGE_PREALLOC_ENABLED="false",
+        )
+        self.assertTrue(result["same"], result)
+        snap = result["snap"]
+        self.assertGreater(snap["refusals"], 0, f"the budget never refused a page: {result}")
+        self.assertEqual(snap["errors"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

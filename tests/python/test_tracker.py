@@ -1,0 +1,277 @@
+"""KVPageTracker + PageAwareFreeList against the fake C API: exact pages, page-aware order,
+batching (one C call per step), delayed release, and refusal -> "no free blocks" (never raises)."""
+
+import random
+import unittest
+
+from fake_capi import FakeCApi, SharedBudget
+from kvcached_hook import capi as C
+from kvcached_hook.freelist import PageAwareFreeList
+from kvcached_hook.pages import KVLayout, TensorSpan
+from kvcached_hook.tracker import BackingRefused, KVPageTracker, percentile
+
+MiB = 1 << 20
+PS = 2 * MiB
+BB = 512 * 1024  # 4 blocks per page
+
+
+def make(num_blocks=32, tensors=4, budget_pages=None, delay=0, prefer_cached=True, phase=0, bb=BB):
+    api = FakeCApi(PS, SharedBudget(budget_pages))
+    spans = []
+    for i in range(tensors):
+        base = (1 << 32) + i * (1 << 28)
+        spans.append(TensorSpan(base + phase, num_blocks * bb + phase, base, name=f"T{i}"))
+    layout = KVLayout(spans, bb, num_blocks, PS)
+    tracker = KVPageTracker(layout, api, num_blocks, release_delay_steps=delay, prefer_cached=prefer_cached, name="t")
+    tracker.adopt(range(num_blocks))
+    return api, layout, tracker, PageAwareFreeList(tracker)
+
+
+def expected_pages(api, layout, held):
+    """Fake page numbers that must be backed for the held blocks."""
+    pages = set()
+    for block in held:
+        for addr, length in layout.block_ranges(block):
+            pages.update(api.pages_of(addr, length))
+    return pages
+
+
+class FreeListTest(unittest.TestCase):
+    def test_deque_surface(self):
+        _, _, tracker, free = make(num_blocks=8)
+        self.assertEqual(len(free), 8)
+        self.assertTrue(free)
+        self.assertIn(3, free)
+        self.assertEqual(list(free), list(range(8)))
+        with self.assertRaises(ValueError):
+            free.remove(99)
+        tracker.ensure(8)
+        blocks = [free.popleft() for _ in range(8)]
+        self.assertEqual(sorted(blocks), list(range(8)))
+        self.assertFalse(free)
+        with self.assertRaises(IndexError):
+            free.popleft()
+        free.extend([5, 1])
+        free.append(2)
+        self.assertEqual(list(free), [1, 2, 5])
+
+    def test_lowest_backed_block_first(self):
+        api, layout, tracker, free = make(num_blocks=16)
+        self.assertTrue(tracker.ensure(1))  # backs page 0 (blocks 0..3)
+        self.assertEqual(api.acquire_calls, 1)
+        taken = [free.popleft() for _ in range(4)]
+        self.assertEqual(taken, [0, 1, 2, 3])
+        free.append(1)
+        # Block 1 (backed page) comes before block 4 (unbacked), although 1 was freed last.
+        self.assertEqual(free.popleft(), 1)
+
+    def test_double_free_is_reported_not_counted(self):
+        _, _, tracker, free = make(num_blocks=8)
+        tracker.ensure(1)
+        block = free.popleft()
+        free.append(block)
+        free.append(block)
+        self.assertEqual(tracker.double_frees, 1)
+        self.assertEqual(len(free), 8)
+
+
+class BackingTest(unittest.TestCase):
+    def test_exact_pages_of_held_blocks(self):
+        api, layout, tracker, free = make(num_blocks=32, delay=0)
+        tracker.step_begin()
+        tracker.ensure(6)
+        held = [free.popleft() for _ in range(6)]
+        tracker.step_end()
+        self.assertEqual(api.in_use_pages(), expected_pages(api, layout, held))
+
+    def test_one_acquire_call_for_a_whole_step(self):
+        api, layout, tracker, free = make(num_blocks=64, tensors=8)
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(40))
+        for _ in range(40):
+            free.popleft()
+        tracker.step_end()
+        self.assertEqual(api.acquire_calls, 1)
+        self.assertEqual(api.ranges_acquired, 10 * 8)  # 10 pages x 8 tensors, one range each
+
+    def test_release_waits_for_the_delay_and_is_one_call(self):
+        api, layout, tracker, free = make(num_blocks=32, delay=2)
+        tracker.step_begin()
+        tracker.ensure(12)
+        held = [free.popleft() for _ in range(12)]
+        tracker.step_end()
+        tracker.step_begin()
+        free.extend(held)  # all three pages empty now
+        tracker.step_end()
+        self.assertEqual(api.release_calls, 0)
+        tracker.step_begin()
+        tracker.step_end()
+        self.assertEqual(api.release_calls, 0)
+        tracker.step_begin()
+        tracker.step_end()
+        self.assertEqual(api.release_calls, 1)
+        self.assertEqual(api.in_use_pages(), set())
+
+    def test_a_page_reused_before_the_flush_costs_no_call(self):
+        api, _, tracker, free = make(num_blocks=32, delay=1)
+        tracker.step_begin()
+        tracker.ensure(1)
+        block = free.popleft()
+        tracker.step_end()
+        tracker.step_begin()
+        free.append(block)
+        tracker.ensure(1)
+        self.assertEqual(free.popleft(), block)
+        tracker.step_end()
+        for _ in range(3):
+            tracker.step_begin()
+            tracker.step_end()
+        self.assertEqual((api.acquire_calls, api.release_calls), (1, 0))
+
+    def test_pins_are_never_released(self):
+        # Like an engine's padding blocks: the last two blocks of the layout are not managed.
+        api = FakeCApi(PS)
+        layout = KVLayout([TensorSpan(1 << 32, 16 * BB, 1 << 32)], BB, 16, PS)
+        tracker = KVPageTracker(layout, api, 14, release_delay_steps=0)
+        tracker.adopt(range(14))
+        tracker.pin_blocks([14, 15])
+        for _ in range(3):
+            tracker.step_begin()
+            tracker.step_end()
+        self.assertEqual(api.in_use_pages(), expected_pages(api, layout, [14, 15]))
+        # The pinned page's managed blocks (12, 13) count as backed.
+        self.assertEqual(tracker.nbfree, 2)
+        self.assertEqual(PageAwareFreeList(tracker).popleft(), 12)
+
+    def test_straddling_blocks_back_both_pages(self):
+        api, layout, tracker, free = make(num_blocks=20, phase=4096, bb=3 * MiB // 2)
+        tracker.step_begin()
+        tracker.ensure(5)
+        held = [free.popleft() for _ in range(5)]
+        tracker.step_end()
+        self.assertTrue(expected_pages(api, layout, held) <= api.in_use_pages())
+
+
+class RefusalTest(unittest.TestCase):
+    def test_refusal_is_no_free_blocks_not_an_exception(self):
+        api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)  # 2 pages per unit
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(8))  # 2 units = 4 pages: the whole budget
+        self.assertFalse(tracker.ensure(9))
+        self.assertTrue(tracker.pressure)
+        self.assertTrue(tracker.refused_this_step)
+        self.assertEqual(tracker.effective_free(64), 8)
+        self.assertEqual(tracker.refusals, 1)
+        tracker.step_end()
+        tracker.step_begin()  # a new step tries again
+        self.assertFalse(tracker.pressure)
+        self.assertEqual(tracker.effective_free(64), 64)
+
+    def test_best_effort_refusal_does_not_enter_pressure(self):
+        api, _, tracker, _ = make(num_blocks=64, tensors=2, budget_pages=2)
+        tracker.step_begin()
+        self.assertFalse(tracker.ensure(20, best_effort=True))
+        self.assertFalse(tracker.pressure)
+
+    def test_other_errors_are_treated_as_no_memory(self):
+        api, _, tracker, _ = make(num_blocks=16)
+        api.fail_next = [C.ERR_DRIVER]
+        tracker.step_begin()
+        self.assertFalse(tracker.ensure(1))
+        self.assertTrue(tracker.pressure)
+        self.assertEqual(tracker.errors, 1)
+
+    def test_take_of_unbacked_block_refused_raises_backing_refused(self):
+        api, _, tracker, free = make(num_blocks=16, budget_pages=0)
+        with self.assertRaises(BackingRefused):
+            free.popleft()
+        self.assertEqual(len(free), 16)  # nothing changed
+
+    def test_cached_blocks_are_evicted_first_when_elastic(self):
+        api, _, tracker, free = make(num_blocks=16, prefer_cached=True)
+        cached = []
+
+        def evict(k):
+            n = min(k, len(cached))
+            for _ in range(n):
+                free.append(cached.pop())
+            return n
+
+        tracker.evict_cached = evict
+        tracker.cached_count = lambda: len(cached)
+        tracker.ensure(4)
+        cached.extend(free.popleft() for _ in range(4))  # a request finished: its blocks are cached
+        calls = api.acquire_calls
+        self.assertTrue(tracker.ensure(2))
+        self.assertEqual(api.acquire_calls, calls)  # reused cached blocks, no new page
+        self.assertEqual(len(cached), 2)
+
+    def test_cached_blocks_are_kept_until_refusal_with_keep(self):
+        api, _, tracker, free = make(num_blocks=16, tensors=1, budget_pages=1, prefer_cached=False)
+        cached = []
+
+        def evict(k):
+            n = min(k, len(cached))
+            for _ in range(n):
+                free.append(cached.pop())
+            return n
+
+        tracker.evict_cached = evict
+        tracker.cached_count = lambda: len(cached)
+        tracker.ensure(4)
+        cached.extend(free.popleft() for _ in range(4))
+        self.assertTrue(tracker.ensure(2))  # page 1 refused (budget 1) -> falls back to the cache
+        self.assertEqual(tracker.refusals, 1)
+        self.assertEqual(len(cached), 2)
+
+
+class RandomisedInvariantTest(unittest.TestCase):
+    """Random engine-like traffic: after every step, the fake's backed pages are exactly those of
+    held blocks plus pages emptied within the release delay; nothing is released twice."""
+
+    def test_invariants(self):
+        rng = random.Random(7)
+        for trial in range(20):
+            delay = rng.choice([0, 1, 2, 3])
+            api, layout, tracker, free = make(
+                num_blocks=rng.choice([16, 40, 64]),
+                tensors=rng.choice([1, 3]),
+                budget_pages=rng.choice([None, 12, 30]),
+                delay=delay,
+                phase=rng.choice([0, 4096]),
+            )
+            held: list[int] = []
+            for step in range(200):
+                tracker.step_begin()
+                for _ in range(rng.randint(0, 5)):
+                    if held and rng.random() < 0.45:
+                        free.append(held.pop(rng.randrange(len(held))))
+                    else:
+                        n = rng.randint(1, 4)
+                        if n <= len(free) and tracker.ensure(n):
+                            held.extend(free.popleft() for _ in range(n))
+                tracker.step_end()
+                must = expected_pages(api, layout, held)
+                backed = api.in_use_pages()
+                self.assertTrue(must <= backed, f"trial {trial} step {step}: held block on an unbacked page")
+                extra = backed - must
+                # Extra pages belong to units emptied less than `delay` steps ago.
+                allowed = set()
+                for unit, since in tracker.empty_since.items():
+                    for addr, length in layout.unit_ranges(unit):
+                        allowed.update(api.pages_of(addr, length))
+                self.assertTrue(extra <= allowed, f"trial {trial} step {step}: page kept with no reason")
+                self.assertEqual(len(free) + len(held), layout.num_blocks)
+            self.assertEqual(api.release_errors, 0)
+
+
+class PercentileTest(unittest.TestCase):
+    def test_nearest_rank(self):
+        self.assertEqual(percentile([], 50), 0.0)
+        self.assertEqual(percentile([3, 1, 2], 50), 2)
+        self.assertEqual(percentile(list(range(1, 101)), 99), 99)
+        self.assertEqual(percentile([5], 99), 5)
+
+
+if __name__ == "__main__":
+    unittest.main()
