@@ -255,6 +255,16 @@ kvcached_status kvcached_trim(int device) {
                      [&](Runtime& runtime) { return Report(runtime.Trim(device)); });
 }
 
+kvcached_status kvcached_pressure_get(int device, uint64_t* seq, int32_t* pid) {
+  return WithRuntime("kvcached_pressure_get", [&](Runtime& runtime) {
+    auto p = runtime.Pressure(device);
+    if (!p.ok()) return Report(p.status());
+    if (seq != nullptr) *seq = p.value().seq;
+    if (pid != nullptr) *pid = p.value().pid;
+    return KVCACHED_OK;
+  });
+}
+
 kvcached_status kvcached_kv_window_begin(void) {
   return WithRuntime("kvcached_kv_window_begin", [](Runtime& /*runtime*/) {
     kvcached::hooks::EnterKvWindow();

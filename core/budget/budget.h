@@ -40,6 +40,14 @@ class Budget {
   // True once per new request from another process since the last call (polled by the pool's
   // background thread; must be cheap: one atomic load).
   virtual bool TakePressureSignal() = 0;
+  // The latest pressure request on this budget: a counter that grows with every request, and
+  // the pid that made the last one (0 when none). Not consumed: engines poll it to give back
+  // memory that only they can free (cached KV blocks) when another process is refused.
+  struct PressureInfo {
+    std::uint64_t seq = 0;
+    int pid = 0;
+  };
+  [[nodiscard]] virtual PressureInfo Pressure() const { return {}; }
   // Liveness: called periodically by the background thread.
   virtual void Heartbeat() {}
   // Name shown by kvctl for this process (engine name).

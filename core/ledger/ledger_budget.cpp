@@ -240,6 +240,11 @@ void LedgerBudget::RequestPressure(std::uint64_t bytes) {
   Atomic(h.pressure_seq).fetch_add(1);
 }
 
+Budget::PressureInfo LedgerBudget::Pressure() const {
+  const auto& h = segment_->header();
+  return {LoadRelaxed(h.pressure_seq), static_cast<int>(LoadRelaxed(h.pressure_pid))};
+}
+
 bool LedgerBudget::TakePressureSignal() {
   const std::uint64_t seq = LoadRelaxed(segment_->header().pressure_seq);
   if (seq == pressure_seen_.load(std::memory_order_relaxed)) return false;  // the common case

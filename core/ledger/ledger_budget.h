@@ -40,6 +40,7 @@ class LedgerBudget final : public Budget {
   void AddOther(std::int64_t delta_bytes) override;
   void RequestPressure(std::uint64_t bytes) override;
   bool TakePressureSignal() override;
+  [[nodiscard]] PressureInfo Pressure() const override;
   void Heartbeat() override;
   void SetLabel(const std::string& label) override;
   [[nodiscard]] BudgetView View() const override;

@@ -89,6 +89,18 @@ class PagePool {
   void Wake() { worker_.Wake(); }
   // A foreground acquire had to swap pages itself: ends a hold, wakes the worker.
   void NoteMiss();
+  // A foreground swap (an engine waiting on a map-ahead miss) is in progress. The worker then
+  // defers its own driver work (refilling the reserve, map-ahead): the driver serialises VMM
+  // calls, and measured on the H100 a refill running beside an 8 GiB burst cut the burst's rate
+  // by up to 40%. The refill resumes right after (EndForeground wakes the worker).
+  void BeginForeground() { foreground_.fetch_add(1, std::memory_order_relaxed); }
+  void EndForeground() {
+    foreground_.fetch_sub(1, std::memory_order_relaxed);
+    Wake();
+  }
+  [[nodiscard]] bool foreground_busy() const {
+    return foreground_.load(std::memory_order_relaxed) > 0;
+  }
   // Gives back now everything not in use: every mapped-ahead page and the free list.
   Status TrimNow();
   // Stops the background thread for good (before regions are torn down at shutdown).
@@ -138,6 +150,7 @@ class PagePool {
   std::vector<Registered> regions_;
 
   std::atomic<std::int64_t> hold_until_ns_{0};
+  std::atomic<int> foreground_{0};
   BackgroundWorker worker_;  // last: stopped first
 };
 

@@ -24,6 +24,7 @@ void PagePool::MaintenancePass() {
     ReleaseFreeList();
     return;
   }
+  if (foreground_busy()) return;  // EndForeground wakes us to finish
   for (const auto& region : regions) (void)region->MapAhead(config_.map_ahead_pages);
   RefillFreeList();
 }
@@ -31,7 +32,7 @@ void PagePool::MaintenancePass() {
 void PagePool::RefillFreeList() {
   if (!config_.page_prealloc) return;
   const std::size_t target = std::min(config_.min_reserved_pages, config_.max_reserved_pages);
-  while (free_pages() < target) {
+  while (free_pages() < target && !foreground_busy()) {
     auto handle = CreateHandle();
     if (!handle.ok()) return;  // budget or driver: try again next pass
     std::lock_guard<std::mutex> lock(free_mu_);

@@ -83,6 +83,11 @@ Status LazyRegion::AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t f
   lock.unlock();
 
   pool_.NoteMiss();
+  pool_.BeginForeground();
+  struct EndForeground {
+    PagePool& pool;
+    ~EndForeground() { pool.EndForeground(); }
+  } end_foreground{pool_};
   std::vector<driver::PhysicalHandle> handles;
   std::vector<driver::PhysicalHandle> spare;  // to give back to the pool
   PageSwapper::Outcome in;

@@ -227,6 +227,12 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Runtime::BudgetMemInfo(int devic
   return std::make_pair(std::min(by_limit, by_budget), v.limit);
 }
 
+Result<Budget::PressureInfo> Runtime::Pressure(int device) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  return state.value()->budget->Pressure();
+}
+
 void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) {
   auto state = impl_->Device(device);
   if (!state.ok()) return;

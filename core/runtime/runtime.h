@@ -103,6 +103,8 @@ class Runtime {
 
   // For virtual cudaMemGetInfo: (free, total) of this process's budget on `device`.
   Result<std::pair<std::uint64_t, std::uint64_t>> BudgetMemInfo(int device);
+  // The latest pressure request on `device`'s budget (see Budget::Pressure).
+  Result<Budget::PressureInfo> Pressure(int device);
   // Accounting of allocations passed through to the real allocator (signed delta).
   void NotePassthrough(int device, std::int64_t delta_bytes);
   void SetLabel(const std::string& label);

@@ -110,6 +110,12 @@ KVCACHED_API kvcached_status kvcached_stats_get(int device, kvcached_stats* out)
 /* Give back now every physical page not in use on this device (pool and mapped-ahead). */
 KVCACHED_API kvcached_status kvcached_trim(int device);
 
+/* Pressure on this device's shared budget: *seq grows with every request made by a process that
+ * was refused memory, *pid is the process that made the latest one. An engine that sees *seq
+ * change with a pid other than its own should give back memory only it can free (cached blocks),
+ * so that memory flows to the busy neighbour. Either pointer may be NULL. */
+KVCACHED_API kvcached_status kvcached_pressure_get(int device, uint64_t* seq, int32_t* pid);
+
 /* ---- interposition policy (issue: interposition) ---- */
 /* Per-thread KV window: allocations of at least one page made by this thread between begin and
  * end through cudaMalloc/cuMemAlloc become lazy regions. Windows nest. */

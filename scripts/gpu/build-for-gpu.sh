@@ -15,7 +15,7 @@ cmake -S . -B "$obj" -DCMAKE_BUILD_TYPE=Release -DKVCACHED_GPU=ON -DKVCACHED_BUI
   { cat "$obj.configure.log" >&2; echo "build-for-gpu: configure failed" >&2; exit 1; }
 
 # GPU tests and benchmarks by their source names, plus the shim, kvctl and the demo.
-targets=(kvcached_shim kvctl kvcached_demo)
+targets=(kvcached_shim kvcached_python kvctl kvcached_demo)
 for f in tests/gpu/gpu_*_test.cpp bench/*.cpp bench/*.cu; do
   [ -e "$f" ] || continue
   n=$(basename "$f"); targets+=("${n%.*}")
@@ -31,6 +31,7 @@ for t in "${targets[@]}"; do
   if [ -x "$obj/bin/$t" ]; then cp "$obj/bin/$t" "$pack/bin/"; fi
 done
 cp "$obj"/lib/*.so* "$pack/lib/" 2>/dev/null || true
+cp -r "$obj/lib/kvcached_python" "$pack/lib/"  # the engine hook, found next to the shim
 strip --strip-unneeded "$pack"/bin/* "$pack"/lib/*.so* 2>/dev/null || true
 
 size_kib=$(du -sk "$pack" | cut -f1)

@@ -62,6 +62,10 @@ for line in sys.stdin:
             shim.kvcached_release(ctypes.c_uint64(base.value + i * PAGE), ctypes.c_uint64(PAGE))
         n = len(held); held.clear()
         say("released", n, time.monotonic())
+    elif cmd[0] == "pressure":    # the latest pressure request on the shared budget
+        seq, pid = ctypes.c_uint64(0), ctypes.c_int32(0)
+        st = shim.kvcached_pressure_get(0, ctypes.byref(seq), ctypes.byref(pid))
+        say("pressure", st, seq.value, pid.value)
     elif cmd[0] == "quit":
         shim.kvcached_region_destroy(base); say("bye"); break
 """
@@ -119,6 +123,9 @@ def main() -> int:
         st = int(ask(b, "try")[1])
         check(st == 2, f"B refused while A holds the budget (status {st}, 2 = NO_MEMORY)")
         steps.append(("B refused", procs_in_kvctl()))
+        p = ask(a, "pressure")
+        check(int(p[1]) == 0 and int(p[2]) > 0 and int(p[3]) == b.pid,
+              f"A sees B's pressure request (kvcached_pressure_get: seq {p[2]}, pid {p[3]})")
         t_rel = float(ask(a, "release")[2])
         r = ask(b, "retry 2.0")
         st, t_ok = int(r[1]), float(r[2])

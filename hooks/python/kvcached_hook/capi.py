@@ -153,6 +153,10 @@ class CApi:
         self._window_end = self._fn("kvcached_kv_window_end", c_int, [])
         self._set_label = self._fn("kvcached_set_label", c_int, [ctypes.c_char_p])
         # Proposed additions (see docs/engine-hook.md), used when present.
+        self._pressure_get = self._fn(
+            "kvcached_pressure_get", c_int, [c_int, ctypes.POINTER(u64), ctypes.POINTER(ctypes.c_int32)],
+            required=False,
+        )
         self._zero_page_check = self._fn(
             "kvcached_zero_page_check",
             c_int,
@@ -241,6 +245,17 @@ class CApi:
         if status != OK:
             raise KVCachedError("kvcached_stats_get", status, self.last_error())
         return {name: int(getattr(out, name)) for name, _ in _Stats._fields_}
+
+    def pressure(self, device: int):
+        """(seq, pid) of the latest pressure request on the device's shared budget, or None when
+        the shim lacks kvcached_pressure_get or the call fails."""
+        if self._pressure_get is None:
+            return None
+        seq = ctypes.c_uint64(0)
+        pid = ctypes.c_int32(0)
+        if self._pressure_get(device, ctypes.byref(seq), ctypes.byref(pid)) != OK:
+            return None
+        return int(seq.value), int(pid.value)
 
     def zero_page_check(self, device: int):
         """(clean, first_dirty_offset, dirty_bytes) from kvcached_zero_page_check, or None when the

@@ -106,7 +106,13 @@ def case_b() -> list[tuple[bool, str]]:
     total = int(plain.sum().item())
     in_region = api.region_info(plain.data_ptr())
     checks.append((total == GiB // 4 and in_region is None, f"1 GiB ordinary tensor sums to {total}, region={in_region}"))
-    del plain
+    # Measure the give-back against what the driver reports just before the release, with
+    # torch's own cached blocks (the 1 GiB tensor, the pattern, matmul temporaries) returned first:
+    # they are not the shim's and would hide what the trim gives back.
+    del plain, pattern
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free2, _ = torch.cuda.mem_get_info()
 
     # Release and trim: physical use returns.
     status = api.release(ranges)

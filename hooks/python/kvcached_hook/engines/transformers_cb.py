@@ -415,6 +415,8 @@ class CacheAdapter:
         self.budget_waits = 0
         self.idle_since: float | None = None
         self.idle_trims = 0
+        self.pressure_seen: tuple[int, int] | None = None
+        self.pressure_trims = 0
         self.steps = 0
         self.hook_ns_total = 0
         self.step_hook_us: list[float] = []
@@ -527,6 +529,24 @@ class CacheAdapter:
             manager.has_enough_free_blocks(len(manager._uninit_block_ids) + k)
         return k
 
+    def _yield_to_pressure(self) -> None:
+        """Another process on this GPU was refused memory: drop the prefix cache, whose blocks
+        pin pages that only this engine can free, so those pages go back to the shared budget.
+        Blocks of running requests stay: IN_USE memory is only ever given up by the engine's
+        own scheduling."""
+        query = getattr(self.api, "pressure", None)  # absent from older shims and test fakes
+        pressure = query(self.device_index) if query is not None else None
+        if pressure is None:
+            return
+        first = self.pressure_seen is None
+        changed = pressure[0] != (self.pressure_seen or (None,))[0]
+        self.pressure_seen = pressure
+        if first or not changed or pressure[1] in (0, os.getpid()):
+            return
+        if self.manager._init_block_ids:
+            self._evict_cached(len(self.manager._init_block_ids))
+            self.pressure_trims += 1
+
     def held_blocks(self) -> dict[int, str]:
         held: dict[int, str] = {}
         for group, allocator in enumerate(getattr(self.cache, "group_cache_managers", ())):
@@ -588,6 +608,7 @@ class CacheAdapter:
         self.steps += 1
         scheduler = processor.scheduler
         arriving = _peek_queue(getattr(processor, "input_queue", None))
+        self._yield_to_pressure()
         if arriving or scheduler.has_pending_requests():
             self.idle_since = None
             if self.settings.predict and not tracker.refused_last_step:
@@ -651,6 +672,7 @@ class CacheAdapter:
             steps=self.steps,
             budget_waits=self.budget_waits,
             idle_trims=self.idle_trims,
+            pressure_trims=self.pressure_trims,
             hook_time_s=self.hook_ns_total / 1e9,
             block_bytes=self.layout.block_bytes,
             page_size=self.layout.page_size,
