@@ -15,7 +15,7 @@ cmake -S . -B "$obj" -DCMAKE_BUILD_TYPE=Release -DKVCACHED_GPU=ON -DKVCACHED_BUI
   { cat "$obj.configure.log" >&2; echo "build-for-gpu: configure failed" >&2; exit 1; }
 
 # GPU tests and benchmarks by their source names, plus the shim, kvctl and the demo.
-targets=(kvcached_shim kvcached_python kvctl kvcached_demo)
+targets=(kvcached_shim kvcached_python kvctl kvcached_demo static_cudart_app)
 for f in tests/gpu/gpu_*_test.cpp bench/*.cpp bench/*.cu; do
   [ -e "$f" ] || continue
   n=$(basename "$f"); targets+=("${n%.*}")
