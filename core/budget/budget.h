@@ -8,12 +8,12 @@
 namespace kvcached {
 
 struct BudgetView {
-  std::uint64_t limit = 0;      // what this process may hold (min of its limit and the budget)
-  std::uint64_t budget = 0;     // the whole GPU budget shared by all processes
-  std::uint64_t in_use = 0;     // this process: physical bytes holding engine data
-  std::uint64_t reserved = 0;   // this process: physical bytes held but not in use
-  std::uint64_t peak = 0;       // this process: peak in_use + reserved
-  std::uint64_t others = 0;     // this process: bytes passed through to the real allocator
+  std::uint64_t limit = 0;        // what this process may hold (min of its limit and the budget)
+  std::uint64_t budget = 0;       // the whole GPU budget shared by all processes
+  std::uint64_t in_use = 0;       // this process: physical bytes holding engine data
+  std::uint64_t reserved = 0;     // this process: physical bytes held but not in use
+  std::uint64_t peak = 0;         // this process: peak in_use + reserved
+  std::uint64_t others = 0;       // this process: bytes passed through to the real allocator
   std::uint64_t all_charged = 0;  // every process on this budget: in_use + reserved
 };
 

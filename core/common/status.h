@@ -41,8 +41,8 @@ class [[nodiscard]] Status {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}   // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   [[nodiscard]] bool ok() const { return std::holds_alternative<T>(v_); }
   T& value() & { return std::get<T>(v_); }
@@ -57,8 +57,8 @@ class [[nodiscard]] Result {
 }  // namespace kvcached
 
 // Propagate a failed Status from an expression returning Status.
-#define KVC_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::kvcached::Status kvc_st_ = (expr);   \
-    if (!kvc_st_.ok()) return kvc_st_;     \
+#define KVC_RETURN_IF_ERROR(expr)        \
+  do {                                   \
+    ::kvcached::Status kvc_st_ = (expr); \
+    if (!kvc_st_.ok()) return kvc_st_;   \
   } while (0)

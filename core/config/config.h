@@ -16,27 +16,27 @@ namespace kvcached {
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kCritical, kOff };
 
 struct Config {
-  bool enabled = true;                 // ENABLE_KVCACHED
-  bool autopatch = true;               // KVCACHED_AUTOPATCH
-  std::string ipc_name;                // KVCACHED_IPC_NAME (sanitised; empty = per-GPU UUID)
-  double gpu_utilization = 0.95;       // KVCACHED_GPU_UTILIZATION, (0, 1]
+  bool enabled = true;                        // ENABLE_KVCACHED
+  bool autopatch = true;                      // KVCACHED_AUTOPATCH
+  std::string ipc_name;                       // KVCACHED_IPC_NAME (sanitised; empty = per-GPU UUID)
+  double gpu_utilization = 0.95;              // KVCACHED_GPU_UTILIZATION, (0, 1]
   std::optional<std::uint64_t> budget_bytes;  // KVCACHED_BUDGET (size, e.g. 40G) overrides it
-  std::size_t page_size_mb = 2;        // KVCACHED_PAGE_SIZE_MB, even, 2..1024
-  bool page_prealloc = true;           // KVCACHED_PAGE_PREALLOC_ENABLED
-  std::size_t min_reserved_pages = 5;  // KVCACHED_MIN_RESERVED_PAGES, 0..max
-  std::size_t max_reserved_pages = 10; // KVCACHED_MAX_RESERVED_PAGES, min..65536
-  std::size_t map_ahead_pages = 2;     // KVCACHED_MAP_AHEAD_PAGES, per lazy region, 0..1024
-  std::uint32_t trim_delay_ms = 200;   // KVCACHED_TRIM_DELAY_MS, 0..60000
-  LogLevel log_level = LogLevel::kWarn;  // KVCACHED_LOG_LEVEL
-  std::string log_file;                // KVCACHED_LOG_FILE (empty = stderr)
-  bool sanity_check = false;           // KVCACHED_SANITY_CHECK
-  bool contiguous_layout = false;      // KVCACHED_CONTIGUOUS_LAYOUT (accepted; see docs)
-  std::string cuda_driver = "libcuda.so.1";  // KVCACHED_CUDA_DRIVER
-  std::uint64_t capture_min_bytes = 0; // KVCACHED_CAPTURE_MIN_MB (0 = off)
-  bool virtual_meminfo = false;        // KVCACHED_VIRTUAL_MEMINFO
-  std::string label;                   // KVCACHED_LABEL
-  std::uint32_t shm_mode = 0600;       // KVCACHED_SHM_MODE (octal)
-  std::string shm_group;               // KVCACHED_SHM_GROUP
+  std::size_t page_size_mb = 2;               // KVCACHED_PAGE_SIZE_MB, even, 2..1024
+  bool page_prealloc = true;                  // KVCACHED_PAGE_PREALLOC_ENABLED
+  std::size_t min_reserved_pages = 5;         // KVCACHED_MIN_RESERVED_PAGES, 0..max
+  std::size_t max_reserved_pages = 10;        // KVCACHED_MAX_RESERVED_PAGES, min..65536
+  std::size_t map_ahead_pages = 2;            // KVCACHED_MAP_AHEAD_PAGES, per lazy region, 0..1024
+  std::uint32_t trim_delay_ms = 200;          // KVCACHED_TRIM_DELAY_MS, 0..60000
+  LogLevel log_level = LogLevel::kWarn;       // KVCACHED_LOG_LEVEL
+  std::string log_file;                       // KVCACHED_LOG_FILE (empty = stderr)
+  bool sanity_check = false;                  // KVCACHED_SANITY_CHECK
+  bool contiguous_layout = false;             // KVCACHED_CONTIGUOUS_LAYOUT (accepted; see docs)
+  std::string cuda_driver = "libcuda.so.1";   // KVCACHED_CUDA_DRIVER
+  std::uint64_t capture_min_bytes = 0;        // KVCACHED_CAPTURE_MIN_MB (0 = off)
+  bool virtual_meminfo = false;               // KVCACHED_VIRTUAL_MEMINFO
+  std::string label;                          // KVCACHED_LABEL
+  std::uint32_t shm_mode = 0600;              // KVCACHED_SHM_MODE (octal)
+  std::string shm_group;                      // KVCACHED_SHM_GROUP
 
   [[nodiscard]] std::size_t page_size() const { return page_size_mb << 20U; }
 };

@@ -1,8 +1,8 @@
 // The compiled part of fmt, built once into kvcached_core. Debian ships fmt only as a shared
 // library, and the preloaded shim must not pull libfmt.so into the host process; compiling fmt
 // header-only in every file instead costs seconds per translation unit.
-#include <fmt/format.h>
 #include <fmt/format-inl.h>  // defines fmt's out-of-line (FMT_FUNC) functions here
+#include <fmt/format.h>
 
 // Templates that format-inl.h defines but does not instantiate itself.
 FMT_BEGIN_NAMESPACE

@@ -59,7 +59,7 @@ struct DeviceStats {
 // What a budget needs to know of the GPU it governs.
 struct DeviceIdentity {
   int ordinal = 0;
-  std::string uuid;          // "GPU-xxxxxxxx-xxxx-..." as nvidia-smi prints it
+  std::string uuid;  // "GPU-xxxxxxxx-xxxx-..." as nvidia-smi prints it
   std::uint64_t total_bytes = 0;
 };
 

@@ -23,19 +23,19 @@ extern "C" {
 
 typedef enum kvcached_status {
   KVCACHED_OK = 0,
-  KVCACHED_ERR_INVALID = 1,      /* bad argument (null, out of range, unknown address) */
-  KVCACHED_ERR_NO_MEMORY = 2,    /* budget refused or the driver is out of memory: retry later */
-  KVCACHED_ERR_DRIVER = 3,       /* a driver call failed (kvcached_last_error names it) */
-  KVCACHED_ERR_NOT_FOUND = 4,    /* no region at that address */
-  KVCACHED_ERR_DISABLED = 5,     /* ENABLE_KVCACHED=false, or the shim could not start */
-  KVCACHED_ERR_STATE = 6,        /* operation not valid in the current state (e.g. release of a
-                                    range that was never acquired) */
-  KVCACHED_ERR_UNSUPPORTED = 7   /* device lacks virtual memory management */
+  KVCACHED_ERR_INVALID = 1,    /* bad argument (null, out of range, unknown address) */
+  KVCACHED_ERR_NO_MEMORY = 2,  /* budget refused or the driver is out of memory: retry later */
+  KVCACHED_ERR_DRIVER = 3,     /* a driver call failed (kvcached_last_error names it) */
+  KVCACHED_ERR_NOT_FOUND = 4,  /* no region at that address */
+  KVCACHED_ERR_DISABLED = 5,   /* ENABLE_KVCACHED=false, or the shim could not start */
+  KVCACHED_ERR_STATE = 6,      /* operation not valid in the current state (e.g. release of a
+                                  range that was never acquired) */
+  KVCACHED_ERR_UNSUPPORTED = 7 /* device lacks virtual memory management */
 } kvcached_status;
 
 typedef enum kvcached_region_kind {
-  KVCACHED_REGION_LAZY = 0,  /* reserved VA, zero-page aliased, backed on acquire */
-  KVCACHED_REGION_EAGER = 1  /* fully backed at creation (budgeted and cappable) */
+  KVCACHED_REGION_LAZY = 0, /* reserved VA, zero-page aliased, backed on acquire */
+  KVCACHED_REGION_EAGER = 1 /* fully backed at creation (budgeted and cappable) */
 } kvcached_region_kind;
 
 typedef enum kvcached_page_state {
@@ -51,30 +51,30 @@ typedef struct kvcached_range {
 
 typedef struct kvcached_region_info {
   uint64_t base;
-  uint64_t size;       /* bytes of VA reserved (multiple of page_size) */
+  uint64_t size; /* bytes of VA reserved (multiple of page_size) */
   uint64_t page_size;
   uint64_t pages;
   uint64_t zero_pages;
   uint64_t mapped_free_pages;
   uint64_t in_use_pages;
   int32_t device;
-  int32_t kind;        /* kvcached_region_kind */
+  int32_t kind; /* kvcached_region_kind */
 } kvcached_region_info;
 
 typedef struct kvcached_stats {
   uint64_t page_size;
   uint64_t regions;
-  uint64_t reserved_va_bytes;   /* VA of all regions */
-  uint64_t in_use_bytes;        /* physical bytes in IN_USE pages and eager regions */
-  uint64_t mapped_free_bytes;   /* physical bytes mapped ahead in lazy regions */
-  uint64_t pool_bytes;          /* physical bytes held unmapped, ready to map */
-  uint64_t zero_page_bytes;     /* the shared zero page */
+  uint64_t reserved_va_bytes; /* VA of all regions */
+  uint64_t in_use_bytes;      /* physical bytes in IN_USE pages and eager regions */
+  uint64_t mapped_free_bytes; /* physical bytes mapped ahead in lazy regions */
+  uint64_t pool_bytes;        /* physical bytes held unmapped, ready to map */
+  uint64_t zero_page_bytes;   /* the shared zero page */
   uint64_t peak_physical_bytes;
-  uint64_t passthrough_bytes;   /* allocations the shim passed to the real allocator */
-  uint64_t budget_limit_bytes;  /* what this process may hold (its limit or the GPU budget) */
-  uint64_t maps;                /* pages swapped in (zero -> real) since start */
-  uint64_t unmaps;              /* pages swapped out (real -> zero) since start */
-  uint64_t sync_maps;           /* swaps done on the caller's thread (a map-ahead miss) */
+  uint64_t passthrough_bytes;  /* allocations the shim passed to the real allocator */
+  uint64_t budget_limit_bytes; /* what this process may hold (its limit or the GPU budget) */
+  uint64_t maps;               /* pages swapped in (zero -> real) since start */
+  uint64_t unmaps;             /* pages swapped out (real -> zero) since start */
+  uint64_t sync_maps;          /* swaps done on the caller's thread (a map-ahead miss) */
   uint64_t budget_refusals;
 } kvcached_stats;
 
@@ -89,8 +89,7 @@ KVCACHED_API int kvcached_enabled(void);
 
 /* ---- regions ---- */
 KVCACHED_API kvcached_status kvcached_region_create(int device, uint64_t size,
-                                                    kvcached_region_kind kind,
-                                                    uint64_t* out_base);
+                                                    kvcached_region_kind kind, uint64_t* out_base);
 KVCACHED_API kvcached_status kvcached_region_destroy(uint64_t base);
 KVCACHED_API kvcached_status kvcached_region_info_get(uint64_t addr, kvcached_region_info* out);
 

@@ -3,8 +3,8 @@
 // Build: g++ -O2 -I/usr/local/cuda/include burst_costs.cpp -lcuda -lpthread -o burst_costs
 #include <cuda.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <thread>
 #include <vector>
@@ -12,10 +12,10 @@
 static double Us(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
-#define CK(x)                                                        \
-  do {                                                               \
-    CUresult r_ = (x);                                               \
-    if (r_ != CUDA_SUCCESS) std::printf("FAIL %s -> %d\n", #x, r_);  \
+#define CK(x)                                                       \
+  do {                                                              \
+    CUresult r_ = (x);                                              \
+    if (r_ != CUDA_SUCCESS) std::printf("FAIL %s -> %d\n", #x, r_); \
   } while (0)
 
 int main() {

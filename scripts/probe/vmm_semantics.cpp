@@ -8,14 +8,14 @@
 #include <cstdio>
 #include <vector>
 
-#define CK(x)                                                             \
-  do {                                                                    \
-    CUresult r_ = (x);                                                    \
-    if (r_ != CUDA_SUCCESS) {                                             \
-      const char* n_ = nullptr;                                           \
-      cuGetErrorName(r_, &n_);                                            \
-      std::printf("FAIL %s -> %s\n", #x, n_ ? n_ : "?");                  \
-    }                                                                     \
+#define CK(x)                                            \
+  do {                                                   \
+    CUresult r_ = (x);                                   \
+    if (r_ != CUDA_SUCCESS) {                            \
+      const char* n_ = nullptr;                          \
+      cuGetErrorName(r_, &n_);                           \
+      std::printf("FAIL %s -> %s\n", #x, n_ ? n_ : "?"); \
+    }                                                    \
   } while (0)
 
 static CUresult try_(CUresult r, const char* what) {
@@ -57,7 +57,8 @@ int main() {
   try_(cuMemUnmap(va, 2 * gran), "unmap 2 adjacent mappings in one call");
   try_(cuMemUnmap(va + 2 * gran, 2 * gran), "unmap other 2 in one call");
   // Same handle mapped twice (zero-page aliasing).
-  for (size_t i = 0; i < n; ++i) try_(cuMemMap(va + i * gran, gran, 0, h[0], 0), "map handle 0 again");
+  for (size_t i = 0; i < n; ++i)
+    try_(cuMemMap(va + i * gran, gran, 0, h[0], 0), "map handle 0 again");
   try_(cuMemSetAccess(va, n * gran, &acc, 1), "set access over 4 aliases of one handle");
   try_(cuMemUnmap(va, n * gran), "unmap 4 aliases in one call");
   try_(cuMemMap(va, gran, 0, h[1], 0), "remap page 0");
@@ -81,9 +82,13 @@ int main() {
     auto t2 = std::chrono::steady_clock::now();
     for (int i = 0; i < reps; ++i) CK(cuMemUnmap(v + i * sz, sz));
     auto t3 = std::chrono::steady_clock::now();
-    auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
-    std::printf("page %3zu MiB: map %.1f us/call, one set-access over %d maps %.1f us, unmap %.1f us/call\n",
-                mb, us(t0, t1) / reps, reps, us(t1, t2), us(t2, t3) / reps);
+    auto us = [](auto a, auto b) {
+      return std::chrono::duration<double, std::micro>(b - a).count();
+    };
+    std::printf(
+        "page %3zu MiB: map %.1f us/call, one set-access over %d maps %.1f us, unmap %.1f "
+        "us/call\n",
+        mb, us(t0, t1) / reps, reps, us(t1, t2), us(t2, t3) / reps);
     for (auto x : hs) CK(cuMemRelease(x));
     CK(cuMemAddressFree(v, sz * reps));
   }

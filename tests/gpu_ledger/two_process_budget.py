@@ -35,6 +35,7 @@ st = shim.kvcached_region_create(0, ctypes.c_uint64(256 * PAGE), 0, ctypes.byref
 if st != 0:
     say("ERROR create", st, shim.kvcached_last_error()); sys.exit(2)
 shim.kvcached_set_label(sys.argv[2].encode())
+say("ready")  # the region (and its zero page, charged to the budget) exists
 held = []
 for line in sys.stdin:
     cmd = line.split()
@@ -117,6 +118,12 @@ def main() -> int:
     b = spawn("engine-B")
     steps = []
     try:
+        # Both regions exist before A fills the budget: a region's zero page is charged too, so
+        # a process created after the budget is full could not even create its region.
+        for p in (a, b):
+            line = p.stdout.readline().split()
+            if line != ["ready"]:
+                raise RuntimeError(f"child did not start: {line}")
         filled = int(ask(a, "fill")[1])
         check(filled >= BUDGET_PAGES - 3, f"A filled the budget ({filled} pages of {BUDGET_PAGES})")
         steps.append(("A full", procs_in_kvctl()))

@@ -40,8 +40,8 @@ int main() {
   }
   auto window_begin = Api<kvcached_status (*)()>("kvcached_kv_window_begin");
   auto window_end = Api<kvcached_status (*)()>("kvcached_kv_window_end");
-  auto state_get = Api<kvcached_status (*)(std::uint64_t, kvcached_page_state*)>(
-      "kvcached_page_state_get");
+  auto state_get =
+      Api<kvcached_status (*)(std::uint64_t, kvcached_page_state*)>("kvcached_page_state_get");
   auto acquire = Api<kvcached_status (*)(std::uint64_t, std::uint64_t)>("kvcached_acquire");
   if (window_begin == nullptr || window_end == nullptr || state_get == nullptr ||
       acquire == nullptr) {

@@ -73,7 +73,7 @@ TEST_F(PoolTest, PreallocationKeepsTheMinimumReserveAndCapsItAtTheMaximum) {
     ASSERT_TRUE(f.ok());
     ASSERT_TRUE(AcquireOne(rt(), base, 3 * kPage).ok());
   }
-  ASSERT_TRUE(AcquireOne(rt(), base + 3 * kPage, kPage).ok());  // a new page
+  ASSERT_TRUE(AcquireOne(rt(), base + 3 * kPage, kPage).ok());                  // a new page
   ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).pool_bytes == 3 * kPage; }));  // refilled
 
   // Released pages are trimmed (delay 0) into the reserve, which never exceeds the maximum.
