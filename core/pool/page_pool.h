@@ -120,6 +120,8 @@ class PagePool {
   void ReleaseHandle(driver::PhysicalHandle handle);
   void ReleaseFreeList();
   std::size_t Steal(std::size_t n, std::vector<driver::PhysicalHandle>& out);
+  // Whether Steal could take `n` pages now (mapped ahead in registered regions, not pinned).
+  bool CanSteal(std::size_t n);
   Status GiveBackAll();
   // The background pass (pool_maintenance.cpp).
   void MaintenancePass();

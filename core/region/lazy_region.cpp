@@ -313,6 +313,13 @@ RegionInfo LazyRegion::Info() const {
   return info;
 }
 
+std::size_t LazyRegion::StealablePages(std::size_t limit) const {
+  std::vector<std::size_t> pages;
+  std::lock_guard<std::mutex> lock(mu_);
+  table_.Reclaimable(limit, pages);
+  return pages.size();
+}
+
 std::size_t LazyRegion::mapped_free_pages() const {
   std::lock_guard<std::mutex> lock(mu_);
   return table_.mapped_free_count();

@@ -60,6 +60,8 @@ class LazyRegion final : public Region {
   void RepairHoles();
   [[nodiscard]] std::size_t holes() const { return swapper_.holes(); }
   [[nodiscard]] std::size_t mapped_free_pages() const;
+  // How many of up to `limit` pages StealFree could take now (mapped ahead, not pinned or busy).
+  [[nodiscard]] std::size_t StealablePages(std::size_t limit) const;
 
  private:
   // Swaps out the pages chosen by `select` (called under the mutex; it appends takeable pages).

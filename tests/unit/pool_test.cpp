@@ -129,6 +129,27 @@ TEST_F(PoolTest, AMissStealsPagesMappedAheadInOtherRegionsBeforeFailing) {
   EXPECT_EQ(StateOf(rt(), b), PageState::kMappedFree);
 }
 
+TEST_F(PoolTest, ARefusalThatStealingCannotSatisfyMakesNoDriverCall) {
+  Config c = QuietConfig();
+  c.map_ahead_pages = 2;
+  Start(c, 5 * kPage);  // zero page + 2 mapped ahead in each of two regions
+  std::uint64_t a = Lazy(8 * kPage);
+  std::uint64_t b = Lazy(4 * kPage);
+  ASSERT_TRUE(WaitFor([&] {
+    return rt().Info(a).value().mapped_free_pages == 2 &&
+           rt().Info(b).value().mapped_free_pages == 2;
+  }));
+  // 6 pages wanted, 2 warm in a, 2 could be stolen from b: stealing cannot complete it, so the
+  // refusal must not swap b's pages out (an engine repeats such a refusal every step).
+  const std::uint64_t unmaps = CallCount("cuMemUnmap");
+  const std::uint64_t maps = CallCount("cuMemMap");
+  EXPECT_EQ(AcquireOne(rt(), a, 6 * kPage).code(), Errc::kNoMemory);
+  EXPECT_EQ(CallCount("cuMemUnmap") - unmaps, 0U);
+  EXPECT_EQ(CallCount("cuMemMap") - maps, 0U);
+  EXPECT_EQ(rt().Info(b).value().mapped_free_pages, 2U);
+  EXPECT_EQ(rt().Info(a).value().in_use_pages, 0U);
+}
+
 TEST_F(PoolTest, PressureGivesBackEverythingReservedWithinAFewPeriods) {
   Config c = QuietConfig();
   c.map_ahead_pages = 2;
