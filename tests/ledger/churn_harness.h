@@ -3,9 +3,11 @@
 // SIGKILLs.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <random>
@@ -84,5 +86,15 @@ class ChurnHarness {
   std::map<pid_t, Live> live_;
   RunTotals totals_;
 };
+
+// How every churn run ends: the shadow account (admissions witnessed by the workers themselves)
+// printed, each problem the harness saw reported, and no admission above the budget.
+inline void ExpectNoOvercommit(const RunTotals& t, const std::vector<std::string>& problems) {
+  std::printf("shadow account: highest %llu bytes, %llu admissions over the budget\n",
+              static_cast<unsigned long long>(t.max_shadow),
+              static_cast<unsigned long long>(t.overcommits));
+  for (const auto& p : problems) ADD_FAILURE() << p;
+  EXPECT_EQ(t.overcommits, 0U) << "admissions witnessed the sum of charges above the budget";
+}
 
 }  // namespace kvcached::ledger::testing
