@@ -22,6 +22,19 @@ class PoolTest : public ::testing::Test {
     EXPECT_TRUE(NoLeaksSince(before_));
   }
   void Start(const Config& c, std::uint64_t limit = 1ULL << 40) { t_ = MakeRuntime(c, limit); }
+  // A budget of 5 pages: the zero page and 2 pages mapped ahead in each of two lazy regions
+  // (a of `a_size` bytes, b of 4 pages), waited for.
+  void StartWithTwoRegionsMappedAhead(std::uint64_t a_size, std::uint64_t& a, std::uint64_t& b) {
+    Config c = QuietConfig();
+    c.map_ahead_pages = 2;
+    Start(c, 5 * kPage);
+    a = Lazy(a_size);
+    b = Lazy(4 * kPage);
+    ASSERT_TRUE(WaitFor([&] {
+      return rt().Info(a).value().mapped_free_pages == 2 &&
+             rt().Info(b).value().mapped_free_pages == 2;
+    }));
+  }
   std::uint64_t Lazy(std::uint64_t size) {
     auto base = t_.rt->CreateRegion(0, size, RegionKind::kLazy);
     EXPECT_TRUE(base.ok()) << base.status().message();
@@ -112,15 +125,9 @@ TEST_F(PoolTest, BudgetRefusalIsRecoverableAndRollsBackTheWholeAcquire) {
 }
 
 TEST_F(PoolTest, AMissStealsPagesMappedAheadInOtherRegionsBeforeFailing) {
-  Config c = QuietConfig();
-  c.map_ahead_pages = 2;
-  Start(c, 5 * kPage);  // zero page + 2 mapped ahead in each of two regions
-  std::uint64_t a = Lazy(4 * kPage);
-  std::uint64_t b = Lazy(4 * kPage);
-  ASSERT_TRUE(WaitFor([&] {
-    return rt().Info(a).value().mapped_free_pages == 2 &&
-           rt().Info(b).value().mapped_free_pages == 2;
-  }));
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  ASSERT_NO_FATAL_FAILURE(StartWithTwoRegionsMappedAhead(4 * kPage, a, b));
   ASSERT_TRUE(AcquireOne(rt(), a, 3 * kPage).ok());  // 2 warm + 1 stolen from b
   EXPECT_EQ(StatsOf(rt()).sync_maps, 1U);
   EXPECT_EQ(StatsOf(rt()).budget_refusals, 0U);
@@ -130,15 +137,9 @@ TEST_F(PoolTest, AMissStealsPagesMappedAheadInOtherRegionsBeforeFailing) {
 }
 
 TEST_F(PoolTest, ARefusalThatStealingCannotSatisfyMakesNoDriverCall) {
-  Config c = QuietConfig();
-  c.map_ahead_pages = 2;
-  Start(c, 5 * kPage);  // zero page + 2 mapped ahead in each of two regions
-  std::uint64_t a = Lazy(8 * kPage);
-  std::uint64_t b = Lazy(4 * kPage);
-  ASSERT_TRUE(WaitFor([&] {
-    return rt().Info(a).value().mapped_free_pages == 2 &&
-           rt().Info(b).value().mapped_free_pages == 2;
-  }));
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  ASSERT_NO_FATAL_FAILURE(StartWithTwoRegionsMappedAhead(8 * kPage, a, b));
   // 6 pages wanted, 2 warm in a, 2 could be stolen from b: stealing cannot complete it, so the
   // refusal must not swap b's pages out (an engine repeats such a refusal every step).
   const std::uint64_t unmaps = CallCount("cuMemUnmap");
