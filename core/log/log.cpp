@@ -13,19 +13,39 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <unordered_set>
 
+#include "core/log/utc_time.h"
+
 namespace kvcached::log {
 namespace {
 
-// One prefix per line with the pid; the file also gets a timestamp (stderr usually goes to a
-// supervisor that adds its own).
+// One prefix per line with the pid; the file also gets a UTC timestamp (%*, below; stderr
+// usually goes to a supervisor that adds its own).
 constexpr const char* kStderrPattern = "[kvcached pid=%P %l] %v";
-constexpr const char* kFilePattern = "[%Y-%m-%d %H:%M:%S.%e kvcached pid=%P %l] %v";
+constexpr const char* kFilePattern = "[%* kvcached pid=%P %l] %v";
+
+// %*: the time in UTC without libc's time functions (utc_time.h says why spdlog's own time
+// flags must not be used).
+class UtcTimeFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*unused*/,
+              spdlog::memory_buf_t& dest) override {
+    char text[23];
+    FormatUtcMs(
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count(),
+        text);
+    dest.append(text, text + sizeof(text));
+  }
+  [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<UtcTimeFlag>();
+  }
+};
 
 void WriteAll(int fd, const char* data, std::size_t size) {
   while (size > 0) {
@@ -60,7 +80,7 @@ class FdSink final : public spdlog::sinks::sink {
   void flush() override {}  // write(2) is unbuffered
   void set_pattern(const std::string& pattern) override {
     const std::lock_guard<std::mutex> lock(mutex_);
-    formatter_ = std::make_unique<spdlog::pattern_formatter>(pattern);
+    formatter_ = FormatterFor(pattern);
   }
   void set_formatter(std::unique_ptr<spdlog::formatter> formatter) override {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -83,7 +103,13 @@ class FdSink final : public spdlog::sinks::sink {
 
  private:
   static std::unique_ptr<spdlog::formatter> MakeFormatter(bool is_file) {
-    return std::make_unique<spdlog::pattern_formatter>(is_file ? kFilePattern : kStderrPattern);
+    return FormatterFor(is_file ? kFilePattern : kStderrPattern);
+  }
+  static std::unique_ptr<spdlog::formatter> FormatterFor(const std::string& pattern) {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<UtcTimeFlag>('*');
+    formatter->set_pattern(pattern);
+    return formatter;
   }
 
   std::mutex mutex_;

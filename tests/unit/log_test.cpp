@@ -12,13 +12,17 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "core/log/utc_time.h"
 
 namespace kvcached {
 namespace {
@@ -298,6 +302,28 @@ TEST_F(LogTest, ForkedChildLogsWhileParentThreadsAreLogging) {
   }
   // Each child starts with its own ErrorOnce memory.
   EXPECT_EQ(Count(text, "child-error-once"), children.size());
+}
+
+// The timestamp is computed without libc (which could deadlock a fork child): it must agree
+// with gmtime_r everywhere, leap days and century years included.
+TEST(LogUtcTime, MatchesGmtimeFrom1970To2400) {
+  std::mt19937_64 rng(7);
+  std::vector<std::int64_t> seconds = {
+      0, 951'782'400, 951'868'799, 4'107'542'400, 4'102'444'799, 1'709'164'800, 253'402'300'799};
+  std::uniform_int_distribution<std::int64_t> any(0, 13'569'465'600);  // up to 2400-01-01
+  for (int i = 0; i < 100'000; ++i) seconds.push_back(any(rng));
+  for (std::int64_t s : seconds) {
+    const std::int64_t ms = s * 1000 + s % 1000;
+    char ours[23];
+    log::FormatUtcMs(ms, ours);
+    const std::time_t t = static_cast<std::time_t>(s);
+    std::tm tm{};
+    ASSERT_NE(::gmtime_r(&t, &tm), nullptr);
+    char expected[32];
+    const std::size_t n = std::strftime(expected, sizeof(expected), "%Y-%m-%d %H:%M:%S", &tm);
+    std::snprintf(expected + n, sizeof(expected) - n, ".%03d", static_cast<int>(s % 1000));
+    ASSERT_EQ(std::string(ours, sizeof(ours)), std::string(expected)) << "at " << s << " s";
+  }
 }
 
 TEST(LogGet, AlwaysTheSameLogger) {
