@@ -27,6 +27,9 @@ class Budget {
   // Admits `bytes` of new physical memory into the reserved column. Atomic against the GPU budget
   // and this process's limit: returns false (nothing charged) when either would be exceeded.
   virtual bool TryCharge(std::uint64_t bytes) = 0;
+  // Bytes a TryCharge could admit now (non-binding: others may take them first). Lets a request
+  // that needs many pages be refused before any of them is mapped.
+  [[nodiscard]] virtual std::uint64_t Headroom() const = 0;
   // Returns reserved bytes (the physical memory was released).
   virtual void Uncharge(std::uint64_t bytes) = 0;
   // Moves already-charged bytes between the reserved and in-use columns.

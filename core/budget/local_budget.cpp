@@ -14,6 +14,12 @@ bool LocalBudget::TryCharge(std::uint64_t bytes) {
   return true;
 }
 
+std::uint64_t LocalBudget::Headroom() const {
+  const std::uint64_t limit = limit_.load(std::memory_order_relaxed);
+  const std::uint64_t charged = charged_.load(std::memory_order_relaxed);
+  return charged < limit ? limit - charged : 0;
+}
+
 void LocalBudget::Uncharge(std::uint64_t bytes) {
   charged_.fetch_sub(bytes, std::memory_order_acq_rel);
 }

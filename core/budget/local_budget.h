@@ -14,6 +14,7 @@ class LocalBudget final : public Budget {
   explicit LocalBudget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
 
   bool TryCharge(std::uint64_t bytes) override;
+  [[nodiscard]] std::uint64_t Headroom() const override;
   void Uncharge(std::uint64_t bytes) override;
   void MoveToInUse(std::uint64_t bytes) override;
   void MoveToReserved(std::uint64_t bytes) override;

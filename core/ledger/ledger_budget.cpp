@@ -199,6 +199,17 @@ bool LedgerBudget::TryCharge(std::uint64_t bytes) {
   }
 }
 
+std::uint64_t LedgerBudget::Headroom() const {
+  if (!Owns()) return 0;
+  const std::uint64_t limit = EffectiveLimit();
+  const std::uint64_t own = Load(Slot().charged);
+  const std::uint64_t claimed = SumSlots(*segment_).claimed;
+  const std::uint64_t budget = segment_->budget();
+  const std::uint64_t by_limit = own < limit ? limit - own : 0;
+  const std::uint64_t by_budget = claimed < budget ? budget - claimed : 0;
+  return std::min(by_limit, by_budget);
+}
+
 void LedgerBudget::Uncharge(std::uint64_t bytes) {
   SatSubLocal(charged_, bytes);
   if (Owns()) SatSub(Slot().charged, bytes);

@@ -34,6 +34,7 @@ class LedgerBudget final : public Budget {
   ~LedgerBudget() override;  // frees the slot
 
   bool TryCharge(std::uint64_t bytes) override;
+  [[nodiscard]] std::uint64_t Headroom() const override;
   void Uncharge(std::uint64_t bytes) override;
   void MoveToInUse(std::uint64_t bytes) override;
   void MoveToReserved(std::uint64_t bytes) override;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "core/log/log.h"
 #include "core/pool/format_bytes.h"
@@ -25,20 +26,56 @@ PagePool::~PagePool() {
   worker_.Stop();
   ReleaseFreeList();
   if (zero_) {
-    std::uint64_t bytes = zero_->size();
     zero_.reset();  // cuMemRelease
-    Uncharge(bytes);
+    UnchargeZeroPage();
   }
+}
+
+void PagePool::ChargeZeroPage() {
+  // The zero page is physical memory too, and is charged when the budget allows. It is made when
+  // an engine creates its first KV region, usually at start-up, when another engine may hold the
+  // whole budget: waiting briefly lets the others' pools give back their reserves (pressure);
+  // after that the page is counted outside the budget (as pass-through bytes, shown by kvctl),
+  // because an engine that cannot start is worse than 2 MiB over budget per process. It then
+  // waits for KV memory like any engine whose budget is full.
+  const auto deadline = std::chrono::steady_clock::now() + kZeroPageWait;
+  bool asked = false;
+  while (!budget_.TryCharge(page_size_)) {
+    if (MakeRoom(page_size_) > 0 && budget_.TryCharge(page_size_)) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      zero_outside_budget_ = true;
+      budget_.AddOther(static_cast<std::int64_t>(page_size_));
+      KVC_LOG_WARN(
+          "GPU {}: the budget stayed full for {} ms; this process's zero page ({}) is counted "
+          "outside it (as pass-through memory). {}",
+          ordinal_, kZeroPageWait.count(), FormatBytes(page_size_), RefusalMessage(page_size_));
+      break;
+    }
+    if (!asked) budget_.RequestPressure(page_size_);
+    asked = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  counters_.AddPhysical(page_size_);
+}
+
+void PagePool::UnchargeZeroPage() {
+  counters_.SubPhysical(page_size_);
+  if (zero_outside_budget_) {
+    budget_.AddOther(-static_cast<std::int64_t>(page_size_));
+  } else {
+    budget_.Uncharge(page_size_);
+  }
+  zero_outside_budget_ = false;
 }
 
 Status PagePool::EnsureLazyReady() {
   if (lazy_ready_.load(std::memory_order_acquire)) return Status::Ok();
   std::lock_guard<std::mutex> lock(lazy_mu_);
   if (lazy_ready_.load(std::memory_order_relaxed)) return Status::Ok();
-  KVC_RETURN_IF_ERROR(Charge(page_size_));  // the zero page is physical memory too
+  ChargeZeroPage();
   auto zero = ZeroPage::Create(driver_, device_, ctx_, page_size_);
   if (!zero.ok()) {
-    Uncharge(page_size_);
+    UnchargeZeroPage();
     return zero.status();
   }
   zero_.emplace(std::move(zero).value());
@@ -106,6 +143,10 @@ Result<driver::PhysicalHandle> PagePool::CreateHandle() {
   if (!budget_.TryCharge(page_size_)) {
     return Status(Errc::kNoMemory, RefusalMessage(page_size_));
   }
+  return CreateCharged();
+}
+
+Result<driver::PhysicalHandle> PagePool::CreateCharged() {
   counters_.AddPhysical(page_size_);
   auto handle = driver::PhysicalHandle::Create(driver_, device_, page_size_);
   if (!handle.ok()) Uncharge(page_size_);
@@ -121,41 +162,76 @@ void PagePool::ReleaseHandle(driver::PhysicalHandle handle) {
   Uncharge(bytes);
 }
 
+std::size_t PagePool::TakeFree(std::size_t n, std::vector<driver::PhysicalHandle>& out) {
+  std::lock_guard<std::mutex> lock(free_mu_);
+  std::size_t got = 0;
+  for (; got < n && !free_.empty(); ++got) {
+    out.push_back(std::move(free_.back()));
+    free_.pop_back();
+  }
+  return got;
+}
+
 Status PagePool::TakeHandles(std::size_t n, std::vector<driver::PhysicalHandle>& out, Mode mode) {
   const std::size_t want = out.size() + n;
-  {
-    std::lock_guard<std::mutex> lock(free_mu_);
-    while (out.size() < want && !free_.empty()) {
-      out.push_back(std::move(free_.back()));
-      free_.pop_back();
-    }
-  }
-  while (out.size() < want) {
-    auto handle = CreateHandle();
-    if (handle.ok()) {
+  TakeFree(n, out);
+  if (mode == Mode::kBackground) {
+    // Map-ahead is speculative: it takes what it can, page by page, and never presses anyone.
+    while (out.size() < want) {
+      auto handle = CreateHandle();
+      if (!handle.ok()) {
+        return handle.status().code() == Errc::kNoMemory ? Status::Ok() : handle.status();
+      }
       out.push_back(std::move(handle).value());
-      continue;
     }
-    Status st = handle.status();
-    // Map-ahead is speculative: it takes what it can and never presses anyone.
-    if (mode == Mode::kBackground) return st.code() == Errc::kNoMemory ? Status::Ok() : st;
-    if (st.code() != Errc::kNoMemory) return st;
-    // The budget or the GPU is full: pages mapped ahead in our other regions (or unused pages
-    // of this one) come first. Stealing swaps pages out (driver calls), so it is done only when
-    // it can complete the request: a refusal repeats every engine step while the engine waits
-    // for memory, and must stay cheap (measured on the H100: ~1.2 ms per refused step when
-    // every refusal stole pages that map-ahead then mapped again).
-    if (CanSteal(want - out.size())) {
-      Steal(want - out.size(), out);
-      if (out.size() >= want) return Status::Ok();
-    }
-    if (st.driver_code() == 0) {  // the budget refused (not the driver)
-      counters_.budget_refusals.fetch_add(1, std::memory_order_relaxed);
-      budget_.RequestPressure((want - out.size()) * page_size_);
-    }
-    return st;
+    return Status::Ok();
   }
-  return Status::Ok();
+  // Foreground: the budget is asked once for everything, so that a refusal costs no driver call
+  // (an engine repeats a refused request every step while it waits for memory; measured on the
+  // H100, page-by-page charging plus stealing cost ~1.2 ms per refused step). Pages mapped ahead
+  // in this process's other regions are taken (stolen) only when they complete the request.
+  std::size_t need = want - out.size();
+  std::size_t steal = 0;
+  if (need > 0 && !budget_.TryCharge(need * page_size_)) {
+    steal = StealablePages(need);
+    const std::size_t create = need - steal;
+    if (steal == 0 || (create > 0 && !budget_.TryCharge(create * page_size_))) {
+      return Refuse(need);
+    }
+    need = create;
+  }
+  // `need` pages are charged: create them (a driver failure uncharges what was not created).
+  Status gpu_full;
+  for (std::size_t i = 0; i < need; ++i) {
+    auto handle = CreateCharged();
+    if (!handle.ok()) {
+      budget_.Uncharge((need - i - 1) * page_size_);
+      if (handle.status().code() != Errc::kNoMemory) return handle.status();
+      gpu_full = handle.status();  // the GPU itself is full: our mapped-ahead pages may do
+      steal += need - i;
+      break;
+    }
+    out.push_back(std::move(handle).value());
+  }
+  if (steal == 0) return Status::Ok();
+  if (!gpu_full.ok() && StealablePages(steal) < steal) return gpu_full;
+  if (Steal(steal, out) >= steal) return Status::Ok();
+  return gpu_full.ok() ? Refuse(want - out.size()) : gpu_full;
+}
+
+Status PagePool::Refuse(std::size_t pages) {
+  const std::uint64_t bytes = pages * page_size_;
+  counters_.budget_refusals.fetch_add(1, std::memory_order_relaxed);
+  budget_.RequestPressure(bytes);
+  return Status(Errc::kNoMemory, RefusalMessage(bytes));
+}
+
+bool PagePool::CanBack(std::size_t n) {
+  const std::size_t free = free_pages();
+  if (free >= n) return true;
+  const std::size_t room = static_cast<std::size_t>(budget_.Headroom() / page_size_);
+  if (free + room >= n) return true;
+  return StealablePages(n - free - room) >= n - free - room;
 }
 
 void PagePool::GiveHandles(std::vector<driver::PhysicalHandle>& handles) {
@@ -185,13 +261,13 @@ void PagePool::ReleaseFreeList() {
   for (auto& h : release) ReleaseHandle(std::move(h));
 }
 
-bool PagePool::CanSteal(std::size_t n) {
+std::size_t PagePool::StealablePages(std::size_t n) {
   std::size_t pages = 0;
   for (const auto& region : Snapshot()) {
+    if (pages >= n) break;
     pages += region->StealablePages(n - pages);
-    if (pages >= n) return true;
   }
-  return false;
+  return pages;
 }
 
 std::size_t PagePool::Steal(std::size_t n, std::vector<driver::PhysicalHandle>& out) {

@@ -36,6 +36,8 @@ class PagePool {
   static constexpr std::int64_t kHoldNs = 1'000'000'000;
   // The worker's longest sleep between passes.
   static constexpr std::chrono::milliseconds kPeriod{20};
+  // How long the first lazy region waits for budget room for the zero page (ChargeZeroPage).
+  static constexpr std::chrono::milliseconds kZeroPageWait{2000};
 
   PagePool(const driver::Driver& driver, Config config, int ordinal, CUdevice device, CUcontext ctx,
            Budget& budget);
@@ -68,8 +70,15 @@ class PagePool {
     kBackground,  // map-ahead: take what is available, quietly
   };
   // Appends n handles to `out`: free list first, then new pages. On failure `out` may hold some
-  // (the caller gives them back with GiveHandles).
+  // (the caller gives them back with GiveHandles). A foreground refusal by the budget creates,
+  // maps and unmaps nothing.
   Status TakeHandles(std::size_t n, std::vector<driver::PhysicalHandle>& out, Mode mode);
+  // Whether n more pages could be backed now (reserve, budget headroom, pages mapped ahead in
+  // regions that may be stolen). Non-binding: lets a request spanning several regions be refused
+  // before any of them does driver work.
+  bool CanBack(std::size_t n);
+  // Counts a refusal of `pages`, asks other processes to give back, returns kNoMemory.
+  Status Refuse(std::size_t pages);
   // Takes every non-empty handle of `handles` (cleared): to the free list up to the maximum,
   // released otherwise.
   void GiveHandles(std::vector<driver::PhysicalHandle>& handles);
@@ -116,12 +125,18 @@ class PagePool {
 
  private:
   std::vector<std::shared_ptr<LazyRegion>> Snapshot();
+  void ChargeZeroPage();
+  void UnchargeZeroPage();
   Result<driver::PhysicalHandle> CreateHandle();
+  // Creates a page whose bytes the caller already charged (uncharged again on failure).
+  Result<driver::PhysicalHandle> CreateCharged();
+  // Moves up to n pages of the free list to `out`; returns how many.
+  std::size_t TakeFree(std::size_t n, std::vector<driver::PhysicalHandle>& out);
   void ReleaseHandle(driver::PhysicalHandle handle);
   void ReleaseFreeList();
   std::size_t Steal(std::size_t n, std::vector<driver::PhysicalHandle>& out);
-  // Whether Steal could take `n` pages now (mapped ahead in registered regions, not pinned).
-  bool CanSteal(std::size_t n);
+  // How many of `n` pages Steal could take now (mapped ahead in registered regions, not pinned).
+  std::size_t StealablePages(std::size_t n);
   Status GiveBackAll();
   // The background pass (pool_maintenance.cpp).
   void MaintenancePass();
@@ -139,6 +154,7 @@ class PagePool {
 
   std::mutex lazy_mu_;  // zero page creation and worker start
   std::optional<ZeroPage> zero_;
+  bool zero_outside_budget_ = false;  // guarded by lazy_mu_ (set before zero_ exists)
   std::atomic<bool> lazy_ready_{false};
 
   mutable std::mutex free_mu_;

@@ -298,6 +298,16 @@ Result<PageState> LazyRegion::StateAt(std::uint64_t offset) const {
   return table_.at(static_cast<std::size_t>(offset / page_size())).state;
 }
 
+std::size_t LazyRegion::PagesToBack(std::size_t first_page, std::size_t end_page) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dead_) return 0;
+  std::size_t n = 0;
+  for (std::size_t p = first_page; p < std::min(end_page, table_.size()); ++p) {
+    n += table_.at(p).state == PageState::kZero ? 1 : 0;
+  }
+  return n;
+}
+
 RegionInfo LazyRegion::Info() const {
   std::lock_guard<std::mutex> lock(mu_);
   RegionInfo info;

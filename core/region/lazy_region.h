@@ -43,6 +43,8 @@ class LazyRegion final : public Region {
   Status Release(std::uint64_t offset, std::uint64_t length) override;
   void Undo(std::uint64_t offset, std::uint64_t length, const SwappedPages& swapped) override;
   [[nodiscard]] Result<PageState> StateAt(std::uint64_t offset) const override;
+  [[nodiscard]] std::size_t PagesToBack(std::size_t first_page,
+                                        std::size_t end_page) const override;
   [[nodiscard]] RegionInfo Info() const override;
   Status Destroy() override;
 

@@ -42,6 +42,10 @@ class Region {
   // the zero page unless another acquire uses them meanwhile.
   virtual void Undo(std::uint64_t offset, std::uint64_t length, const SwappedPages& swapped) = 0;
   [[nodiscard]] virtual Result<PageState> StateAt(std::uint64_t offset) const = 0;
+  // How many pages of [first_page, end_page) an Acquire would have to back now (ZERO pages).
+  // A snapshot: lets a request spanning many regions be refused before any driver work.
+  [[nodiscard]] virtual std::size_t PagesToBack(std::size_t first_page,
+                                                std::size_t end_page) const = 0;
   [[nodiscard]] virtual RegionInfo Info() const = 0;
   // Unmaps everything, returns physical pages, frees the VA. Idempotent; afterwards every call
   // fails with kNotFound. Returns the first driver error (cleanup continues past errors).

@@ -47,10 +47,53 @@ struct Runtime::Impl {
     return it == devices.end() ? nullptr : it->second.get();
   }
 
+  // A request spanning several ranges is refused up front when its devices' pools cannot back
+  // all of it: otherwise the first ranges would be swapped in and undone again, costing driver
+  // calls on every engine step that waits for memory.
+  Status CheckCanBack(std::span<const ByteRange> ranges);
+
   static Status NotFound(std::uint64_t addr) {
     return Status(Errc::kNotFound, fmt::format("no kvcached region contains 0x{:x}", addr));
   }
 };
+
+Status Runtime::Impl::CheckCanBack(std::span<const ByteRange> ranges) {
+  struct Span {
+    Region* region;
+    std::size_t first;
+    std::size_t end;
+  };
+  std::vector<std::shared_ptr<Region>> keep;  // alive while their pages are counted
+  std::vector<Span> spans;
+  spans.reserve(ranges.size());
+  for (const ByteRange& r : ranges) {
+    auto region = regions.Find(r.addr);
+    if (!region || region->kind() != RegionKind::kLazy || r.length == 0) continue;
+    const std::uint64_t off = r.addr - region->base();
+    const std::uint64_t last = off + std::min<std::uint64_t>(r.length, region->size() - off) - 1;
+    spans.push_back({region.get(), static_cast<std::size_t>(off / region->page_size()),
+                     static_cast<std::size_t>(last / region->page_size()) + 1});
+    keep.push_back(std::move(region));
+  }
+  // Overlapping ranges must not count a page twice.
+  std::ranges::sort(spans, [](const Span& a, const Span& b) {
+    return a.region != b.region ? std::less<>()(a.region, b.region) : a.first < b.first;
+  });
+  std::map<int, std::size_t> need;
+  for (std::size_t i = 0; i < spans.size();) {
+    Span merged = spans[i];
+    for (++i; i < spans.size() && spans[i].region == merged.region && spans[i].first <= merged.end;
+         ++i) {
+      merged.end = std::max(merged.end, spans[i].end);
+    }
+    need[merged.region->device()] += merged.region->PagesToBack(merged.first, merged.end);
+  }
+  for (const auto& [ordinal, pages] : need) {
+    DeviceState* state = pages > 0 ? Existing(ordinal) : nullptr;
+    if (state != nullptr && !state->pool->CanBack(pages)) return state->pool->Refuse(pages);
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<Runtime>> Runtime::Create(Config config, SymbolLookup lookup,
                                                  BudgetFactory budget_factory) {
@@ -130,6 +173,7 @@ Status Runtime::Acquire(std::span<const ByteRange> ranges) {
     if (!region) return Impl::NotFound(ranges[0].addr);
     return region->Acquire(ranges[0].addr - region->base(), ranges[0].length);
   }
+  KVC_RETURN_IF_ERROR(impl_->CheckCanBack(ranges));
   struct Done {
     std::shared_ptr<Region> region;
     ByteRange range;

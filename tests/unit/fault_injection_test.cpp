@@ -92,15 +92,6 @@ TEST_F(FaultTest, LazyRegionCreation) {
   }
 }
 
-TEST_F(FaultTest, ZeroPageRefusedByTheBudget) {
-  t_ = MakeRuntime(QuietConfig(), kMiB);
-  auto r = rt().CreateRegion(0, kPage, RegionKind::kLazy);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), Errc::kNoMemory);
-  EXPECT_NE(r.status().message().find("budget refused 2 MiB"), std::string::npos);
-  EXPECT_EQ(t_.budget->charged(), 0U);
-}
-
 // A foreground miss of two contiguous pages, failing at each driver call in turn.
 TEST_F(FaultTest, RunUnmapFailureFallsBackToPerPage) {
   t_ = MakeRuntime(QuietConfig());

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/pool/page_pool.h"
 #include "tests/unit/runtime_test_fixture.h"
 
 namespace kvcached {
@@ -107,17 +108,17 @@ TEST_F(PoolTest, BudgetRefusalIsRecoverableAndRollsBackTheWholeAcquire) {
   // Pages 2..3 need two new pages; only one fits: neither may stay backed.
   Status st = AcquireOne(rt(), base + 2 * kPage, 2 * kPage);
   ASSERT_EQ(st.code(), Errc::kNoMemory);
-  EXPECT_NE(st.message().find("budget refused 2 MiB on GPU 0"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("holds 8 MiB of limit 8 MiB"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("budget refused 4 MiB on GPU 0"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("holds 6 MiB of limit 8 MiB"), std::string::npos) << st.message();
   EXPECT_EQ(StateOf(rt(), base + 2 * kPage), PageState::kZero);
   EXPECT_EQ(StateOf(rt(), base + 3 * kPage), PageState::kZero);
   EXPECT_EQ(StatsOf(rt()).budget_refusals, 1U);
   EXPECT_GT(budget().pressure_requests_.load(), 0U);  // others were asked to give back
-  // The page created for the failed call went to the reserve (charged, unmapped).
-  EXPECT_EQ(StatsOf(rt()).pool_bytes, kPage);
-  EXPECT_EQ(budget().charged(), charged + kPage);
+  // The budget was asked once for both pages: the refusal created no page.
+  EXPECT_EQ(StatsOf(rt()).pool_bytes, 0U);
+  EXPECT_EQ(budget().charged(), charged);
 
-  // One page still fits (from the reserve), and a release makes room for more.
+  // One page still fits, and a release makes room for more.
   ASSERT_TRUE(AcquireOne(rt(), base + 2 * kPage, kPage).ok());
   ASSERT_TRUE(ReleaseOne(rt(), base, kPage).ok());
   EXPECT_EQ(AcquireOne(rt(), base + 3 * kPage, kPage).code(), Errc::kOk);  // steals page 0
@@ -149,6 +150,59 @@ TEST_F(PoolTest, ARefusalThatStealingCannotSatisfyMakesNoDriverCall) {
   EXPECT_EQ(CallCount("cuMemMap") - maps, 0U);
   EXPECT_EQ(rt().Info(b).value().mapped_free_pages, 2U);
   EXPECT_EQ(rt().Info(a).value().in_use_pages, 0U);
+}
+
+TEST_F(PoolTest, ARefusedRequestOverSeveralRegionsMakesNoDriverCall) {
+  // An engine's step asks for one page in each of several layers' regions at once. When the
+  // budget cannot back them all, nothing may be swapped in (and undone): an engine repeats the
+  // refused request every step while it waits.
+  Config c = QuietConfig();
+  Start(c, 4 * kPage);  // zero page + 3 pages
+  std::vector<std::uint64_t> layers;
+  for (int i = 0; i < 4; ++i) layers.push_back(Lazy(2 * kPage));
+  std::vector<ByteRange> step;
+  for (std::uint64_t base : layers) step.push_back({base, kPage});
+  const std::uint64_t creates = CallCount("cuMemCreate");
+  const std::uint64_t maps = CallCount("cuMemMap");
+  const std::uint64_t unmaps = CallCount("cuMemUnmap");
+  Status st = rt().Acquire(step);
+  ASSERT_EQ(st.code(), Errc::kNoMemory);
+  EXPECT_NE(st.message().find("budget refused 8 MiB on GPU 0"), std::string::npos) << st.message();
+  EXPECT_EQ(CallCount("cuMemCreate") - creates, 0U);
+  EXPECT_EQ(CallCount("cuMemMap") - maps, 0U);
+  EXPECT_EQ(CallCount("cuMemUnmap") - unmaps, 0U);
+  EXPECT_EQ(StatsOf(rt()).budget_refusals, 1U);
+  EXPECT_GT(budget().pressure_requests_.load(), 0U);
+  for (std::uint64_t base : layers) EXPECT_EQ(StateOf(rt(), base), PageState::kZero);
+
+  // Three of them fit; overlapping ranges count each page once.
+  step.pop_back();
+  step.push_back({layers[0], 512});
+  ASSERT_TRUE(rt().Acquire(step).ok());
+  EXPECT_EQ(StateOf(rt(), layers[2]), PageState::kInUse);
+}
+
+TEST_F(PoolTest, AFullBudgetDoesNotStopAnEngineFromCreatingItsRegions) {
+  // Another engine holds the whole budget when this one starts: its first region still gets
+  // made (the zero page is counted outside the budget after a short wait), and it then waits for
+  // KV memory like any engine whose budget is full.
+  Config c = QuietConfig();
+  Start(c, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t base = Lazy(4 * kPage);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_NE(base, 0U);
+  EXPECT_GE(waited, PagePool::kZeroPageWait);
+  EXPECT_LT(waited, PagePool::kZeroPageWait + std::chrono::seconds(2));
+  EXPECT_GT(budget().pressure_requests_.load(), 0U);  // the others were asked to give back
+  EXPECT_EQ(budget().charged(), 0U);
+  EXPECT_EQ(budget().View().others, kPage);
+  EXPECT_EQ(AcquireOne(rt(), base, kPage).code(), Errc::kNoMemory);
+  budget().SetLimit(kPage);  // memory comes back
+  ASSERT_TRUE(AcquireOne(rt(), base, kPage).ok());
+  EXPECT_EQ(budget().charged(), kPage);
+  ASSERT_TRUE(ReleaseOne(rt(), base, kPage).ok());
+  ASSERT_TRUE(rt().DestroyRegion(base).ok());
 }
 
 TEST_F(PoolTest, PressureGivesBackEverythingReservedWithinAFewPeriods) {

@@ -27,6 +27,7 @@ class TestBudget final : public Budget {
  public:
   explicit TestBudget(std::uint64_t limit) : local_(limit) {}
   bool TryCharge(std::uint64_t b) override { return local_.TryCharge(b); }
+  [[nodiscard]] std::uint64_t Headroom() const override { return local_.Headroom(); }
   void Uncharge(std::uint64_t b) override { local_.Uncharge(b); }
   void MoveToInUse(std::uint64_t b) override { local_.MoveToInUse(b); }
   void MoveToReserved(std::uint64_t b) override { local_.MoveToReserved(b); }
