@@ -82,6 +82,40 @@ def run(model, inputs, max_new_tokens=12, num_blocks=NUM_BLOCKS, keep_running_s=
     return {r: res.generated_tokens for r, res in results.items()}, errors, adapters_snapshot
 
 
+class StartWaitTest(unittest.TestCase):
+    """Start-up backing waits while another engine holds the budget (no torch needed)."""
+
+    class Api:
+        def __init__(self, refusals):
+            self.refusals, self.calls = refusals, 0
+
+        def acquire(self, ranges):
+            self.calls += 1
+            return transformers_cb.C.ERR_NO_MEMORY if self.calls <= self.refusals else transformers_cb.C.OK
+
+        def last_error(self):
+            return "budget refused 2 MiB on GPU 0"
+
+    def context(self, api, wait_s):
+        ctx = transformers_cb._Context(api, transformers_cb.HookSettings(), None, 0)
+        ctx.settings.start_wait_s = wait_s
+        return ctx
+
+    def test_waits_until_memory_comes_back(self):
+        api = self.Api(refusals=3)
+        status = transformers_cb._acquire_waiting(self.context(api, 5.0), [(0, 1)], "padding")
+        self.assertEqual(status, transformers_cb.C.OK)
+        self.assertEqual(api.calls, 4)
+
+    def test_gives_up_after_the_start_wait(self):
+        api = self.Api(refusals=10**9)
+        start = time.monotonic()
+        status = transformers_cb._acquire_waiting(self.context(api, 0.3), [(0, 1)], "padding")
+        self.assertEqual(status, transformers_cb.C.ERR_NO_MEMORY)
+        self.assertGreaterEqual(time.monotonic() - start, 0.3)
+        self.assertLess(time.monotonic() - start, 2.0)
+
+
 @unittest.skipUnless(HAVE_ENGINE, SKIP_REASON if not HAVE_ENGINE else "")
 class TransformersAdapterTest(unittest.TestCase):
     @classmethod
@@ -151,6 +185,19 @@ class TransformersAdapterTest(unittest.TestCase):
         # Batching: the C calls are per step, not per block or per request.
         self.assertLessEqual(snap["acquire_calls"] + snap["release_calls"], 2 * snap["steps"])
         self.assertLess(snap["acquire_calls"], snap["pages_acquired_total"])
+
+    def test_unpatch_and_patch_alternate_between_plain_and_managed_caches(self):
+        # The GPU throughput check alternates both kinds of run in one process.
+        self.use_fake()
+        try:
+            for managed in (False, True, False, True):
+                (transformers_cb.patch if managed else transformers_cb.unpatch)()
+                outputs, errors, snaps = run(self.model, self.inputs)
+                self.assertEqual(errors, {})
+                self.assertEqual(bool(snaps), managed)
+                self.assertEqual(outputs, self.baseline)
+        finally:
+            transformers_cb.patch()
 
     def test_budget_refusals_make_requests_wait(self):
         # Each fake page holds 4 blocks of one tensor; the cache has 4 tensors. A budget of 48 pages

@@ -8,8 +8,9 @@ Spec keys (all optional except result_path):
   dtype:  bfloat16 | float16 | float32
   prompts: {n, min_len, max_len, seed};  max_new_tokens
   cb:     ContinuousBatchingConfig keyword arguments (block_size, num_blocks, max_batch_tokens, ...)
-  mode:   generate | throughput
+  mode:   generate | throughput | throughput_ab
   runs:   number of measured runs (throughput)
+  pairs:  number of managed/plain run pairs in one process (throughput_ab, needs LD_PRELOAD)
   plant_stray_write: true -> after the first generation, write into an unbacked KV page and run
           a second generation; the sanity check must report it
   timeout_s: bound on each generation (the parent also kills the process group)
@@ -142,6 +143,40 @@ def run(spec: dict, result: dict) -> None:
             runs.append({"decode_tok_s": decode_rate(outputs.values()), "elapsed_s": elapsed, "adapters": snaps})
             log(f"run: {runs[-1]['decode_tok_s']:.0f} decode tok/s, {elapsed:.2f}s")
         result["runs"] = runs
+    elif mode == "throughput_ab":
+        # Same process, same model, same prompts: runs alternate between a cache the hook manages
+        # (lazy regions, page-aware blocks, acquire/release per step) and a plain one (the hook
+        # unpatched, so the engine allocates its cache with torch as usual). Alternating within
+        # one process removes the run-to-run noise between processes (+-15% measured).
+        if not shim:
+            raise RuntimeError("throughput_ab needs LD_PRELOAD (the shim)")
+        from kvcached_hook.engines import transformers_cb as hook_cb
+
+        def run_once(managed: bool, inputs, record=True):
+            (hook_cb.patch if managed else hook_cb.unpatch)()
+            outputs, elapsed, snaps, _ = generate(inputs, record=record)
+            if managed != bool(snaps):
+                raise RuntimeError(f"managed={managed} but the hook {'did not manage' if managed else 'managed'} the cache")
+            return outputs, elapsed, snaps
+
+        for managed in (True, False):  # warm up kernels and allocator on both paths
+            run_once(managed, prompts[:8], record=False)
+        pairs = []
+        for k in range(int(spec.get("pairs", 6))):
+            pair = {}
+            for managed in ((True, False) if k % 2 == 0 else (False, True)):
+                outputs, elapsed, snaps = run_once(managed, prompts)
+                key = "shim" if managed else "base"
+                pair[key] = {"decode_tok_s": decode_rate(outputs.values()),
+                             "step_ms_p50": decode_step_ms(outputs.values()),
+                             "elapsed_s": elapsed, "adapters": snaps}
+            pair["ratio_tok_s"] = pair["shim"]["decode_tok_s"] / pair["base"]["decode_tok_s"]
+            pair["ratio_step"] = pair["base"]["step_ms_p50"] / pair["shim"]["step_ms_p50"]
+            log(f"pair {k}: shim {pair['shim']['decode_tok_s']:.0f} base {pair['base']['decode_tok_s']:.0f} tok/s, "
+                f"step p50 {pair['shim']['step_ms_p50']:.2f} vs {pair['base']['step_ms_p50']:.2f} ms")
+            pairs.append(pair)
+        hook_cb.patch()
+        result["pairs"] = pairs
     else:
         raise ValueError(f"unknown mode {mode}")
     result["shim_stats"] = shim_stats() if shim else None
@@ -159,6 +194,20 @@ def decode_rate(outputs) -> float:
         return 0.0
     tokens = sum(sum(1 for t in s if lo < t <= hi) for s in stamps)
     return tokens / (hi - lo)
+
+
+def decode_step_ms(outputs) -> float:
+    """Median time between consecutive tokens of a request, over the window in which every
+    request was decoding (robust to the odd slow step: a GC pause, a block allocation)."""
+    import statistics
+
+    stamps = [o.timestamps for o in outputs if o.timestamps]
+    if not stamps:
+        return 0.0
+    lo = max(s[1] for s in stamps if len(s) > 1)
+    hi = min(s[-1] for s in stamps)
+    gaps = [b - a for s in stamps for a, b in zip(s, s[1:]) if lo <= a and b <= hi]
+    return statistics.median(gaps) * 1000.0 if gaps else 0.0
 
 
 def current_adapter(manager):

@@ -375,14 +375,33 @@ def _pin_padding(cache, ctx: _Context, tensor) -> int:
     row_bytes = tensor.stride(0) * tensor.element_size()
     start = tensor.data_ptr() + num_blocks * block_size * row_bytes
     length = 2 * block_size * row_bytes
-    status = ctx.api.acquire([(start, length)])
+    status = _acquire_waiting(ctx, [(start, length)], "the KV cache's padding blocks")
     if status != C.OK:
         raise BackingRefused(
             f"{ENGINE}: the KV cache's 2 padding blocks could not be backed ({C.STATUS_NAMES.get(status, status)}: "
-            f"{ctx.api.last_error()}); the budget (KVCACHED_BUDGET / KVCACHED_GPU_UTILIZATION or the kvctl "
+            f"{ctx.api.last_error()}) within KVCACHED_HOOK_START_WAIT_S={ctx.settings.start_wait_s:g} s; other "
+            "engines hold the budget, or the budget (KVCACHED_BUDGET / KVCACHED_GPU_UTILIZATION or the kvctl "
             "limit) is too small to start this engine"
         )
     return tensor.data_ptr()
+
+
+def _acquire_waiting(ctx: _Context, ranges, what: str) -> int:
+    """Acquires `ranges`, waiting while the budget refuses (another engine holds it: each refusal
+    asks it to give back its reserve) for up to KVCACHED_HOOK_START_WAIT_S. For start-up only:
+    the engine cannot run before these pages are backed."""
+    deadline = time.monotonic() + ctx.settings.start_wait_s
+    next_note = time.monotonic()
+    while True:
+        status = ctx.api.acquire(ranges)
+        if status != C.ERR_NO_MEMORY or time.monotonic() >= deadline:
+            return status
+        if time.monotonic() >= next_note:
+            left = deadline - time.monotonic()
+            important(f"{ENGINE}: waiting for KV memory for {what} (the budget is full: {ctx.api.last_error()}); "
+                      f"giving up in {left:.0f} s")
+            next_note = time.monotonic() + 10.0
+        time.sleep(0.05)
 
 
 def _back_fully(cache, ctx: _Context) -> None:
