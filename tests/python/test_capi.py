@@ -119,6 +119,12 @@ assert api.region_info(base).in_use_pages == 3
 assert api.release([(base + page, 10), (base + 3 * page, 2 * page)]) == C.OK, api.last_error()
 assert api.page_state(base + page) != C.PAGE_IN_USE
 assert api.release([(base, 1)]) != C.OK  # never acquired
+assert api.acquire([]) == C.OK and api.release([]) == C.OK  # empty requests are fine
+# Per-step calls keep the GIL (a release/re-take can cost another thread's switch interval).
+import ctypes
+for fn in (api._acquire_ranges, api._release_ranges, api._stats, api._page_state):
+    assert fn._flags_ & ctypes._FUNCFLAG_PYTHONAPI, fn
+assert not api._trim._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # may take long: releases it
 assert api.set_label("capi-test") == C.OK
 assert api.kv_window_begin() == C.OK and api.kv_window_end() == C.OK
 assert api.region_destroy(base) == C.OK
