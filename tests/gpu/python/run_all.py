@@ -5,8 +5,8 @@ prints a summary table last. Skips cleanly (exit 0) where torch.cuda is unavaila
     KVCACHED_SHIM_LIB=/path/libkvcached_shim.so OUT=/tmp/out python3 tests/gpu/python/run_all.py
     python3 tests/gpu/python/run_all.py identity sanity   # a subset
 
-Expected time on one H100: about 6 minutes (torch_interpose ~1, identity ~2, sanity ~1.5,
-throughput ~2); everything is bounded by KVCACHED_GPU_PY_BUDGET_S (default 570 s). Logs and JSON
+Expected time on one H100: about 7 minutes (torch_interpose ~0.5, identity ~1.5, sanity ~1.5,
+throughput ~3.5); everything is bounded by KVCACHED_GPU_PY_BUDGET_S (default 570 s). Logs and JSON
 under $OUT (or build-gpu/gpu-python-out).
 """
 
