@@ -50,30 +50,32 @@ struct Runtime::Impl {
   // A request spanning several ranges is refused up front when its devices' pools cannot back
   // all of it: otherwise the first ranges would be swapped in and undone again, costing driver
   // calls on every engine step that waits for memory.
-  Status CheckCanBack(std::span<const ByteRange> ranges);
+  // regions[i] is the region of ranges[i] (never null).
+  Status CheckCanBack(std::span<const ByteRange> ranges,
+                      std::span<const std::shared_ptr<Region>> regions);
 
   static Status NotFound(std::uint64_t addr) {
     return Status(Errc::kNotFound, fmt::format("no kvcached region contains 0x{:x}", addr));
   }
 };
 
-Status Runtime::Impl::CheckCanBack(std::span<const ByteRange> ranges) {
+Status Runtime::Impl::CheckCanBack(std::span<const ByteRange> ranges,
+                                   std::span<const std::shared_ptr<Region>> found) {
   struct Span {
     Region* region;
     std::size_t first;
     std::size_t end;
   };
-  std::vector<std::shared_ptr<Region>> keep;  // alive while their pages are counted
   std::vector<Span> spans;
   spans.reserve(ranges.size());
-  for (const ByteRange& r : ranges) {
-    auto region = regions.Find(r.addr);
-    if (!region || region->kind() != RegionKind::kLazy || r.length == 0) continue;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    const ByteRange& r = ranges[i];
+    Region* region = found[i].get();
+    if (region->kind() != RegionKind::kLazy || r.length == 0) continue;
     const std::uint64_t off = r.addr - region->base();
     const std::uint64_t last = off + std::min<std::uint64_t>(r.length, region->size() - off) - 1;
-    spans.push_back({region.get(), static_cast<std::size_t>(off / region->page_size()),
+    spans.push_back({region, static_cast<std::size_t>(off / region->page_size()),
                      static_cast<std::size_t>(last / region->page_size()) + 1});
-    keep.push_back(std::move(region));
   }
   // Overlapping ranges must not count a page twice.
   std::ranges::sort(spans, [](const Span& a, const Span& b) {
@@ -173,7 +175,14 @@ Status Runtime::Acquire(std::span<const ByteRange> ranges) {
     if (!region) return Impl::NotFound(ranges[0].addr);
     return region->Acquire(ranges[0].addr - region->base(), ranges[0].length);
   }
-  KVC_RETURN_IF_ERROR(impl_->CheckCanBack(ranges));
+  // Every range's region is looked up once, before anything changes.
+  std::vector<std::shared_ptr<Region>> found;
+  found.reserve(ranges.size());
+  for (const ByteRange& r : ranges) {
+    found.push_back(impl_->regions.Find(r.addr));
+    if (!found.back()) return Impl::NotFound(r.addr);
+  }
+  KVC_RETURN_IF_ERROR(impl_->CheckCanBack(ranges, found));
   struct Done {
     std::shared_ptr<Region> region;
     ByteRange range;
@@ -182,12 +191,9 @@ Status Runtime::Acquire(std::span<const ByteRange> ranges) {
   std::vector<Done> done;
   done.reserve(ranges.size());
   Status st;
-  for (const ByteRange& r : ranges) {
-    Done d{impl_->regions.Find(r.addr), r, {}};
-    if (!d.region) {
-      st = Impl::NotFound(r.addr);
-      break;
-    }
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    const ByteRange& r = ranges[i];
+    Done d{std::move(found[i]), r, {}};
     st = d.region->Acquire(r.addr - d.region->base(), r.length, &d.swapped);
     if (!st.ok()) break;
     done.push_back(std::move(d));
