@@ -22,6 +22,7 @@ struct Config {
   double gpu_utilization = 0.95;              // KVCACHED_GPU_UTILIZATION, (0, 1]
   std::optional<std::uint64_t> budget_bytes;  // KVCACHED_BUDGET (size, e.g. 40G) overrides it
   std::size_t page_size_mb = 2;               // KVCACHED_PAGE_SIZE_MB, even, 2..1024
+  std::size_t zero_chunk_mb = 0;              // KVCACHED_ZERO_CHUNK_MB, even, 2..1024 (0 = auto)
   bool page_prealloc = true;                  // KVCACHED_PAGE_PREALLOC_ENABLED
   std::size_t min_reserved_pages = 5;         // KVCACHED_MIN_RESERVED_PAGES, 0..max
   std::size_t max_reserved_pages = 10;        // KVCACHED_MAX_RESERVED_PAGES, min..65536
@@ -39,6 +40,10 @@ struct Config {
   std::string shm_group;                      // KVCACHED_SHM_GROUP
 
   [[nodiscard]] std::size_t page_size() const { return page_size_mb << 20U; }
+  // Pages in the largest zero alias (a power of two): unbacked pages are aliased to the zero
+  // memory in aligned chunks of 1, 2, 4 .. this many pages. 1 with pages of a size that is not
+  // a power of two (chunks must stay aligned in the VA), and with KVCACHED_SANITY_CHECK on.
+  [[nodiscard]] std::size_t zero_chunk_pages() const;
 };
 
 // Reads variables through `getenv` (injectable for tests). Returns the first invalid variable as

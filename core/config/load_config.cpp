@@ -136,6 +136,13 @@ Status ReadPool(const Reader& env, Config& config) {
     }
     config.page_size_mb = static_cast<std::size_t>(*value);
   }
+  if (const auto raw = env.Get("KVCACHED_ZERO_CHUNK_MB")) {
+    const auto value = config_detail::ParseUnsigned(*raw);
+    if (!value || *value < 2 || *value > 1024 || *value % 2 != 0) {
+      return Invalid("KVCACHED_ZERO_CHUNK_MB", *raw);
+    }
+    config.zero_chunk_mb = static_cast<std::size_t>(*value);
+  }
   KVC_RETURN_IF_ERROR(env.Bool("KVCACHED_PAGE_PREALLOC_ENABLED", config.page_prealloc));
 
   constexpr std::uint64_t kMaxReserved = 65536;
@@ -223,6 +230,19 @@ Status ReadSharedMemory(const Reader& env, Config& config) {
 }
 
 }  // namespace
+
+std::size_t Config::zero_chunk_pages() const {
+  const std::size_t page = page_size_mb;
+  // The sanity check's stray-write canary watches one unbacked page, which sees every stray write
+  // only when all unbacked pages alias the same one page.
+  if (sanity_check) return 1;
+  if (page == 0 || (page & (page - 1)) != 0) return 1;
+  std::size_t chunk = zero_chunk_mb;
+  if (chunk == 0) chunk = page == 2 ? 8 : (page <= 32 ? 2 * page : page);
+  std::size_t pages = 1;
+  while (pages * 2 * page <= chunk) pages *= 2;
+  return pages;
+}
 
 Result<Config> LoadConfig(const EnvLookup& getenv_fn) {
   Config config;

@@ -28,6 +28,14 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
       {"KVCACHED_PAGE_SIZE_MB", "2", "an even number of MiB from 2 to 1024",
        "Size of one physical page; larger pages map faster, smaller pages return memory more "
        "finely."},
+      {"KVCACHED_ZERO_CHUNK_MB",
+       "unset, meaning 8 with 2 MiB pages, twice the page size with 4 to 32 MiB pages, one page "
+       "with larger pages",
+       "an even number of MiB from 2 to 1024; values below the page size mean one page (always "
+       "one page with KVCACHED_SANITY_CHECK on)",
+       "Largest zero alias: unbacked pages are aliased to the zero memory in aligned chunks of up "
+       "to this size, so a burst unmaps one alias per chunk instead of one per page (each unmap "
+       "costs ~20 us). The zero memory held per GPU is about twice this size."},
       {"KVCACHED_PAGE_PREALLOC_ENABLED", "true", "true/false, 1/0, yes/no, on/off (any case)",
        "Keep a pool of created physical pages ready so that backing new blocks needs no "
        "cuMemCreate."},

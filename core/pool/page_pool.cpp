@@ -20,7 +20,8 @@ PagePool::PagePool(const driver::Driver& driver, Config config, int ordinal, CUd
       device_(device),
       ctx_(ctx),
       budget_(budget),
-      page_size_(config_.page_size()) {}
+      page_size_(config_.page_size()),
+      zero_bytes_(ZeroPage::BytesFor(page_size_, config_.zero_chunk_pages())) {}
 
 PagePool::~PagePool() {
   worker_.Stop();
@@ -32,38 +33,38 @@ PagePool::~PagePool() {
 }
 
 void PagePool::ChargeZeroPage() {
-  // The zero page is physical memory too, and is charged when the budget allows. It is made when
+  // The zero memory is physical memory too, and is charged when the budget allows. It is made when
   // an engine creates its first KV region, usually at start-up, when another engine may hold the
   // whole budget: waiting briefly lets the others' pools give back their reserves (pressure);
-  // after that the page is counted outside the budget (as pass-through bytes, shown by kvctl),
-  // because an engine that cannot start is worse than 2 MiB over budget per process. It then
+  // after that it is counted outside the budget (as pass-through bytes, shown by kvctl),
+  // because an engine that cannot start is worse than a few MiB over budget per process. It then
   // waits for KV memory like any engine whose budget is full.
   const auto deadline = std::chrono::steady_clock::now() + kZeroPageWait;
   bool asked = false;
-  while (!budget_.TryCharge(page_size_)) {
-    if (MakeRoom(page_size_) > 0 && budget_.TryCharge(page_size_)) break;
+  while (!budget_.TryCharge(zero_bytes_)) {
+    if (MakeRoom(zero_bytes_) > 0 && budget_.TryCharge(zero_bytes_)) break;
     if (std::chrono::steady_clock::now() >= deadline) {
       zero_outside_budget_ = true;
-      budget_.AddOther(static_cast<std::int64_t>(page_size_));
+      budget_.AddOther(static_cast<std::int64_t>(zero_bytes_));
       KVC_LOG_WARN(
-          "GPU {}: the budget stayed full for {} ms; this process's zero page ({}) is counted "
+          "GPU {}: the budget stayed full for {} ms; this process's zero memory ({}) is counted "
           "outside it (as pass-through memory). {}",
-          ordinal_, kZeroPageWait.count(), FormatBytes(page_size_), RefusalMessage(page_size_));
+          ordinal_, kZeroPageWait.count(), FormatBytes(zero_bytes_), RefusalMessage(zero_bytes_));
       break;
     }
-    if (!asked) budget_.RequestPressure(page_size_);
+    if (!asked) budget_.RequestPressure(zero_bytes_);
     asked = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  counters_.AddPhysical(page_size_);
+  counters_.AddPhysical(zero_bytes_);
 }
 
 void PagePool::UnchargeZeroPage() {
-  counters_.SubPhysical(page_size_);
+  counters_.SubPhysical(zero_bytes_);
   if (zero_outside_budget_) {
-    budget_.AddOther(-static_cast<std::int64_t>(page_size_));
+    budget_.AddOther(-static_cast<std::int64_t>(zero_bytes_));
   } else {
-    budget_.Uncharge(page_size_);
+    budget_.Uncharge(zero_bytes_);
   }
   zero_outside_budget_ = false;
 }
@@ -73,7 +74,7 @@ Status PagePool::EnsureLazyReady() {
   std::lock_guard<std::mutex> lock(lazy_mu_);
   if (lazy_ready_.load(std::memory_order_relaxed)) return Status::Ok();
   ChargeZeroPage();
-  auto zero = ZeroPage::Create(driver_, device_, ctx_, page_size_);
+  auto zero = ZeroPage::Create(driver_, device_, ctx_, page_size_, config_.zero_chunk_pages());
   if (!zero.ok()) {
     UnchargeZeroPage();
     return zero.status();
@@ -335,7 +336,7 @@ std::size_t PagePool::free_pages() const {
 }
 
 std::uint64_t PagePool::zero_page_bytes() const {
-  return lazy_ready_.load(std::memory_order_acquire) ? page_size_ : 0;
+  return lazy_ready_.load(std::memory_order_acquire) ? zero_bytes_ : 0;
 }
 
 }  // namespace kvcached

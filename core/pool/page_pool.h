@@ -60,7 +60,10 @@ class PagePool {
   // --- lazy regions ---
   // Creates the zero page and starts the worker (once). Called before a lazy region is made.
   Status EnsureLazyReady();
-  [[nodiscard]] CUmemGenericAllocationHandle zero_handle() const { return zero_->handle(); }
+  // The zero handles, [level] = 2^level pages (valid once EnsureLazyReady succeeded).
+  [[nodiscard]] std::vector<CUmemGenericAllocationHandle> zero_handles() const {
+    return zero_->handles();
+  }
   void Register(const std::shared_ptr<LazyRegion>& region);
   void Unregister(const LazyRegion* region);
 
@@ -150,6 +153,7 @@ class PagePool {
   const CUcontext ctx_;
   Budget& budget_;
   const std::size_t page_size_;
+  const std::size_t zero_bytes_;  // the zero memory (ZeroPage::BytesFor)
   PoolCounters counters_;
 
   std::mutex lazy_mu_;  // zero page creation and worker start

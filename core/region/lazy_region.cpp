@@ -19,7 +19,10 @@ Result<std::shared_ptr<LazyRegion>> LazyRegion::Create(PagePool& pool, std::uint
   KVC_RETURN_IF_ERROR(pool.EnsureLazyReady());
   auto scope = driver::ScopedContext::Enter(pool.driver(), pool.context());
   if (!scope.ok()) return scope.status();
-  auto va = driver::VaReservation::Reserve(pool.driver(), rounded, pool.page_size());
+  // Zero aliases are chunks aligned to their size within the region: the VA is aligned to the
+  // largest chunk (a power of two whenever it spans more than one page).
+  auto va = driver::VaReservation::Reserve(pool.driver(), rounded,
+                                           pool.page_size() * pool.config().zero_chunk_pages());
   if (!va.ok()) return va.status();
   auto region = std::make_shared<LazyRegion>(Key{}, pool, std::move(va).value());
   // On failure the region's destructor unmaps what was mapped and frees the VA.
@@ -33,7 +36,7 @@ LazyRegion::LazyRegion(Key /*key*/, PagePool& pool, driver::VaReservation va)
       pool_(pool),
       va_(std::move(va)),
       backing_(pages()),
-      swapper_(pool.driver(), pool.cu_device(), base(), pool.page_size(), pool.zero_handle(),
+      swapper_(pool.driver(), pool.cu_device(), base(), pool.page_size(), pool.zero_handles(),
                backing_),
       table_(pages()) {}
 
@@ -268,7 +271,7 @@ void LazyRegion::RepairHoles() {
   if (dead_) return;
   for (std::size_t p = 0; p < table_.size(); ++p) {
     // busy first: a page's backing is only ours to read once no other thread owns it.
-    if (!table_.at(p).busy && table_.at(p).state == PageState::kZero && backing_[p].hole) {
+    if (!table_.at(p).busy && table_.at(p).state == PageState::kZero && swapper_.IsHole(p)) {
       pages.push_back(p);
     }
   }
@@ -359,6 +362,7 @@ Status LazyRegion::Destroy() {
     // A page still mapped keeps its handle (released with the mapping's owner, after it).
     if (st.ok() && b.handle) handles.push_back(std::move(b.handle));
   }
+  keep_first(swapper_.UnaliasAll());
   Status st = va_.Free();
   if (!st.ok()) st = va_.Free();
   keep_first(st);

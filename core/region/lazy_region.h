@@ -29,8 +29,9 @@ class LazyRegion final : public Region {
   };
 
  public:
-  // Reserves `size` bytes (rounded up to the page size), aliases every page to the zero page
-  // (one set-access for the whole range) and registers the region with the pool.
+  // Reserves `size` bytes (rounded up to the page size), aliases every page to the zero memory
+  // (in chunks of up to KVCACHED_ZERO_CHUNK_MB, one set-access for the whole range) and
+  // registers the region with the pool.
   static Result<std::shared_ptr<LazyRegion>> Create(PagePool& pool, std::uint64_t size);
   LazyRegion(Key key, PagePool& pool, driver::VaReservation va);
   LazyRegion(const LazyRegion&) = delete;

@@ -2,9 +2,23 @@
 
 namespace kvcached {
 
+PageSwapper::PageSwapper(const driver::Driver& driver, CUdevice device, CUdeviceptr base,
+                         std::size_t page_size,
+                         std::vector<CUmemGenericAllocationHandle> zero_handles,
+                         std::vector<PageBacking>& pages)
+    : driver_(driver),
+      device_(device),
+      base_(base),
+      page_size_(page_size),
+      zero_(std::move(zero_handles)),
+      pages_(pages),
+      alias_of_(pages.size(), kNone),
+      aliases_(pages.size()),
+      hole_(pages.size(), 0) {}
+
 void PageSwapper::SetHole(std::size_t page, bool hole) {
-  if (pages_[page].hole == hole) return;
-  pages_[page].hole = hole;
+  if ((hole_[page] != 0) == hole) return;
+  hole_[page] = hole ? 1 : 0;
   if (hole) {
     holes_.fetch_add(1, std::memory_order_relaxed);
   } else {
@@ -12,82 +26,116 @@ void PageSwapper::SetHole(std::size_t page, bool hole) {
   }
 }
 
-Status PageSwapper::AliasAll() {
-  for (std::size_t p = 0; p < pages_.size(); ++p) {
-    auto m = driver::Mapping::Map(driver_, Addr(p), page_size_, zero_);
-    if (!m.ok()) return m.status();
-    pages_[p].mapping = std::move(m).value();
-  }
-  return driver::SetAccess(driver_, device_, base_, pages_.size() * page_size_);
+bool PageSwapper::IsHole(std::size_t page) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return hole_[page] != 0;
 }
 
-void PageSwapper::AliasZero(std::size_t page) {
-  auto m = driver::Mapping::Map(driver_, Addr(page), page_size_, zero_);
-  if (!m.ok()) {
-    SetHole(page, true);
-    return;
-  }
-  pages_[page].mapping = std::move(m).value();
-  SetHole(page, !driver::SetAccess(driver_, device_, Addr(page), page_size_).ok());
+std::size_t PageSwapper::alias_mappings() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t n = 0;
+  for (const auto& m : aliases_) n += m ? 1 : 0;
+  return n;
 }
 
-// Measured on the H100 (docs/driver-facts.md): cuMemUnmap costs ~21 us per call whatever the
-// size, and one call may span several whole adjacent mappings. Unmapping a run at once makes a
-// burst of N pages cost one unmap instead of N. The per-page path below stays as the fallback.
-bool PageSwapper::UnmapRun(std::span<const std::size_t> run) {
-  if (run.size() < 2) return false;
-  for (std::size_t p : run) {
-    if (!pages_[p].mapping || pages_[p].mapping.size() != page_size_) return false;
-  }
-  if (driver_.api().cuMemUnmap(Addr(run[0]), run.size() * page_size_) != CUDA_SUCCESS) {
-    return false;
-  }
-  for (std::size_t p : run) pages_[p].mapping.Abandon();  // unmapped above
-  return true;
-}
-
-Status PageSwapper::SwapInRun(std::span<const std::size_t> run, driver::PhysicalHandle* handles,
-                              std::vector<driver::PhysicalHandle>& leftovers) {
-  std::size_t mapped = 0;  // run[0, mapped) now map real pages
-  Status st;
-  (void)UnmapRun(run);  // best effort; the loop unmaps page by page what is still mapped
-  for (; mapped < run.size(); ++mapped) {
-    PageBacking& b = pages_[run[mapped]];
-    st = b.mapping.Free();  // the zero alias (or whatever a hole still has)
-    if (!st.ok()) break;
-    if (b.handle) leftovers.push_back(std::move(b.handle));
-    auto m = driver::Mapping::Map(driver_, Addr(run[mapped]), page_size_, handles[mapped].get());
+Status PageSwapper::MapAliases(std::size_t first, std::size_t end, Made& made,
+                               std::vector<std::size_t>& failed) {
+  Status first_error;
+  auto keep = [&first_error](const Status& st) {
+    if (!st.ok() && first_error.ok()) first_error = st;
+  };
+  std::size_t run_start = first;  // aliases made over [run_start, p) await one set-access
+  auto grant = [&](std::size_t stop) {
+    if (run_start == stop) return;
+    Status st =
+        driver::SetAccess(driver_, device_, Addr(run_start), (stop - run_start) * page_size_);
+    if (!st.ok()) {  // mapped without access: a stray access would fault, so they are holes
+      for (std::size_t q = run_start; q < stop; ++q) failed.push_back(q);
+      keep(st);
+    }
+  };
+  std::size_t p = first;
+  while (p < end) {
+    std::size_t level = zero_.size() - 1;
+    while (level > 0 &&
+           (p % (std::size_t{1} << level) != 0 || p + (std::size_t{1} << level) > end)) {
+      --level;
+    }
+    const std::size_t n = std::size_t{1} << level;
+    auto m = driver::Mapping::Map(driver_, Addr(p), n * page_size_, zero_[level]);
     if (!m.ok()) {
-      st = m.status();
-      break;
-    }
-    b.mapping = std::move(m).value();
-  }
-  if (st.ok()) {
-    st = driver::SetAccess(driver_, device_, Addr(run[0]), run.size() * page_size_);
-  }
-  if (st.ok()) {
-    for (std::size_t k = 0; k < run.size(); ++k) {
-      pages_[run[k]].handle = std::move(handles[k]);
-      SetHole(run[k], false);
-    }
-    return st;
-  }
-  // Roll back: every page of the run goes back to the zero alias, its handle to the caller.
-  for (std::size_t k = 0; k < mapped; ++k) {
-    PageBacking& b = pages_[run[k]];
-    if (!b.mapping.Free().ok()) {
-      b.handle = std::move(handles[k]);  // still mapped: keep it alive until repaired
-      SetHole(run[k], true);
+      grant(p);
+      for (std::size_t q = p; q < p + n; ++q) failed.push_back(q);
+      keep(m.status());
+      p += n;
+      run_start = p;
       continue;
     }
-    AliasZero(run[k]);
+    made.emplace_back(p, std::move(m).value());
+    p += n;
   }
-  // Pages not reached keep their zero alias, unless the run unmap or this loop removed it.
-  for (std::size_t k = mapped; k < run.size(); ++k) {
-    if (!pages_[run[k]].mapping) AliasZero(run[k]);
+  grant(end);
+  return first_error;
+}
+
+void PageSwapper::Register(Made& made, const std::vector<std::size_t>& failed) {
+  for (auto& [first, mapping] : made) {
+    const std::size_t n = mapping.size() / page_size_;
+    for (std::size_t q = first; q < first + n; ++q) {
+      alias_of_[q] = first;
+      SetHole(q, false);
+    }
+    aliases_[first] = std::move(mapping);
   }
+  for (std::size_t q : failed) SetHole(q, true);
+}
+
+Status PageSwapper::AliasSpan(std::size_t first, std::size_t end) {
+  Made made;
+  std::vector<std::size_t> failed;
+  Status st = MapAliases(first, end, made, failed);
+  Register(made, failed);
   return st;
+}
+
+Status PageSwapper::Unalias(std::size_t first, std::size_t end) {
+  for (std::size_t p = first; p < end; ++p) {
+    const std::size_t a = alias_of_[p];
+    if (a == kNone) continue;
+    const std::size_t n = aliases_[a].size() / page_size_;
+    KVC_RETURN_IF_ERROR(aliases_[a].Free());
+    for (std::size_t q = a; q < a + n; ++q) alias_of_[q] = kNone;
+    // The rest of the chunk belongs to other pages: they must not stay unmapped. (A failure
+    // there leaves holes, which the pool repairs; it is not this caller's failure.)
+    if (a < first) (void)AliasSpan(a, first);
+    if (a + n > end) (void)AliasSpan(end, a + n);
+    p = a + n - 1;
+  }
+  return Status::Ok();
+}
+
+void PageSwapper::AliasBare(std::size_t first, std::size_t end) {
+  std::size_t p = first;
+  while (p < end) {
+    if (alias_of_[p] != kNone) {
+      ++p;
+      continue;
+    }
+    if (pages_[p].mapping) {  // a real mapping that could not be removed
+      SetHole(p, true);
+      ++p;
+      continue;
+    }
+    std::size_t q = p;
+    while (q < end && alias_of_[q] == kNone && !pages_[q].mapping) ++q;
+    (void)AliasSpan(p, q);
+    p = q;
+  }
+}
+
+Status PageSwapper::AliasAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return AliasSpan(0, pages_.size());
 }
 
 PageSwapper::Outcome PageSwapper::SwapIn(std::span<const std::size_t> pages,
@@ -98,8 +146,47 @@ PageSwapper::Outcome PageSwapper::SwapIn(std::span<const std::size_t> pages,
   while (i < pages.size()) {
     std::size_t j = i + 1;
     while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
-    out.status = SwapInRun(pages.subspan(i, j - i), &handles[i], leftovers);
-    if (!out.status.ok()) break;
+    const std::size_t first = pages[i];
+    const std::size_t end = pages[j - 1] + 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      out.status = Unalias(first, end);
+      if (!out.status.ok()) {
+        AliasBare(first, end);
+        return out;
+      }
+    }
+    std::size_t mapped = 0;  // [first, first + mapped) now map real pages
+    Status& st = out.status;
+    for (; mapped < end - first; ++mapped) {
+      PageBacking& b = pages_[first + mapped];
+      st = b.mapping.Free();  // a stale mapping left on a hole
+      if (!st.ok()) break;
+      if (b.handle) leftovers.push_back(std::move(b.handle));
+      auto m = driver::Mapping::Map(driver_, Addr(first + mapped), page_size_,
+                                    handles[i + mapped].get());
+      if (!m.ok()) {
+        st = m.status();
+        break;
+      }
+      b.mapping = std::move(m).value();
+    }
+    if (st.ok()) st = driver::SetAccess(driver_, device_, Addr(first), (end - first) * page_size_);
+    if (!st.ok()) {
+      // Roll back: the run's pages go back to the zero alias, their handles to the caller.
+      for (std::size_t k = 0; k < mapped; ++k) {
+        PageBacking& b = pages_[first + k];
+        if (!b.mapping.Free().ok()) b.handle = std::move(handles[i + k]);  // kept until repaired
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      AliasBare(first, end);
+      return out;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::size_t k = 0; k < end - first; ++k) {
+      pages_[first + k].handle = std::move(handles[i + k]);
+      SetHole(first + k, false);
+    }
     out.done = i = j;
   }
   return out;
@@ -108,45 +195,35 @@ PageSwapper::Outcome PageSwapper::SwapIn(std::span<const std::size_t> pages,
 PageSwapper::Outcome PageSwapper::SwapOut(std::span<const std::size_t> pages,
                                           std::vector<driver::PhysicalHandle>& out_handles) {
   Outcome out;
-  for (std::size_t i = 0; i < pages.size();) {  // one unmap per run of adjacent pages
+  std::size_t i = 0;
+  while (i < pages.size()) {
     std::size_t j = i + 1;
     while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
-    (void)UnmapRun(pages.subspan(i, j - i));
-    i = j;
-  }
-  std::size_t run_start = 0;  // pages[run_start, i) were aliased and await one set-access
-  auto flush = [&](std::size_t end) {
-    if (run_start == end) return;
-    std::size_t n = end - run_start;
-    Status st = driver::SetAccess(driver_, device_, Addr(pages[run_start]), n * page_size_);
-    if (!st.ok()) {
-      for (std::size_t k = run_start; k < end; ++k) SetHole(pages[k], true);
-      if (out.status.ok()) out.status = st;
+    std::size_t k = i;
+    Status unmap;
+    for (; k < j; ++k) {
+      PageBacking& b = pages_[pages[k]];
+      unmap = b.mapping.Free();  // the real page
+      if (!unmap.ok()) break;
+      out_handles.push_back(std::move(b.handle));
     }
-    run_start = end;
-  };
-  for (std::size_t i = 0; i < pages.size(); ++i) {
-    if (i > run_start && pages[i] != pages[i - 1] + 1) flush(i);
-    PageBacking& b = pages_[pages[i]];
-    Status st = b.mapping.Free();  // the real page
-    if (!st.ok()) {
-      flush(i);
-      if (out.status.ok()) out.status = st;
+    out.done = k;
+    if (k > i) {
+      // These pages are ours (busy) and unmapped: their aliases are made outside the lock and
+      // only entered in the table under it.
+      Made made;
+      std::vector<std::size_t> failed;
+      Status alias = MapAliases(pages[i], pages[i] + (k - i), made, failed);
+      std::lock_guard<std::mutex> lock(mu_);
+      Register(made, failed);
+      if (!alias.ok() && out.status.ok()) out.status = alias;
+    }
+    if (!unmap.ok()) {
+      if (out.status.ok()) out.status = unmap;
       return out;
     }
-    out_handles.push_back(std::move(b.handle));
-    out.done = i + 1;
-    auto m = driver::Mapping::Map(driver_, Addr(pages[i]), page_size_, zero_);
-    if (!m.ok()) {
-      flush(i);
-      run_start = i + 1;
-      SetHole(pages[i], true);
-      if (out.status.ok()) out.status = m.status();
-      continue;
-    }
-    b.mapping = std::move(m).value();
+    i = j;
   }
-  flush(pages.size());
   return out;
 }
 
@@ -154,9 +231,28 @@ Status PageSwapper::Repair(std::size_t page, std::vector<driver::PhysicalHandle>
   PageBacking& b = pages_[page];
   KVC_RETURN_IF_ERROR(b.mapping.Free());
   if (b.handle) leftovers.push_back(std::move(b.handle));
-  AliasZero(page);
-  if (b.hole) return Status(Errc::kDriver, "could not re-alias a page to the zero page");
+  std::lock_guard<std::mutex> lock(mu_);
+  KVC_RETURN_IF_ERROR(Unalias(page, page + 1));  // an alias left without access
+  AliasBare(page, page + 1);
+  if (hole_[page] != 0) return {Errc::kDriver, "could not re-alias a page to the zero page"};
   return Status::Ok();
+}
+
+Status PageSwapper::UnaliasAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Status first;
+  for (std::size_t a = 0; a < aliases_.size(); ++a) {
+    if (!aliases_[a]) continue;
+    const std::size_t n = aliases_[a].size() / page_size_;
+    Status st = aliases_[a].Free();
+    if (!st.ok()) st = aliases_[a].Free();  // one retry, as the RAII destructors do
+    if (!st.ok()) {
+      if (first.ok()) first = st;
+      continue;
+    }
+    for (std::size_t q = a; q < a + n; ++q) alias_of_[q] = kNone;
+  }
+  return first;
 }
 
 }  // namespace kvcached

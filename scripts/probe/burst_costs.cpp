@@ -9,29 +9,16 @@
 #include <thread>
 #include <vector>
 
+#include "probe_common.h"
+
 static double Us(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
-#define CK(x)                                                       \
-  do {                                                              \
-    CUresult r_ = (x);                                              \
-    if (r_ != CUDA_SUCCESS) std::printf("FAIL %s -> %d\n", #x, r_); \
-  } while (0)
-
 int main() {
-  CK(cuInit(0));
-  CUdevice dev;
-  CK(cuDeviceGet(&dev, 0));
-  CUcontext ctx;
-  CK(cuDevicePrimaryCtxRetain(&ctx, dev));
-  CK(cuCtxSetCurrent(ctx));
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  prop.location.id = dev;
-  CUmemAccessDesc acc{};
-  acc.location = prop.location;
-  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  const ProbeDevice d = OpenDevice0();
+  const CUcontext ctx = d.ctx;
+  const CUmemAllocationProp prop = d.prop;
+  const CUmemAccessDesc acc = d.acc;
   const size_t total = size_t{8} << 30;
   std::printf("burst of 8 GiB into a zero-aliased range, per page (us)\n");
   std::printf("page_MiB  create  unmap_run  map  set_access  sum  GB/s | create_in_thread GB/s\n");

@@ -20,15 +20,11 @@
 #include <thread>
 #include <vector>
 
+#include "probe_common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-#define CK(x)                                                            \
-  do {                                                                   \
-    CUresult r_ = (x);                                                   \
-    if (r_ != CUDA_SUCCESS) std::printf("FAIL %s -> %d\n", #x, (int)r_); \
-  } while (0)
 
 struct Setup {
   CUcontext ctx{};
@@ -76,17 +72,11 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main() {
-  CK(cuInit(0));
-  CUdevice dev;
-  CK(cuDeviceGet(&dev, 0));
+  const ProbeDevice d = OpenDevice0();
   Setup s;
-  CK(cuDevicePrimaryCtxRetain(&s.ctx, dev));
-  CK(cuCtxSetCurrent(s.ctx));
-  s.prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  s.prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  s.prop.location.id = dev;
-  s.acc.location = s.prop.location;
-  s.acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  s.ctx = d.ctx;
+  s.prop = d.prop;
+  s.acc = d.acc;
   const std::size_t total = std::size_t{8} << 30;
   std::printf("burst variants: 8 GiB from created handles, median of 3 reps, per page\n");
   std::printf("%-8s %-12s %9s %9s\n", "page_MiB", "variant", "us/page", "GB/s");

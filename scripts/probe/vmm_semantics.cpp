@@ -8,15 +8,7 @@
 #include <cstdio>
 #include <vector>
 
-#define CK(x)                                            \
-  do {                                                   \
-    CUresult r_ = (x);                                   \
-    if (r_ != CUDA_SUCCESS) {                            \
-      const char* n_ = nullptr;                          \
-      cuGetErrorName(r_, &n_);                           \
-      std::printf("FAIL %s -> %s\n", #x, n_ ? n_ : "?"); \
-    }                                                    \
-  } while (0)
+#include "probe_common.h"
 
 static CUresult try_(CUresult r, const char* what) {
   const char* n = nullptr;
@@ -26,19 +18,12 @@ static CUresult try_(CUresult r, const char* what) {
 }
 
 int main() {
-  CK(cuInit(0));
-  CUdevice dev;
-  CK(cuDeviceGet(&dev, 0));
-  CUcontext ctx;
-  CK(cuDevicePrimaryCtxRetain(&ctx, dev));
-  CK(cuCtxSetCurrent(ctx));
+  const ProbeDevice d = OpenDevice0();
+  const CUmemAllocationProp prop = d.prop;
+  const CUmemAccessDesc acc = d.acc;
   int ver = 0;
   cuDriverGetVersion(&ver);
   std::printf("driver version %d\n", ver);
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  prop.location.id = dev;
   size_t gran = 0;
   CK(cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
   std::printf("granularity %zu\n", gran);
@@ -48,9 +33,6 @@ int main() {
   std::vector<CUmemGenericAllocationHandle> h(n);
   for (auto& x : h) CK(cuMemCreate(&x, gran, &prop, 0));
   for (size_t i = 0; i < n; ++i) CK(cuMemMap(va + i * gran, gran, 0, h[i], 0));
-  CUmemAccessDesc acc{};
-  acc.location = prop.location;
-  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
   try_(cuMemSetAccess(va, n * gran, &acc, 1), "set access over 4 separate mappings");
   try_(cuMemsetD8(va, 1, n * gran), "memset over 4 mappings");
   try_(cuMemUnmap(va, gran / 2), "unmap half of one mapping");

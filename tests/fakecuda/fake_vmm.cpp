@@ -255,6 +255,9 @@ CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAlloc
       !fakecuda::Aligned(ptr) || !fakecuda::Aligned(size) || size > h->second.size) {
     return CUDA_ERROR_INVALID_VALUE;
   }
+  if (size != h->second.size) {
+    return CUDA_ERROR_NOT_SUPPORTED;  // as the H100's driver: a handle is only mapped whole
+  }
   if (!fakecuda::InOneReservation(s, ptr, size) || fakecuda::OverlapsMapping(s, ptr, size)) {
     return CUDA_ERROR_INVALID_VALUE;
   }

@@ -20,7 +20,8 @@ BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build-gpu")
 SHIM = os.path.join(BUILD, "lib", "libkvcached_shim.so")
 KVCTL = os.path.join(BUILD, "bin", "kvctl")
 PAGE = 2 << 20
-BUDGET_PAGES = 16
+BUDGET_PAGES = 32
+ZERO_PAGES = 7  # each process's zero memory with the default KVCACHED_ZERO_CHUNK_MB (1+2+4 pages)
 IPC = f"twoproc_{os.getpid()}"
 
 CHILD = r"""
@@ -118,14 +119,16 @@ def main() -> int:
     b = spawn("engine-B")
     steps = []
     try:
-        # Both regions exist before A fills the budget: a region's zero page is charged too, so
-        # a process created after the budget is full could not even create its region.
+        # Both regions exist before A fills the budget: a process's zero memory is charged too,
+        # so the budget left for pages is BUDGET_PAGES - 2 x ZERO_PAGES.
         for p in (a, b):
             line = p.stdout.readline().split()
             if line != ["ready"]:
                 raise RuntimeError(f"child did not start: {line}")
         filled = int(ask(a, "fill")[1])
-        check(filled >= BUDGET_PAGES - 3, f"A filled the budget ({filled} pages of {BUDGET_PAGES})")
+        room = BUDGET_PAGES - 2 * ZERO_PAGES
+        check(room - 1 <= filled <= room,
+              f"A filled the budget ({filled} pages of {room} left beside two zero memories)")
         steps.append(("A full", procs_in_kvctl()))
         st = int(ask(b, "try")[1])
         check(st == 2, f"B refused while A holds the budget (status {st}, 2 = NO_MEMORY)")

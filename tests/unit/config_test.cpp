@@ -58,6 +58,7 @@ const std::vector<std::string> kAllVariables = {"ENABLE_KVCACHED",
                                                 "KVCACHED_GPU_UTILIZATION",
                                                 "KVCACHED_BUDGET",
                                                 "KVCACHED_PAGE_SIZE_MB",
+                                                "KVCACHED_ZERO_CHUNK_MB",
                                                 "KVCACHED_PAGE_PREALLOC_ENABLED",
                                                 "KVCACHED_MIN_RESERVED_PAGES",
                                                 "KVCACHED_MAX_RESERVED_PAGES",
@@ -259,6 +260,33 @@ TEST(Config, PageSizeMustBeEvenFrom2To1024) {
   EXPECT_EQ(
       ExpectRefused("KVCACHED_PAGE_SIZE_MB", "3"),
       "KVCACHED_PAGE_SIZE_MB=\"3\": must be an even number of MiB from 2 to 1024 (default 2)");
+}
+
+TEST(Config, ZeroChunkIsEvenFrom2To1024AndGivesPowerOfTwoPages) {
+  // Unset: 8 MiB with 2 MiB pages, two pages up to 32 MiB pages, one page beyond.
+  EXPECT_EQ(LoadOk({}).zero_chunk_pages(), 4U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_PAGE_SIZE_MB", "8"}}).zero_chunk_pages(), 2U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_PAGE_SIZE_MB", "32"}}).zero_chunk_pages(), 2U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_PAGE_SIZE_MB", "64"}}).zero_chunk_pages(), 1U);
+  // Pages that are not a power of two keep one-page aliases (chunks must stay aligned).
+  EXPECT_EQ(LoadOk({{"KVCACHED_PAGE_SIZE_MB", "6"}}).zero_chunk_pages(), 1U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_ZERO_CHUNK_MB", "2"}}).zero_chunk_pages(), 1U);
+  // The sanity check's canary needs every unbacked page to alias one page.
+  EXPECT_EQ(
+      LoadOk({{"KVCACHED_SANITY_CHECK", "1"}, {"KVCACHED_ZERO_CHUNK_MB", "32"}}).zero_chunk_pages(),
+      1U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_ZERO_CHUNK_MB", "32"}}).zero_chunk_pages(), 16U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_ZERO_CHUNK_MB", "30"}}).zero_chunk_pages(), 8U);  // rounded down
+  EXPECT_EQ(LoadOk({{"KVCACHED_ZERO_CHUNK_MB", "1024"}}).zero_chunk_pages(), 512U);
+  EXPECT_EQ(
+      LoadOk({{"KVCACHED_PAGE_SIZE_MB", "32"}, {"KVCACHED_ZERO_CHUNK_MB", "8"}}).zero_chunk_pages(),
+      1U);  // below the page size: one page
+  for (const std::string value : {"0", "1", "3", "1026", "2048", "-2", "8M", "0x8", "8 8"}) {
+    ExpectRefused("KVCACHED_ZERO_CHUNK_MB", value);
+  }
+  EXPECT_NE(ExpectRefused("KVCACHED_ZERO_CHUNK_MB", "3")
+                .find("KVCACHED_ZERO_CHUNK_MB=\"3\": must be an even number of MiB from 2 to 1024"),
+            std::string::npos);
 }
 
 TEST(Config, ReservedPagesRanges) {

@@ -81,8 +81,20 @@ TEST_F(IntegrityTest, WritesToUnbackedPagesLandInTheZeroPageNeverInABackedPage) 
 // A backed page keeps its bytes across 1e5 random acquire / release / trim cycles of the other
 // pages, with the background thread mapping ahead and trimming at the same time. Every held
 // block carries a signature that is checked when it is released.
-TEST_F(IntegrityTest, BackedPagesKeepTheirBytesAcrossRandomCyclesOfOtherPages) {
-  Config c = QuietConfig();
+class IntegrityCycles : public IntegrityTest, public ::testing::WithParamInterface<std::size_t> {
+ protected:
+  // The zero alias size under test: one page, or chunks of up to 4 pages (the default).
+  Config CycleConfig() const {
+    Config c = QuietConfig();
+    c.zero_chunk_mb = GetParam();
+    return c;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(ZeroChunkMb, IntegrityCycles, ::testing::Values(2U, 8U));
+
+TEST_P(IntegrityCycles, BackedPagesKeepTheirBytesAcrossRandomCyclesOfOtherPages) {
+  Config c = CycleConfig();
   c.map_ahead_pages = 2;
   c.trim_delay_ms = 0;
   c.page_prealloc = true;
@@ -158,8 +170,8 @@ TEST_F(IntegrityTest, BackedPagesKeepTheirBytesAcrossRandomCyclesOfOtherPages) {
 }
 
 // Stray writes into unbacked pages while other pages cycle: never visible in backed pages.
-TEST_F(IntegrityTest, StrayWritesDuringCyclesNeverReachBackedPages) {
-  Config c = QuietConfig();
+TEST_P(IntegrityCycles, StrayWritesDuringCyclesNeverReachBackedPages) {
+  Config c = CycleConfig();
   c.trim_delay_ms = 0;  // the worker trims; nothing maps ahead, so ZERO pages stay ZERO
   t_ = MakeRuntime(c);
   Runtime& rt = *t_.rt;

@@ -15,6 +15,7 @@
 #include "core/budget/local_budget.h"
 #include "core/config/config.h"
 #include "core/runtime/runtime.h"
+#include "tests/support/child_process.h"
 #include "tests/support/fake_driver.h"
 
 namespace kvcached::testing {
@@ -60,6 +61,10 @@ inline Config QuietConfig() {
   c.min_reserved_pages = 0;
   c.max_reserved_pages = 0;
   c.trim_delay_ms = 60000;
+  // One-page zero aliases: the driver-call sequences and budgets these tests count are those of
+  // one alias per page. Multi-page aliases (the default) are covered by zero_chunk_test.cpp and
+  // the integrity tests.
+  c.zero_chunk_mb = 2;
   return c;
 }
 
@@ -132,6 +137,40 @@ inline std::uint64_t VmmCalls() {
     n += CallCount(fn);
   }
   return n;
+}
+
+// A test on the fake driver that ends with nothing leaked: faults cleared, the runtime (t_, made
+// by the test or a derived SetUp) destroyed, and the fake's counts back where they started.
+class LeakCheckedRuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    KVCACHED_REQUIRE_FAKE_DRIVER();
+    before_ = Counts();
+  }
+  void TearDown() override {
+    if (!IsFakeDriver()) return;
+    ClearFaults();
+    t_.rt.reset();
+    EXPECT_TRUE(NoLeaksSince(before_));
+  }
+  Runtime& rt() { return *t_.rt; }
+  std::uint64_t Lazy(std::uint64_t pages) {
+    auto base = rt().CreateRegion(0, pages * kPage, RegionKind::kLazy);
+    EXPECT_TRUE(base.ok()) << base.status().message();
+    return base.ok() ? base.value() : 0;
+  }
+  FakeCounts before_;
+  TestRuntime t_;
+};
+
+// True when one byte of every page of [base, base + pages * kPage) can be read (in a forked
+// child): a page without a usable mapping faults (SIGSEGV on the fake driver, as on the GPU).
+inline bool AllReadable(std::uint64_t base, std::uint64_t pages) {
+  return !DiesOfSegv([base, pages] {
+    for (std::uint64_t p = 0; p < pages; ++p) {
+      (void)*reinterpret_cast<volatile unsigned char*>(base + p * kPage);
+    }
+  });
 }
 
 }  // namespace kvcached::testing

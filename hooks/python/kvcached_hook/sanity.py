@@ -9,7 +9,8 @@ Two checks:
    layer group), the tensor (K/V and layers) and the page address.
 
 2. Stray writes (the canary). Every unbacked page of a lazy region is an alias of one shared page
-   (the zero page, or a poison page if the shim uses one). Its pristine content is recorded when
+   (the zero page, or a poison page if the shim uses one): with KVCACHED_SANITY_CHECK on, the shim
+   aliases page by page instead of in multi-page chunks (KVCACHED_ZERO_CHUNK_MB). Its pristine content is recorded when
    the check is armed; before every step an unbacked page of the KV cache is read back through its
    alias and compared. A difference means some kernel wrote into unbacked memory since the last
    step; the report gives the offset inside the page (and which block slot / token row that is).
