@@ -66,6 +66,42 @@ TEST_F(ZeroChunkTest, CreationAliasesInChunksAndChargesTheZeroMemory) {
   EXPECT_TRUE(AllReadable(second, 3));
 }
 
+// The first lazy region makes the three zero handles (each: create, reserve + map + access to
+// clear it, memset, sync, unmap, free) and then its own chunks. A failure anywhere is reported,
+// leaves no region and no charge, and the next attempt works.
+TEST_F(ZeroChunkTest, CreationFailuresLeaveNothingBehind) {
+  const char* const specs[] = {
+      "cuMemCreate:2",     // the 2-page zero handle
+      "cuMemCreate:3",     // the 4-page one
+      "cuMemMap:3",        // clearing the 4-page one
+      "cuMemsetD8:2",      // clearing the 2-page one
+      "cuMemMap:5",        // the region's second chunk
+      "cuMemSetAccess:4",  // the region's one set-access
+  };
+  for (const char* spec : specs) {
+    SCOPED_TRACE(spec);
+    t_ = MakeRuntime(ChunkConfig());
+    {
+      ScopedFaults f(spec);
+      ASSERT_TRUE(f.ok());
+      auto r = rt().CreateRegion(0, 10 * kPage, RegionKind::kLazy);
+      ASSERT_FALSE(r.ok());
+      const std::string call = std::string(spec).substr(0, std::string(spec).find(':'));
+      EXPECT_NE(r.status().message().find(call + " failed"), std::string::npos)
+          << r.status().message();
+    }
+    EXPECT_EQ(StatsOf(rt()).regions, 0U);
+    // The zero memory stays only if it was made (the region's own calls failed).
+    const std::uint64_t zero = StatsOf(rt()).zero_page_bytes;
+    EXPECT_TRUE(zero == 0 || zero == kZeroBytes) << zero;
+    EXPECT_EQ(t_.budget->charged(), zero);
+    auto again = rt().CreateRegion(0, 10 * kPage, RegionKind::kLazy);
+    ASSERT_TRUE(again.ok()) << again.status().message();
+    EXPECT_TRUE(AllReadable(again.value(), 10));
+    EXPECT_EQ(t_.budget->charged(), kZeroBytes);
+  }
+}
+
 TEST_F(ZeroChunkTest, ABurstUnmapsOneAliasPerChunkAndTrimRebuildsTheChunks) {
   constexpr std::uint64_t kPages = 16;
   std::uint64_t base = Lazy(kPages);
