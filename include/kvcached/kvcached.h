@@ -39,7 +39,7 @@ typedef enum kvcached_region_kind {
 } kvcached_region_kind;
 
 typedef enum kvcached_page_state {
-  KVCACHED_PAGE_ZERO = 0,        /* aliased to the shared zero page */
+  KVCACHED_PAGE_ZERO = 0,        /* aliased to the shared zero memory */
   KVCACHED_PAGE_MAPPED_FREE = 1, /* real page mapped ahead, not in use */
   KVCACHED_PAGE_IN_USE = 2       /* engine holds at least one acquired range in it */
 } kvcached_page_state;
@@ -68,7 +68,7 @@ typedef struct kvcached_stats {
   uint64_t in_use_bytes;      /* physical bytes in IN_USE pages and eager regions */
   uint64_t mapped_free_bytes; /* physical bytes mapped ahead in lazy regions */
   uint64_t pool_bytes;        /* physical bytes held unmapped, ready to map */
-  uint64_t zero_page_bytes;   /* the shared zero page */
+  uint64_t zero_page_bytes;   /* the shared zero memory (KVCACHED_ZERO_CHUNK_MB) */
   uint64_t peak_physical_bytes;
   uint64_t passthrough_bytes;  /* allocations the shim passed to the real allocator */
   uint64_t budget_limit_bytes; /* what this process may hold (its limit or the GPU budget) */
