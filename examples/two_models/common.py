@@ -22,15 +22,14 @@ def kv_bytes_per_block(model: dict, dtype_bytes: int = 2) -> int:
     return BLOCK_SIZE * model["layers"] * 2 * model["kv_heads"] * head_dim * dtype_bytes
 
 
-def build_model(name: str):
+def random_llama(m: dict, device: str, dtype, name_or_path: str | None = None):
+    """A Llama of shape m (vocab, hidden, intermediate, layers, heads, kv_heads) with weights drawn
+    from m["seed"]: the same model on every run, nothing downloaded. (Also used by the GPU tests'
+    engine worker, tests/gpu/python/engine_worker.py.)"""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    m = dict(MODELS[name])
-    device = "cuda"
-    if os.environ.get("TWO_MODELS_SMOKE") == "1":  # plumbing check without a GPU: tiny, on the CPU
-        m.update(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=256, vocab=1000)
-        device = "cpu"
+    extra = {"name_or_path": name_or_path} if name_or_path else {}
     config = LlamaConfig(
         vocab_size=m["vocab"],
         hidden_size=m["hidden"],
@@ -40,12 +39,24 @@ def build_model(name: str):
         num_key_value_heads=m["kv_heads"],
         max_position_embeddings=4096,
         attn_implementation="sdpa",
-        name_or_path=f"random-llama-{name}",
+        **extra,
     )
     torch.manual_seed(m["seed"])
     with torch.device(device):
         model = LlamaForCausalLM(config)
-    return model.to(torch.bfloat16 if device == "cuda" else torch.float32).eval()
+    return model.to(dtype).eval()
+
+
+def build_model(name: str):
+    import torch
+
+    m = dict(MODELS[name])
+    device = "cuda"
+    if os.environ.get("TWO_MODELS_SMOKE") == "1":  # plumbing check without a GPU: tiny, on the CPU
+        m.update(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=256, vocab=1000)
+        device = "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return random_llama(m, device, dtype, name_or_path=f"random-llama-{name}")
 
 
 def make_trace(name: str, phase_s: float, rate_hi: float, rate_lo: float, seed: int = 7) -> list[dict]:

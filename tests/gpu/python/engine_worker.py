@@ -27,6 +27,10 @@ import sys
 import time
 import traceback
 
+# The random-init Llama is built as in the two-models example (one definition of the model).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "examples", "two_models"))
+from common import random_llama  # noqa: E402
+
 
 def log(message: str) -> None:
     print(f"[worker {os.getpid()}] {message}", flush=True)
@@ -54,7 +58,7 @@ def run(spec: dict, result: dict) -> None:
         kvcached_hook.enable()
     import torch
     import transformers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     transformers.logging.set_verbosity_error()
@@ -67,21 +71,8 @@ def run(spec: dict, result: dict) -> None:
     dtype = getattr(torch, spec.get("dtype", "bfloat16"))
     m = {"layers": 8, "hidden": 1024, "heads": 16, "kv_heads": 8, "intermediate": 2816, "vocab": 32000, "seed": 1}
     m.update(spec.get("model", {}))
-    config = LlamaConfig(
-        vocab_size=m["vocab"],
-        hidden_size=m["hidden"],
-        intermediate_size=m["intermediate"],
-        num_hidden_layers=m["layers"],
-        num_attention_heads=m["heads"],
-        num_key_value_heads=m["kv_heads"],
-        max_position_embeddings=4096,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(m["seed"])
     start = time.monotonic()
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
-    model = model.to(dtype).eval()
+    model = random_llama(m, device, dtype)
     log(f"model {m} {dtype} built in {time.monotonic() - start:.1f}s")
 
     p = {"n": 64, "min_len": 16, "max_len": 128, "seed": 7}
