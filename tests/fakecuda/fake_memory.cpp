@@ -3,8 +3,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
+#include <limits>
 
 #include "tests/fakecuda/fake_state.h"
 
@@ -82,6 +84,23 @@ CUresult MemGetInfo(State& s, std::uint64_t* free, std::uint64_t* total) {
   return CUDA_SUCCESS;
 }
 
+// cuMemGetInfo for either ABI: sizes clamped to T (the pre-3.2 entry point has 32-bit sizes).
+template <class T>
+CUresult MemGetInfoAs(State& s, T* free, T* total) {
+  if (free == nullptr || total == nullptr) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::uint64_t f = 0;
+  std::uint64_t t = 0;
+  const CUresult r = MemGetInfo(s, &f, &t);
+  if (r == CUDA_SUCCESS) {
+    constexpr std::uint64_t kMax = std::numeric_limits<T>::max();
+    *free = static_cast<T>(std::min(f, kMax));
+    *total = static_cast<T>(std::min(t, kMax));
+  }
+  return r;
+}
+
 // What a device pointer belongs to: a cuMemAlloc allocation or a VMM mapping.
 struct Owner {
   bool found = false;
@@ -116,33 +135,13 @@ extern "C" {
 
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   FAKECUDA_ENTER(c, cuMemGetInfo);
-  if (free == nullptr || total == nullptr) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  std::uint64_t f = 0;
-  std::uint64_t t = 0;
-  const CUresult r = fakecuda::MemGetInfo(c.state(), &f, &t);
-  if (r == CUDA_SUCCESS) {
-    *free = f;
-    *total = t;
-  }
-  return r;
+  return fakecuda::MemGetInfoAs(c.state(), free, total);
 }
 
 // The pre-3.2 ABI: 32-bit sizes, clamped.
 CUresult cuMemGetInfo(unsigned int* free, unsigned int* total) {
   FAKECUDA_ENTER(c, cuMemGetInfo);
-  if (free == nullptr || total == nullptr) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  std::uint64_t f = 0;
-  std::uint64_t t = 0;
-  const CUresult r = fakecuda::MemGetInfo(c.state(), &f, &t);
-  if (r == CUDA_SUCCESS) {
-    *free = f > UINT_MAX ? UINT_MAX : static_cast<unsigned int>(f);
-    *total = t > UINT_MAX ? UINT_MAX : static_cast<unsigned int>(t);
-  }
-  return r;
+  return fakecuda::MemGetInfoAs(c.state(), free, total);
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize) {

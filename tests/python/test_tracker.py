@@ -15,6 +15,22 @@ PS = 2 * MiB
 BB = 512 * 1024  # 4 blocks per page
 
 
+
+def with_prefix_cache(tracker, free) -> list:
+    """Gives the tracker a prefix cache: the returned list holds cached blocks, which eviction
+    moves back to the free list."""
+    cached = []
+
+    def evict(k):
+        n = min(k, len(cached))
+        for _ in range(n):
+            free.append(cached.pop())
+        return n
+
+    tracker.evict_cached = evict
+    tracker.cached_count = lambda: len(cached)
+    return cached
+
 def make(num_blocks=32, tensors=4, budget_pages=None, delay=0, prefer_cached=True, phase=0, bb=BB):
     api = FakeCApi(PS, SharedBudget(budget_pages))
     spans = []
@@ -189,16 +205,7 @@ class RefusalTest(unittest.TestCase):
 
     def test_cached_blocks_are_evicted_first_when_elastic(self):
         api, _, tracker, free = make(num_blocks=16, prefer_cached=True)
-        cached = []
-
-        def evict(k):
-            n = min(k, len(cached))
-            for _ in range(n):
-                free.append(cached.pop())
-            return n
-
-        tracker.evict_cached = evict
-        tracker.cached_count = lambda: len(cached)
+        cached = with_prefix_cache(tracker, free)
         tracker.ensure(4)
         cached.extend(free.popleft() for _ in range(4))  # a request finished: its blocks are cached
         calls = api.acquire_calls
@@ -208,16 +215,7 @@ class RefusalTest(unittest.TestCase):
 
     def test_cached_blocks_are_kept_until_refusal_with_keep(self):
         api, _, tracker, free = make(num_blocks=16, tensors=1, budget_pages=1, prefer_cached=False)
-        cached = []
-
-        def evict(k):
-            n = min(k, len(cached))
-            for _ in range(n):
-                free.append(cached.pop())
-            return n
-
-        tracker.evict_cached = evict
-        tracker.cached_count = lambda: len(cached)
+        cached = with_prefix_cache(tracker, free)
         tracker.ensure(4)
         cached.extend(free.popleft() for _ in range(4))
         self.assertTrue(tracker.ensure(2))  # page 1 refused (budget 1) -> falls back to the cache
