@@ -44,10 +44,4 @@ std::vector<CUmemGenericAllocationHandle> ZeroPage::handles() const {
   return out;
 }
 
-std::size_t ZeroPage::bytes() const {
-  std::size_t n = 0;
-  for (const auto& h : handles_) n += h.size();
-  return n;
-}
-
 }  // namespace kvcached

@@ -30,12 +30,8 @@ class ZeroPage {
   static Result<ZeroPage> Create(const driver::Driver& driver, CUdevice device, CUcontext ctx,
                                  std::size_t page_size, std::size_t chunk_pages);
 
-  // The handle of 2^level pages.
-  [[nodiscard]] CUmemGenericAllocationHandle handle(std::size_t level) const {
-    return handles_[level].get();
-  }
+  // [level] = the handle of 2^level pages.
   [[nodiscard]] std::vector<CUmemGenericAllocationHandle> handles() const;
-  [[nodiscard]] std::size_t bytes() const;
 
  private:
   explicit ZeroPage(std::vector<driver::PhysicalHandle> handles) : handles_(std::move(handles)) {}

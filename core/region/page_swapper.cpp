@@ -31,13 +31,6 @@ bool PageSwapper::IsHole(std::size_t page) const {
   return hole_[page] != 0;
 }
 
-std::size_t PageSwapper::alias_mappings() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::size_t n = 0;
-  for (const auto& m : aliases_) n += m ? 1 : 0;
-  return n;
-}
-
 Status PageSwapper::MapAliases(std::size_t first, std::size_t end, Made& made,
                                std::vector<std::size_t>& failed) {
   Status first_error;

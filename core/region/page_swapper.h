@@ -65,8 +65,6 @@ class PageSwapper {
   // access there would fault. The pool repairs holes in the background.
   [[nodiscard]] bool IsHole(std::size_t page) const;
   [[nodiscard]] std::size_t holes() const { return holes_.load(std::memory_order_relaxed); }
-  // Live alias mappings (each covers 1 .. K pages).
-  [[nodiscard]] std::size_t alias_mappings() const;
 
  private:
   static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
