@@ -70,16 +70,21 @@ class Owned {
     if (st.ok()) driver_ = nullptr, value_ = 0, size_ = 0;
     return st;
   }
+  // Free, tried a second time after a failure (a transient failure would otherwise leak the
+  // object for the life of the process). On a second failure the object is still owned.
+  Status FreeRetryingOnce() {
+    Status st = Free();
+    return st.ok() ? st : Free();
+  }
 
  protected:
   [[nodiscard]] std::uint64_t value() const { return value_; }
 
  private:
-  // Destructors retry once: a transient failure would otherwise leak the object for the life of
-  // the process. A second failure is logged (by Check) and the object is abandoned.
+  // Destructors retry once; a second failure is logged (by Check) and the object is abandoned.
   void DestroyForGood() {
     if (driver_ == nullptr) return;
-    if (!Free().ok() && !Free().ok()) driver_ = nullptr;
+    if (!FreeRetryingOnce().ok()) driver_ = nullptr;
   }
 
   const Driver* driver_ = nullptr;

@@ -156,7 +156,7 @@ Result<driver::PhysicalHandle> PagePool::CreateCharged() {
 
 void PagePool::ReleaseHandle(driver::PhysicalHandle handle) {
   std::uint64_t bytes = handle.size();
-  if (!handle.Free().ok() && !handle.Free().ok()) {
+  if (!handle.FreeRetryingOnce().ok()) {
     handle.Abandon();  // the driver still holds it: so does the budget
     return;
   }

@@ -106,12 +106,8 @@ Status EagerRegion::Destroy() {
   auto scope = driver::ScopedContext::Enter(pool_.driver(), pool_.context());
   std::uint64_t still_held = 0;  // bytes the driver refused to release: they stay charged
   for (Chunk& c : chunks_) {
-    Status st = c.mapping.Free();
-    if (!st.ok()) st = c.mapping.Free();
-    if (st.ok()) {
-      st = c.handle.Free();
-      if (!st.ok()) st = c.handle.Free();
-    }
+    Status st = c.mapping.FreeRetryingOnce();
+    if (st.ok()) st = c.handle.FreeRetryingOnce();
     keep_first(st);
     if (!st.ok()) still_held += c.handle.size();
   }
@@ -119,9 +115,7 @@ Status EagerRegion::Destroy() {
   // Creation may have stopped half way: what was never created is returned too.
   if (charged_) pool_.Uncharge(size() - still_held);
   chunks_.clear();
-  Status st = va_.Free();
-  if (!st.ok()) st = va_.Free();
-  keep_first(st);
+  keep_first(va_.FreeRetryingOnce());
   return first;
 }
 

@@ -356,16 +356,13 @@ Status LazyRegion::Destroy() {
   auto scope = driver::ScopedContext::Enter(pool_.driver(), pool_.context());
   std::vector<driver::PhysicalHandle> handles;
   for (PageBacking& b : backing_) {
-    Status st = b.mapping.Free();
-    if (!st.ok()) st = b.mapping.Free();  // one retry, as the RAII destructors do
+    Status st = b.mapping.FreeRetryingOnce();
     keep_first(st);
     // A page still mapped keeps its handle (released with the mapping's owner, after it).
     if (st.ok() && b.handle) handles.push_back(std::move(b.handle));
   }
   keep_first(swapper_.UnaliasAll());
-  Status st = va_.Free();
-  if (!st.ok()) st = va_.Free();
-  keep_first(st);
+  keep_first(va_.FreeRetryingOnce());
   lock.unlock();
   pool_.GiveHandles(handles);
   return first;

@@ -237,8 +237,7 @@ Status PageSwapper::UnaliasAll() {
   for (std::size_t a = 0; a < aliases_.size(); ++a) {
     if (!aliases_[a]) continue;
     const std::size_t n = aliases_[a].size() / page_size_;
-    Status st = aliases_[a].Free();
-    if (!st.ok()) st = aliases_[a].Free();  // one retry, as the RAII destructors do
+    Status st = aliases_[a].FreeRetryingOnce();
     if (!st.ok()) {
       if (first.ok()) first = st;
       continue;
