@@ -1,6 +1,16 @@
 #include "core/region/page_swapper.h"
 
 namespace kvcached {
+namespace {
+
+// End of the run of consecutive page numbers that starts at pages[i] (pages ascending).
+std::size_t RunEnd(std::span<const std::size_t> pages, std::size_t i) {
+  std::size_t j = i + 1;
+  while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+  return j;
+}
+
+}  // namespace
 
 PageSwapper::PageSwapper(const driver::Driver& driver, CUdevice device, CUdeviceptr base,
                          std::size_t page_size,
@@ -137,8 +147,7 @@ PageSwapper::Outcome PageSwapper::SwapIn(std::span<const std::size_t> pages,
   Outcome out;
   std::size_t i = 0;
   while (i < pages.size()) {
-    std::size_t j = i + 1;
-    while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+    const std::size_t j = RunEnd(pages, i);
     const std::size_t first = pages[i];
     const std::size_t end = pages[j - 1] + 1;
     {
@@ -190,8 +199,7 @@ PageSwapper::Outcome PageSwapper::SwapOut(std::span<const std::size_t> pages,
   Outcome out;
   std::size_t i = 0;
   while (i < pages.size()) {
-    std::size_t j = i + 1;
-    while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+    const std::size_t j = RunEnd(pages, i);
     std::size_t k = i;
     Status unmap;
     for (; k < j; ++k) {
