@@ -15,12 +15,6 @@ using namespace kvcached::testing;  // NOLINT(google-build-using-namespace)
 
 using FaultTest = LeakCheckedRuntimeTest;
 
-void ExpectNames(const Status& st, const std::string& call) {
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find(call + " failed: CUDA_ERROR_"), std::string::npos)
-      << "expected a message naming " << call << ", got: " << st.message();
-}
-
 struct SiteCase {
   const char* spec;
   const char* call;
@@ -72,7 +66,7 @@ TEST_F(FaultTest, AcquireMissRollsBack) {
       {"cuMemSetAccess:1", "cuMemSetAccess"},
   };
   t_ = MakeRuntime(QuietConfig());
-  std::uint64_t base = Lazy(4);
+  std::uint64_t base = Lazy(4 * kPage);
   for (const SiteCase& c : cases) {
     SCOPED_TRACE(c.spec);
     std::uint64_t charged = t_.budget->charged();
@@ -101,7 +95,7 @@ TEST_F(FaultTest, AcquireMissRollsBack) {
 // run fails, the first is swapped back out.
 TEST_F(FaultTest, AcquireAcrossRunsUndoesTheRunsThatSucceeded) {
   t_ = MakeRuntime(QuietConfig());
-  std::uint64_t base = Lazy(6);
+  std::uint64_t base = Lazy(6 * kPage);
   ASSERT_TRUE(AcquireOne(rt(), base + 3 * kPage, 1).ok());
   ASSERT_TRUE(ReleaseOne(rt(), base + 3 * kPage, 1).ok());
   std::uint64_t unmaps = StatsOf(rt()).unmaps;
@@ -122,7 +116,7 @@ TEST_F(FaultTest, AcquireAcrossRunsUndoesTheRunsThatSucceeded) {
 // hole that the background thread repairs.
 TEST_F(FaultTest, TrimFailures) {
   t_ = MakeRuntime(QuietConfig());
-  std::uint64_t base = Lazy(4);
+  std::uint64_t base = Lazy(4 * kPage);
   auto make_free = [&] {
     ASSERT_TRUE(AcquireOne(rt(), base + kPage, 1).ok());
     ASSERT_TRUE(ReleaseOne(rt(), base + kPage, 1).ok());
@@ -163,7 +157,7 @@ TEST_F(FaultTest, DestroyRetriesTransientFailures) {
   t_ = MakeRuntime(QuietConfig());
   for (const char* spec : {"cuMemUnmap:1", "cuMemUnmap:3", "cuMemAddressFree:1"}) {
     SCOPED_TRACE(spec);
-    std::uint64_t base = Lazy(4);
+    std::uint64_t base = Lazy(4 * kPage);
     ASSERT_TRUE(AcquireOne(rt(), base, kPage).ok());
     ScopedFaults f(spec);
     EXPECT_TRUE(rt().DestroyRegion(base).ok());
@@ -206,7 +200,7 @@ TEST_F(FaultTest, MapAheadFailuresAreRetried) {
   Config c = QuietConfig();
   c.map_ahead_pages = 2;
   t_ = MakeRuntime(c, kPage);  // room for the zero page only: the worker cannot map ahead yet
-  std::uint64_t base = Lazy(4);
+  std::uint64_t base = Lazy(4 * kPage);
   // Map-ahead of pages 0-1: the second real map fails (page 0 is rolled back); the next pass
   // gets one new page only (cuMemCreate:4) and its set-access fails; the pass after succeeds.
   ScopedFaults f("cuMemMap:2,cuMemSetAccess:3,cuMemCreate:4");

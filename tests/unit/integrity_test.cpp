@@ -30,16 +30,7 @@ void FillRandom(std::uint64_t addr, std::uint64_t len, std::mt19937_64& rng) {
   for (std::uint64_t i = 0; i < len / 8; ++i) p[i] = rng();
 }
 
-class IntegrityTest : public ::testing::Test {
- protected:
-  void SetUp() override { before_ = Counts(); }
-  void TearDown() override {
-    t_.rt.reset();
-    EXPECT_TRUE(NoLeaksSince(before_));
-  }
-  FakeCounts before_;
-  TestRuntime t_;
-};
+using IntegrityTest = LeakCheckedRuntimeTest;
 
 TEST_F(IntegrityTest, WritesToUnbackedPagesLandInTheZeroPageNeverInABackedPage) {
   t_ = MakeRuntime(QuietConfig());

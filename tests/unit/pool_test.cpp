@@ -15,13 +15,8 @@ namespace {
 
 using namespace kvcached::testing;  // NOLINT(google-build-using-namespace)
 
-class PoolTest : public ::testing::Test {
+class PoolTest : public LeakCheckedRuntimeTest {
  protected:
-  void SetUp() override { before_ = Counts(); }
-  void TearDown() override {
-    t_.rt.reset();
-    EXPECT_TRUE(NoLeaksSince(before_));
-  }
   void Start(const Config& c, std::uint64_t limit = 1ULL << 40) { t_ = MakeRuntime(c, limit); }
   // A budget of 5 pages: the zero page and 2 pages mapped ahead in each of two lazy regions
   // (a of `a_size` bytes, b of 4 pages), waited for.
@@ -36,16 +31,7 @@ class PoolTest : public ::testing::Test {
              rt().Info(b).value().mapped_free_pages == 2;
     }));
   }
-  std::uint64_t Lazy(std::uint64_t size) {
-    auto base = t_.rt->CreateRegion(0, size, RegionKind::kLazy);
-    EXPECT_TRUE(base.ok()) << base.status().message();
-    return base.ok() ? base.value() : 0;
-  }
-  Runtime& rt() { return *t_.rt; }
   TestBudget& budget() { return *t_.budget; }
-
-  FakeCounts before_;
-  TestRuntime t_;
 };
 
 std::vector<std::string> ThreadNames() {

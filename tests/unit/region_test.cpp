@@ -77,23 +77,13 @@ TEST(PageTableTest, ClassifyAndSelections) {
 
 // ---------- Lazy regions on the fake driver ----------
 
-class LazyRegionTest : public ::testing::Test {
+class LazyRegionTest : public LeakCheckedRuntimeTest {
  protected:
-  void SetUp() override { before_ = Counts(); }
-  void TearDown() override {
-    t_.rt.reset();
-    EXPECT_TRUE(NoLeaksSince(before_));
-  }
+  // A lazy region of `size` bytes, in a runtime made with `config` if there is none yet.
   std::uint64_t Create(std::uint64_t size, const Config& config = QuietConfig()) {
     if (!t_.rt) t_ = MakeRuntime(config);
-    auto base = t_.rt->CreateRegion(0, size, RegionKind::kLazy);
-    EXPECT_TRUE(base.ok()) << base.status().message();
-    return base.ok() ? base.value() : 0;
+    return Lazy(size);
   }
-  Runtime& rt() { return *t_.rt; }
-
-  FakeCounts before_;
-  TestRuntime t_;
 };
 
 TEST_F(LazyRegionTest, CreationRoundsUpAndAliasesEveryPageToTheZeroPage) {

@@ -24,22 +24,7 @@ int ThreadCount() {
   return n;
 }
 
-class RuntimeTest : public ::testing::Test {
- protected:
-  void SetUp() override { before_ = Counts(); }
-  void TearDown() override {
-    t_.rt.reset();
-    EXPECT_TRUE(NoLeaksSince(before_));
-  }
-  Runtime& rt() { return *t_.rt; }
-  std::uint64_t Lazy(std::uint64_t size) {
-    auto base = t_.rt->CreateRegion(0, size, RegionKind::kLazy);
-    EXPECT_TRUE(base.ok()) << base.status().message();
-    return base.ok() ? base.value() : 0;
-  }
-  FakeCounts before_;
-  TestRuntime t_;
-};
+using RuntimeTest = LeakCheckedRuntimeTest;
 
 TEST_F(RuntimeTest, NoThreadAndNoDeviceWorkUntilADeviceIsUsed) {
   int threads = ThreadCount();

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "core/budget/local_budget.h"
@@ -139,6 +140,13 @@ inline std::uint64_t VmmCalls() {
   return n;
 }
 
+// A failed Status whose message names the driver call that failed and its CUresult.
+inline void ExpectNames(const Status& st, const std::string& call) {
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(call + " failed: CUDA_ERROR_"), std::string::npos)
+      << "expected a message naming " << call << ", got: " << st.message();
+}
+
 // A test on the fake driver that ends with nothing leaked: faults cleared, the runtime (t_, made
 // by the test or a derived SetUp) destroyed, and the fake's counts back where they started.
 class LeakCheckedRuntimeTest : public ::testing::Test {
@@ -154,8 +162,9 @@ class LeakCheckedRuntimeTest : public ::testing::Test {
     EXPECT_TRUE(NoLeaksSince(before_));
   }
   Runtime& rt() { return *t_.rt; }
-  std::uint64_t Lazy(std::uint64_t pages) {
-    auto base = rt().CreateRegion(0, pages * kPage, RegionKind::kLazy);
+  // A lazy region of `size` bytes on device 0 (0 if creation failed, which fails the test).
+  std::uint64_t Lazy(std::uint64_t size) {
+    auto base = rt().CreateRegion(0, size, RegionKind::kLazy);
     EXPECT_TRUE(base.ok()) << base.status().message();
     return base.ok() ? base.value() : 0;
   }
