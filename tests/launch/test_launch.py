@@ -256,6 +256,24 @@ class LaunchTest(unittest.TestCase):
         left = [pid for pid in pids if pid_alive(pid)]
         self.assertEqual(left, [], f"processes left after kvctl exited: {left}\n{out}")
 
+    def test_WorkersLeftByAnEndedEngineDoNotOutliveKvctl(self):
+        f = self.write(f"""\
+            status_interval: 0s
+            grace_period: 1s
+            engines:
+              - label: leaves-worker
+                command: {self.engine("--worker", "--ignore-term", "--run", 0.3)}
+            """)
+        t0 = time.monotonic()
+        r = self.run_kvctl(f, timeout=20)
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, r.stdout)  # the engine itself ended with status 0
+        self.assertIn("leaves-worker: exited with status 0", r.stdout)
+        workers = [e[2] for e in self.events() if e[1] == "worker"]
+        self.assertEqual(len(workers), 1)
+        self.assertFalse(pid_alive(workers[0]), "the worker outlived kvctl")
+        self.assertLess(took, 8)
+
     def test_AnEngineUnderTheShimGetsItsLimitAndShowsItsMemory(self):
         if not FAKE or not os.path.exists(FAKE):
             self.skipTest(f"no fake CUDA driver at {FAKE!r} (build target fakecuda)")

@@ -167,7 +167,7 @@ class Supervisor {
       if (fds[0].revents != 0) HandleSignals(signals.get());
     }
     PrintSummary();
-    if (stopping_) {
+    if (stopping_ && !ended_on_their_own_) {
       Say(killed_ ? "stopped (some processes needed SIGKILL after the grace period)"
                   : "stopped: every engine ended within the grace period");
       return killed_ ? 1 : 0;
@@ -432,12 +432,20 @@ class Supervisor {
       if (e.pid > 0) return false;
       if (!stopping_ && e.state != State::kExited && e.state != State::kFailed) return false;
     }
-    // Every engine has ended: wait for lingering members of their groups and adopted orphans.
-    for (const auto& e : engines_) {
-      if (GroupAlive(e.old_group)) return false;
-    }
+    // Every engine has ended: wait for lingering members of their groups and adopted orphans,
+    // for the grace period at most (then KillEverything), so that none outlives kvctl.
+    bool lingering = false;
+    for (const auto& e : engines_) lingering = lingering || GroupAlive(e.old_group);
     Reap();
-    return OwnChildren().empty();
+    const std::vector<pid_t> orphans = OwnChildren();
+    lingering = lingering || !orphans.empty();
+    if (lingering && !stopping_) {
+      stopping_ = true;
+      ended_on_their_own_ = true;
+      stop_deadline_ = Clock::now() + spec_.grace;
+      for (pid_t child : orphans) ::kill(child, SIGTERM);
+    }
+    return !lingering;
   }
 
   void PrintSummary() {
@@ -473,6 +481,7 @@ class Supervisor {
   std::vector<Engine> engines_;
   bool stopping_ = false;
   bool killed_ = false;
+  bool ended_on_their_own_ = false;  // stopping_ only to clear up what the engines left behind
   TimePoint stop_deadline_;
 };
 
