@@ -124,6 +124,18 @@ class LaunchTest(unittest.TestCase):
         self.assertIn("limit: 40%", r.stdout)
         self.assertFalse(self.stamp.exists(), "dry run started an engine")
 
+    def test_TheGpuExampleFileIsValid(self):
+        example = HERE.parent.parent / "examples" / "launch" / "two-models.yaml"
+        r = self.run_kvctl(example, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = [shlex.split(l) for l in r.stdout.splitlines() if l.startswith("env ")]
+        self.assertEqual([w for l in lines for w in l if w.startswith("KVCACHED_LABEL=")],
+                         ["KVCACHED_LABEL=model-a", "KVCACHED_LABEL=model-b"])
+        for words in lines:
+            self.assertIn("CUDA_VISIBLE_DEVICES=0", words)  # one GPU, one budget
+            self.assertIn("KVCACHED_GPU_UTILIZATION=0.9", words)
+            self.assertIn("vllm", words)
+
     def test_BadFilesAreRefusedWithTheirLineAndKey(self):
         cases = [
             ("engines:\n  - label: a\n    command: [true]\n    restrat: always\n",
