@@ -30,7 +30,21 @@ def use_memory(args):
     base = ctypes.c_uint64()
     rc = shim.kvcached_region_create(0, 256 << 20, 0, ctypes.byref(base))
     print(f"region: status {rc}", flush=True)
-    time.sleep(args.alloc_wait)  # the launcher applies `limit:` meanwhile
+    if args.expect_limit_mib:
+        # Wait (bounded) for the launcher to set `limit:` on this process: kvcached_stats_get's
+        # budget_limit_bytes (the 10th field) is the limit once one is set.
+        stats = (ctypes.c_uint64 * 14)()
+        end = time.monotonic() + args.alloc_wait
+        while time.monotonic() < end:
+            shim.kvcached_stats_get(0, stats)
+            if stats[9] <= args.expect_limit_mib << 20:
+                print(f"limit seen: {stats[9] >> 20} MiB", flush=True)
+                break
+            time.sleep(0.05)
+        else:
+            print("limit not seen", flush=True)
+    else:
+        time.sleep(args.alloc_wait)
     offset = 0
     for mib in args.alloc_mib:
         rc = shim.kvcached_acquire(base.value + offset, mib << 20)
@@ -52,7 +66,8 @@ def main():
     p.add_argument("--ignore-term", action="store_true")
     p.add_argument("--worker", action="store_true", help="start a child process that sleeps")
     p.add_argument("--alloc-mib", type=int, nargs="*", default=[])
-    p.add_argument("--alloc-wait", type=float, default=1.5)
+    p.add_argument("--alloc-wait", type=float, default=1.5, help="before the acquires")
+    p.add_argument("--expect-limit-mib", type=int, help="end the wait once this limit is set")
     args = p.parse_args()
 
     if args.ignore_term:

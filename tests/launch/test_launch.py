@@ -302,13 +302,14 @@ class LaunchTest(unittest.TestCase):
               KVCACHED_ZERO_CHUNK_MB: "2"
             engines:
               - label: capped
-                command: {self.engine("--alloc-mib", 4, 32, "--alloc-wait", 1.5, "--run", 1.0)}
+                command: {self.engine("--alloc-mib", 4, 32, "--alloc-wait", 10, "--expect-limit-mib", 16, "--run", 1.0)}
                 gpu: 0
                 limit: 16MiB
             """)
         r = self.run_kvctl(f, timeout=40)
         self.assertEqual(r.returncode, 0, r.stdout)
         self.assertRegex(r.stdout, r"\[kvctl\] capped: limit 16 MiB set on pid \d+ \(kvcached_" + self.ipc)
+        self.assertIn("[capped] limit seen: 16 MiB", r.stdout)
         self.assertIn("[capped] acquire 4 MiB: status 0", r.stdout)
         self.assertIn("[capped] acquire 32 MiB: status 2", r.stdout)  # KVCACHED_ERR_NO_MEMORY
         self.assertRegex(r.stdout, r"capped +ready +pid \d+ restarts 0 in-use 4 MiB reserved \S+ \S+ limit 16 MiB")

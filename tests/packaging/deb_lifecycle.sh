@@ -112,12 +112,31 @@ export KVCACHED_CUDA_DRIVER=$fake KVCACHED_IPC_NAME=$ipc FAKECUDA_TOTAL_MB=16384
 grep -q 'Physical memory followed the acquired ranges' "$tmp/demo.log" ||
   { cat "$tmp/demo.log"; fail "the demo against $lib did not finish its walk"; }
 tail -n 3 "$tmp/demo.log" | sed 's/^/  demo: /'
-# doctor looks for the shim next to itself (../lib/kvcached) and loads the fake driver.
-env -u KVCACHED_SHIM_PATH "$kvctl" doctor >"$tmp/doctor.log" 2>&1 || { cat "$tmp/doctor.log"; fail "kvctl doctor"; }
-found=$(sed -n 's/^\[ ok \] shim *\(.*\) loads (version.*/\1/p' "$tmp/doctor.log")
-[ -n "$found" ] && [ "$(realpath "$found")" = "$(realpath "$lib")" ] ||
-  { cat "$tmp/doctor.log"; fail "doctor did not find and load $lib (found: '$found')"; }
-sed 's/^/  doctor: /' "$tmp/doctor.log" | grep -E 'shim|driver|all checks'
+# doctor looks for the shim next to itself (../lib/kvcached) and loads the fake driver. It also
+# judges every segment in /dev/shm; on a shared machine other users' or other tests' broken
+# segments are not this package's problem, so those (and only those) are reported, not failed.
+env -u KVCACHED_SHIM_PATH "$kvctl" doctor >"$tmp/doctor.log" 2>&1 && doctor_rc=0 || doctor_rc=$?
+env -u KVCACHED_SHIM_PATH "$kvctl" doctor --json >"$tmp/doctor.json" 2>/dev/null || true
+python3 - "$tmp/doctor.json" "$lib" "$ipc" <<'PY' || { cat "$tmp/doctor.log"; fail "kvctl doctor (installed) found a problem of its own"; }
+import json, os, re, sys
+report, lib, ipc = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+checks = report["checks"]
+shim = [c for c in checks if c["check"] == "shim" and c["status"] == "ok"]
+m = re.match(r"(\S+) loads", shim[0]["detail"]) if shim else None
+assert m and os.path.realpath(m.group(1)) == os.path.realpath(lib), f"shim check: {shim}"
+assert any(c["check"] == "driver" and c["status"] == "ok" for c in checks), "driver check not ok"
+foreign = []
+for c in checks:
+    if c["status"] != "fail":
+        continue
+    assert c["check"] in ("segments", "permissions") and ipc not in c["detail"], c
+    foreign.append(c["detail"].split(":")[0])
+if foreign:
+    print(f"  doctor: also reports {len(foreign)} broken segment(s) of others in /dev/shm (not this package's): "
+          + "; ".join(f[:80] for f in foreign))
+PY
+sed 's/^/  doctor: /' "$tmp/doctor.log" | grep -E '\] (shim|driver) |all checks|problems found'
+echo "  doctor: exit status $doctor_rc (0 where /dev/shm holds no broken segment of others)"
 if command -v python3 >/dev/null; then
   # The engine hook is found next to the installed library, and nothing is written beside it.
   env LD_PRELOAD="$lib" python3 -c 'import kvcached_hook, sys; print("  python: kvcached_hook from", kvcached_hook.__file__)' \

@@ -20,10 +20,12 @@ struct AttachedProcess {
   kvcached::ledger::SlotSnapshot slot;
 };
 
-// One read of every segment: the live slots whose pid is in some process tree.
+// One read of the segments the processes of some trees have mapped: their live slots. Only
+// those segments are opened (found in /proc/PID/maps), so that a half-created or foreign
+// segment elsewhere in /dev/shm never delays the launcher.
 class LedgerScan {
  public:
-  static LedgerScan Take();
+  static LedgerScan Take(const std::vector<pid_t>& roots);
   // The slots of processes in the tree rooted at `root`.
   [[nodiscard]] std::vector<AttachedProcess> Of(pid_t root) const;
 

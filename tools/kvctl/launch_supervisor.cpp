@@ -277,11 +277,19 @@ class Supervisor {
     }
   }
 
+  std::vector<pid_t> RunningPids() const {
+    std::vector<pid_t> pids;
+    for (const auto& e : engines_) {
+      if (e.pid > 0) pids.push_back(e.pid);
+    }
+    return pids;
+  }
+
   void ApplyLimits() {
     bool any = false;
     for (const auto& e : engines_) any = any || (!e.spec->limit.empty() && e.pid > 0);
     if (!any) return;
-    const LedgerScan scan = LedgerScan::Take();
+    const LedgerScan scan = LedgerScan::Take(RunningPids());
     for (auto& e : engines_) {
       if (e.spec->limit.empty() || e.pid <= 0) continue;
       for (const auto& p : scan.Of(e.pid)) {
@@ -449,7 +457,7 @@ class Supervisor {
   }
 
   void PrintSummary() {
-    const LedgerScan scan = LedgerScan::Take();
+    const LedgerScan scan = LedgerScan::Take(RunningPids());
     for (const auto& e : engines_) {
       std::string line = fmt::format("{:<10}", StateName(e.state));
       if (e.pid > 0) line += fmt::format(" pid {}", e.pid);
