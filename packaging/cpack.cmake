@@ -8,30 +8,10 @@
 #   /usr/bin/kvctl
 #   /usr/share/doc/kvcached/                  operator documentation
 #   /usr/include/kvcached/kvcached.h          the C API (for programs that call it directly)
+#   /usr/lib/cmake/kvcached/, /usr/lib/pkgconfig/kvcached.pc   for programs that link the C API
 # Nothing is preloaded system-wide: operators opt in per engine with LD_PRELOAD.
 
-get_filename_component(KVCACHED_SOURCE_ROOT "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
-
-if(TARGET kvcached_shim)
-  install(TARGETS kvcached_shim LIBRARY DESTINATION lib/kvcached COMPONENT runtime)
-endif()
-if(TARGET kvctl)
-  install(TARGETS kvctl RUNTIME DESTINATION bin COMPONENT runtime)
-endif()
-if(EXISTS "${KVCACHED_SOURCE_ROOT}/hooks/python")
-  install(DIRECTORY "${KVCACHED_SOURCE_ROOT}/hooks/python/"
-          DESTINATION lib/kvcached/kvcached_python COMPONENT runtime
-          PATTERN "__pycache__" EXCLUDE
-          PATTERN "*.pyc" EXCLUDE)
-endif()
-install(FILES "${KVCACHED_SOURCE_ROOT}/include/kvcached/kvcached.h"
-        DESTINATION include/kvcached COMPONENT runtime)
-foreach(doc configuration.md kvctl.md interposition.md engine-hook.md)
-  if(EXISTS "${KVCACHED_SOURCE_ROOT}/docs/${doc}")
-    install(FILES "${KVCACHED_SOURCE_ROOT}/docs/${doc}" DESTINATION share/doc/kvcached
-            COMPONENT runtime)
-  endif()
-endforeach()
+include("${CMAKE_CURRENT_LIST_DIR}/install.cmake")   # the install() rules (layout above)
 
 set(CPACK_GENERATOR "DEB")
 set(CPACK_PACKAGE_NAME "kvcached-shim")

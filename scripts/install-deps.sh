@@ -4,7 +4,8 @@
 # only its headers to build, and no GPU.
 set -euo pipefail
 pkgs=(cmake make g++ binutils python3 libboost-dev libspdlog-dev libfmt-dev libgtest-dev
-      libcli11-dev nlohmann-json3-dev libncurses-dev tmux procps util-linux ccache)
+      libcli11-dev nlohmann-json3-dev libncurses-dev tmux procps util-linux ccache
+      libyaml-cpp-dev dpkg-dev pkgconf python3-yaml)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
