@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   kvctl::AddLimitCommand(app, exit_code);
   kvctl::AddDeleteCommand(app, exit_code);
   kvctl::AddDoctorCommand(app, exit_code);
+  kvctl::AddMetricsCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
