@@ -1,11 +1,14 @@
 // Unit tests of `kvctl metrics` below the HTTP server: the exposition text, --listen parsing, the
 // bind diagnosis, and the activity counters that engines publish in their ledger slots.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <set>
 #include <sstream>
@@ -14,6 +17,7 @@
 #include "core/ledger/ledger_segment.h"
 #include "core/ledger/ledger_snapshot.h"
 #include "tests/ledger/test_util.h"
+#include "tools/kvctl/metrics_scan.h"
 #include "tools/kvctl/metrics_server.h"
 #include "tools/kvctl/metrics_text.h"
 
@@ -232,6 +236,42 @@ TEST(ListenAddress, DiagnoseBindSaysAPortIsInUse) {
   EXPECT_EQ(DiagnoseBind(ListenAddress{"127.0.0.1", 0}), "");
   EXPECT_NE(DiagnoseBind(ListenAddress{"no-such-host.invalid", 9400}).find("cannot resolve"),
             std::string::npos);
+}
+
+// A file in /dev/shm whose creator died before writing the header: Segment::Open gives it 1 s to
+// appear, which would exceed Prometheus' scrape timeout; the scrape reports it at once.
+TEST(MetricsScan, AnAbandonedUnfinishedSegmentIsReportedWithoutWaiting) {
+  ledger::testing::ScopedSegmentName name("metrics_unfinished");
+  const int fd = ::open(name.path().c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  const timespec old[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
+  ASSERT_EQ(::futimens(fd, old), 0);
+  ::close(fd);
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<SegmentEntry> entries = ScanForMetrics();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  bool found = false;
+  for (const auto& e : entries) {
+    if (e.name != name.name()) continue;
+    found = true;
+    EXPECT_EQ(e.status, SegmentStatus::kCorrupt);
+    EXPECT_NE(e.error.find("never initialised"), std::string::npos) << e.error;
+    EXPECT_NE(e.error.find("kvctl delete " + name.name()), std::string::npos) << e.error;
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST(MetricsScan, AFreshUnfinishedSegmentIsLeftOutForNow) {
+  ledger::testing::ScopedSegmentName name("metrics_creating");
+  const int fd = ::open(name.path().c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& e : ScanForMetrics()) EXPECT_NE(e.name, name.name());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  const auto unfinished = UnfinishedSegment(name.name());
+  ASSERT_TRUE(unfinished);
+  EXPECT_TRUE(unfinished->name.empty());
 }
 
 // The counters an engine's pool thread publishes reach kvctl's snapshot, and a slot taken by the

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "tools/kvctl/commands.h"
-#include "tools/kvctl/inventory.h"
+#include "tools/kvctl/metrics_scan.h"
 #include "tools/kvctl/metrics_server.h"
 #include "tools/kvctl/metrics_text.h"
 
@@ -18,7 +18,7 @@ struct MetricsOptions {
 };
 
 std::string Render() {
-  return RenderMetrics(InspectAll());
+  return RenderMetrics(ScanForMetrics());
 }
 
 int RunMetrics(const MetricsOptions& o) {
