@@ -46,6 +46,7 @@ void AddMetricsCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", o->listen,
                   "ADDR:PORT to listen on (port 0 picks a free one and prints it); 0.0.0.0:PORT "
                   "serves every interface")
+      ->type_name("ADDR:PORT")
       ->capture_default_str();
   cmd->add_flag("--once", o->once, "Print the metrics text once to stdout and exit");
   cmd->callback([o, &exit_code] { exit_code = RunMetrics(*o); });
