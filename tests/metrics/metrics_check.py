@@ -9,8 +9,9 @@ refused memory. Cases:
               metrics` when installed)
   prometheus  a real Prometheus (1 s scrapes, loopback, its own free port) scrapes the exporter;
               the values it stores must equal `kvctl list --json` and the engines' own counters,
-              before and after the engines change what they hold; every expression of the
-              Grafana dashboard must return data
+              before and after the engines change what they hold, with an abandoned (headerless)
+              segment lying in /dev/shm; every expression of the Grafana dashboard must return
+              data
   dashboard   every metric the Grafana dashboard names is one the exporter emits (with a process)
 Exit 0 pass, 1 fail, 77 skip (prometheus is not installed: scripts/install-deps.sh installs it).
 """
@@ -193,7 +194,7 @@ class Run:
         self.args = args
         self.segment = "kvcached_test_metrics_%s_%d" % (tag, os.getpid())
         self.tmp = tempfile.mkdtemp(prefix="kvcached-metrics-")
-        self.engines, self.procs = [], []
+        self.engines, self.procs, self.files = [], [], []
 
     def engine(self, label, extra_env=None):
         e = Engine(self.args, self.segment, label, extra_env)
@@ -214,6 +215,9 @@ class Run:
         if os.path.exists("/dev/shm/" + self.segment):
             subprocess.run([self.args.kvctl, "delete", self.segment, "--force"],
                            capture_output=True, timeout=30)
+        for f in self.files:
+            if os.path.exists(f):
+                os.unlink(f)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -525,6 +529,12 @@ def case_prometheus(args):
     run = Run(args, "prom")
     try:
         started = time.time()
+        # A segment whose creator died before writing its header lies in /dev/shm too: the
+        # scrapes must not wait for it (Segment::Open would give it 1 s, the scrape timeout).
+        abandoned = "/dev/shm/kvcached_test_metrics_abandoned_%d" % os.getpid()
+        open(abandoned, "w").close()
+        run.files.append(abandoned)
+        os.utime(abandoned, (time.time() - 60, time.time() - 60))
         exporter = Exporter(args)
         run.procs.append(exporter.proc)
         prom = Prometheus(run, exporter.port)
@@ -562,6 +572,9 @@ def case_prometheus(args):
             result = prom.query(substitute(expr, run.segment))
             expect(result, "%s: %r returns no data" % (where, substitute(expr, run.segment)))
         log("dashboard: every expression returns data")
+        status = prom.query('kvcached_segment_status{segment="%s"}' % os.path.basename(abandoned))
+        expect([r["metric"].get("status") for r in status] == ["corrupt"],
+               "the abandoned segment's status: %s" % status)
         log("prometheus case took %.1f s" % (time.time() - started))
     finally:
         run.close()
