@@ -17,6 +17,15 @@ struct BudgetView {
   std::uint64_t all_charged = 0;  // every process on this budget: in_use + reserved
 };
 
+// What the page pool did since the process started, published through the budget for
+// `kvctl metrics` (monotonic counts).
+struct PoolActivity {
+  std::uint64_t pages_mapped = 0;
+  std::uint64_t pages_unmapped = 0;
+  std::uint64_t sync_maps = 0;
+  std::uint64_t budget_refusals = 0;
+};
+
 class Budget {
  public:
   Budget() = default;
@@ -53,6 +62,8 @@ class Budget {
   [[nodiscard]] virtual PressureInfo Pressure() const { return {}; }
   // Liveness: called periodically by the background thread.
   virtual void Heartbeat() {}
+  // Publishes the pool's counters where kvctl can read them; called with every heartbeat.
+  virtual void PublishActivity(const PoolActivity& /*activity*/) {}
   // Name shown by kvctl for this process (engine name).
   virtual void SetLabel(const std::string& /*label*/) {}
 

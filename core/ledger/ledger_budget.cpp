@@ -277,6 +277,15 @@ void LedgerBudget::Heartbeat() {
   }
 }
 
+void LedgerBudget::PublishActivity(const PoolActivity& activity) {
+  if (!Owns()) return;  // a fork child, or lost: the next heartbeat re-attaches, then we publish
+  LedgerSlot& s = Slot();
+  Atomic(s.pages_mapped).store(activity.pages_mapped, std::memory_order_relaxed);
+  Atomic(s.pages_unmapped).store(activity.pages_unmapped, std::memory_order_relaxed);
+  Atomic(s.sync_maps).store(activity.sync_maps, std::memory_order_relaxed);
+  Atomic(s.budget_refusals).store(activity.budget_refusals, std::memory_order_relaxed);
+}
+
 void LedgerBudget::Reattach() {
   std::lock_guard<std::mutex> lock(reattach_mutex_);
   if (!lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load()) return;

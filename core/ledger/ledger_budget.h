@@ -43,6 +43,7 @@ class LedgerBudget final : public Budget {
   bool TakePressureSignal() override;
   [[nodiscard]] PressureInfo Pressure() const override;
   void Heartbeat() override;
+  void PublishActivity(const PoolActivity& activity) override;
   void SetLabel(const std::string& label) override;
   [[nodiscard]] BudgetView View() const override;
 

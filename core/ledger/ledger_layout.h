@@ -12,7 +12,7 @@
 namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: the activity counters in LedgerSlot
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
@@ -81,7 +81,13 @@ struct LedgerSlot {
   std::uint64_t attached_ns;  // CLOCK_REALTIME when the owner took the slot
   std::uint8_t spare0[48];
   char label[kLabelBytes];  // NUL-terminated engine name; the last byte is always 0
-  std::uint8_t spare1[64];
+  // Third part of the last line: the owner's page activity since it attached, published by its
+  // pool thread with every heartbeat (statistics for `kvctl metrics`; never used for admission).
+  std::uint64_t pages_mapped;     // pages swapped in (zero -> real)
+  std::uint64_t pages_unmapped;   // pages swapped out (real -> zero)
+  std::uint64_t sync_maps;        // of pages_mapped: done on the engine's thread (map-ahead miss)
+  std::uint64_t budget_refusals;  // requests the budget refused
+  std::uint8_t spare1[32];
 };
 
 static_assert(std::is_trivially_copyable_v<SegmentHeader> &&
@@ -90,6 +96,7 @@ static_assert(std::is_trivially_copyable_v<LedgerSlot> && std::is_standard_layou
 static_assert(sizeof(SegmentHeader) == 256);
 static_assert(sizeof(LedgerSlot) == 256);
 static_assert(offsetof(LedgerSlot, pidns) == 64 && offsetof(LedgerSlot, label) == 128);
+static_assert(offsetof(LedgerSlot, pages_mapped) == 192);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "ledger words must be lock-free: a lock could be held by a killed process");
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment <= 8);

@@ -9,6 +9,13 @@
 namespace kvcached::ledger {
 namespace {
 
+void ZeroActivity(LedgerSlot& s) {
+  Atomic(s.pages_mapped).store(0, std::memory_order_relaxed);
+  Atomic(s.pages_unmapped).store(0, std::memory_order_relaxed);
+  Atomic(s.sync_maps).store(0, std::memory_order_relaxed);
+  Atomic(s.budget_refusals).store(0, std::memory_order_relaxed);
+}
+
 void ZeroSlot(LedgerSlot& s) {
   // Counters first: the slot must hold nothing before it is seen free (the validator and the
   // admission sum both rely on "free implies zero").
@@ -21,6 +28,7 @@ void ZeroSlot(LedgerSlot& s) {
   Atomic(s.heartbeat_ns).store(0);
   Atomic(s.pidns).store(0);
   Atomic(s.attached_ns).store(0);
+  ZeroActivity(s);
   WriteLabel(s, {});
 }
 
@@ -64,6 +72,7 @@ Result<std::uint32_t> ClaimSlot(Segment& segment, const ProcessIdentity& me,
       Atomic(s.pidns).store(me.pidns);
       Atomic(s.attached_ns).store(RealtimeNs());
       Atomic(s.heartbeat_ns).store(BoottimeNs());
+      ZeroActivity(s);
       WriteLabel(s, label);
       return i;
     }

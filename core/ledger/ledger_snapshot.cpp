@@ -46,6 +46,10 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     out.other = s.other;
     out.heartbeat_ns = s.heartbeat_ns;
     out.attached_ns = s.attached_ns;
+    out.pages_mapped = s.pages_mapped;
+    out.pages_unmapped = s.pages_unmapped;
+    out.sync_maps = s.sync_maps;
+    out.budget_refusals = s.budget_refusals;
     s.label[kLabelBytes - 1] = '\0';
     out.label = s.label;
     out.other_pidns = s.pidns != 0 && me.pidns != 0 && s.pidns != me.pidns;

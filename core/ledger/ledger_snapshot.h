@@ -28,6 +28,10 @@ struct SlotSnapshot {
   std::uint64_t other = 0;
   std::uint64_t heartbeat_ns = 0;  // CLOCK_BOOTTIME
   std::uint64_t attached_ns = 0;   // CLOCK_REALTIME
+  std::uint64_t pages_mapped = 0;  // the owner's page activity (LedgerSlot)
+  std::uint64_t pages_unmapped = 0;
+  std::uint64_t sync_maps = 0;
+  std::uint64_t budget_refusals = 0;
   std::string label;
   bool dead = false;         // owner gone (the slot awaits reclamation)
   bool other_pidns = false;  // owner in another pid namespace (pid is not ours to look up)

@@ -10,6 +10,10 @@ void PagePool::MaintenancePass() {
   // Another process was refused: give back everything not in use (within one period).
   if (budget_.TakePressureSignal()) (void)GiveBackAll();
   budget_.Heartbeat();
+  budget_.PublishActivity({counters_.maps.load(std::memory_order_relaxed),
+                           counters_.unmaps.load(std::memory_order_relaxed),
+                           counters_.sync_maps.load(std::memory_order_relaxed),
+                           counters_.budget_refusals.load(std::memory_order_relaxed)});
 
   auto regions = Snapshot();
   const std::int64_t now = NowNs();

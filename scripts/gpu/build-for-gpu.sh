@@ -3,7 +3,8 @@
 # build-gpu/ (bin/ + lib/, stripped, checked to stay under 40 MiB) -- the one folder to carry to the
 # GPU machine. The object tree stays in build-gpu-obj/ so rebuilds are incremental.
 # Then, on the GPU machine, from the repo root: scripts/gpu/run-suite.sh
-# Extra CMake targets to pack: KVCACHED_GPU_EXTRA_TARGETS="t1 t2".
+# Extra CMake targets to pack: KVCACHED_GPU_EXTRA_TARGETS="t1 t2". kvctl is built without
+# cpp-httplib (`kvctl metrics --once` only), so that it needs no libcpp-httplib on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 obj=${KVCACHED_GPU_OBJ_DIR:-build-gpu-obj}
@@ -11,7 +12,7 @@ pack=${KVCACHED_GPU_BUILD_DIR:-build-gpu}
 jobs=${JOBS:-2}
 
 cmake -S . -B "$obj" -DCMAKE_BUILD_TYPE=Release -DKVCACHED_GPU=ON -DKVCACHED_BUILD_TESTS=ON \
-  -DKVCACHED_BUILD_BENCH=ON >"$obj.configure.log" 2>&1 ||
+  -DKVCACHED_BUILD_BENCH=ON -DKVCACHED_KVCTL_HTTP=OFF >"$obj.configure.log" 2>&1 ||
   { cat "$obj.configure.log" >&2; echo "build-for-gpu: configure failed" >&2; exit 1; }
 
 # GPU tests and benchmarks by their source names, plus the shim, kvctl and the demo.

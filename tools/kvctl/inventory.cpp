@@ -100,6 +100,10 @@ nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
   j["charged_bytes"] = s.charged;
   j["peak_bytes"] = s.peak;
   j["other_bytes"] = s.other;
+  j["pages_mapped"] = s.pages_mapped;
+  j["pages_unmapped"] = s.pages_unmapped;
+  j["sync_maps"] = s.sync_maps;
+  j["budget_refusals"] = s.budget_refusals;
   const double age = HeartbeatAge(s);
   j["heartbeat_age_s"] = age < 0 ? nlohmann::json(nullptr) : nlohmann::json(age);
   return j;
