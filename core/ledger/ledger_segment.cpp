@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -91,7 +92,11 @@ Result<std::unique_ptr<Segment::Mapping>> MapExisting(const std::string& name,
     }
   }
   // The creator sizes the file and then publishes the magic; give a creator that is still at it
-  // a moment, but never wait forever for one that died.
+  // a moment, but never wait forever for one that died, nor at all for a file that was last
+  // changed long ago (a leftover: `kvctl list` must not pause a second on each).
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  if (now.tv_sec - st.st_ctim.tv_sec > 2) wait = std::chrono::milliseconds(0);
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
     if (::fstat(mapping->fd, &st) != 0) return OpenError(path, errno);

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/ledger/ledger_budget.h"
 #include "core/ledger/ledger_budget_factory.h"
@@ -246,6 +247,23 @@ TEST(LedgerTrust, KvctlLimitOnAnotherUsersProcessIsPermissionDenied) {
   EXPECT_TRUE(Has(r.err, "permission denied")) << r.err;
   EXPECT_TRUE(Has(r.err, "uid 0")) << r.err;
   EXPECT_FALSE(Has(r.err, "no live process matches")) << r.err;
+
+  // `list --json` of a segment it cannot read keeps every documented field, with the error.
+  r = testing::Run({kvctl, "list", "--json"}, {}, std::chrono::seconds(20), kSquatter, kSquatter);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  bool seen = false;
+  const auto listed = nlohmann::json::parse(r.out);
+  for (const auto& s : listed.at("segments")) {
+    if (s.at("name") != closed.name()) continue;
+    seen = true;
+    EXPECT_EQ(s.at("status"), "unreadable");
+    EXPECT_TRUE(Has(s.at("error").get<std::string>(), "permission denied"));
+    for (const char* key : {"gpu_uuid", "budget_bytes", "used_bytes", "free_bytes",
+                            "live_processes", "dead_processes", "slots", "processes"}) {
+      EXPECT_TRUE(s.contains(key)) << key << " missing: " << s.dump();
+    }
+  }
+  EXPECT_TRUE(seen) << r.out << r.err;
 
   // The segment's owner (root) may.
   r = testing::Run({kvctl, "limit", pid, "1G"}, {}, std::chrono::seconds(20));
