@@ -413,9 +413,8 @@ void LedgerBudget::Reattach() {
   // exactly those of this process, and no thread still writes the old slot afterwards.
   std::unique_lock lock(slot_mu_);
   bool still_ours = false;
-  if (!OnLedger([&] {
-        still_ours = !lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load();
-      }) ||
+  if (!OnLedger(
+          [&] { still_ours = !lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load(); }) ||
       still_ours) {
     return;
   }
@@ -465,9 +464,10 @@ void LedgerBudget::Reattach() {
   if (sums.claimed > segment_->budget()) {
     // Others were admitted our share while we were presumed dead: the GPU holds more than the
     // budget until someone gives memory back. Ask them to; we take no page until it fits.
-    KVC_LOG_WARN("kvcached: {} is over its budget by {} bytes after re-registering; asking the "
-                 "other engines to give back reserved memory",
-                 segment_->path(), sums.claimed - segment_->budget());
+    KVC_LOG_WARN(
+        "kvcached: {} is over its budget by {} bytes after re-registering; asking the "
+        "other engines to give back reserved memory",
+        segment_->path(), sums.claimed - segment_->budget());
     (void)OnLedger([&] {
       SegmentHeader& h = segment_->header();
       Atomic(h.pressure_bytes)

@@ -6,14 +6,13 @@
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cmath>
 
 #include "core/budget/local_budget.h"
 #include "core/ledger/ledger_budget.h"
 #include "core/ledger/ledger_name.h"
-#include "core/ledger/ledger_validate.h"
 #include "core/ledger/ledger_snapshot.h"
+#include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
 #include "core/pool/format_bytes.h"
 

@@ -124,8 +124,7 @@ Result<std::unique_ptr<Segment::Mapping>> MapExisting(const std::string& name,
   for (;;) {
     const bool ok = Guarded(addr, size, [&] { magic = LoadAcquire(header.magic); });
     if (!ok) {
-      return Status(Errc::kInvalid,
-                    SegmentProblem(path, "it was truncated while being opened"));
+      return Status(Errc::kInvalid, SegmentProblem(path, "it was truncated while being opened"));
     }
     if (magic != 0 || std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -293,9 +292,10 @@ Result<std::unique_ptr<Segment>> Segment::OpenOrCreate(const std::string& name,
     if (!params.group.empty()) {
       auto gid = GroupId(params.group);
       if (!gid) {
-        return fail(fmt::format("KVCACHED_SHM_GROUP={}: no such group (create it, or unset the "
-                                "variable to keep the ledger owner-only)",
-                                params.group));
+        return fail(
+            fmt::format("KVCACHED_SHM_GROUP={}: no such group (create it, or unset the "
+                        "variable to keep the ledger owner-only)",
+                        params.group));
       }
       if (::fchown(fd, static_cast<uid_t>(-1), *gid) != 0) {
         return fail(
@@ -306,9 +306,10 @@ Result<std::unique_ptr<Segment>> Segment::OpenOrCreate(const std::string& name,
     }
     const std::size_t size = SegmentBytes(params.slot_count);
     if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      return fail(fmt::format("cannot size {} to {} bytes: {} (is /dev/shm full? see `kvctl "
-                              "doctor`)",
-                              path, size, std::strerror(errno)));
+      return fail(
+          fmt::format("cannot size {} to {} bytes: {} (is /dev/shm full? see `kvctl "
+                      "doctor`)",
+                      path, size, std::strerror(errno)));
     }
     void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (addr == MAP_FAILED) {
@@ -379,8 +380,8 @@ Result<SegmentLock> Segment::LockForAttach(std::chrono::milliseconds wait) {
   }
   struct stat st {};
   if (::fstat(mapping_->fd, &st) != 0 || st.st_nlink == 0) {
-    return Status(Errc::kNotFound, fmt::format("{} was deleted while this process attached to it",
-                                               path()));
+    return Status(Errc::kNotFound,
+                  fmt::format("{} was deleted while this process attached to it", path()));
   }
   return lock;
 }

@@ -73,10 +73,9 @@ std::optional<std::string> TrustProblem(const struct stat& st, const TrustPolicy
   if (st.st_uid == policy.self || st.st_uid == 0) return std::nullopt;
   if (policy.group && st.st_gid == *policy.group) return std::nullopt;
   const std::string group_note =
-      policy.group_name.empty()
-          ? std::string("no KVCACHED_SHM_GROUP is set")
-          : fmt::format("its group is {} (gid {}), not KVCACHED_SHM_GROUP={}", GroupName(st.st_gid),
-                        st.st_gid, policy.group_name);
+      policy.group_name.empty() ? std::string("no KVCACHED_SHM_GROUP is set")
+                                : fmt::format("its group is {} (gid {}), not KVCACHED_SHM_GROUP={}",
+                                              GroupName(st.st_gid), st.st_gid, policy.group_name);
   return fmt::format(
       "{} is owned by {}, not by this process's {} or root, and {}: another user may have "
       "created it to read or cap this process's memory, so it is not used. Fix: remove it "

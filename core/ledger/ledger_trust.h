@@ -13,9 +13,9 @@
 namespace kvcached::ledger {
 
 struct TrustPolicy {
-  uid_t self = 0;                // the engine's effective uid
-  std::optional<gid_t> group;    // the operator group (KVCACHED_SHM_GROUP), when it exists
-  std::string group_name;        // as configured (for messages)
+  uid_t self = 0;              // the engine's effective uid
+  std::optional<gid_t> group;  // the operator group (KVCACHED_SHM_GROUP), when it exists
+  std::string group_name;      // as configured (for messages)
 };
 
 // The policy of this process with `group_name` (KVCACHED_SHM_GROUP; empty = none). A group

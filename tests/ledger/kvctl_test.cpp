@@ -49,11 +49,10 @@ nlohmann::json ProcessEntry(const nlohmann::json& segment, pid_t pid) {
 
 // The fields docs/kvctl.md promises for every segment of `list --json`, whatever its state.
 void ExpectEveryDocumentedField(const nlohmann::json& s) {
-  for (const char* key :
-       {"name", "path", "status", "error", "owner_uid", "group_gid", "mode", "gpu_uuid",
-        "gpu_total_bytes", "budget_bytes", "used_bytes", "reserved_bytes", "charged_bytes",
-        "free_bytes", "live_processes", "dead_processes", "slots", "pressure_requests",
-        "processes"}) {
+  for (const char* key : {"name", "path", "status", "error", "owner_uid", "group_gid", "mode",
+                          "gpu_uuid", "gpu_total_bytes", "budget_bytes", "used_bytes",
+                          "reserved_bytes", "charged_bytes", "free_bytes", "live_processes",
+                          "dead_processes", "slots", "pressure_requests", "processes"}) {
     EXPECT_TRUE(s.contains(key)) << key << " missing in " << s.dump();
   }
 }

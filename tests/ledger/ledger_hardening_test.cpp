@@ -168,10 +168,10 @@ TEST(LedgerTruncation, EnginesSurviveTheirSegmentBeingTruncatedUnderThemAndKeepA
     ScopedSegmentName name("trunc");
     std::vector<std::unique_ptr<Holder>> holders;
     for (int i = 0; i < 3; ++i) {
-      holders.push_back(std::make_unique<Holder>(
-          name.name(), "eng" + std::to_string(i),
-          std::vector<std::string>{"--charge", std::to_string(4 * kPage), "--page",
-                                   std::to_string(kPage)}));
+      holders.push_back(
+          std::make_unique<Holder>(name.name(), "eng" + std::to_string(i),
+                                   std::vector<std::string>{"--charge", std::to_string(4 * kPage),
+                                                            "--page", std::to_string(kPage)}));
       ASSERT_TRUE(holders.back()->ready());
     }
     // Ledger traffic in every process while the file shrinks under it.

@@ -230,8 +230,8 @@ TEST(LedgerTrust, KvctlLimitOnAnotherUsersProcessIsPermissionDenied) {
   testing::Holder holder(name.name(), "root-engine", {"--charge", std::to_string(4 * kPage)});
   ASSERT_TRUE(holder.ready());
   const std::string pid = std::to_string(holder.pid());
-  auto r = testing::Run({kvctl, "limit", pid, "0"}, {}, std::chrono::seconds(20), kSquatter,
-                        kSharedGid);
+  auto r =
+      testing::Run({kvctl, "limit", pid, "0"}, {}, std::chrono::seconds(20), kSquatter, kSharedGid);
   EXPECT_EQ(r.rc, 1) << r.out << r.err;
   EXPECT_TRUE(Has(r.err, "permission denied")) << r.err;
   EXPECT_TRUE(Has(r.err, "uid 0")) << r.err;

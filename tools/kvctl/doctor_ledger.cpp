@@ -51,7 +51,8 @@ std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config) {
   for (const auto& name : names) {
     const kvcached::Status s = ledger::DiagnoseSegment(name, config.shm_group);
     if (s.ok()) {
-      out.push_back({true, fmt::format("{}: engines of this user can attach", ledger::SegmentPath(name))});
+      out.push_back(
+          {true, fmt::format("{}: engines of this user can attach", ledger::SegmentPath(name))});
     } else {
       out.push_back({false, fmt::format("{} (engines would run with a process-local budget, not "
                                         "sharing this GPU elastically)",

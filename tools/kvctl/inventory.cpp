@@ -130,10 +130,9 @@ nlohmann::json SegmentJson(const SegmentEntry& e, bool with_processes) {
   } else {
     // Unreadable or corrupt: every documented field is still there (null: unknown), so that a
     // script never meets a missing key; "error" says why.
-    for (const char* key :
-         {"gpu_uuid", "gpu_total_bytes", "budget_bytes", "used_bytes", "reserved_bytes",
-          "charged_bytes", "free_bytes", "live_processes", "dead_processes", "slots",
-          "pressure_requests"}) {
+    for (const char* key : {"gpu_uuid", "gpu_total_bytes", "budget_bytes", "used_bytes",
+                            "reserved_bytes", "charged_bytes", "free_bytes", "live_processes",
+                            "dead_processes", "slots", "pressure_requests"}) {
       j[key] = nullptr;
     }
   }
