@@ -23,6 +23,7 @@
 #include "core/ledger/ledger_segment.h"
 #include "core/ledger/ledger_slots.h"
 #include "core/log/log.h"
+#include "core/runtime/runtime.h"
 #include "tests/ledger/test_util.h"
 
 namespace kvcached::ledger {
@@ -148,6 +149,28 @@ TEST(LedgerFallback, EveryKindOfBadSegmentLeavesTheEngineAWorkingLocalBudget) {
     }
     ::unlink(name.path().c_str());
   }
+}
+
+TEST(LedgerFallback, TheRuntimeKeepsAllocatingOnTheFakeDriverWhenItsSegmentIsCorrupt) {
+  const std::string fake = testing::FakeDriverPath();
+  if (fake.empty() || ::access(fake.c_str(), R_OK) != 0) GTEST_SKIP() << "no fake driver built";
+  ScopedSegmentName name("fallrt");
+  std::vector<char> junk(SegmentBytes(kDefaultSlotCount), 'Z');
+  WriteFileBytes(name.path(), junk, 0600);
+  Config config = EngineConfig(name.name());
+  config.cuda_driver = fake;
+  config.map_ahead_pages = 0;
+  config.page_prealloc = false;
+  config.min_reserved_pages = 0;
+  auto rt = Runtime::Create(config, nullptr, MakeBudgetFactory());
+  ASSERT_TRUE(rt.ok()) << rt.status().message();
+  auto base = rt.value()->CreateRegion(0, 64 * kPage, RegionKind::kLazy);
+  ASSERT_TRUE(base.ok()) << base.status().message();
+  const ByteRange range{base.value(), 8 * kPage};
+  const Status acquired = rt.value()->Acquire({&range, 1});
+  EXPECT_TRUE(acquired.ok()) << "no KV cache with a corrupt segment: " << acquired.message();
+  EXPECT_TRUE(rt.value()->Release({&range, 1}).ok());
+  EXPECT_TRUE(rt.value()->DestroyRegion(base.value()).ok());
 }
 
 // Sends `line` to every holder at once; returns the replies.
