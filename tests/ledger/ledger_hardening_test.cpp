@@ -185,7 +185,22 @@ std::vector<std::string> SendAll(std::vector<std::unique_ptr<Holder>>& holders,
   return out;
 }
 
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+
 TEST(LedgerTruncation, EnginesSurviveTheirSegmentBeingTruncatedUnderThemAndKeepAllocating) {
+  // TSan runs atomics inside its runtime, which cannot take a SIGBUS there: the fault retries
+  // forever instead of reaching the guard (checked with a stand-alone program). ASan+UBSan is fine.
+  if (kThreadSanitizer) GTEST_SKIP() << "the SIGBUS guard cannot work under ThreadSanitizer";
   for (const off_t size : {off_t{0}, off_t{1000}, off_t{8192}}) {
     SCOPED_TRACE(size);
     ScopedSegmentName name("trunc");
