@@ -11,7 +11,9 @@
 
 #include "core/ledger/ledger_atomics.h"
 #include "core/ledger/ledger_slots.h"
+#include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
+#include "core/pool/format_bytes.h"
 
 // Admission protocol (why the sum of `charged` over all slots never exceeds the budget, with no
 // lock anywhere).
@@ -45,6 +47,11 @@
 //
 // Per-process limit: checked against the slot's `limit` word at each admission, so a limit
 // stored by `kvctl limit` takes effect at the next admission without any polling.
+//
+// A segment that breaks under a live process (truncated: every access is guarded against the
+// SIGBUS, see ledger_fault_guard.h; header overwritten: the heartbeat checks it) is abandoned:
+// the process keeps its holdings in its own counters and admits against a process-local limit
+// from then on (Degrade), rather than crash or stop taking memory.
 
 namespace kvcached::ledger {
 namespace {
@@ -52,6 +59,7 @@ namespace {
 constexpr int kMaxAttempts = 6;
 constexpr std::uint64_t kReclaimIntervalNs = 10ULL * 1000 * 1000;  // on refusal: at most 100/s
 constexpr std::uint64_t kHeartbeatReclaimNs = 1000ULL * 1000 * 1000;
+constexpr std::uint64_t kHealthIntervalNs = 200ULL * 1000 * 1000;
 
 std::atomic<std::uint64_t> g_fork_generation{0};
 std::atomic<AdmissionHook> g_admission_hook{nullptr};
@@ -110,7 +118,15 @@ Result<std::unique_ptr<LedgerBudget>> LedgerBudget::Attach(std::shared_ptr<Segme
   }
   RegisterForkHandler();
   ProcessIdentity me = CurrentProcess();
-  auto slot = ClaimSlot(*segment, me, label);
+  // Held until the slot is ours: `kvctl delete` (exclusive) then either saw us or we see that
+  // it deleted the file (kNotFound).
+  auto lock = segment->LockForAttach();
+  if (!lock.ok()) return lock.status();
+  Result<std::uint32_t> slot = Status(Errc::kInvalid, "");
+  if (!segment->Guard([&] { slot = ClaimSlot(*segment, me, label); })) {
+    return Status(Errc::kInvalid,
+                  SegmentProblem(segment->path(), "it was truncated while this process attached"));
+  }
   if (!slot.ok()) return slot.status();
   std::unique_ptr<LedgerBudget> budget(new LedgerBudget(std::move(segment), me, slot.value()));
   budget->label_ = label;
@@ -125,8 +141,12 @@ LedgerBudget::LedgerBudget(std::shared_ptr<Segment> segment, ProcessIdentity me,
       fork_generation_(g_fork_generation.load()) {}
 
 LedgerBudget::~LedgerBudget() {
-  if (fork_generation_ != g_fork_generation.load()) return;  // the parent's slot, not ours
-  ReleaseSlot(*segment_, slot_.load(), owner_word_.load());
+  if (Forked() || local_.load()) return;  // the parent's slot, or a segment given up
+  (void)segment_->Guard([&] { ReleaseSlot(*segment_, slot_.load(), owner_word_.load()); });
+}
+
+bool LedgerBudget::Forked() const {
+  return fork_generation_ != g_fork_generation.load(std::memory_order_relaxed);
 }
 
 LedgerSlot& LedgerBudget::Slot() const {
@@ -134,7 +154,7 @@ LedgerSlot& LedgerBudget::Slot() const {
 }
 
 bool LedgerBudget::Owns() const {
-  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return false;
+  if (Forked()) return false;
   if (lost_.load(std::memory_order_relaxed)) return false;
   return LoadRelaxed(Slot().owner) == owner_word_.load(std::memory_order_relaxed);
 }
@@ -142,6 +162,30 @@ bool LedgerBudget::Owns() const {
 std::uint64_t LedgerBudget::EffectiveLimit() const {
   const std::uint64_t limit = Load(Slot().limit);
   return limit == kNoLimit ? segment_->budget() : std::min(limit, segment_->budget());
+}
+
+template <class F>
+bool LedgerBudget::OnLedger(F&& fn) {
+  if (local_.load(std::memory_order_relaxed)) return false;
+  if (segment_->Guard(std::forward<F>(fn))) return true;
+  Degrade("it was truncated while in use (an access past its new end was caught)");
+  return false;
+}
+
+void LedgerBudget::Degrade(const std::string& reason) {
+  const std::uint64_t seen = limit_seen_.load();
+  local_limit_.store(seen == kNoLimit ? segment_->budget() : std::min(seen, segment_->budget()));
+  bool expected = false;
+  if (!local_.compare_exchange_strong(expected, true)) return;
+  log::ErrorOnce(
+      "ledger-degraded-" + segment_->name(),
+      fmt::format("kvcached: ledger segment {} cannot be used any more: {}. This process "
+                  "continues with a process-local budget of {} (its KV cache keeps working but "
+                  "is no longer shared elastically with the other engines on this GPU). Fix: stop "
+                  "the engines on this GPU, `kvctl delete {}` (or `kvctl delete --force {}`), "
+                  "and start them again",
+                  segment_->path(), reason, FormatBytes(local_limit_.load()), segment_->name(),
+                  segment_->name()));
 }
 
 bool LedgerBudget::MaybeReclaim(bool force) {
@@ -153,13 +197,37 @@ bool LedgerBudget::MaybeReclaim(bool force) {
 }
 
 int LedgerBudget::ReclaimDead() {
-  return ReclaimDeadSlots(*segment_, me_);
+  std::shared_lock lock(slot_mu_);
+  int n = 0;
+  (void)OnLedger([&] { n = ReclaimDeadSlots(*segment_, me_); });
+  return n;
+}
+
+bool LedgerBudget::ChargeLocal(std::uint64_t bytes) {
+  const std::uint64_t limit = local_limit_.load(std::memory_order_relaxed);
+  std::uint64_t cur = charged_.load();
+  do {
+    if (bytes > limit || cur > limit - bytes) return false;
+  } while (!charged_.compare_exchange_weak(cur, cur + bytes));
+  const std::uint64_t now = cur + bytes;
+  std::uint64_t peak = peak_.load(std::memory_order_relaxed);
+  while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  return true;
 }
 
 bool LedgerBudget::TryCharge(std::uint64_t bytes) {
   if (bytes == 0) return true;
+  if (Forked()) return false;
+  std::shared_lock lock(slot_mu_);
+  bool admitted = false;
+  if (OnLedger([&] { admitted = ChargeShared(bytes); })) return admitted;
+  return local_.load() && ChargeLocal(bytes);
+}
+
+bool LedgerBudget::ChargeShared(std::uint64_t bytes) {
   if (!Owns()) {
-    if (fork_generation_ == g_fork_generation.load(std::memory_order_relaxed)) lost_.store(true);
+    lost_.store(true);
     return false;
   }
   LedgerSlot& me = Slot();
@@ -167,6 +235,7 @@ bool LedgerBudget::TryCharge(std::uint64_t bytes) {
   Atomic(me.heartbeat_ns).store(BoottimeNs(), std::memory_order_relaxed);
   bool reclaimed_once = false;
   for (int attempt = 0;; ++attempt) {
+    limit_seen_.store(Load(me.limit), std::memory_order_relaxed);
     const std::uint64_t limit = EffectiveLimit();
     if (bytes > limit || Load(me.charged) > limit - bytes) return false;  // over its own limit
 
@@ -177,8 +246,15 @@ bool LedgerBudget::TryCharge(std::uint64_t bytes) {
       if (AdmissionHook hook = g_admission_hook.load(std::memory_order_relaxed)) hook(*this);
       Atomic(me.charged).fetch_add(bytes);    // (C)
       Atomic(me.tentative).fetch_sub(bytes);  // (T)
-      const std::uint64_t now_charged = charged_.fetch_add(bytes) + bytes;
+      const std::uint64_t now_charged = charged_.load() + bytes;
       RaiseTo(me.peak, now_charged);
+      // Last, after every access to the mapping: a fault above leaves the local books as they
+      // were, and the charge is then retried against the local limit.
+      charged_.fetch_add(bytes);
+      std::uint64_t peak = peak_.load(std::memory_order_relaxed);
+      while (now_charged > peak &&
+             !peak_.compare_exchange_weak(peak, now_charged, std::memory_order_relaxed)) {
+      }
       return true;
     }
     Atomic(me.tentative).fetch_sub(bytes);
@@ -200,33 +276,55 @@ bool LedgerBudget::TryCharge(std::uint64_t bytes) {
 }
 
 std::uint64_t LedgerBudget::Headroom() const {
-  if (!Owns()) return 0;
-  const std::uint64_t limit = EffectiveLimit();
-  const std::uint64_t own = Load(Slot().charged);
-  const std::uint64_t claimed = SumSlots(*segment_).claimed;
-  const std::uint64_t budget = segment_->budget();
-  const std::uint64_t by_limit = own < limit ? limit - own : 0;
-  const std::uint64_t by_budget = claimed < budget ? budget - claimed : 0;
-  return std::min(by_limit, by_budget);
+  if (Forked()) return 0;
+  std::shared_lock lock(slot_mu_);
+  auto* self = const_cast<LedgerBudget*>(this);
+  std::uint64_t headroom = 0;
+  if (self->OnLedger([&] {
+        if (!Owns()) return;
+        const std::uint64_t limit = EffectiveLimit();
+        const std::uint64_t own = Load(Slot().charged);
+        const std::uint64_t claimed = SumSlots(*segment_).claimed;
+        const std::uint64_t budget = segment_->budget();
+        const std::uint64_t by_limit = own < limit ? limit - own : 0;
+        const std::uint64_t by_budget = claimed < budget ? budget - claimed : 0;
+        headroom = std::min(by_limit, by_budget);
+      })) {
+    return headroom;
+  }
+  if (!local_.load()) return 0;
+  const std::uint64_t limit = local_limit_.load();
+  const std::uint64_t charged = charged_.load();
+  return charged < limit ? limit - charged : 0;
 }
 
 void LedgerBudget::Uncharge(std::uint64_t bytes) {
+  std::shared_lock lock(slot_mu_);
   SatSubLocal(charged_, bytes);
-  if (Owns()) SatSub(Slot().charged, bytes);
+  (void)OnLedger([&] {
+    if (Owns()) SatSub(Slot().charged, bytes);
+  });
 }
 
 void LedgerBudget::MoveToInUse(std::uint64_t bytes) {
+  std::shared_lock lock(slot_mu_);
   in_use_.fetch_add(bytes, std::memory_order_relaxed);
-  if (Owns()) Atomic(Slot().in_use).fetch_add(bytes, std::memory_order_relaxed);
+  (void)OnLedger([&] {
+    if (Owns()) Atomic(Slot().in_use).fetch_add(bytes, std::memory_order_relaxed);
+  });
 }
 
 void LedgerBudget::MoveToReserved(std::uint64_t bytes) {
+  std::shared_lock lock(slot_mu_);
   SatSubLocal(in_use_, bytes);
-  if (Owns()) SatSub(Slot().in_use, bytes);
+  (void)OnLedger([&] {
+    if (Owns()) SatSub(Slot().in_use, bytes);
+  });
 }
 
 void LedgerBudget::AddOther(std::int64_t delta_bytes) {
   // Kept within [0, GPU total] so that the segment stays valid whatever the hooks report.
+  std::shared_lock lock(slot_mu_);
   const std::uint64_t total = segment_->gpu_total();
   std::uint64_t cur = other_.load();
   std::uint64_t next = 0;
@@ -238,26 +336,36 @@ void LedgerBudget::AddOther(std::int64_t delta_bytes) {
       next = std::min(SatAdd(cur, static_cast<std::uint64_t>(delta_bytes)), total);
     }
   } while (!other_.compare_exchange_weak(cur, next));
-  if (Owns()) Atomic(Slot().other).store(next, std::memory_order_relaxed);
+  (void)OnLedger([&] {
+    if (Owns()) Atomic(Slot().other).store(next, std::memory_order_relaxed);
+  });
 }
 
 void LedgerBudget::RequestPressure(std::uint64_t bytes) {
-  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return;
-  SegmentHeader& h = segment_->header();
-  own_pressure_requests_.fetch_add(1);
-  Atomic(h.pressure_bytes).store(std::min(bytes, segment_->gpu_total()), std::memory_order_relaxed);
-  Atomic(h.pressure_pid).store(me_.pid, std::memory_order_relaxed);
-  Atomic(h.pressure_ns).store(BoottimeNs(), std::memory_order_relaxed);
-  Atomic(h.pressure_seq).fetch_add(1);
+  if (Forked()) return;
+  (void)OnLedger([&] {
+    SegmentHeader& h = segment_->header();
+    own_pressure_requests_.fetch_add(1);
+    Atomic(h.pressure_bytes)
+        .store(std::min(bytes, segment_->gpu_total()), std::memory_order_relaxed);
+    Atomic(h.pressure_pid).store(me_.pid, std::memory_order_relaxed);
+    Atomic(h.pressure_ns).store(BoottimeNs(), std::memory_order_relaxed);
+    Atomic(h.pressure_seq).fetch_add(1);
+  });
 }
 
 Budget::PressureInfo LedgerBudget::Pressure() const {
-  const auto& h = segment_->header();
-  return {LoadRelaxed(h.pressure_seq), static_cast<int>(LoadRelaxed(h.pressure_pid))};
+  PressureInfo info;
+  (void)const_cast<LedgerBudget*>(this)->OnLedger([&] {
+    const auto& h = segment_->header();
+    info = {LoadRelaxed(h.pressure_seq), static_cast<int>(LoadRelaxed(h.pressure_pid))};
+  });
+  return info;
 }
 
 bool LedgerBudget::TakePressureSignal() {
-  const std::uint64_t seq = LoadRelaxed(segment_->header().pressure_seq);
+  std::uint64_t seq = 0;
+  if (!OnLedger([&] { seq = LoadRelaxed(segment_->header().pressure_seq); })) return false;
   if (seq == pressure_seen_.load(std::memory_order_relaxed)) return false;  // the common case
   const std::uint64_t prev = pressure_seen_.exchange(seq);
   if (prev == seq) return false;
@@ -268,12 +376,35 @@ bool LedgerBudget::TakePressureSignal() {
 }
 
 void LedgerBudget::Heartbeat() {
-  if (fork_generation_ != g_fork_generation.load(std::memory_order_relaxed)) return;
-  if (lost_.load() || LoadRelaxed(Slot().owner) != owner_word_.load()) Reattach();
-  Atomic(Slot().heartbeat_ns).store(BoottimeNs(), std::memory_order_relaxed);
+  if (Forked() || local_.load()) return;
+  // A look at the file itself, a few times a second (the heartbeat runs every 20 ms): shrunk, or
+  // its header rewritten (corrupt).
+  std::uint64_t checked = last_health_ns_.load(std::memory_order_relaxed);
+  const std::uint64_t now_ns = BoottimeNs();
+  if (now_ns - checked >= kHealthIntervalNs &&
+      last_health_ns_.compare_exchange_strong(checked, now_ns)) {
+    if (auto problem = segment_->Health()) {
+      Degrade(*problem);
+      return;
+    }
+    if (segment_->Unlinked() && !unlinked_reported_.exchange(true)) {
+      KVC_LOG_WARN(
+          "kvcached: ledger segment {} was deleted (or replaced) while this process used it; "
+          "it keeps sharing the budget with the engines already attached to it, but engines "
+          "started from now on use a new segment with a budget of their own. Restart the "
+          "engines on this GPU to share one budget again",
+          segment_->path());
+    }
+  }
+  bool lost = false;
+  (void)OnLedger([&] { lost = lost_.load() || LoadRelaxed(Slot().owner) != owner_word_.load(); });
+  if (lost) Reattach();
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger(
+      [&] { Atomic(Slot().heartbeat_ns).store(BoottimeNs(), std::memory_order_relaxed); });
   const std::uint64_t now = BoottimeNs();
   if (now - last_reclaim_ns_.load(std::memory_order_relaxed) > kHeartbeatReclaimNs) {
-    MaybeReclaim(true);
+    (void)OnLedger([&] { MaybeReclaim(true); });
   }
 }
 
@@ -287,49 +418,106 @@ void LedgerBudget::PublishActivity(const PoolActivity& activity) {
 }
 
 void LedgerBudget::Reattach() {
-  std::lock_guard<std::mutex> lock(reattach_mutex_);
-  if (!lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load()) return;
+  // Exclusive: no charge, release or move runs meanwhile, so the holdings copied below are
+  // exactly those of this process, and no thread still writes the old slot afterwards.
+  std::unique_lock lock(slot_mu_);
+  bool still_ours = false;
+  if (!OnLedger(
+          [&] { still_ours = !lost_.load() && LoadRelaxed(Slot().owner) == owner_word_.load(); }) ||
+      still_ours) {
+    return;
+  }
   lost_.store(true);
+  if (auto problem = segment_->Health()) {
+    Degrade(*problem);
+    return;
+  }
+  std::string label;
+  {
+    std::lock_guard<std::mutex> label_lock(label_mu_);
+    label = label_;
+  }
   // Our slot was reclaimed by a process in another pid namespace that saw our heartbeat stop.
-  // Take a new one and re-register what we hold (we still hold it on the device).
-  auto slot = ClaimSlot(*segment_, me_, label_);
+  // Take a new one and re-register what we hold (we still hold it on the device) through the
+  // admission protocol: tentative first, then the sum, so that any admission racing with us sees
+  // our bytes, and we see whether the budget is now over-committed.
+  Result<std::uint32_t> slot = Status(Errc::kInvalid, "");
+  LedgerSums sums;
+  const std::uint64_t held = charged_.load();
+  const bool ran = OnLedger([&] {
+    slot = ClaimSlot(*segment_, me_, label);
+    if (!slot.ok()) return;
+    LedgerSlot& s = segment_->slot(slot.value());
+    Atomic(s.limit).store(limit_seen_.load());  // the operator's limit survives
+    Atomic(s.tentative).fetch_add(held);        // (W)
+    sums = SumSlots(*segment_);                 // (R)
+    Atomic(s.charged).fetch_add(held);          // (C)
+    Atomic(s.tentative).fetch_sub(held);        // (T)
+    Atomic(s.in_use).store(in_use_.load());
+    Atomic(s.other).store(other_.load());
+    Atomic(s.peak).store(held);
+  });
+  if (!ran) return;
   if (!slot.ok()) {
     log::ErrorOnce("ledger-lost", fmt::format("kvcached: this process lost its slot in {} and "
                                               "cannot take a new one ({}); it takes no new pages",
                                               segment_->path(), slot.status().message()));
     return;
   }
-  LedgerSlot& s = segment_->slot(slot.value());
-  Atomic(s.charged).store(charged_.load());
-  Atomic(s.in_use).store(in_use_.load());
-  Atomic(s.other).store(other_.load());
-  Atomic(s.peak).store(charged_.load());
   slot_.store(slot.value());
   lost_.store(false);
   KVC_LOG_WARN(
       "kvcached: ledger slot in {} was reclaimed while this process was stalled; "
-      "re-registered in slot {}",
-      segment_->path(), slot.value());
+      "re-registered its {} bytes in slot {}",
+      segment_->path(), held, slot.value());
+  if (sums.claimed > segment_->budget()) {
+    // Others were admitted our share while we were presumed dead: the GPU holds more than the
+    // budget until someone gives memory back. Ask them to; we take no page until it fits.
+    KVC_LOG_WARN(
+        "kvcached: {} is over its budget by {} bytes after re-registering; asking the "
+        "other engines to give back reserved memory",
+        segment_->path(), sums.claimed - segment_->budget());
+    (void)OnLedger([&] {
+      SegmentHeader& h = segment_->header();
+      Atomic(h.pressure_bytes)
+          .store(std::min(sums.claimed - segment_->budget(), segment_->gpu_total()),
+                 std::memory_order_relaxed);
+      Atomic(h.pressure_pid).store(me_.pid, std::memory_order_relaxed);
+      Atomic(h.pressure_ns).store(BoottimeNs(), std::memory_order_relaxed);
+      Atomic(h.pressure_seq).fetch_add(1);
+    });
+  }
 }
 
 void LedgerBudget::SetLabel(const std::string& label) {
   {
-    std::lock_guard<std::mutex> lock(reattach_mutex_);
+    std::lock_guard<std::mutex> label_lock(label_mu_);
     label_ = label;
   }
-  if (Owns()) WriteLabel(Slot(), label);
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (Owns()) WriteLabel(Slot(), label);
+  });
 }
 
 BudgetView LedgerBudget::View() const {
   BudgetView v;
   v.budget = segment_->budget();
-  v.limit = EffectiveLimit();
   v.in_use = in_use_.load(std::memory_order_relaxed);
   const std::uint64_t charged = charged_.load(std::memory_order_relaxed);
   v.reserved = charged > v.in_use ? charged - v.in_use : 0;
-  v.peak = LoadRelaxed(Slot().peak);
   v.others = other_.load(std::memory_order_relaxed);
-  v.all_charged = SumSlots(*segment_).charged;
+  v.peak = peak_.load(std::memory_order_relaxed);
+  std::shared_lock lock(slot_mu_);
+  const bool shared = const_cast<LedgerBudget*>(this)->OnLedger([&] {
+    v.limit = EffectiveLimit();
+    v.peak = std::max(v.peak, LoadRelaxed(Slot().peak));
+    v.all_charged = SumSlots(*segment_).charged;
+  });
+  if (!shared) {
+    v.limit = local_limit_.load();
+    v.all_charged = charged;
+  }
   return v;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 
 #include "core/budget/budget.h"
@@ -24,7 +25,9 @@ void SetAdmissionHookForTesting(AdmissionHook hook);
 
 class LedgerBudget final : public Budget {
  public:
-  // Claims a slot in `segment` (opened read-write) for the calling process.
+  // Claims a slot in `segment` (opened read-write) for the calling process, holding the
+  // segment's attach lock meanwhile (so `kvctl delete` cannot remove it in between). kNotFound
+  // when the segment was deleted before that: open it again.
   static Result<std::unique_ptr<LedgerBudget>> Attach(std::shared_ptr<Segment> segment,
                                                       const std::string& label);
   LedgerBudget(const LedgerBudget&) = delete;
@@ -51,15 +54,30 @@ class LedgerBudget final : public Budget {
   [[nodiscard]] std::uint32_t slot_index() const { return slot_.load(); }
   // Reclaims dead processes' slots now (normally done on refusal and from Heartbeat).
   int ReclaimDead();
+  // True once the segment became unusable under this process (truncated, overwritten): from then
+  // on it is a process-local budget of the limit it last had (see Degrade).
+  [[nodiscard]] bool local() const { return local_.load(); }
 
  private:
   LedgerBudget(std::shared_ptr<Segment> segment, ProcessIdentity me, std::uint32_t slot);
+  [[nodiscard]] bool Forked() const;
   // False in a fork child (the slot belongs to the parent) or once the slot was taken from us.
   [[nodiscard]] bool Owns() const;
   [[nodiscard]] LedgerSlot& Slot() const;
   [[nodiscard]] std::uint64_t EffectiveLimit() const;
   bool MaybeReclaim(bool force);
   void Reattach();
+  // The admission protocol on the shared slot (runs under the fault guard).
+  bool ChargeShared(std::uint64_t bytes);
+  // Process-local admission against local_limit_ (after Degrade).
+  bool ChargeLocal(std::uint64_t bytes);
+  // Runs fn on the shared segment under the fault guard; false (and the budget turned local)
+  // when the segment was truncated under it, or when it is local already.
+  template <class F>
+  bool OnLedger(F&& fn);
+  // Stops using the segment for good: says so once, loudly (the segment, `reason`, the fix), and
+  // keeps admitting against a process-local limit. Holdings are kept (the local counters).
+  void Degrade(const std::string& reason);
 
   std::shared_ptr<Segment> segment_;
   ProcessIdentity me_;
@@ -72,11 +90,21 @@ class LedgerBudget final : public Budget {
   std::atomic<std::uint64_t> charged_{0};
   std::atomic<std::uint64_t> in_use_{0};
   std::atomic<std::uint64_t> other_{0};
+  std::atomic<std::uint64_t> peak_{0};
+  std::atomic<std::uint64_t> limit_seen_{kNoLimit};  // the slot's limit word when last read
+  std::atomic<bool> local_{false};
+  std::atomic<std::uint64_t> local_limit_{0};
+  std::atomic<bool> unlinked_reported_{false};
+  std::atomic<std::uint64_t> last_health_ns_{0};
   std::atomic<std::uint64_t> pressure_seen_{0};
   std::atomic<std::uint64_t> own_pressure_requests_{0};
   std::atomic<std::uint64_t> last_reclaim_ns_{0};
   std::atomic<bool> lost_{false};
-  std::mutex reattach_mutex_;  // in-process only: never a lock in shared memory
+  // In-process only (never a lock in shared memory). Every operation that touches the slot holds
+  // it shared; Reattach holds it exclusively, so that the holdings it re-registers in a new slot
+  // are not changed meanwhile by a charge or release still aimed at the old slot.
+  mutable std::shared_mutex slot_mu_;
+  std::mutex label_mu_;  // label_ (taken after slot_mu_ when both are needed)
 };
 
 }  // namespace kvcached::ledger

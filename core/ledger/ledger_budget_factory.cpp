@@ -2,13 +2,19 @@
 
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 
+#include "core/budget/local_budget.h"
 #include "core/ledger/ledger_budget.h"
 #include "core/ledger/ledger_name.h"
+#include "core/ledger/ledger_snapshot.h"
+#include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
+#include "core/pool/format_bytes.h"
 
 namespace kvcached::ledger {
 namespace {
@@ -69,7 +75,7 @@ Result<std::shared_ptr<Segment>> OpenSegmentFor(const Config& config,
   params.mode = config.shm_mode;
   params.group = config.shm_group;
 
-  const std::string name = SegmentNameFor(config.ipc_name, device.uuid, device.ordinal);
+  const std::string name = DefaultSegmentName(config, device);
   auto seg = OpenNamed(name, params);
   if (!seg.ok()) return seg.status();
   std::shared_ptr<Segment> segment = std::move(seg).value();
@@ -112,17 +118,62 @@ Result<std::shared_ptr<Segment>> OpenSegmentFor(const Config& config,
   return segment;
 }
 
+std::string DefaultSegmentName(const Config& config, const DeviceIdentity& device) {
+  const bool shared = !config.ipc_name.empty() || !config.shm_group.empty();
+  return SegmentNameFor(config.ipc_name, device.uuid, device.ordinal,
+                        shared ? std::nullopt : std::optional<unsigned>(::geteuid()));
+}
+
+Status DiagnoseSegment(const std::string& name, const std::string& trusted_group) {
+  struct stat st {};
+  if (::lstat(SegmentPath(name).c_str(), &st) != 0 && errno == ENOENT) return Status::Ok();
+  auto seg = Segment::Open(name, Segment::Access::kReadWrite, trusted_group);
+  if (!seg.ok()) return seg.status();
+  if (auto problem = seg.value()->Health()) {
+    return Status(Errc::kInvalid, SegmentProblem(seg.value()->path(), *problem));
+  }
+  const SegmentSnapshot snap = TakeSnapshot(*seg.value());
+  if (snap.live >= snap.slot_count) {
+    return Status(Errc::kNoMemory,
+                  fmt::format("all {} slots of {} are held by live processes: another engine "
+                              "would run with a process-local budget (see `kvctl watch {}`)",
+                              snap.slot_count, seg.value()->path(), name));
+  }
+  return Status::Ok();
+}
+
 BudgetFactory MakeBudgetFactory() {
   return [](const Config& config, const DeviceIdentity& device) -> Result<std::unique_ptr<Budget>> {
-    auto segment = OpenSegmentFor(config, device);
-    if (!segment.ok()) return segment.status();
+    // A configuration that allows no budget is the operator's error to fix, not a segment's.
+    auto bytes = BudgetBytesFor(config, device.total_bytes);
+    if (!bytes.ok()) return bytes.status();
     const std::string label = config.label.empty() ? DefaultLabel() : config.label;
-    auto budget = LedgerBudget::Attach(std::move(segment).value(), label);
-    if (!budget.ok()) return budget.status();
-    KVC_LOG_INFO("kvcached: device {} draws from ledger {} (budget {} bytes, slot {})",
-                 device.ordinal, budget.value()->segment().path(),
-                 budget.value()->segment().budget(), budget.value()->slot_index());
-    return std::unique_ptr<Budget>(std::move(budget).value());
+    Status why;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto segment = OpenSegmentFor(config, device);
+      if (!segment.ok()) {
+        why = segment.status();
+        break;
+      }
+      auto budget = LedgerBudget::Attach(std::move(segment).value(), label);
+      if (budget.ok()) {
+        KVC_LOG_INFO("kvcached: device {} draws from ledger {} (budget {} bytes, slot {})",
+                     device.ordinal, budget.value()->segment().path(),
+                     budget.value()->segment().budget(), budget.value()->slot_index());
+        return std::unique_ptr<Budget>(std::move(budget).value());
+      }
+      why = budget.status();
+      if (why.code() != Errc::kNotFound) break;  // deleted while attaching: open the name again
+    }
+    // Never "no KV cache": the engine keeps working on its own budget, and says why once.
+    log::ErrorOnce(
+        fmt::format("ledger-fallback-{}", device.ordinal),
+        fmt::format("kvcached: GPU {} ({}) runs with a process-local budget of {}: the shared "
+                    "ledger cannot be used: {}. Its KV cache works, but is not shared "
+                    "elastically with other engines on this GPU until this is fixed (`kvctl "
+                    "doctor` shows it)",
+                    device.ordinal, device.uuid, FormatBytes(bytes.value()), why.message()));
+    return std::unique_ptr<Budget>(std::make_unique<LocalBudget>(bytes.value()));
   };
 }
 

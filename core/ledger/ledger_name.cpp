@@ -8,13 +8,15 @@
 
 namespace kvcached::ledger {
 
-std::string SegmentNameFor(std::string_view ipc_name, std::string_view gpu_uuid, int ordinal) {
+std::string SegmentNameFor(std::string_view ipc_name, std::string_view gpu_uuid, int ordinal,
+                           std::optional<unsigned> per_user) {
   if (!ipc_name.empty()) {
     std::string clean = SanitizeIpcName(std::string(ipc_name));
     if (!clean.empty()) return std::string(kNamePrefix) + clean;
   }
   std::string uuid = SanitizeIpcName(std::string(gpu_uuid));
   if (uuid.empty()) uuid = fmt::format("dev{}", ordinal);
+  if (per_user) return fmt::format("{}u{}_gpu_{}", kNamePrefix, *per_user, uuid);
   return std::string(kNamePrefix) + "gpu_" + uuid;
 }
 

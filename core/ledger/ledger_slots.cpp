@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_validate.h"
 
 namespace kvcached::ledger {
 namespace {
@@ -78,6 +79,10 @@ Result<std::uint32_t> ClaimSlot(Segment& segment, const ProcessIdentity& me,
     }
     if (ReclaimDeadSlots(segment, me) == 0) break;
   }
+  // No free slot: a full table of live processes, or bytes that are not a ledger any more (a
+  // segment overwritten with garbage has "owners" in every slot). Say which.
+  const std::vector<std::byte> bytes = segment.Copy();
+  if (auto valid = ValidateSegment(bytes, segment.path()); !valid.ok()) return valid.status();
   return Status(Errc::kNoMemory,
                 fmt::format("all {} slots of {} are held by live processes (see `kvctl watch {}`)",
                             segment.slot_count(), segment.path(), segment.name()));

@@ -57,7 +57,7 @@ std::string SegmentProblem(std::string_view path, std::string_view reason) {
   return fmt::format(
       "kvcached ledger segment {} cannot be used: {}. Fix: stop the engines that use it and run "
       "`kvctl delete {}` (or `kvctl delete --force`), or set KVCACHED_IPC_NAME to use another "
-      "segment; until then this process runs without shared elasticity",
+      "segment",
       path, reason, BaseName(path));
 }
 

@@ -47,6 +47,16 @@ nlohmann::json ProcessEntry(const nlohmann::json& segment, pid_t pid) {
   return nullptr;
 }
 
+// The fields docs/kvctl.md promises for every segment of `list --json`, whatever its state.
+void ExpectEveryDocumentedField(const nlohmann::json& s) {
+  for (const char* key : {"name", "path", "status", "error", "owner_uid", "group_gid", "mode",
+                          "gpu_uuid", "gpu_total_bytes", "budget_bytes", "used_bytes",
+                          "reserved_bytes", "charged_bytes", "free_bytes", "live_processes",
+                          "dead_processes", "slots", "pressure_requests", "processes"}) {
+    EXPECT_TRUE(s.contains(key)) << key << " missing in " << s.dump();
+  }
+}
+
 void WriteGarbageSegment(const std::string& name) {
   const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
   ASSERT_GE(fd, 0);
@@ -151,6 +161,7 @@ TEST_F(KvctlTest, StaleAndCorruptSegmentsAreShownAsSuch) {
   EXPECT_EQ(s.at("status"), "corrupt");
   EXPECT_TRUE(Has(s.at("error").get<std::string>(), corrupt.path()));
   EXPECT_TRUE(Has(s.at("error").get<std::string>(), "kvctl delete"));
+  ExpectEveryDocumentedField(s);
 
   const RunResult r = Kvctl({"list"});
   EXPECT_EQ(r.rc, 0);
@@ -233,6 +244,21 @@ TEST_F(KvctlTest, LimitSetsClampsRemovesAndTakesEffect) {
     EXPECT_EQ(r.rc, 2) << bad;
     EXPECT_TRUE(Has(r.err, "bad size")) << bad << ": " << r.err;
   }
+  // 2^64-1 is the ledger's "no limit" word: as a number it must be refused, not remove the limit.
+  r = Kvctl({"limit", pid, "1G"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* huge : {"18446744073709551615", "18446744073709551614", "1152921504606846977"}) {
+    r = Kvctl({"limit", pid, huge});
+    EXPECT_EQ(r.rc, 2) << huge << ": " << r.out;
+    EXPECT_TRUE(Has(r.err, "out of range")) << huge << ": " << r.err;
+    EXPECT_TRUE(Has(r.err, "none")) << r.err;
+  }
+  EXPECT_EQ(ProcessEntry(ListEntry(seg_.name()), alpha_->pid()).at("limit_bytes"), kGiB)
+      << "an out-of-range value changed the limit";
+  r = Kvctl({"limit", pid, "unlimited"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(ProcessEntry(ListEntry(seg_.name()), alpha_->pid()).at("limit_bytes").is_null());
+
   r = Kvctl({"limit", "99999999", "1G"});
   EXPECT_EQ(r.rc, 1);
   EXPECT_TRUE(Has(r.err, "no live process")) << r.err;
@@ -338,6 +364,21 @@ TEST_F(KvctlTest, DoctorReportsEachProblemWithItsFix) {
   c = DoctorCheck(d, "shim");
   EXPECT_EQ(c.at("status"), "fail");
   EXPECT_TRUE(Has(c.at("detail"), "does not load"));
+
+  // The segment an engine would attach to (here through KVCACHED_IPC_NAME) is corrupt: the
+  // engine would run on a process-local budget, and doctor says so.
+  r = Kvctl({"doctor", "--json"}, {"KVCACHED_IPC_NAME=" + corrupt.name().substr(9)});
+  d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(r.rc, 1);
+  c = DoctorCheck(d, "ledger", corrupt.path());
+  ASSERT_FALSE(c.is_null()) << r.out;
+  EXPECT_EQ(c.at("status"), "fail");
+  EXPECT_TRUE(Has(c.at("detail"), "process-local budget")) << c;
+  r = Kvctl({"doctor", "--json"}, {"KVCACHED_IPC_NAME=" + seg_.name().substr(9)});
+  d = nlohmann::json::parse(r.out);
+  c = DoctorCheck(d, "ledger", seg_.path());
+  ASSERT_FALSE(c.is_null()) << r.out;
+  EXPECT_EQ(c.at("status"), "fail") << "world-writable (chmod above): engines refuse it";
 
   r = Kvctl({"doctor"}, {"KVCACHED_CUDA_DRIVER=/nonexistent/libcuda.so.1"});
   EXPECT_EQ(r.rc, 1);

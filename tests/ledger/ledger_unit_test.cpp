@@ -550,7 +550,7 @@ TEST(LedgerFactory, SecondGpuUnderOneIpcNameGetsItsOwnSegment) {
   (void)Segment::Remove(second);
 }
 
-TEST(LedgerFactory, CorruptSegmentGivesAnErrorNamingTheFileAndTheFix) {
+TEST(LedgerFactory, CorruptSegmentFallsBackToALocalBudgetAndDoctorNamesTheFileAndTheFix) {
   ScopedSegmentName name("corrupt");
   const int fd = ::shm_open(("/" + name.name()).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   ASSERT_GE(fd, 0);
@@ -560,8 +560,12 @@ TEST(LedgerFactory, CorruptSegmentGivesAnErrorNamingTheFileAndTheFix) {
   auto f = MakeBudgetFactory();
   const std::string ipc = name.name().substr(kNamePrefix.size());
   auto b = f(TestConfig(ipc), DeviceIdentity{0, "GPU-c", 100 * kPage});
-  ASSERT_FALSE(b.ok());
-  const std::string msg = b.status().message();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(dynamic_cast<LedgerBudget*>(b.value().get()), nullptr);
+  EXPECT_TRUE(b.value()->TryCharge(kPage));
+  const Status diagnosis = DiagnoseSegment(name.name(), "");
+  ASSERT_FALSE(diagnosis.ok());
+  const std::string msg = diagnosis.message();
   EXPECT_NE(msg.find(name.path()), std::string::npos) << msg;
   EXPECT_NE(msg.find("kvctl delete " + name.name()), std::string::npos) << msg;
   EXPECT_NE(msg.find("KVCACHED_IPC_NAME"), std::string::npos) << msg;

@@ -1,7 +1,9 @@
 // ledger_worker: a process that draws from a ledger segment, for the ledger and kvctl tests.
 //   ledger_worker hold  --segment NAME --label L [--charge B --in-use B --other B] [create opts]
 //       attaches, charges, prints "ready <pid> <slot>", then obeys stdin lines
-//       ("charge N" -> "ok"/"refused", "uncharge N" -> "ok", "view" -> numbers) until EOF/SIGTERM.
+//       ("charge N" -> "ok"/"refused", "uncharge N" -> "ok", "view" -> numbers, "busy N" -> N
+//       charge/release rounds of one page -> "ok <admitted>", "local" -> "local"/"shared")
+//       until EOF/SIGTERM.
 //   ledger_worker churn --segment NAME --stats FILE --row I --page B --max-pages N [--limit B]
 //       acquires and releases random page counts until the stats file says stop (see
 //       worker_stats.h), measuring every ledger call.
@@ -99,6 +101,21 @@ int Hold(const Options& o) {
     } else if (cmd == "uncharge") {
       budget.Uncharge(n);
       std::printf("ok\n");
+    } else if (cmd == "busy") {
+      // n rounds of charge + release of one page: ledger traffic while a test breaks the segment.
+      std::uint64_t admitted = 0;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        if (budget.TryCharge(o.page)) {
+          ++admitted;
+          budget.MoveToInUse(o.page);
+          budget.MoveToReserved(o.page);
+          budget.Uncharge(o.page);
+        }
+        if (i % 64 == 0) budget.Heartbeat();
+      }
+      std::printf("ok %llu\n", static_cast<unsigned long long>(admitted));
+    } else if (cmd == "local") {
+      std::printf("%s\n", budget.local() ? "local" : "shared");
     } else if (cmd == "pressure") {
       budget.RequestPressure(n);
       std::printf("ok\n");
@@ -255,6 +272,7 @@ int main(int argc, char** argv) {
   hold->add_option("--charge", o.charge);
   hold->add_option("--in-use", o.in_use);
   hold->add_option("--other", o.other);
+  hold->add_option("--page", o.page);
   auto* churn = app.add_subcommand("churn");
   common(churn);
   churn->add_option("--stats", o.stats)->required();

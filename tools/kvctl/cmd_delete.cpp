@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/ledger/ledger_name.h"
+#include "core/ledger/ledger_remove.h"
 #include "core/ledger/ledger_segment.h"
 #include "tools/kvctl/commands.h"
 #include "tools/kvctl/format.h"
@@ -30,11 +31,33 @@ int RunDelete(const std::string& input, bool force) {
                                : fmt::format("cannot read {}: {}", path, std::strerror(errno)));
     return kExitFailure;
   }
-  const SegmentEntry e = Inspect(name.value());
-  if (e.snapshot && e.snapshot->live > 0 && !force) {
+  if (force) {
+    const SegmentEntry e = Inspect(name.value());
+    kvcached::Status removed = ledger::Segment::Remove(name.value());
+    if (!removed.ok()) {
+      PrintError(removed.message());
+      return kExitFailure;
+    }
+    std::string how;
+    if (e.status == SegmentStatus::kCorrupt) {
+      how = " (it was corrupt)";
+    } else if (e.snapshot && e.snapshot->live > 0) {
+      how = fmt::format(" (forced: {} live process(es) still have it mapped)", e.snapshot->live);
+    }
+    std::cout << "deleted " << path << how << '\n';
+    return kExitOk;
+  }
+  // The check and the unlink happen under the segment's lock, so that no engine attaches in
+  // between (it would keep a budget nobody else sees).
+  auto outcome = ledger::RemoveUnlessInUse(name.value());
+  if (!outcome.ok()) {
+    PrintError(outcome.status().message());
+    return kExitFailure;
+  }
+  const auto& o = outcome.value();
+  if (!o.removed) {
     std::string pids;
-    for (const auto& s : e.snapshot->slots) {
-      if (s.dead) continue;
+    for (const auto& s : o.live) {
       if (!pids.empty()) pids += ", ";
       pids += std::to_string(s.pid);
       if (!s.label.empty()) pids += " (" + Printable(s.label) + ")";
@@ -43,21 +66,10 @@ int RunDelete(const std::string& input, bool force) {
         "{} is in use by {} live process(es): {}. Stop them first, or use --force (they keep "
         "their mapping, but engines started afterwards would share a new budget and the GPU "
         "could be over-committed)",
-        path, e.snapshot->live, pids));
+        path, o.live.size(), pids));
     return kExitFailure;
   }
-  kvcached::Status removed = ledger::Segment::Remove(name.value());
-  if (!removed.ok()) {
-    PrintError(removed.message());
-    return kExitFailure;
-  }
-  std::string how;
-  if (e.status == SegmentStatus::kCorrupt)
-    how = " (it was corrupt)";
-  else if (e.snapshot && e.snapshot->live > 0) {
-    how = fmt::format(" (forced: {} live process(es) still have it mapped)", e.snapshot->live);
-  }
-  std::cout << "deleted " << path << how << '\n';
+  std::cout << "deleted " << path << (o.corrupt.empty() ? "" : " (it was corrupt)") << '\n';
   return kExitOk;
 }
 

@@ -11,6 +11,7 @@
 #include "core/config/config.h"
 #include "core/ledger/ledger_name.h"
 #include "tools/kvctl/commands.h"
+#include "tools/kvctl/doctor_ledger.h"
 #include "tools/kvctl/driver_probe.h"
 #include "tools/kvctl/format.h"
 #include "tools/kvctl/inventory.h"
@@ -206,6 +207,11 @@ int RunDoctor(bool json) {
   CheckDriver(checks, config);
   CheckShm(checks);
   CheckSegments(checks);
+  // ---- ledger: the segments this user's engines would attach to (issue 12; doctor_ledger.cpp)
+  for (const auto& c : CheckEngineSegments(config)) {
+    checks.push_back({"ledger", c.ok ? Level::kOk : Level::kFail, c.detail});
+  }
+  // ---- end ledger
   CheckShim(checks);
   bool failed = false;
   for (const auto& c : checks) failed = failed || c.level == Level::kFail;

@@ -1,13 +1,17 @@
 // kvctl limit TARGET SIZE: sets the per-process limit live (the next admission obeys it).
 #include <fmt/core.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "core/ledger/ledger_name.h"
 #include "core/ledger/ledger_segment.h"
 #include "core/ledger/ledger_slots.h"
+#include "core/ledger/ledger_trust.h"
 #include "tools/kvctl/commands.h"
 #include "tools/kvctl/format.h"
 #include "tools/kvctl/inventory.h"
@@ -26,11 +30,35 @@ struct LimitOptions {
 
 struct Match {
   std::string segment;
+  uid_t segment_owner = 0;
   ledger::SlotSnapshot slot;
 };
 
 bool IsPid(const std::string& s) {
   return !s.empty() && s.size() < 10 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// The owner of a process of our pid namespace (the owner of /proc/<pid>), if it exists.
+std::optional<uid_t> ProcessOwner(std::uint64_t pid) {
+  struct stat st {};
+  if (::stat(fmt::format("/proc/{}", pid).c_str(), &st) != 0) return std::nullopt;
+  return st.st_uid;
+}
+
+// Who may cap a process: root, the owner of the segment (the operator who set it up), or the
+// owner of the process itself. Anyone else who can write a shared (group) segment may not cap
+// another user's engine. Empty when allowed, else the refusal naming the owner.
+std::optional<std::string> LimitRefusal(const Match& m) {
+  const uid_t me = ::geteuid();
+  if (me == 0 || m.segment_owner == me) return std::nullopt;
+  const auto owner = m.slot.other_pidns ? std::nullopt : ProcessOwner(m.slot.pid);
+  if (owner && *owner == me) return std::nullopt;
+  return fmt::format(
+      "permission denied: pid {} ({}) in {} belongs to {}; only that user, the segment's owner "
+      "({}) or root may change its limit",
+      m.slot.pid, m.slot.label.empty() ? "no label" : Printable(m.slot.label), m.segment,
+      owner ? ledger::OwnerText(*owner) : std::string("a process of another pid namespace"),
+      ledger::OwnerText(m.segment_owner));
 }
 
 int RunLimit(const LimitOptions& o) {
@@ -64,7 +92,7 @@ int RunLimit(const LimitOptions& o) {
       if (!e.snapshot) continue;
       for (const auto& s : e.snapshot->slots) {
         if (!pred(e, s)) continue;
-        (s.dead ? dead : matches).push_back({e.name, s});
+        (s.dead ? dead : matches).push_back({e.name, e.uid, s});
       }
     }
   };
@@ -88,6 +116,25 @@ int RunLimit(const LimitOptions& o) {
     collect(
         [&](const SegmentEntry&, const ledger::SlotSnapshot& s) { return s.label == o.target; });
   }
+  if (matches.empty() && IsPid(o.target)) {
+    // Not in any segment we can read: when the process is another user's, say so (the
+    // segment it uses is then usually one we may not read either), rather than "no match".
+    const auto owner = ProcessOwner(std::stoull(o.target));
+    if (owner && *owner != ::geteuid() && ::geteuid() != 0) {
+      std::string unreadable;
+      for (const auto& e : entries) {
+        if (e.snapshot) continue;
+        unreadable += fmt::format("{}{} (owned by {})", unreadable.empty() ? "" : ", ", e.path,
+                                  ledger::OwnerText(e.uid));
+      }
+      PrintError(fmt::format(
+          "permission denied: pid {} belongs to {}, and is in no segment you may read{}; run "
+          "`kvctl limit` as that user or as root",
+          o.target, ledger::OwnerText(*owner),
+          unreadable.empty() ? "" : " (unreadable to you: " + unreadable + ")"));
+      return kExitFailure;
+    }
+  }
   if (matches.empty()) {
     if (!dead.empty()) {
       PrintError(
@@ -106,9 +153,14 @@ int RunLimit(const LimitOptions& o) {
   std::map<std::string, std::unique_ptr<ledger::Segment>> open;
   int rc = kExitOk;
   for (const auto& m : matches) {
+    if (auto refusal = LimitRefusal(m)) {
+      PrintError(*refusal);
+      rc = kExitFailure;
+      continue;
+    }
     auto& seg = open[m.segment];
     if (!seg) {
-      auto opened = ledger::Segment::Open(m.segment, ledger::Segment::Access::kReadWrite);
+      auto opened = ledger::Segment::Open(m.segment, ledger::Segment::Access::kOperator);
       if (!opened.ok()) {
         PrintError(opened.status().message());
         rc = kExitFailure;

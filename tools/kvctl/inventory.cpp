@@ -131,9 +131,19 @@ nlohmann::json SegmentJson(const SegmentEntry& e, bool with_processes) {
     j["dead_processes"] = s.dead;
     j["slots"] = s.slot_count;
     j["pressure_requests"] = s.pressure_seq;
-    if (with_processes) {
-      j["processes"] = nlohmann::json::array();
-      for (const auto& slot : s.slots) j["processes"].push_back(SlotJson(slot));
+  } else {
+    // Unreadable or corrupt: every documented field is still there (null: unknown), so that a
+    // script never meets a missing key; "error" says why.
+    for (const char* key : {"gpu_uuid", "gpu_total_bytes", "budget_bytes", "used_bytes",
+                            "reserved_bytes", "charged_bytes", "free_bytes", "live_processes",
+                            "dead_processes", "slots", "pressure_requests"}) {
+      j[key] = nullptr;
+    }
+  }
+  if (with_processes) {
+    j["processes"] = nlohmann::json::array();
+    if (e.snapshot) {
+      for (const auto& slot : e.snapshot->slots) j["processes"].push_back(SlotJson(slot));
     }
   }
   return j;

@@ -66,6 +66,12 @@ kvcached::Result<LimitValue> ParseLimitValue(const std::string& raw) {
   }
   const auto bytes = kvcached::ParseSize(raw);
   if (!bytes) return Bad(raw, "not a size");
+  // 2^64-1 is how the ledger spells "no limit": a number must never mean that by accident.
+  if (*bytes > kMaxLimitBytes) {
+    return Bad(raw,
+               "out of range (at most 1 EiB; any limit above the budget is clamped to it). To "
+               "remove a limit, use none or unlimited");
+  }
   v.bytes = *bytes;
   return v;
 }

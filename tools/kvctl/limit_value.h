@@ -19,6 +19,9 @@ struct LimitValue {
   [[nodiscard]] std::uint64_t Resolve(std::uint64_t budget) const;
 };
 
+// The largest byte count accepted (1 EiB): more than any GPU, far below the "no limit" word.
+inline constexpr std::uint64_t kMaxLimitBytes = std::uint64_t{1} << 60;
+
 kvcached::Result<LimitValue> ParseLimitValue(const std::string& raw);
 
 }  // namespace kvctl
