@@ -66,6 +66,11 @@ kvcached::Result<LimitValue> ParseLimitValue(const std::string& raw) {
   }
   const auto bytes = kvcached::ParseSize(raw);
   if (!bytes) return Bad(raw, "not a size");
+  // The largest value is how the ledger stores "no limit": taking it as a size would remove the
+  // limit while the operator asked to set one.
+  if (*bytes >= kvcached::ledger::kNoLimit) {
+    return Bad(raw, "too large to be a limit (to remove a limit, say none)");
+  }
   v.bytes = *bytes;
   return v;
 }
