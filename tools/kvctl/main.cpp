@@ -30,7 +30,7 @@ bool CheckCommandWord(const CLI::App& app, int argc, char** argv) {
     return false;
   }
   const std::string_view word = argv[1];
-  if (word.empty() || word.front() == '-') return true;  // an option: CLI11 reports it
+  if (!word.empty() && word.front() == '-') return true;  // an option: CLI11 reports it
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
     if (word == sub->get_name()) return true;
   }
