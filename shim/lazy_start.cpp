@@ -23,6 +23,7 @@
 #include <string>
 
 #include "core/config/config.h"
+#include "core/config/unknown_variables.h"
 #include "core/ledger/ledger_budget_factory.h"
 #include "core/log/log.h"
 #include "core/runtime/runtime.h"
@@ -87,9 +88,19 @@ void RegisterHandlersOnce() {
   std::atexit(&DestroyAtExit);
 }
 
+// Misspelled variables are ignored by every reader: say so once per process, at the lazy start
+// (never at load time, when the program may not even use CUDA).
+void WarnUnknownVariables() {
+  for (const UnknownVariable& unknown : FindUnknownVariables(EnvironmentNames())) {
+    KVC_LOG_WARN("{}", DescribeUnknown(unknown));
+  }
+}
+
 // Reads the configuration and creates the Runtime; null = pass-through (reason set).
 Runtime* CreateRuntime() {
   Result<Config> config = LoadConfigFromEnvironment();
+  if (config.ok()) log::Configure(config.value());
+  if (!config.ok() || config.value().enabled) WarnUnknownVariables();
   if (!config.ok()) {
     // One line, naming the variable (the config loader's message does), and no abort.
     SetReason(config.status().message());
@@ -97,7 +108,6 @@ Runtime* CreateRuntime() {
                   config.status().message());
     return nullptr;
   }
-  log::Configure(config.value());
   if (!config.value().enabled) {
     SetReason("kvcached is disabled (ENABLE_KVCACHED=false)");
     KVC_LOG_DEBUG("ENABLE_KVCACHED=false: every CUDA call passes through unchanged");

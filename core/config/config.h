@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/common/status.h"
@@ -21,7 +22,7 @@ struct Config {
   std::string ipc_name;                       // KVCACHED_IPC_NAME (sanitised; empty = per-GPU UUID)
   double gpu_utilization = 0.95;              // KVCACHED_GPU_UTILIZATION, (0, 1]
   std::optional<std::uint64_t> budget_bytes;  // KVCACHED_BUDGET (size, e.g. 40G) overrides it
-  std::size_t page_size_mb = 2;               // KVCACHED_PAGE_SIZE_MB, even, 2..1024
+  std::size_t page_size_mb = 2;               // KVCACHED_PAGE_SIZE_MB, power of two, 2..1024
   std::size_t zero_chunk_mb = 0;              // KVCACHED_ZERO_CHUNK_MB, even, 2..1024 (0 = auto)
   bool page_prealloc = true;                  // KVCACHED_PAGE_PREALLOC_ENABLED
   std::size_t min_reserved_pages = 5;         // KVCACHED_MIN_RESERVED_PAGES, 0..max
@@ -44,6 +45,11 @@ struct Config {
   // memory in aligned chunks of 1, 2, 4 .. this many pages. 1 with pages of a size that is not
   // a power of two (chunks must stay aligned in the VA), and with KVCACHED_SANITY_CHECK on.
   [[nodiscard]] std::size_t zero_chunk_pages() const;
+  // Bytes of zero memory each process holds per GPU (charged to the budget): one handle of 1, 2,
+  // 4 .. zero_chunk_pages() pages (ZeroPage::BytesFor agrees; a unit test checks it).
+  [[nodiscard]] std::uint64_t zero_memory_bytes() const {
+    return std::uint64_t{page_size()} * (2 * zero_chunk_pages() - 1);
+  }
 };
 
 // Reads variables through `getenv` (injectable for tests). Returns the first invalid variable as
@@ -60,13 +66,31 @@ std::optional<bool> ParseBool(const std::string& text);
 // the result is one safe file name under /dev/shm.
 std::string SanitizeIpcName(const std::string& raw);
 
-// Table of every variable with its default and accepted values, for docs and `kvctl doctor`.
+// The one options table: every environment variable the project reads (the shim, the engine
+// hook, kvctl, the test and GPU scripts), with its type, default and accepted values. It is the
+// source of the "accepted" text of error messages, of docs/configuration.md and of the
+// unknown-variable warning (a test compares it with the tree and the docs so that it cannot drift).
+enum class VarType { kBool, kInteger, kDecimal, kSize, kText, kPath, kMode, kChoice };
+// Who reads it: the shim's config loader (LoadConfig), the shim's Python start-up, the Python
+// engine hook, the hook and kvctl, or only the project's own tests and scripts.
+enum class VarScope { kShim, kPythonBoot, kEngineHook, kTools, kDevelopment };
+
 struct ConfigVarDoc {
   const char* name;
+  VarType type;
+  VarScope scope;
   const char* default_value;
   const char* accepted;
   const char* meaning;
 };
 const std::vector<ConfigVarDoc>& ConfigVariables();
+// The table entry of `name` (exact, case-sensitive), or null.
+const ConfigVarDoc* FindConfigVariable(std::string_view name);
+const char* VarTypeName(VarType type);
+const char* VarScopeName(VarScope scope);
+
+// Pages are a power of two MiB: reservations and zero aliases are aligned to the page size, and
+// the driver's VA alignment must be a power of two.
+bool IsPowerOfTwo(std::uint64_t value);
 
 }  // namespace kvcached

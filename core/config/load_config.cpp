@@ -1,12 +1,17 @@
 // LoadConfig: reads every variable once, in table order, and refuses the first bad one with a
 // message that names the variable, repeats the value and states what is accepted.
+#include <grp.h>
+
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include "core/config/config.h"
+#include "core/config/device_budget.h"
 #include "core/config/parsers.h"
 
 namespace kvcached {
@@ -14,16 +19,9 @@ namespace {
 
 using config_detail::QuoteValue;
 
-const ConfigVarDoc* FindDoc(std::string_view name) {
-  for (const ConfigVarDoc& doc : ConfigVariables()) {
-    if (name == doc.name) return &doc;
-  }
-  return nullptr;
-}
-
 // `NAME="value": <reason or "must be <accepted>"> (default <default>)`.
 Status Invalid(const char* name, std::string_view value, const std::string& reason = {}) {
-  const ConfigVarDoc* doc = FindDoc(name);
+  const ConfigVarDoc* doc = FindConfigVariable(name);
   std::string message = std::string(name) + "=" + QuoteValue(value) + ": ";
   if (reason.empty()) {
     message += "must be ";
@@ -79,6 +77,17 @@ bool IsGroupNameChar(char c) {
          c == '.' || c == '-';
 }
 
+bool GroupExists(const std::string& name) {
+  struct group entry {};
+  struct group* found = nullptr;
+  std::vector<char> buf(16384);
+  for (;;) {
+    const int rc = ::getgrnam_r(name.c_str(), &entry, buf.data(), buf.size(), &found);
+    if (rc != ERANGE || buf.size() >= (1U << 22)) return rc == 0 && found != nullptr;
+    buf.resize(buf.size() * 4);  // a group with many members
+  }
+}
+
 std::optional<LogLevel> ParseLogLevel(std::string text) {
   for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   struct Name {
@@ -131,7 +140,7 @@ Status ReadBudget(const Reader& env, Config& config) {
 Status ReadPool(const Reader& env, Config& config) {
   if (const auto raw = env.Get("KVCACHED_PAGE_SIZE_MB")) {
     const auto value = config_detail::ParseUnsigned(*raw);
-    if (!value || *value < 2 || *value > 1024 || *value % 2 != 0) {
+    if (!value || *value < 2 || *value > 1024 || !IsPowerOfTwo(*value)) {
       return Invalid("KVCACHED_PAGE_SIZE_MB", *raw);
     }
     config.page_size_mb = static_cast<std::size_t>(*value);
@@ -224,12 +233,23 @@ Status ReadSharedMemory(const Reader& env, Config& config) {
     bool valid = raw->size() <= kMaxGroupName;
     for (char c : *raw) valid = valid && IsGroupNameChar(c);
     if (!valid) return Invalid("KVCACHED_SHM_GROUP", *raw);
+    // Checked now, not when a segment is first created: otherwise the first engine of a machine
+    // fails to create it and every engine runs without the shared budget.
+    if (!GroupExists(*raw)) {
+      return Invalid("KVCACHED_SHM_GROUP", *raw,
+                     "no such group on this machine (see `getent group`); create it or unset the "
+                     "variable");
+    }
     config.shm_group = *raw;
   }
   return Status::Ok();
 }
 
 }  // namespace
+
+bool IsPowerOfTwo(std::uint64_t value) {
+  return value != 0 && (value & (value - 1)) == 0;
+}
 
 std::size_t Config::zero_chunk_pages() const {
   const std::size_t page = page_size_mb;
@@ -253,6 +273,12 @@ Result<Config> LoadConfig(const EnvLookup& getenv_fn) {
   KVC_RETURN_IF_ERROR(ReadDiagnostics(env, config));
   KVC_RETURN_IF_ERROR(ReadHooks(env, config));
   KVC_RETURN_IF_ERROR(ReadSharedMemory(env, config));
+  // Needs the page size and pool settings read above.
+  if (config.budget_bytes) {
+    if (const std::string why = BudgetTooSmall(config, *config.budget_bytes); !why.empty()) {
+      return Invalid("KVCACHED_BUDGET", env.Get("KVCACHED_BUDGET").value_or(""), why);
+    }
+  }
   return config;
 }
 

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "core/budget/local_budget.h"
+#include "core/config/device_budget.h"
 #include "core/driver/handles.h"
+#include "core/log/log.h"
 #include "core/pool/format_bytes.h"
 
 namespace kvcached {
@@ -67,6 +69,12 @@ Result<std::unique_ptr<DeviceState>> DeviceState::Create(const driver::Driver& d
   auto ctx = driver::PrimaryContext::Retain(driver, state->device);
   if (!ctx.ok()) return ctx.status();
   state->ctx = std::move(ctx).value();
+
+  // The same check `kvctl doctor` makes: a budget the engine cannot work with is refused here
+  // with one line, rather than every allocation waiting for pages that never come.
+  auto checked = BudgetForDevice(config, state->identity.total_bytes, ordinal);
+  if (!checked.ok()) return checked.status();
+  if (!checked.value().warning.empty()) KVC_LOG_WARN("{}", checked.value().warning);
 
   auto budget = factory ? factory(config, state->identity) : DefaultBudget(config, state->identity);
   if (!budget.ok()) return budget.status();

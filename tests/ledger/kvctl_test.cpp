@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -392,6 +393,103 @@ TEST_F(KvctlTest, DoctorReportsEachProblemWithItsFix) {
     EXPECT_EQ(DoctorCheck(d, "vmm").at("status"), "ok") << r.out;
     EXPECT_TRUE(Has(DoctorCheck(d, "vmm").at("detail"), "VMM supported")) << r.out;
   }
+}
+
+// Issue 12, defect 7: a mistyped command or a junk number gets one line naming it (never "A
+// subcommand is required" or a C-formatted float range), and --count 0 is refused, not "forever".
+TEST(KvctlCli, UnknownCommandsAndJunkNumbersGetOneLineNamingThem) {
+  RunResult r = Kvctl({"bogus"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(Has(r.err, "unknown command 'bogus'")) << r.err;
+  EXPECT_TRUE(Has(r.err, "list, watch, kvtop, limit, delete, doctor")) << r.err;
+  r = Kvctl({});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(Has(r.err, "a command is required: list, watch")) << r.err;
+  EXPECT_EQ(Kvctl({"help"}).rc, 0);
+
+  const std::string seg = "kvcached_test_never_" + std::to_string(::getpid());
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"watch", seg, "--interval", "abc"},
+       "--interval: 'abc' is not a number of seconds (0.05..3600)"},
+      {{"watch", seg, "--interval", "-1"}, "--interval: '-1' is not a number of seconds"},
+      {{"watch", seg, "--interval", "1e9"}, "--interval: '1e9' is not a number of seconds"},
+      {{"watch", seg, "--interval", "nan"}, "--interval: 'nan' is not a number of seconds"},
+      {{"watch", seg, "--interval", "0"}, "--interval: 0 seconds is out of range (0.05..3600)"},
+      {{"watch", seg, "--interval", "7200"}, "--interval: 7200 seconds is out of range"},
+      {{"watch", seg, "--count", "0"}, "--count: 0 is out of range (1..1000000000)"},
+      {{"watch", seg, "--count", "-3"}, "--count: '-3' is not a whole number"},
+      {{"watch", seg, "--count", "2x"}, "--count: '2x' is not a whole number"},
+      {{"watch", seg, "--count", "99999999999999999999"}, "--count: 99999999999999999999 is out"},
+      {{"kvtop", "--interval", "abc"}, "--interval: 'abc' is not a number of seconds (0.1..60)"},
+      {{"kvtop", "--interval", "0.01"}, "--interval: 0.01 seconds is out of range (0.1..60)"},
+      // The largest size is how the ledger stores "no limit": refused, not a silent removal.
+      {{"limit", "123", "18446744073709551615"}, "out of range (at most 1 EiB; any limit above the budget is clamped to it). To remove a limit"},
+      {{"limit", "123", "-5"}, "bad size '-5': not a size"},
+      {{"limit", "123", "1e3"}, "bad size '1e3': not a size"},
+      {{"limit", "123", "-50%"}, "bad size '-50%'"},
+  };
+  for (const Case& c : cases) {
+    r = Kvctl(c.args);
+    EXPECT_EQ(r.rc, 2) << c.args.back() << ": " << r.err;
+    EXPECT_TRUE(Has(r.err, c.message)) << "expected '" << c.message << "', got: " << r.err;
+    EXPECT_FALSE(Has(r.err, "[0.05 - 3600]")) << r.err;  // CLI11's range text
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// Issue 12, defects 5 and 6: doctor runs the engine's own checks -- the config loader (a page size
+// that is not a power of two, a group that does not exist, a budget below the minimum), each
+// GPU's budget (BudgetForDevice) and the misspelled-variable finder.
+TEST(KvctlDoctor, ReportsSettingsThatWouldBreakAllocationAndMisspelledVariables) {
+  RunResult r = Kvctl({"doctor", "--json"},
+                      {"KVCACHED_PAGE_SIZE_MB=6",
+                       "KVCACHED_BUGDET=1G",                             // not-a-variable
+                       "kvcached_log_level=info", "ENABLE_KVCACHE=0"});  // not-a-variable
+  nlohmann::json d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(DoctorCheck(d, "config", "KVCACHED_PAGE_SIZE_MB=\"6\": must be a power of two")
+                .value("status", ""),
+            "fail")
+      << r.out;
+  for (const char* hint :
+       {"KVCACHED_BUGDET is not a kvcached variable and is ignored; did you "  // not-a-variable
+        "mean KVCACHED_BUDGET?",
+        "did you mean KVCACHED_LOG_LEVEL? (names are case-sensitive)",
+        "ENABLE_KVCACHE is not a kvcached variable"}) {  // not-a-variable
+    EXPECT_EQ(DoctorCheck(d, "variables", hint).value("status", ""), "warn") << hint << r.out;
+  }
+
+  for (const std::string& bad : {std::string("KVCACHED_SHM_GROUP=kvcached-no-such-group"),
+                                 std::string("KVCACHED_BUDGET=3M")}) {
+    r = Kvctl({"doctor", "--json"}, {bad});
+    d = nlohmann::json::parse(r.out);
+    const auto c = DoctorCheck(d, "config");
+    EXPECT_EQ(c.value("status", ""), "fail") << bad << ": " << r.out;
+    EXPECT_TRUE(Has(c.value("detail", ""), bad.substr(0, bad.find('=')))) << c;
+    EXPECT_TRUE(DoctorCheck(d, "variables", "").value("status", "") == "ok") << r.out;
+  }
+
+  const std::string fake = FakeDriverPath();
+  if (fake.empty() || ::access(fake.c_str(), R_OK) != 0) GTEST_SKIP() << "no fake driver";
+  // The fake GPU has 8 GiB: 0.000001 of it is 8 KiB, below the 32 MiB minimum.
+  r = Kvctl({"doctor", "--json"},
+            {"KVCACHED_CUDA_DRIVER=" + fake, "KVCACHED_GPU_UTILIZATION=0.000001"});
+  d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(r.rc, 1);
+  auto c = DoctorCheck(d, "budget", "KVCACHED_GPU_UTILIZATION=1e-06 gives GPU 0");
+  EXPECT_EQ(c.value("status", ""), "fail") << r.out;
+  EXPECT_TRUE(Has(c.value("detail", ""), "below the minimum of 32 MiB")) << c;
+  r = Kvctl({"doctor", "--json"}, {"KVCACHED_CUDA_DRIVER=" + fake, "KVCACHED_BUDGET=100T"});
+  d = nlohmann::json::parse(r.out);
+  c = DoctorCheck(d, "budget", "KVCACHED_BUDGET=100 TiB is more than GPU 0's");
+  EXPECT_EQ(c.value("status", ""), "warn") << r.out;
+  r = Kvctl({"doctor", "--json"}, {"KVCACHED_CUDA_DRIVER=" + fake});
+  d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(DoctorCheck(d, "budget", "GPU 0: budget").value("status", ""), "ok") << r.out;
 }
 
 // tmux with a private server; every call waits for it to finish.

@@ -355,6 +355,21 @@ def case_bad_config(runner):
                 env={"KVCACHED_PAGE_SIZE_MB": "3"}, compare_stderr=False)
 
 
+def case_misspelled_variable(runner):
+    # Issue 12, defect 6: a misspelled variable is ignored by every reader, so the shim says so once,
+    # at its lazy start (never at load time: a program that does not use CUDA stays silent).
+    typo = {"KVCACHED_BUGDET": "1G", "kvcached_page_size_mb": "4"}  # not-a-variable
+    quiet = runner.run(["/bin/true"], env=typo)
+    expect(quiet.stderr == "", "the shim spoke in a program without CUDA:\n" + quiet.stderr)
+    proc = runner.run(runner.app("preload_runtime_app", "sequence"), env=typo)
+    lines = [l for l in proc.stderr.splitlines() if "is not a kvcached variable" in l]
+    expect(len(lines) == 2, "expected one warning per misspelled name, got:\n" + proc.stderr)
+    expect(any("KVCACHED_BUGDET" in l and "did you mean KVCACHED_BUDGET?" in l  # not-a-variable
+               for l in lines), proc.stderr)
+    expect(any("did you mean KVCACHED_PAGE_SIZE_MB? (names are case-sensitive)" in l
+               for l in lines), proc.stderr)
+
+
 def case_race(runner):
     for _ in range(5):
         proc = runner.run(runner.app("preload_runtime_app", "race"),

@@ -9,6 +9,8 @@
 #include <iostream>
 
 #include "core/config/config.h"
+#include "core/config/device_budget.h"
+#include "core/config/unknown_variables.h"
 #include "core/ledger/ledger_name.h"
 #include "tools/kvctl/commands.h"
 #include "tools/kvctl/doctor_ledger.h"
@@ -47,17 +49,57 @@ std::string ExeDir() {
   return path.substr(0, path.rfind('/'));
 }
 
-void CheckConfig(std::vector<Check>& out, kvcached::Config& config) {
+// Returns whether the configuration is valid (the engine would start with it).
+bool CheckConfig(std::vector<Check>& out, kvcached::Config& config) {
   auto loaded = kvcached::LoadConfigFromEnvironment();
   if (loaded.ok()) {
     config = loaded.value();
     out.push_back({"config", Level::kOk, "every KVCACHED_* variable in the environment is valid"});
-  } else {
-    out.push_back({"config", Level::kFail, loaded.status().message()});
+    return true;
+  }
+  out.push_back({"config", Level::kFail, loaded.status().message()});
+  return false;
+}
+
+// The names the shim warns about at start: ignored by every reader, so most likely a typo.
+void CheckUnknownVariables(std::vector<Check>& out) {
+  const auto unknown = kvcached::FindUnknownVariables(kvcached::EnvironmentNames());
+  if (unknown.empty()) {
+    out.push_back({"variables", Level::kOk, "no unknown or misspelled KVCACHED_* variables"});
+    return;
+  }
+  for (const auto& u : unknown) {
+    out.push_back({"variables", Level::kWarn, kvcached::DescribeUnknown(u)});
   }
 }
 
-void CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
+// Each GPU's budget, by the function the engine runs at start (BudgetForDevice).
+void CheckBudgets(std::vector<Check>& out, const kvcached::Config& config, bool config_ok,
+                  const DriverProbe& probe) {
+  if (!config_ok) {
+    out.push_back({"budget", Level::kWarn, "not checked: the configuration is invalid"});
+    return;
+  }
+  if (probe.devices.empty()) {
+    out.push_back({"budget", Level::kWarn, "not checked: no GPU visible"});
+    return;
+  }
+  for (const auto& d : probe.devices) {
+    auto budget = kvcached::BudgetForDevice(config, d.total_bytes, d.ordinal);
+    if (!budget.ok()) {
+      out.push_back({"budget", Level::kFail, budget.status().message()});
+    } else if (!budget.value().warning.empty()) {
+      out.push_back({"budget", Level::kWarn, budget.value().warning});
+    } else {
+      out.push_back({"budget", Level::kOk,
+                     fmt::format("GPU {}: budget {} of {} (minimum {})", d.ordinal,
+                                 FormatBytes(budget.value().bytes), FormatBytes(d.total_bytes),
+                                 FormatBytes(kvcached::MinimumBudgetBytes(config)))});
+    }
+  }
+}
+
+DriverProbe CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
   const char* env = std::getenv("KVCACHED_CUDA_DRIVER");
   const std::string path = env != nullptr && *env != '\0' ? env : config.cuda_driver;
   const DriverProbe probe = ProbeDriver(path);
@@ -69,7 +111,7 @@ void CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
     out.push_back(
         {"driver", Level::kFail, fmt::format("CUDA driver {}: {}{}", path, probe.error, fix)});
     out.push_back({"vmm", Level::kFail, "not checked: no usable CUDA driver"});
-    return;
+    return {};
   }
   out.push_back({"driver", Level::kOk,
                  fmt::format("{} loaded (driver version {}), {} device(s)", path,
@@ -78,7 +120,7 @@ void CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
     out.push_back({"vmm", Level::kFail,
                    "the driver sees no GPU (check CUDA_VISIBLE_DEVICES and "
                    "nvidia-smi)"});
-    return;
+    return probe;
   }
   int with_vmm = 0;
   std::string detail;
@@ -94,6 +136,7 @@ void CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
                                                                          : Level::kFail;
   if (level != Level::kOk) detail += " (devices without VMM run without the shim's elasticity)";
   out.push_back({"vmm", level, detail});
+  return probe;
 }
 
 void CheckShm(std::vector<Check>& out) {
@@ -203,8 +246,10 @@ void CheckShim(std::vector<Check>& out) {
 int RunDoctor(bool json) {
   std::vector<Check> checks;
   kvcached::Config config;
-  CheckConfig(checks, config);
-  CheckDriver(checks, config);
+  const bool config_ok = CheckConfig(checks, config);
+  CheckUnknownVariables(checks);
+  const DriverProbe probe = CheckDriver(checks, config);
+  CheckBudgets(checks, config, config_ok, probe);
   CheckShm(checks);
   CheckSegments(checks);
   // ---- ledger: the segments this user's engines would attach to (issue 12; doctor_ledger.cpp)
@@ -243,7 +288,8 @@ void AddDoctorCommand(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
       "doctor",
       "Check the setup: CUDA driver and VMM support, /dev/shm, stale/corrupt segments, "
-      "segment permissions, the shim library, KVCACHED_* variables");
+      "segment permissions, the shim library, KVCACHED_* variables (values, misspelled names, "
+      "each GPU's budget)");
   cmd->add_flag("--json", *json, "Print JSON for scripts");
   cmd->callback([json, &exit_code] { exit_code = RunDoctor(*json); });
 }

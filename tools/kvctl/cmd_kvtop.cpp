@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "tools/kvctl/cli_numbers.h"
 #include "tools/kvctl/commands.h"
 #include "tools/kvctl/format.h"
 #include "tools/kvctl/inventory.h"
@@ -139,15 +140,22 @@ int RunKvtop(double interval) {
 }  // namespace
 
 void AddKvtopCommand(CLI::App& app, int& exit_code) {
-  auto interval = std::make_shared<double>(1.0);
+  auto interval = std::make_shared<std::string>("1");
   auto* cmd = app.add_subcommand(
       "kvtop",
       "Full-screen live view of every GPU segment and process, with bars, sorted by use "
       "(q quits)");
-  cmd->add_option("--interval", *interval, "Seconds between refreshes")
-      ->check(CLI::Range(0.1, 60.0))
-      ->capture_default_str();
-  cmd->callback([interval, &exit_code] { exit_code = RunKvtop(*interval); });
+  cmd->add_option("--interval", *interval, "Seconds between refreshes, 0.1 to 60 (default 1)");
+  cmd->callback([interval, &exit_code] {
+    // Taken as text and checked here: junk gets one message naming the option and the range.
+    auto seconds = ParseSeconds("--interval", *interval, 0.1, 60.0);
+    if (!seconds.ok()) {
+      PrintError(seconds.status().message());
+      exit_code = kExitUsage;
+      return;
+    }
+    exit_code = RunKvtop(seconds.value());
+  });
 }
 
 }  // namespace kvctl

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/ledger/ledger_name.h"
+#include "tools/kvctl/cli_numbers.h"
 #include "tools/kvctl/commands.h"
 #include "tools/kvctl/format.h"
 #include "tools/kvctl/inventory.h"
@@ -14,12 +15,38 @@
 namespace kvctl {
 namespace {
 
+// --interval bounds: 50 ms keeps a refresh loop from spinning, an hour is already unusual.
+constexpr double kMinInterval = 0.05;
+constexpr double kMaxInterval = 3600.0;
+constexpr std::uint64_t kMaxCount = 1000000000;
+
 struct WatchOptions {
   std::string name;
   bool json = false;
+  std::string interval_text = "1";
+  std::string count_text;  // empty: refresh until interrupted
   double interval = 1.0;
-  unsigned count = 0;
+  std::uint64_t count = 0;  // 0: until interrupted (only when --count is absent)
 };
+
+// Options taken as text and checked here, so that junk gets one message naming the option.
+bool ParseNumbers(WatchOptions& o) {
+  auto interval = ParseSeconds("--interval", o.interval_text, kMinInterval, kMaxInterval);
+  if (!interval.ok()) {
+    PrintError(interval.status().message());
+    return false;
+  }
+  o.interval = interval.value();
+  if (o.count_text.empty()) return true;
+  // --count 0 is refused rather than read as "forever": leaving the option out means that.
+  auto count = ParseCount("--count", o.count_text, 1, kMaxCount);
+  if (!count.ok()) {
+    PrintError(count.status().message() + "; leave --count out to refresh until interrupted");
+    return false;
+  }
+  o.count = count.value();
+  return true;
+}
 
 void PrintTable(const SegmentEntry& e) {
   const auto& s = *e.snapshot;
@@ -44,14 +71,15 @@ void PrintTable(const SegmentEntry& e) {
   table.Print(std::cout);
 }
 
-int RunWatch(const WatchOptions& o) {
+int RunWatch(WatchOptions& o) {
+  if (!ParseNumbers(o)) return kExitUsage;
   auto name = kvcached::ledger::NormalizeSegmentName(o.name);
   if (!name.ok()) {
     PrintError(name.status().message());
     return kExitUsage;
   }
   const bool clear = !o.json && ::isatty(STDOUT_FILENO) != 0;
-  for (unsigned i = 0; o.count == 0 || i < o.count; ++i) {
+  for (std::uint64_t i = 0; o.count == 0 || i < o.count; ++i) {
     if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.interval));
     const SegmentEntry e = Inspect(name.value());
     if (!e.snapshot) {
@@ -83,11 +111,10 @@ void AddWatchCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("NAME", o->name, "Segment: NAME, kvcached_NAME or /dev/shm/kvcached_NAME")
       ->required();
   cmd->add_flag("--json", o->json, "Print one JSON object per refresh (JSON lines)");
-  cmd->add_option("--interval", o->interval, "Seconds between refreshes")
-      ->check(CLI::Range(0.05, 3600.0))
-      ->capture_default_str();
-  cmd->add_option("--count", o->count, "Stop after N refreshes (0 = until interrupted)")
-      ->capture_default_str();
+  cmd->add_option("--interval", o->interval_text,
+                  "Seconds between refreshes, 0.05 to 3600 (default 1)");
+  cmd->add_option("--count", o->count_text,
+                  "Stop after N refreshes, 1 to 1000000000 (default: until interrupted)");
   cmd->callback([o, &exit_code] { exit_code = RunWatch(*o); });
 }
 

@@ -2,8 +2,11 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <string>
+#include <string_view>
 
 #include "tools/kvctl/commands.h"
+#include "tools/kvctl/format.h"
 
 #ifndef KVCTL_VERSION
 #define KVCTL_VERSION "0.0.0"
@@ -13,6 +16,30 @@ namespace kvctl {
 void PrintError(const std::string& message) {
   std::cerr << "kvctl: " << message << '\n';
 }
+namespace {
+
+// CLI11 answers a mistyped command with "A subcommand is required" (it takes the word for a
+// positional argument), so the first word is checked here: one line naming it and the commands.
+bool CheckCommandWord(const CLI::App& app, int argc, char** argv) {
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  if (argc < 2) {
+    PrintError("a command is required: " + names + " (kvctl --help)");
+    return false;
+  }
+  const std::string_view word = argv[1];
+  if (!word.empty() && word.front() == '-') return true;  // an option: CLI11 reports it
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (word == sub->get_name()) return true;
+  }
+  PrintError("unknown command '" + Printable(word) + "'; the commands are " + names +
+             " (kvctl --help)");
+  return false;
+}
+
+}  // namespace
 }  // namespace kvctl
 
 int main(int argc, char** argv) {
@@ -31,6 +58,9 @@ int main(int argc, char** argv) {
   kvctl::AddDoctorCommand(app, exit_code);
   kvctl::AddLaunchCommand(app, exit_code);
   kvctl::AddMetricsCommand(app, exit_code);
+  static char help_flag[] = "--help";
+  if (argc >= 2 && std::string_view(argv[1]) == "help") argv[1] = help_flag;
+  if (!kvctl::CheckCommandWord(app, argc, argv)) return kvctl::kExitUsage;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
