@@ -9,7 +9,7 @@ test_python=$(scripts/python-env.sh)
 scripts/build.sh -DKVCACHED_TEST_PYTHON="$test_python"
 log=build/ctest.log
 set +e
-ctest --test-dir build --output-on-failure --timeout 900 "$@" 2>&1 | tee "$log"
+ctest --test-dir build --output-on-failure --timeout 900 -j"$(nproc)" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 echo
