@@ -20,10 +20,24 @@ if V.HAVE_VLLM:
     from kvcached_hook import capi as C
     from kvcached_hook.engines import vllm as adapter_pkg
     from kvcached_hook.engines.vllm import registry, scheduler_side, worker
+    from kvcached_hook.engines.vllm import tp as tp_mod
     from kvcached_hook.patching import PatchSet, Target
     from vllm.v1.core import block_pool, kv_cache_manager
 
 PAGE = 8192  # uniform block = 2 x 16 tokens x 2 heads x 16 x 2 bytes = 2 KiB: 4 blocks per page
+
+
+def pinned_pages(api, adapter):
+    layout = adapter.tracker.layout
+    return {p for u in adapter.entry.pinned_units for a, n in layout.unit_ranges(u) for p in api.pages_of(a, n)}
+
+
+class _Local:
+    """pinned_pages() over a worker's own entry."""
+
+    def __init__(self, entry):
+        self.entry = entry
+        self.tracker = type("T", (), {"layout": entry.layout})()
 
 
 def held_ranges(adapter):
@@ -114,10 +128,9 @@ class VllmAdapterTest(unittest.TestCase):
         snap = adapter.snapshot()
         self.assertLess(snap["units_acquired"], snap["units"], "the whole cache was backed")
         # Only the null block's pages stay once everything is released.
-        adapter.hooks.idle_tick(now=1e12)
-        pinned = {p for u in adapter.entry.pinned_units for a, n in adapter.tracker.layout.unit_ranges(u)
-                  for p in self.api.pages_of(a, n)}
-        self.assertEqual(self.api.in_use_pages(), pinned)
+        adapter.hooks.idle_tick(now=0.0)
+        adapter.hooks.idle_tick(now=1e6)  # idle past KVCACHED_HOOK_IDLE_TRIM_S: the prefix cache goes too
+        self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter))
         return scheduler, adapter
 
     def test_uniform_cache_held_blocks_are_backed_at_every_step(self):
@@ -220,8 +233,8 @@ class VllmAdapterTest(unittest.TestCase):
         calls = self.api.acquire_calls
         request = V.make_request("b", prompt, 4)
         scheduler.add_request(request)
-        scheduler.schedule()
-        self.assertGreaterEqual(request.num_cached_tokens, 48, "no prefix hit: the test proves nothing")
+        out = scheduler.schedule()
+        self.assertLessEqual(out.num_scheduled_tokens["b"], 16, "no prefix hit: the test proves nothing")
         self.assertEqual(self.api.acquire_calls, calls, "a prefix hit acquired pages")
         self.assert_backed(adapter, "after the hit")
 
@@ -235,7 +248,7 @@ class VllmAdapterTest(unittest.TestCase):
         self.assertTrue(adapter.cached, "trimmed before KVCACHED_HOOK_IDLE_TRIM_S")
         adapter.hooks.idle_tick(now=106.0)
         self.assertFalse(adapter.cached)
-        self.assertEqual(len(self.api.in_use_pages()), 1, "pages beyond the null block's stay acquired")
+        self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter), "pages beyond the null block's stay")
 
     def test_the_prefix_cache_is_given_back_when_another_process_is_refused(self):
         scheduler, adapter = self.engine("uniform", page=2048)
@@ -280,6 +293,121 @@ class VllmAdapterTest(unittest.TestCase):
         V.build_worker_cache(vllm_config, config)
         self.assertEqual(registry.caches(), [])
         self.assertEqual(api.acquire_calls, 0)
+
+
+class TensorRegionApi(FakeCApi):
+    """Each KV tensor its own region starting at the tensor, as the shim's no_split MemPool makes
+    them on a GPU (every rank then has the same block -> page map)."""
+
+    def region_info(self, addr):
+        import dataclasses
+
+        return dataclasses.replace(super().region_info(addr), base=addr)
+
+
+class FakeWorker:
+    def __init__(self, rank, entry):
+        self.rank = rank
+        self.kvcached_entry = entry
+
+
+class FakeExecutor:
+    """vLLM's collective_rpc(callable) contract: the function runs on every rank's worker, results in
+    rank order."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.rpcs = 0
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        self.rpcs += 1
+        return [method(worker, *args, **(kwargs or {})) for worker in self.workers]
+
+
+@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
+class VllmTensorParallelTest(unittest.TestCase):
+    """TP > 1 through a fake executor: two 'ranks' with their own fake shims and budgets."""
+
+    @classmethod
+    def setUpClass(cls):
+        worker.overrides.update(require_cuda=False, use_pool=False)
+        scheduler_side.overrides["idle_thread"] = False
+        assert adapter_pkg.patch(), adapter_pkg.PATCHES.reason
+
+    @classmethod
+    def tearDownClass(cls):
+        adapter_pkg.unpatch()
+
+    def test_every_rank_backs_the_held_blocks_and_a_refusal_on_one_rank_backs_out_the_others(self):
+        registry.clear()
+        vllm_config = V.make_vllm_config(64)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        apis, workers = [], []
+        for rank, pages in enumerate((None, 2 + 6 * 2)):  # rank 1's GPU has a small budget
+            api = TensorRegionApi(page_size=PAGE, budget=SharedBudget(pages))
+            worker.overrides["api"] = api
+            V.build_worker_cache(vllm_config, config)
+            entry = registry.caches()[-1]
+            entry.remote = True
+            apis.append(api)
+            workers.append(FakeWorker(rank, entry))
+        registry.clear()  # the workers live "in other processes": the scheduler must use the executor
+        executor = FakeExecutor(workers)
+        registry.set_executor(executor)
+        with V.env(KVCACHED_HOOK_VLLM_TP=1):
+            scheduler = V.make_scheduler(vllm_config, config)
+        adapter = scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached")
+        self.assertIsNotNone(adapter, "the scheduler did not take the ranks' caches")
+        requests = [V.make_request(f"r{i}", [1 + i] * 100, 60) for i in range(6)]
+        for request in requests:
+            scheduler.add_request(request)
+        problems = []
+
+        def check(stage, out):
+            if stage == "scheduled":  # what Worker.execute_model does on every rank
+                for w in workers:
+                    tp_mod.before_execute(w, out)
+            for w, api in zip(workers, apis):
+                for block in adapter.held_blocks():
+                    for addr, length in w.kvcached_entry.layout.block_ranges(block):
+                        if not api.backed(addr, length):
+                            problems.append(f"{stage}: rank {w.rank} block {block}")
+
+        V.run_loop(scheduler, check=check)
+        self.assertEqual(problems[:5], [])
+        self.assertFalse(scheduler.has_requests())
+        self.assertGreater(apis[1].refusals, 0, "rank 1 never refused: the test proves nothing")
+        self.assertGreater(sum(r.num_preemptions for r in requests), 0)
+        self.assertGreater(apis[0].release_calls, 0, "rank 0 never gave pages back")
+        # All or nothing: once idle, every rank holds exactly the null block's pages (a refused
+        # acquire left nothing behind on the rank that had succeeded).
+        adapter.hooks.idle_tick(now=0.0)
+        adapter.hooks.idle_tick(now=1e6)
+        for w, api in zip(workers, apis):
+            self.assertEqual(api.in_use_pages(), pinned_pages(api, _Local(w.kvcached_entry)), f"rank {w.rank}")
+
+    def test_ranks_whose_layouts_differ_are_backed_fully(self):
+        registry.clear()
+        vllm_config = V.make_vllm_config(32)
+        workers, apis = [], []
+        for rank, kind in enumerate(("uniform", "mla")):
+            api = TensorRegionApi(page_size=PAGE)
+            worker.overrides["api"] = api
+            V.build_worker_cache(V.make_vllm_config(32), V.kv_cache_config(vllm_config, kind))
+            entry = registry.caches()[-1]
+            entry.remote = True
+            workers.append(FakeWorker(rank, entry))
+            apis.append(api)
+        registry.clear()
+        executor = FakeExecutor(workers)  # the registry keeps a weak reference, as to vLLM's own
+        registry.set_executor(executor)
+        with V.env(KVCACHED_HOOK_VLLM_TP=1):
+            scheduler = V.make_scheduler(vllm_config, V.kv_cache_config(vllm_config, "uniform"))
+        self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
+        for w, api in zip(workers, apis):
+            self.assertFalse(w.kvcached_entry.managed)
+            for span in w.kvcached_entry.layout.spans:
+                self.assertTrue(api.backed(span.addr, span.nbytes))
 
 
 if __name__ == "__main__":

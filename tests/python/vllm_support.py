@@ -20,6 +20,7 @@ try:
     from transformers import LlamaConfig
     from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
     from vllm.sampling_params import SamplingParams
+    from vllm.utils.hashing import sha256
     from vllm.v1.core import kv_cache_utils
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
@@ -53,15 +54,19 @@ def model_dir() -> str:
 
 def make_vllm_config(num_blocks: int, *, prefix_caching: bool = True, async_scheduling: bool = False,
                      max_num_seqs: int = 8, max_tokens_per_step: int = 256) -> "VllmConfig":
-    model = ModelConfig(model=model_dir(), skip_tokenizer_init=True, dtype="float16", max_model_len=2048)
+    model = ModelConfig(model=model_dir(), skip_tokenizer_init=True, dtype="float16", max_model_len=512)
     extra = {"is_encoder_decoder": False} if "is_encoder_decoder" in getattr(SchedulerConfig, "__dataclass_fields__", {}) else {}
     sched = SchedulerConfig(
-        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens_per_step, max_model_len=2048,
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens_per_step, max_model_len=512,
         enable_chunked_prefill=True, async_scheduling=async_scheduling, **extra,
     )
     cache = CacheConfig(block_size=BLOCK, enable_prefix_caching=prefix_caching)
     cache.num_gpu_blocks_override = num_blocks
-    return VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache, device_config=DeviceConfig("cpu"))
+    config = VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache, device_config=DeviceConfig("cpu"))
+    # The hybrid manager (one block pool for full and sliding-window groups) is what GPUs run;
+    # vLLM's CPU platform switches it off.
+    config.scheduler_config.disable_hybrid_kv_cache_manager = False
+    return config
 
 
 def kv_specs(kind: str) -> dict:
@@ -87,7 +92,9 @@ def kv_cache_config(vllm_config, kind: str):
     specs = kv_specs(kind)
     per_block = sum(spec.page_size_bytes for spec in specs.values())
     blocks = vllm_config.cache_config.num_gpu_blocks_override
-    configs = kv_cache_utils.get_kv_cache_configs(vllm_config, [specs], [per_block * (blocks + 4)])
+    # Memory for a full-length request (vLLM checks it); the override then sets the block count.
+    available = per_block * (max(blocks, vllm_config.model_config.max_model_len // BLOCK) + 8)
+    configs = kv_cache_utils.get_kv_cache_configs(vllm_config, [specs], [available])
     return configs[0]
 
 
@@ -119,6 +126,7 @@ def build_worker_cache(vllm_config, config, reshape=blocks_first_views):
 
 def make_scheduler(vllm_config, config):
     cls = AsyncScheduler if vllm_config.scheduler_config.async_scheduling else Scheduler
+    vllm_config.cache_config.num_gpu_blocks = config.num_blocks  # as EngineCore sets it
     return cls(vllm_config=vllm_config, kv_cache_config=config,
                structured_output_manager=StructuredOutputManager(vllm_config), block_size=BLOCK, log_stats=False)
 
@@ -129,9 +137,9 @@ _hash_ready = False
 def make_request(request_id: str, prompt: list[int], max_tokens: int, stop=None) -> "Request":
     global _hash_ready
     if not _hash_ready:
-        kv_cache_utils.init_none_hash(kv_cache_utils.sha256 if hasattr(kv_cache_utils, "sha256") else hash)
+        kv_cache_utils.init_none_hash(sha256)
         _hash_ready = True
-    hasher = kv_cache_utils.get_request_block_hasher(BLOCK, hash)
+    hasher = kv_cache_utils.get_request_block_hasher(BLOCK, sha256)
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, stop_token_ids=stop or [])
     return Request(request_id=request_id, prompt_token_ids=prompt, sampling_params=params,
                    pooling_params=None, block_hasher=hasher)

@@ -9,11 +9,13 @@ imports it. What is patched and why: docs/vllm.md. Parts:
   blocks.py          BlockPool <-> KVPageTracker, page-aware block choice, refusal
   steps.py           per-step acquire, fenced releases, pressure and idle trim
   scheduler_side.py  the scheduler-side wrappers
+  tp.py              tensor parallel (experimental, KVCACHED_HOOK_VLLM_TP=1)
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 
 from ...patching import PatchSet, Target
 from . import registry, scheduler_side as S, worker as W
@@ -71,6 +73,9 @@ TARGETS = [
     Target(_SCHED, "Scheduler", "update_from_output", ("self", "scheduler_output", "model_runner_output"),
            S.wrap_update_from_output),
     Target(_SCHED, "Scheduler", "has_requests", ("self",)),
+    # Tensor parallel (tp.py, opt-in): the scheduler's way to its workers, releases on each step.
+    Target("vllm.v1.executor.abstract", "Executor", "__init__", ("self", "vllm_config"), S.wrap_executor_init),
+    Target("vllm.v1.worker.gpu_worker", "Worker", "execute_model", ("self", "scheduler_output"), S.wrap_execute_model),
 ]
 
 
@@ -84,9 +89,30 @@ def _version() -> str:
 PATCHES = PatchSet("vllm", TARGETS, version=_version, lowest=LOWEST, below=BELOW)
 
 
+_applying = threading.local()
+
+
 def patch(_module=None) -> bool:
-    """Installs every wrapper, or none (another vLLM, a changed signature). Idempotent."""
-    return PATCHES.apply()
+    """Installs every wrapper, or none (another vLLM, a changed signature). Idempotent.
+
+    Applying imports the target modules, and importing one of them may fire this adapter's import
+    hook again (both trigger modules are targets): the nested call returns at once instead of
+    waiting for the lock its own thread holds."""
+    if getattr(_applying, "active", False):
+        return PATCHES.applied
+    _applying.active = True
+    try:
+        return PATCHES.apply()
+    finally:
+        _applying.active = False
+
+
+def patch_tp(_module=None) -> bool:
+    """The EngineCore process of a tensor-parallel engine imports the multiprocess executor but not
+    the GPU worker: patch it there too, only when tensor parallel is switched on (tp.py)."""
+    from . import tp
+
+    return patch() if tp.enabled() else False
 
 
 def unpatch() -> None:
@@ -101,4 +127,4 @@ def adapters() -> list:
     return list(LIVE)
 
 
-__all__ = ["patch", "unpatch", "adapters", "PATCHES", "TARGETS", "registry", "LOWEST", "BELOW"]
+__all__ = ["patch", "patch_tp", "unpatch", "adapters", "PATCHES", "TARGETS", "registry", "LOWEST", "BELOW"]

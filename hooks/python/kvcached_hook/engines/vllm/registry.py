@@ -28,10 +28,23 @@ class WorkerCache:
     claimed: bool = False
     tensors: list = field(default_factory=list)  # keeps the raw tensors alive as long as the entry
     pool: object = None  # the MemPool the tensors came from (lives as long as they do)
+    remote: bool = False  # driven by a scheduler in another process (tensor parallel, tp.py)
 
 
 _lock = threading.Lock()
 _caches: list[WorkerCache] = []
+_executor = None  # weakref to this process's vLLM executor (the scheduler's way to its workers)
+
+
+def set_executor(executor) -> None:
+    import weakref
+
+    global _executor
+    _executor = weakref.ref(executor)
+
+
+def executor():
+    return _executor() if _executor is not None else None
 
 
 def publish(cache: WorkerCache) -> None:
@@ -56,5 +69,7 @@ def caches() -> list[WorkerCache]:
 
 def clear() -> None:
     """Forgets every published cache (tests)."""
+    global _executor
     with _lock:
         _caches.clear()
+        _executor = None

@@ -8,11 +8,18 @@ import logging
 
 from ..._env import HookSettings
 from ..._log import important
-from . import registry
+from ... import capi as C
+from . import registry, tp
 from .blocks import PoolAdapter
 from .steps import StepHooks, start_idle_thread
 
 overrides = {"idle_thread": True}
+
+
+def _local_api():
+    from .worker import overrides as worker_overrides
+
+    return worker_overrides["api"] if worker_overrides["api"] is not None else C.load()
 
 
 def _adapter(pool) -> PoolAdapter | None:
@@ -40,6 +47,12 @@ def wrap_pool_init(orig):
     def __init__(self, *args, **kwargs):
         orig(self, *args, **kwargs)
         entry = registry.claim(self.num_gpu_blocks)
+        if entry is None and tp.enabled() and registry.executor() is not None:
+            try:
+                entry = tp.remote_cache(registry.executor(), self.num_gpu_blocks, _local_api())
+            except Exception as error:  # noqa: BLE001 - the workers then back fully on their own
+                important(f"vllm: tensor-parallel KV cache not managed ({error})", logging.ERROR)
+                entry = None
         if entry is None:
             return
         try:
@@ -181,9 +194,22 @@ def wrap_schedule(orig):
         hooks = _scheduler_hooks(self)
         if hooks is None:
             return orig(self, *args, **kwargs)
+        api = hooks.adapter.api
+        remote = isinstance(api, tp.RemoteApi)
         with hooks.adapter.lock:
-            hooks.before_schedule(self)
-            output = orig(self, *args, **kwargs)
+            if remote:
+                api.pending = []  # releases of this step ride on its SchedulerOutput
+            try:
+                hooks.before_schedule(self)
+                output = orig(self, *args, **kwargs)
+            finally:
+                if remote:
+                    pending, api.pending = api.pending, None
+            if remote and pending:
+                if getattr(output, "total_num_scheduled_tokens", 0) > 0:
+                    output.kvcached_release = pending
+                else:
+                    api.release(pending)  # no step goes to the workers: send them now
             hooks.after_schedule(self, output)
             return output
 
@@ -202,3 +228,20 @@ def wrap_update_from_output(orig):
                 hooks.after_update(scheduler_output)
 
     return update_from_output
+
+
+# ---- Executor / Worker (tensor parallel, tp.py) ----
+def wrap_executor_init(orig):
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        registry.set_executor(self)
+
+    return __init__
+
+
+def wrap_execute_model(orig):
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        tp.before_execute(self, scheduler_output)
+        return orig(self, scheduler_output, *args, **kwargs)
+
+    return execute_model

@@ -25,7 +25,7 @@ from ... import capi as C
 from ..._env import HookSettings
 from ..._log import important, logger
 from ...pages import KVLayout, TensorSpan
-from . import registry
+from . import registry, tp
 from .layout_check import iter_views, view_problem
 
 ENGINE = "vllm"
@@ -63,6 +63,8 @@ def refusal_reason(vllm_config) -> str | None:
     parallel = getattr(vllm_config, "parallel_config", None)
     world = getattr(parallel, "world_size", 1)
     backend = getattr(parallel, "distributed_executor_backend", None)
+    if world > 1 and tp.enabled() and backend == "mp" and getattr(parallel, "pipeline_parallel_size", 1) == 1:
+        return None  # tensor parallel, experimental (tp.py)
     if world != 1 or backend not in (None, "uni"):
         # Workers in other processes than the scheduler: not elastic yet (see docs/vllm.md).
         return f"the workers run apart from the scheduler (world size {world}, executor {backend!r})"
@@ -252,6 +254,7 @@ def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
         label=_label(ctx.vllm_config, ctx.settings),
         tensors=[t for t, _ in seen.values()],
         pool=ctx.pool,
+        remote=getattr(getattr(ctx.vllm_config, "parallel_config", None), "world_size", 1) > 1,
     )
     # The null block: warm-up and graph capture write it before any request, and padded slots
     # keep writing it: backed now, for good.
