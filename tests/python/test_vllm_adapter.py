@@ -126,7 +126,13 @@ class VllmAdapterTest(unittest.TestCase):
         self.assertFalse(scheduler.has_requests(), "requests did not finish")
         self.assertGreater(len(checks), 20)
         snap = adapter.snapshot()
+        print(f"\n[{kind}{' async' if config.get('async_scheduling') else ''}] steps {snap['steps']} units {snap['units']} "
+              f"peak-free units now {snap['units_acquired']} acquire calls {snap['acquire_calls']} release calls "
+              f"{snap['release_calls']} max C calls/step {snap['c_calls_per_step_max']} refusals {snap['refusals']}")
         self.assertLess(snap["units_acquired"], snap["units"], "the whole cache was backed")
+        # Page-aware choice: every block was handed out already backed (by the batched acquire),
+        # none had to be backed on the spot.
+        self.assertEqual(snap["sync_backings"], 0)
         # Only the null block's pages stay once everything is released.
         adapter.hooks.idle_tick(now=0.0)
         adapter.hooks.idle_tick(now=1e6)  # idle past KVCACHED_HOOK_IDLE_TRIM_S: the prefix cache goes too
@@ -138,7 +144,7 @@ class VllmAdapterTest(unittest.TestCase):
         self.assertEqual(len(adapter.tracker.layout.spans), 2)
 
     def test_hybrid_sliding_window_cache_held_blocks_are_backed_at_every_step(self):
-        scheduler, adapter = self.run_checked("hybrid")
+        scheduler, adapter = self.run_checked("hybrid", num_blocks=192)  # two groups share the pool
         self.assertEqual(len(scheduler.kv_cache_manager.coordinator.single_type_managers), 2)
 
     def test_mla_cache_held_blocks_are_backed_at_every_step(self):
@@ -189,8 +195,9 @@ class VllmAdapterTest(unittest.TestCase):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):
             scheduler, adapter = self.engine("uniform", async_scheduling=True, page=2048)
         layout = adapter.tracker.layout
-        in_flight: list[tuple[object, set]] = []
+        in_flight: list[tuple[object, set, set]] = []
         violations = []
+        held_back = []  # in-flight pages the tracker already sees empty: only the fence keeps them
         real_release = self.api.release
 
         def pages_of_blocks(blocks):
@@ -198,7 +205,7 @@ class VllmAdapterTest(unittest.TestCase):
 
         def release(ranges):
             pages = {p for a, n in ranges for p in self.api.pages_of(a, n)}
-            for out, used in in_flight:
+            for out, used, _ in in_flight:
                 if pages & used:
                     violations.append(sorted(pages & used))
             return real_release(ranges)
@@ -211,15 +218,25 @@ class VllmAdapterTest(unittest.TestCase):
                 for rid in out.num_scheduled_tokens:
                     for group in scheduler.kv_cache_manager.get_block_ids(rid):
                         blocks.update(group)
-                in_flight.append((out, pages_of_blocks(blocks)))
+                tracker = adapter.tracker
+                for _, _, older in in_flight:
+                    held_back.extend(u for b in older for u in layout.block_units(b) if tracker.count[u] == 0)
+                in_flight.append((out, pages_of_blocks(blocks), blocks))
             elif stage == "processed":
                 in_flight.pop(0)
 
         # Requests stop at unpredictable steps (a stop token), so the in-flight batch still holds
         # them when the previous batch's output frees their blocks.
         self.add(scheduler, 8, prompt_len=30, max_tokens=40, stop=[99])
-        V.run_loop(scheduler, check=check, in_flight=2, token_of=lambda rid: 99 if hash(rid) % 5 == 0 else 7)
+        stoppers = {"r1": 3, "r4": 5, "r6": 9}  # request -> output count at which it emits the stop token
+
+        def token_of(request):
+            limit = stoppers.get(request.request_id)
+            return 99 if limit is not None and request.num_output_tokens >= limit else 7
+
+        V.run_loop(scheduler, check=check, in_flight=2, token_of=token_of)
         self.assertEqual(violations, [])
+        self.assertTrue(held_back, "no page of an in-flight batch was ever empty: the test proves nothing")
         self.assertGreater(self.api.release_calls, 0, "nothing was released: the test proves nothing")
 
     # ---------------------------------------------------------------- prefix cache

@@ -145,19 +145,19 @@ def make_request(request_id: str, prompt: list[int], max_tokens: int, stop=None)
                    pooling_params=None, block_hasher=hasher)
 
 
-def fake_output(scheduler, scheduler_output, token_of=lambda request_id: 7) -> "ModelRunnerOutput":
+def fake_output(scheduler, scheduler_output, token_of=lambda request: 7) -> "ModelRunnerOutput":
     """What a model runner answers: one sampled token per request whose prefill is complete."""
     req_ids = list(scheduler_output.num_scheduled_tokens)
     sampled = []
     for rid in req_ids:
         request = scheduler.requests.get(rid)
         chunk = request is not None and getattr(request, "is_prefill_chunk", request.num_computed_tokens < request.num_tokens)
-        sampled.append([] if chunk else [token_of(rid)])
+        sampled.append([] if chunk else [token_of(request)])
     return ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
                              sampled_token_ids=sampled)
 
 
-def run_loop(scheduler, *, max_steps: int = 2000, in_flight: int = 1, check=None, token_of=lambda rid: 7):
+def run_loop(scheduler, *, max_steps: int = 2000, in_flight: int = 1, check=None, token_of=lambda request: 7):
     """Drives the scheduler like vLLM's EngineCore: schedule, (model), update_from_output, with up
     to `in_flight` batches outstanding (2 = asynchronous scheduling). check(stage) after each call."""
     pending = []

@@ -62,6 +62,13 @@ def claim(num_blocks: int) -> WorkerCache | None:
         return None
 
 
+def unclaimed_others(claimed: WorkerCache) -> list[WorkerCache]:
+    """Managed caches no scheduler will drive (a second KV build in this process): they must be
+    backed fully by the caller."""
+    with _lock:
+        return [c for c in _caches if c is not claimed and c.managed and not c.claimed and not c.remote]
+
+
 def caches() -> list[WorkerCache]:
     with _lock:
         return list(_caches)

@@ -55,6 +55,10 @@ def wrap_pool_init(orig):
                 entry = None
         if entry is None:
             return
+        from .worker import _back_fully
+
+        for other in registry.unclaimed_others(entry):
+            _back_fully(other, "a second KV cache in this process that no scheduler drives")
         try:
             self._kvcached = PoolAdapter(self, entry, HookSettings())
         except Exception as error:  # noqa: BLE001 - fall back to a fully backed, correct cache

@@ -70,8 +70,15 @@ class StepHooks:
     def after_schedule(self, scheduler, output) -> None:
         adapter = self.adapter
         adapter.end_allocation()
+        tracker = adapter.tracker
         if getattr(output, "total_num_scheduled_tokens", 0) > 0:
-            adapter.in_flight.append(adapter.tracker.step)
+            adapter.in_flight.append(tracker.step)
+        if tracker._step_calls:  # C time and calls of this step (docs/vllm.md: per-step costs)
+            if len(tracker.step_c_us) >= 200_000:
+                del tracker.step_c_us[:100_000]
+                del tracker.step_calls[:100_000]
+            tracker.step_c_us.append(tracker._step_c_ns / 1000.0)
+            tracker.step_calls.append(tracker._step_calls)
         for hook in list(self.on_step):
             hook(adapter, output)
 
