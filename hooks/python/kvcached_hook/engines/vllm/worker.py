@@ -213,10 +213,11 @@ def wrap_allocate(config_arg: str, device_of, raw_of):
             device = device_of(bound.arguments)
             with _pool(ctx, device):
                 result = orig(*args, **kwargs)
+            tensors = list(raw_of(result))
             try:
-                ctx.entry = _adopt(ctx, kv_cache_config, raw_of(result))
-            except _NotLazy as error:
-                say_once("notlazy", f"KV cache not elastic: {error}")
+                ctx.entry = _adopt(ctx, kv_cache_config, tensors)
+            except Exception as error:  # noqa: BLE001 - whatever went wrong, the cache must work
+                _back_raw_fully(ctx.api, tensors, str(error))
             return result
 
         return allocate
@@ -226,6 +227,25 @@ def wrap_allocate(config_arg: str, device_of, raw_of):
 
 class _NotLazy(Exception):
     pass
+
+
+def _back_raw_fully(api, tensors, why: str) -> None:
+    """The tensors came from the pool but cannot be managed: back every lazy one for good."""
+    ranges = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        addr, nbytes = storage.data_ptr(), storage.nbytes()
+        info = api.region_info(addr) if nbytes else None
+        if info is not None and info.kind == C.REGION_LAZY:
+            ranges[addr] = nbytes
+    status = api.acquire(sorted(ranges.items())) if ranges else C.OK
+    if status != C.OK:
+        raise RuntimeError(
+            f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
+            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
+            "or unset LD_PRELOAD for this engine"
+        )
+    say_once("notlazy", f"KV cache backed fully, not elastic: {why}")
 
 
 def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
