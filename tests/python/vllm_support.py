@@ -81,6 +81,9 @@ def kv_specs(kind: str) -> dict:
         specs.update({f"layers.{i}.attn": SlidingWindowSpec(block_size=BLOCK, num_kv_heads=2, head_size=16,
                                                              dtype=half, sliding_window=48) for i in (1, 3)})
         return specs
+    if kind == "big":  # 64 KiB blocks: 32 per 2 MiB shim page
+        return {f"layers.{i}.attn": FullAttentionSpec(block_size=BLOCK, num_kv_heads=8, head_size=128, dtype=half)
+                for i in range(2)}
     if kind == "mla":
         return {f"layers.{i}.attn": MLAAttentionSpec(block_size=BLOCK, num_kv_heads=1, head_size=24, dtype=half)
                 for i in range(2)}
