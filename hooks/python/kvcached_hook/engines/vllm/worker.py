@@ -249,6 +249,8 @@ def _back_raw_fully(api, tensors, why: str) -> None:
 
 
 def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
+    import torch
+
     num_blocks = int(kv_cache_config.num_blocks)
     seen: dict[int, object] = {}
     for tensor in tensors:
@@ -287,6 +289,12 @@ def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
             f"{ctx.api.last_error()}); the GPU's budget is exhausted (see kvctl list)"
         )
     entry.pinned_units = units
+    # vLLM zero-filled the cache before these pages existed: the null block must read zeros again
+    # (padded slots read it; garbage could turn into NaN through a masked product).
+    for (tensor, _), span in zip((seen[a] for a in sorted(seen)), spans):
+        flat = tensor.view(-1) if tensor.is_contiguous() else None
+        if flat is not None and tensor.data_ptr() == span.addr:
+            flat.view(torch.uint8)[: span.block_bytes].zero_()
     if not ctx.settings.label and entry.label:
         status = ctx.api.set_label(entry.label)
         if status != C.OK:
