@@ -298,6 +298,21 @@ class VllmAdapterTest(unittest.TestCase):
         scheduler = V.make_scheduler(vllm_config, config)
         self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
 
+    def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        V.build_v1_worker_cache(vllm_config, config)
+        (entry,) = registry.caches()
+        self.assertTrue(entry.managed)
+        self.assertEqual(api.acquire_calls, 1, "only the null block is backed at allocation")
+        scheduler = V.make_scheduler(vllm_config, config)
+        self.assertIs(scheduler.kv_cache_manager.block_pool.__dict__["_kvcached"].entry, entry)
+        registry.clear()
+        V.build_v1_worker_cache(vllm_config, config, reshape=V.kv_first_views)
+        self.assertFalse(registry.caches()[0].managed, "the V1 path did not check the views")
+
     def test_tensors_that_are_not_whole_blocks_back_the_whole_cache(self):
         import copy
 

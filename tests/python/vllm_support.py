@@ -127,6 +127,26 @@ def build_worker_cache(vllm_config, config, reshape=blocks_first_views):
     return made
 
 
+def build_v1_worker_cache(vllm_config, config, reshape=blocks_first_views):
+    """The V1 model runner's real initialize_kv_cache_tensors (and so its real
+    _allocate_kv_cache_tensors) on a runner object holding only what those two read; the backend
+    reshape and the binding are replaced as above."""
+    from types import SimpleNamespace
+
+    from vllm.v1.worker import gpu_model_runner as gmr
+
+    runner = object.__new__(gmr.GPUModelRunner)
+    runner.__dict__.update(
+        vllm_config=vllm_config, device=torch.device("cpu"), cache_config=vllm_config.cache_config,
+        model_config=vllm_config.model_config, attn_groups=[], runner_only_attn_layers=set(),
+        shared_kv_cache_layers={}, kv_caches=[], compilation_config=SimpleNamespace(static_forward_context={}),
+        use_uniform_kv_cache=lambda *a, **k: False,
+        _reshape_kv_cache_tensors=lambda raw, *_a, **_k: reshape(raw, config),
+    )
+    with mock.patch.object(gmr, "bind_kv_cache", lambda *a, **k: None):
+        return gmr.GPUModelRunner.initialize_kv_cache_tensors(runner, config, [BLOCK])
+
+
 def make_scheduler(vllm_config, config):
     cls = AsyncScheduler if vllm_config.scheduler_config.async_scheduling else Scheduler
     vllm_config.cache_config.num_gpu_blocks = config.num_blocks  # as EngineCore sets it
