@@ -89,6 +89,31 @@ class IrregularLayoutTest(unittest.TestCase):
             layout = KVLayout(spans, bb, num_blocks, ps)
             self.check(layout, num_blocks)
 
+    def test_tensors_with_their_own_block_sizes_match_brute_force(self):
+        # vLLM's hybrid models: every tensor has the same number of blocks, not the same block size.
+        rng = random.Random(99)
+        for _ in range(300):
+            ps = rng.choice([2, 4, 8]) * 4096
+            num_blocks = rng.randint(1, 40)
+            spans = []
+            cursor = 1 << 30
+            for i in range(rng.randint(1, 4)):
+                bb = rng.choice([512, 768, 4096, 3 * 4096, 20 * 4096])
+                base = cursor
+                addr = base + rng.choice([0, 64, ps // 2])
+                spans.append(TensorSpan(addr, num_blocks * bb, base, name=f"T{i}", block_bytes=bb))
+                cursor = base + ((addr - base + num_blocks * bb) // ps + 2) * ps
+            layout = KVLayout(spans, spans[0].block_bytes, num_blocks, ps)
+            for block in range(num_blocks):
+                want = {(i, p) for i, s in enumerate(spans)
+                        for p in pages_touched(s.addr + block * s.block_bytes, s.block_bytes, s.region_base, ps)}
+                got = {(i, (a - spans[i].region_base) // ps)
+                       for u in layout.block_units(block) for i, a, _ in layout.unit_span_ranges(u)}
+                self.assertTrue(want <= got, f"block {block}: pages {sorted(want - got)} not covered")
+                for u in layout.block_units(block):
+                    self.assertIn(block, layout.unit_blocks(u))
+            self.assertEqual(layout.block_ranges(0), [(s.addr, s.block_bytes) for s in spans])
+
     def test_classes_group_tensors_by_phase(self):
         ps = 2 * MiB
         spans = [

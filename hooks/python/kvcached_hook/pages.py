@@ -27,21 +27,28 @@ class TensorSpan:
     region_base: int  # base of the shim region containing it (page grid origin)
     name: str = ""  # for reports: "K[3]" ...
     layers: tuple[int, ...] = field(default=())  # model layers that read/write this tensor
+    block_bytes: int = 0  # bytes per block in this tensor; 0: the layout's (tensors may differ)
 
 
 class KVLayout:
-    """Block <-> unit <-> byte-range arithmetic for a set of tensors sharing one block layout."""
+    """Block <-> unit <-> byte-range arithmetic for a set of tensors sharing one block numbering.
+
+    Block b is bytes [b * B, (b + 1) * B) of each tensor, where B is the layout's block_bytes or
+    the tensor's own (TensorSpan.block_bytes; vLLM's hybrid models give each tensor its own).
+    Tensors with the same phase and the same B form one class.
+    """
 
     def __init__(self, spans: list[TensorSpan], block_bytes: int, num_blocks: int, page_size: int) -> None:
         if page_size <= 0 or block_bytes <= 0 or num_blocks <= 0:
             raise ValueError(f"bad layout: page_size={page_size} block_bytes={block_bytes} num_blocks={num_blocks}")
         if not spans:
             raise ValueError("bad layout: no tensors")
-        for span in spans:
-            if span.nbytes < num_blocks * block_bytes:
+        self.span_block_bytes = [span.block_bytes or block_bytes for span in spans]
+        for span, bb in zip(spans, self.span_block_bytes):
+            if bb <= 0 or span.nbytes < num_blocks * bb:
                 raise ValueError(
                     f"tensor {span.name or hex(span.addr)} holds {span.nbytes} bytes, "
-                    f"fewer than {num_blocks} blocks x {block_bytes} bytes"
+                    f"fewer than {num_blocks} blocks x {bb} bytes"
                 )
             if span.addr < span.region_base:
                 raise ValueError(f"tensor {span.name or hex(span.addr)} starts before its region")
@@ -49,20 +56,22 @@ class KVLayout:
         self.block_bytes = block_bytes
         self.num_blocks = num_blocks
         self.page_size = page_size
-        phases: list[int] = []
+        keys: list[tuple[int, int]] = []
         self.class_spans: list[list[int]] = []
-        for index, span in enumerate(spans):
-            phase = (span.addr - span.region_base) % page_size
-            if phase not in phases:
-                phases.append(phase)
+        for index, (span, bb) in enumerate(zip(spans, self.span_block_bytes)):
+            key = ((span.addr - span.region_base) % page_size, bb)
+            if key not in keys:
+                keys.append(key)
                 self.class_spans.append([])
-            self.class_spans[phases.index(phase)].append(index)
-        self.phases = phases
+            self.class_spans[keys.index(key)].append(index)
+        self.phases = [phase for phase, _ in keys]
+        self.class_block_bytes = [bb for _, bb in keys]
         # Pages per class: enough for every block (unit ids are class * stride + page).
-        self.pages_per_class = (max(phases) + num_blocks * block_bytes + page_size - 1) // page_size
-        self.num_units = len(phases) * self.pages_per_class
-        self._single_aligned = len(phases) == 1 and phases[0] == 0 and page_size % block_bytes == 0
-        self._blocks_per_page = page_size // block_bytes if self._single_aligned else 0
+        self.pages_per_class = max((phase + num_blocks * bb + page_size - 1) // page_size for phase, bb in keys)
+        self.num_units = len(keys) * self.pages_per_class
+        only = keys[0]
+        self._single_aligned = len(keys) == 1 and only[0] == 0 and page_size % only[1] == 0
+        self._blocks_per_page = page_size // only[1] if self._single_aligned else 0
 
     # ---- block -> units ----
     def block_units(self, block: int) -> list[int]:
@@ -70,9 +79,10 @@ class KVLayout:
         if self._single_aligned:
             return [block // self._blocks_per_page]
         units = []
-        start = block * self.block_bytes
-        end = start + self.block_bytes - 1
         for cls, phase in enumerate(self.phases):
+            bb = self.class_block_bytes[cls]
+            start = block * bb
+            end = start + bb - 1
             base = cls * self.pages_per_class
             units.extend(range(base + (phase + start) // self.page_size, base + (phase + end) // self.page_size + 1))
         return units
@@ -84,11 +94,11 @@ class KVLayout:
             first = unit * self._blocks_per_page
             return range(first, min(first + self._blocks_per_page, self.num_blocks))
         cls, page = divmod(unit, self.pages_per_class)
-        phase = self.phases[cls]
+        phase, bb = self.phases[cls], self.class_block_bytes[cls]
         lo = page * self.page_size - phase  # tensor-relative byte range of the page
         hi = lo + self.page_size
-        first = max(0, lo // self.block_bytes) if lo >= 0 else 0
-        last = min(self.num_blocks - 1, (hi - 1) // self.block_bytes)
+        first = max(0, lo // bb) if lo >= 0 else 0
+        last = min(self.num_blocks - 1, (hi - 1) // bb)
         return range(first, last + 1) if last >= first else range(0)
 
     # ---- unit -> byte ranges ----
@@ -112,13 +122,13 @@ class KVLayout:
 
     def block_ranges(self, block: int) -> list[tuple[int, int]]:
         """(addr, length) of block `block` in every tensor."""
-        return [(span.addr + block * self.block_bytes, self.block_bytes) for span in self.spans]
+        return [(span.addr + block * bb, bb) for span, bb in zip(self.spans, self.span_block_bytes)]
 
     def locate(self, addr: int) -> tuple[int, int] | None:
         """(span index, block) holding byte `addr`, or None."""
         for index, span in enumerate(self.spans):
             if span.addr <= addr < span.addr + span.nbytes:
-                return index, (addr - span.addr) // self.block_bytes
+                return index, (addr - span.addr) // self.span_block_bytes[index]
         return None
 
     def describe_unit(self, unit: int) -> str:

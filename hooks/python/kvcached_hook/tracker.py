@@ -67,6 +67,10 @@ class KVPageTracker:
         self.cached_count = lambda: 0
         # Step state.
         self.step = 0
+        # Engines with work in flight (vLLM's asynchronous scheduling) set this to the last step
+        # whose GPU work has finished: a page emptied at a later step is never released (the
+        # in-flight work may still write it). None: steps finish before the next one begins.
+        self.fence: int | None = None
         self.pressure = False
         self.refused_this_step = False
         self.refused_last_step = False
@@ -305,12 +309,15 @@ class KVPageTracker:
     # ------------------------------------------------------------------ giving pages back
     def flush(self, force: bool = False) -> int:
         """Releases (one C call) units that have been acquired and empty for at least
-        release_delay_steps steps (all empty ones with force). Returns the number released."""
+        release_delay_steps steps (all empty ones with force), never one emptied after `fence`.
+        Returns the number released."""
         with self.lock:
             if not self.empty_since:
                 return 0
-            limit = self.step - self.release_delay_steps
-            units = sorted(u for u, since in self.empty_since.items() if force or since <= limit)
+            limit = self.step if force else self.step - self.release_delay_steps
+            if self.fence is not None:  # even forced: in-flight work may still write the page
+                limit = min(limit, self.fence)
+            units = sorted(u for u, since in self.empty_since.items() if since <= limit)
             units = [u for u in units if self.count[u] == 0 and self.acq[u]]
             for unit in list(self.empty_since):
                 if self.count[unit] != 0 or not self.acq[unit]:

@@ -8,4 +8,6 @@ function and list it here (see docs/engine-hook.md).
 
 ENGINES = {
     "transformers.generation.continuous_batching": "kvcached_hook.engines.transformers_cb:patch",
+    "vllm.v1.worker.gpu_worker": "kvcached_hook.engines.vllm:patch",
+    "vllm.v1.executor.multiproc_executor": "kvcached_hook.engines.vllm:patch_tp",  # opt-in TP
 }

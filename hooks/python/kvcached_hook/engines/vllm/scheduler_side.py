@@ -1,0 +1,251 @@
+"""Wrappers of vLLM's scheduler-side classes (BlockPool, KVCacheCoordinator, KVCacheManager,
+Scheduler). Every wrapper does nothing for a pool without an adapter (a cache the worker side did
+not make lazy), so vLLM runs as it would without the hook."""
+
+from __future__ import annotations
+
+import logging
+
+from ..._env import HookSettings
+from ..._log import important
+from ... import capi as C
+from . import registry, tp
+from .blocks import PoolAdapter
+from .steps import StepHooks, start_idle_thread
+
+overrides = {"idle_thread": True}
+
+
+def _local_api():
+    from .worker import overrides as worker_overrides
+
+    return worker_overrides["api"] if worker_overrides["api"] is not None else C.load()
+
+
+def _adapter(pool) -> PoolAdapter | None:
+    return pool.__dict__.get("_kvcached") if pool is not None else None
+
+
+def _scheduler_hooks(scheduler) -> StepHooks | None:
+    hooks = scheduler.__dict__.get("_kvcached_steps")
+    if hooks is not None:
+        return hooks
+    manager = getattr(scheduler, "kv_cache_manager", None)
+    adapter = _adapter(getattr(manager, "block_pool", None))
+    if adapter is None:
+        return None
+    hooks = StepHooks(adapter, scheduler)
+    adapter.hooks = hooks
+    scheduler._kvcached_steps = hooks
+    if overrides["idle_thread"]:
+        start_idle_thread(hooks)
+    return hooks
+
+
+# ---- BlockPool ----
+def wrap_pool_init(orig):
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        entry = registry.claim(self.num_gpu_blocks)
+        if entry is None and tp.enabled() and registry.executor() is not None:
+            try:
+                entry = tp.remote_cache(registry.executor(), self.num_gpu_blocks, _local_api())
+            except Exception as error:  # noqa: BLE001 - the workers then back fully on their own
+                important(f"vllm: tensor-parallel KV cache not managed ({error})", logging.ERROR)
+                entry = None
+        if entry is None:
+            return
+        from .worker import _back_fully
+
+        for other in registry.unclaimed_others(entry):
+            _back_fully(other, "a second KV cache in this process that no scheduler drives")
+        try:
+            self._kvcached = PoolAdapter(self, entry, HookSettings())
+        except Exception as error:  # noqa: BLE001 - fall back to a fully backed, correct cache
+            from .worker import _back_fully
+
+            important(f"vllm: could not manage the KV cache ({error})", logging.ERROR)
+            _back_fully(entry, "the scheduler side could not be set up")
+
+    return __init__
+
+
+def wrap_get_new_blocks(orig):
+    def get_new_blocks(self, num_blocks, *args, **kwargs):
+        adapter = _adapter(self)
+        if adapter is None:
+            return orig(self, num_blocks, *args, **kwargs)
+        with adapter.lock:
+            adapter.choose(num_blocks)
+            blocks = orig(self, num_blocks, *args, **kwargs)
+            for block in blocks:
+                adapter.sync(block)
+            return blocks
+
+    return get_new_blocks
+
+
+def wrap_free_blocks(orig):
+    def free_blocks(self, ordered_blocks, *args, **kwargs):
+        adapter = _adapter(self)
+        if adapter is None:
+            return orig(self, ordered_blocks, *args, **kwargs)
+        blocks = list(ordered_blocks)  # vLLM may pass a one-shot iterator (reversed(...))
+        with adapter.lock:
+            result = orig(self, blocks, *args, **kwargs)
+            for block in blocks:
+                adapter.sync(block)
+            return result
+
+    return free_blocks
+
+
+def wrap_touch(orig):
+    def touch(self, blocks, *args, **kwargs):
+        adapter = _adapter(self)
+        if adapter is None:
+            return orig(self, blocks, *args, **kwargs)
+        blocks = list(blocks)
+        with adapter.lock:
+            result = orig(self, blocks, *args, **kwargs)
+            for block in blocks:
+                if isinstance(block, (list, tuple)):  # a group list (older call shapes)
+                    for inner in block:
+                        adapter.sync(inner)
+                else:
+                    adapter.sync(block)
+            return result
+
+    return touch
+
+
+def wrap_evict_blocks(orig):
+    def evict_blocks(self, block_ids, *args, **kwargs):
+        adapter = _adapter(self)
+        if adapter is None:
+            return orig(self, block_ids, *args, **kwargs)
+        ids = list(block_ids)
+        with adapter.lock:
+            result = orig(self, set(ids), *args, **kwargs)
+            for bid in ids:
+                if 0 <= bid < len(self.blocks):
+                    adapter.sync(self.blocks[bid])
+            return result
+
+    return evict_blocks
+
+
+def wrap_reset_prefix_cache(orig):
+    def reset_prefix_cache(self, *args, **kwargs):
+        adapter = _adapter(self)
+        if adapter is None:
+            return orig(self, *args, **kwargs)
+        with adapter.lock:
+            result = orig(self, *args, **kwargs)
+            adapter.sync_all()
+            return result
+
+    return reset_prefix_cache
+
+
+def wrap_get_num_free_blocks(orig):
+    def get_num_free_blocks(self):
+        count = orig(self)
+        adapter = _adapter(self)
+        if adapter is None:
+            return count
+        with adapter.lock:
+            return adapter.free_count(count)
+
+    return get_num_free_blocks
+
+
+# ---- KVCacheCoordinator / KVCacheManager ----
+def wrap_get_num_blocks_to_allocate(orig):
+    def get_num_blocks_to_allocate(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs):
+        count = orig(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs)
+        adapter = _adapter(getattr(self, "block_pool", None))
+        if adapter is not None and adapter.allocating:  # other callers only estimate
+            with adapter.lock:
+                if kwargs.get("apply_admission_cap"):
+                    adapter.demand = None  # an admission estimate for the whole sequence: no backing
+                else:
+                    adapter.note_demand(count, new_computed_blocks)
+        return count
+
+    return get_num_blocks_to_allocate
+
+
+def wrap_allocate_slots(orig):
+    def allocate_slots(self, request, num_new_tokens, *args, **kwargs):
+        adapter = _adapter(getattr(self, "block_pool", None))
+        if adapter is None:
+            return orig(self, request, num_new_tokens, *args, **kwargs)
+        with adapter.lock:
+            adapter.allocating = True
+            try:
+                return orig(self, request, num_new_tokens, *args, **kwargs)
+            finally:
+                adapter.allocating = False
+                adapter.end_allocation()
+
+    return allocate_slots
+
+
+# ---- Scheduler ----
+def wrap_schedule(orig):
+    def schedule(self, *args, **kwargs):
+        hooks = _scheduler_hooks(self)
+        if hooks is None:
+            return orig(self, *args, **kwargs)
+        api = hooks.adapter.api
+        remote = isinstance(api, tp.RemoteApi)
+        with hooks.adapter.lock:
+            if remote:
+                api.pending = []  # releases of this step ride on its SchedulerOutput
+            try:
+                hooks.before_schedule(self)
+                output = orig(self, *args, **kwargs)
+            finally:
+                if remote:
+                    pending, api.pending = api.pending, None
+            if remote and pending:
+                if getattr(output, "total_num_scheduled_tokens", 0) > 0:
+                    output.kvcached_release = pending
+                else:
+                    api.release(pending)  # no step goes to the workers: send them now
+            hooks.after_schedule(self, output)
+            return output
+
+    return schedule
+
+
+def wrap_update_from_output(orig):
+    def update_from_output(self, scheduler_output, model_runner_output, *args, **kwargs):
+        hooks = _scheduler_hooks(self)
+        if hooks is None:
+            return orig(self, scheduler_output, model_runner_output, *args, **kwargs)
+        with hooks.adapter.lock:
+            try:
+                return orig(self, scheduler_output, model_runner_output, *args, **kwargs)
+            finally:
+                hooks.after_update(scheduler_output)
+
+    return update_from_output
+
+
+# ---- Executor / Worker (tensor parallel, tp.py) ----
+def wrap_executor_init(orig):
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        registry.set_executor(self)
+
+    return __init__
+
+
+def wrap_execute_model(orig):
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        tp.before_execute(self, scheduler_output)
+        return orig(self, scheduler_output, *args, **kwargs)
+
+    return execute_model

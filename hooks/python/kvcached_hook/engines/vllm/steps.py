@@ -1,0 +1,181 @@
+"""Per-step work on the scheduler side: one batched acquire ahead of each schedule(), releases
+behind a fence, giving the prefix cache back under pressure and when idle.
+
+Fence (asynchronous scheduling keeps two batches in flight): every schedule() that hands work to
+the GPU is a step number pushed on `in_flight`; every update_from_output() for such a step pops
+it (vLLM processes them in order). A page that became empty at step s may still be written by any
+step <= s that is in flight, so it is released only once all of those were processed:
+tracker.fence = (oldest step in flight) - 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+
+from ..._log import important, logger
+from .blocks import PoolAdapter
+
+_STALL_WARN_S = 30.0
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class StepHooks:
+    """Attached to a PoolAdapter once its scheduler makes the first step."""
+
+    def __init__(self, adapter: PoolAdapter, scheduler) -> None:
+        self.adapter = adapter
+        self.scheduler = weakref.ref(scheduler)
+        self.steps = 0
+        self.idle_since: float | None = None
+        self.idle_trims = 0
+        self.pressure_seen = None
+        self.pressure_trims = 0
+        self.hook_ns_total = 0
+        self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
+
+    # ---- fence ----
+    def _update_fence(self) -> None:
+        adapter = self.adapter
+        tracker = adapter.tracker
+        tracker.fence = adapter.in_flight[0] - 1 if adapter.in_flight else tracker.step
+
+    # ---- schedule() ----
+    def before_schedule(self, scheduler) -> None:
+        start = time.perf_counter_ns()
+        adapter, tracker = self.adapter, self.adapter.tracker
+        tracker.step_begin()
+        self.steps += 1
+        self._update_fence()
+        tracker.flush()
+        self.yield_to_pressure()
+        if scheduler.has_requests():
+            self.idle_since = None
+            if adapter.settings.predict and not tracker.refused_last_step:
+                try:
+                    demand = self.predict(scheduler)
+                except Exception as error:  # noqa: BLE001 - prediction is an optimisation only
+                    logger.debug("vllm: demand prediction failed: %s", error)
+                    demand = 0
+                if demand > tracker.nbfree:
+                    tracker.ensure(demand, best_effort=True)
+        self.hook_ns_total += time.perf_counter_ns() - start
+
+    def after_schedule(self, scheduler, output) -> None:
+        adapter = self.adapter
+        adapter.end_allocation()
+        tracker = adapter.tracker
+        if getattr(output, "total_num_scheduled_tokens", 0) > 0:
+            adapter.in_flight.append(tracker.step)
+        if tracker._step_calls:  # C time and calls of this step (docs/vllm.md: per-step costs)
+            if len(tracker.step_c_us) >= 200_000:
+                del tracker.step_c_us[:100_000]
+                del tracker.step_calls[:100_000]
+            tracker.step_c_us.append(tracker._step_c_ns / 1000.0)
+            tracker.step_calls.append(tracker._step_calls)
+        for hook in list(self.on_step):
+            hook(adapter, output)
+
+    def after_update(self, scheduler_output) -> None:
+        adapter = self.adapter
+        if getattr(scheduler_output, "total_num_scheduled_tokens", 0) > 0 and adapter.in_flight:
+            adapter.in_flight.popleft()
+        self._update_fence()
+
+    # ---- demand ----
+    def predict(self, scheduler) -> int:
+        """Blocks the coming schedule() may take from the pool (an estimate from above)."""
+        managers = scheduler.kv_cache_manager.coordinator.single_type_managers
+        tracker = self.adapter.tracker
+
+        def need(request_id: str, tokens: int) -> int:
+            total = 0
+            for manager in managers:
+                have = len(manager.req_to_blocks.get(request_id, ()))
+                total += max(0, _cdiv(tokens, manager.block_size) - have)
+            return total
+
+        demand = 0
+        budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
+        for request in list(scheduler.running):
+            new = max(1, request.num_tokens_with_spec + getattr(request, "num_output_placeholders", 0) - request.num_computed_tokens)
+            new = min(new, budget) if budget else new
+            budget -= new
+            demand += need(request.request_id, request.num_computed_tokens + new)
+        slots = int(getattr(scheduler, "max_num_running_reqs", 0) or 0) - len(scheduler.running)
+        for request in list(scheduler.waiting):
+            if budget <= 0 or slots <= 0:
+                break
+            tokens = min(request.num_tokens - request.num_computed_tokens, budget)
+            budget -= tokens
+            slots -= 1
+            demand += need(request.request_id, request.num_computed_tokens + tokens)
+        if tracker.prefer_cached:
+            demand -= len(self.adapter.cached)  # reused before new pages are backed
+        return max(0, min(demand, tracker.nfree))
+
+    # ---- giving back ----
+    def yield_to_pressure(self) -> None:
+        """Another process on this GPU was refused memory: drop the prefix cache so its pages go
+        back to the shared budget. Blocks of running requests stay."""
+        adapter = self.adapter
+        query = getattr(adapter.api, "pressure", None)
+        pressure = query(adapter.entry.device_index) if query is not None else None
+        if pressure is None:
+            return
+        first = self.pressure_seen is None
+        changed = pressure[0] != (self.pressure_seen or (None,))[0]
+        self.pressure_seen = pressure
+        if first or not changed or pressure[1] in (0, os.getpid()):
+            return
+        if adapter.cached and adapter.drop_prefix_cache():
+            self.pressure_trims += 1
+
+    def idle_tick(self, now: float | None = None) -> None:
+        """Called from the idle thread (and tests): nothing in flight and nothing to run: give back
+        every empty page now, and the prefix cache after KVCACHED_HOOK_IDLE_TRIM_S."""
+        adapter = self.adapter
+        scheduler = self.scheduler()
+        if scheduler is None:
+            return
+        with adapter.lock:
+            if adapter.in_flight or scheduler.has_requests():
+                self.idle_since = None
+                return
+            now = time.monotonic() if now is None else now
+            if self.idle_since is None:
+                self.idle_since = now
+            self.yield_to_pressure()
+            trim_s = adapter.settings.idle_trim_s
+            if trim_s >= 0 and now - self.idle_since >= trim_s and adapter.cached:
+                adapter.drop_prefix_cache()
+                self.idle_trims += 1
+            self._update_fence()
+            adapter.tracker.flush(force=True)
+
+
+def start_idle_thread(hooks: StepHooks, period_s: float = 0.25) -> threading.Thread:
+    ref = weakref.ref(hooks)
+
+    def run() -> None:
+        while True:
+            time.sleep(period_s)
+            target = ref()
+            if target is None:
+                return
+            try:
+                target.idle_tick()
+            except Exception as error:  # noqa: BLE001 - never take the engine down from here
+                important(f"vllm: idle bookkeeping failed: {error}", logging.ERROR)
+                return
+            del target
+
+    thread = threading.Thread(target=run, name="kvcached-vllm-idle", daemon=True)
+    thread.start()
+    return thread

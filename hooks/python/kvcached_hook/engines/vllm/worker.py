@@ -1,0 +1,306 @@
+"""Worker side: vLLM's KV tensors become lazy shim regions, and nothing else does.
+
+vLLM allocates its KV cache with one torch.zeros(int8) per KVCacheTensor inside
+`_allocate_kv_cache` (V2 model runner), `GPUModelRunner._allocate_kv_cache_tensors` (V1) or
+`allocate_uniform_kv_caches` (V1 with a KV connector), called from `init_kv_cache` /
+`initialize_kv_cache_tensors`, which also build block tables and workspaces. The adapter:
+
+1. marks the outer call (it knows the VllmConfig: one GPU? sleep mode?), so that
+2. only the inner allocation runs inside a torch.cuda.MemPool on the shim's pluggable allocator;
+3. backs the null block (block 0, vLLM's padding, written by warm-up and graph capture) at once;
+4. after the outer call made the attention views, checks that every view is blocks first
+   (layout_check.py); if anything does not match, backs the whole cache and says so once;
+5. publishes the cache (registry.py) for the scheduler's BlockPool in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import threading
+
+from ... import capi as C
+from ..._env import HookSettings
+from ..._log import important, logger
+from ...pages import KVLayout, TensorSpan
+from . import registry, tp
+from .layout_check import iter_views, view_problem
+
+ENGINE = "vllm"
+
+# Test seams (tests/python): a fake C API, CPU tensors, no MemPool.
+overrides = {"api": None, "require_cuda": True, "use_pool": True}
+
+_local = threading.local()  # .context: the outer call in progress on this thread
+_said: set[str] = set()
+
+
+def say_once(key: str, text: str, level: int = logging.WARNING) -> None:
+    if key not in _said:
+        _said.add(key)
+        important(f"{ENGINE}: {text}", level)
+
+
+class _Context:
+    """One KV cache build: what the allocation wrapper needs and what it produced."""
+
+    def __init__(self, api, settings, vllm_config, device_index: int) -> None:
+        self.api = api
+        self.settings = settings
+        self.vllm_config = vllm_config
+        self.device_index = device_index
+        self.pool = None
+        self.entry: registry.WorkerCache | None = None
+
+
+def refusal_reason(vllm_config) -> str | None:
+    """Why this worker's KV cache must stay vLLM's own (None: manage it)."""
+    model_config = getattr(vllm_config, "model_config", None)
+    if getattr(model_config, "enable_sleep_mode", False):
+        return "vLLM's sleep mode (cumem allocator) manages the KV memory itself"
+    parallel = getattr(vllm_config, "parallel_config", None)
+    world = getattr(parallel, "world_size", 1)
+    backend = getattr(parallel, "distributed_executor_backend", None)
+    if world > 1 and tp.enabled() and backend == "mp" and getattr(parallel, "pipeline_parallel_size", 1) == 1:
+        return None  # tensor parallel, experimental (tp.py)
+    if world != 1 or backend not in (None, "uni"):
+        # Workers in other processes than the scheduler: not elastic yet (see docs/vllm.md).
+        return f"the workers run apart from the scheduler (world size {world}, executor {backend!r})"
+    return None
+
+
+def _open_context(vllm_config, device) -> _Context | None:
+    settings = HookSettings()
+    if not settings.enabled:
+        return None
+    reason = refusal_reason(vllm_config)
+    if reason is not None:
+        say_once("refused:" + reason, f"KV cache not elastic: {reason}; vLLM runs unchanged")
+        return None
+    api = overrides["api"] if overrides["api"] is not None else C.load()
+    if api is None:
+        return None
+    import torch
+
+    torch_device = torch.device(device) if device is not None else torch.device("cpu")
+    if overrides["require_cuda"]:
+        if torch_device.type != "cuda" or not api.enabled():
+            return None
+    if overrides["use_pool"]:
+        from ... import torch_pool
+
+        reason = torch_pool.available(api)
+        if reason is not None:
+            say_once("pool", f"KV cache not elastic: {reason}")
+            return None
+    index = torch_device.index
+    if index is None and torch_device.type == "cuda":
+        index = torch.cuda.current_device()
+    return _Context(api, settings, vllm_config, index or 0)
+
+
+@contextlib.contextmanager
+def _pool(ctx: _Context, device):
+    if not overrides["use_pool"]:
+        yield
+        return
+    from ... import torch_pool
+
+    if ctx.pool is None:
+        ctx.pool = torch_pool.make_pool(ctx.api)
+    with torch_pool.use_pool(ctx.pool, device):
+        yield
+
+
+def _label(vllm_config, settings) -> str:
+    if settings.label:
+        return settings.label
+    model = getattr(getattr(vllm_config, "model_config", None), "model", "") or "model"
+    return f"vllm:{os.path.basename(str(model).rstrip('/')) or model}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The outer calls: open a context, then check the views and publish
+
+
+def wrap_outer(config_of, device_of, views_of):
+    """Wrapper factory for init_kv_cache (V2) / initialize_kv_cache_tensors (V1).
+
+    config_of(bound arguments) -> VllmConfig; device_of(bound arguments) -> device;
+    views_of(result, bound arguments) -> the kv_caches dict (layer name -> views)."""
+
+    def factory(orig):
+        signature = inspect.signature(orig)
+
+        def outer(*args, **kwargs):
+            if getattr(_local, "context", None) is not None:
+                return orig(*args, **kwargs)  # nested: the outer one decides
+            try:
+                bound = signature.bind(*args, **kwargs)
+                ctx = _open_context(config_of(bound.arguments), device_of(bound.arguments))
+            except Exception as error:  # noqa: BLE001 - the engine must start, elastic or not
+                say_once("ctx", f"KV cache not elastic: reading the configuration failed ({error})")
+                ctx = None
+            if ctx is None:
+                return orig(*args, **kwargs)
+            _local.context = ctx
+            try:
+                result = orig(*args, **kwargs)
+            finally:
+                _local.context = None
+            if ctx.entry is not None:
+                _check_views(ctx, views_of(result, bound.arguments))
+                registry.publish(ctx.entry)
+            return result
+
+        return outer
+
+    return factory
+
+
+def _check_views(ctx: _Context, kv_caches) -> None:
+    entry = ctx.entry
+    spans = entry.layout.spans
+    problems = []
+    for name, value in (kv_caches or {}).items():
+        for view in iter_views(value):
+            addr = view.data_ptr()
+            span = next((s for s in spans if s.addr <= addr < s.addr + s.nbytes), None)
+            if span is None:
+                continue  # not KV memory of ours (for example a mamba state outside the pool)
+            problem = view_problem(view, span.addr, span.nbytes, entry.num_blocks)
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
+    if problems:
+        _back_fully(entry, f"an attention view is not blocks first ({problems[0]})")
+
+
+def _back_fully(entry: registry.WorkerCache, why: str) -> None:
+    """Correct, not elastic: every page of every KV tensor backed for good."""
+    ranges = [(s.addr, s.nbytes) for s in entry.layout.spans]
+    status = entry.api.acquire(ranges)
+    if status != C.OK:
+        raise RuntimeError(
+            f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
+            f"({C.STATUS_NAMES.get(status, status)}: {entry.api.last_error()}); raise the GPU's budget "
+            "(kvctl) or unset LD_PRELOAD for this engine"
+        )
+    entry.managed = False
+    say_once("full", f"KV cache backed fully, not elastic: {why}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The inner allocation: inside the pool, then the null block
+
+
+def wrap_allocate(config_arg: str, device_of, raw_of):
+    """Wrapper factory for the three allocation functions.
+
+    config_arg: name of the KVCacheConfig parameter; device_of(bound) -> device;
+    raw_of(result) -> the raw tensors (duplicates allowed)."""
+
+    def factory(orig):
+        signature = inspect.signature(orig)
+
+        def allocate(*args, **kwargs):
+            ctx = getattr(_local, "context", None)
+            if ctx is None or ctx.entry is not None:
+                return orig(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            kv_cache_config = bound.arguments[config_arg]
+            device = device_of(bound.arguments)
+            with _pool(ctx, device):
+                result = orig(*args, **kwargs)
+            tensors = list(raw_of(result))
+            try:
+                ctx.entry = _adopt(ctx, kv_cache_config, tensors)
+            except Exception as error:  # noqa: BLE001 - whatever went wrong, the cache must work
+                _back_raw_fully(ctx.api, tensors, str(error))
+            return result
+
+        return allocate
+
+    return factory
+
+
+class _NotLazy(Exception):
+    pass
+
+
+def _back_raw_fully(api, tensors, why: str) -> None:
+    """The tensors came from the pool but cannot be managed: back every lazy one for good."""
+    ranges = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        addr, nbytes = storage.data_ptr(), storage.nbytes()
+        info = api.region_info(addr) if nbytes else None
+        if info is not None and info.kind == C.REGION_LAZY:
+            ranges[addr] = nbytes
+    status = api.acquire(sorted(ranges.items())) if ranges else C.OK
+    if status != C.OK:
+        raise RuntimeError(
+            f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
+            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
+            "or unset LD_PRELOAD for this engine"
+        )
+    say_once("notlazy", f"KV cache backed fully, not elastic: {why}")
+
+
+def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
+    import torch
+
+    num_blocks = int(kv_cache_config.num_blocks)
+    seen: dict[int, object] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        seen.setdefault(storage.data_ptr(), (tensor, storage.nbytes()))
+    spans, page_size = [], None
+    for index, (addr, (tensor, nbytes)) in enumerate(sorted(seen.items())):
+        info = ctx.api.region_info(addr)
+        if info is None or info.kind != C.REGION_LAZY or not (info.base <= addr and addr + nbytes <= info.base + info.size):
+            raise _NotLazy(f"KV tensor {index} at {addr:#x} is not inside one lazy shim region")
+        if page_size not in (None, info.page_size):
+            raise _NotLazy("KV tensors live in regions of different page sizes")
+        page_size = info.page_size
+        if nbytes % num_blocks:
+            raise _NotLazy(f"KV tensor {index} ({nbytes} bytes) is not {num_blocks} equal blocks")
+        spans.append(TensorSpan(addr, nbytes, info.base, name=f"kv[{index}]", block_bytes=nbytes // num_blocks))
+    layout = KVLayout(spans, spans[0].block_bytes, num_blocks, page_size)
+    entry = registry.WorkerCache(
+        api=ctx.api,
+        layout=layout,
+        num_blocks=num_blocks,
+        device_index=ctx.device_index,
+        label=_label(ctx.vllm_config, ctx.settings),
+        tensors=[t for t, _ in seen.values()],
+        pool=ctx.pool,
+        remote=getattr(getattr(ctx.vllm_config, "parallel_config", None), "world_size", 1) > 1,
+    )
+    # The null block: warm-up and graph capture write it before any request, and padded slots
+    # keep writing it: backed now, for good.
+    units = layout.block_units(0)
+    ranges = [r for unit in units for r in layout.unit_ranges(unit)]
+    status = ctx.api.acquire(ranges)
+    if status != C.OK:
+        raise RuntimeError(
+            f"kvcached: could not back vLLM's null KV block ({C.STATUS_NAMES.get(status, status)}: "
+            f"{ctx.api.last_error()}); the GPU's budget is exhausted (see kvctl list)"
+        )
+    entry.pinned_units = units
+    # vLLM zero-filled the cache before these pages existed: the null block must read zeros again
+    # (padded slots read it; garbage could turn into NaN through a masked product).
+    for (tensor, _), span in zip((seen[a] for a in sorted(seen)), spans):
+        flat = tensor.view(-1) if tensor.is_contiguous() else None
+        if flat is not None and tensor.data_ptr() == span.addr:
+            flat.view(torch.uint8)[: span.block_bytes].zero_()
+    if not ctx.settings.label and entry.label:
+        status = ctx.api.set_label(entry.label)
+        if status != C.OK:
+            logger.debug("kvcached_set_label(%s) -> %s", entry.label, C.STATUS_NAMES.get(status, status))
+    logger.debug(
+        "%s: KV cache %s: %d tensors x %d blocks, page %d bytes, %d units",
+        ENGINE, entry.label, len(spans), num_blocks, page_size, layout.num_units,
+    )
+    return entry

@@ -1,0 +1,460 @@
+"""The vLLM adapter against vLLM's real classes on the CPU (run once per supported vLLM release):
+the patch surface is found and a changed signature patches nothing; KV configs made by vLLM's own
+sizing (uniform, sliding-window hybrid, MLA) go through vLLM's real allocation function and its
+real Scheduler, and at every step every held block's bytes lie in acquired pages; a budget refusal
+makes allocate_slots answer None and the scheduler preempt, never raise; no page is released while
+a batch that used it is in flight (asynchronous scheduling); prefix hits need no acquire; the prefix
+cache goes back when idle and under another process's pressure; a layout that is not blocks first
+is backed fully; sleep mode and multi-process workers are left alone.
+
+Skipped (ctest SKIP) when vLLM is not importable.
+"""
+
+import os
+import unittest
+
+import vllm_support as V
+from fake_capi import FakeCApi, SharedBudget
+
+if V.HAVE_VLLM:
+    from kvcached_hook import capi as C
+    from kvcached_hook.engines import vllm as adapter_pkg
+    from kvcached_hook.engines.vllm import registry, scheduler_side, worker
+    from kvcached_hook.engines.vllm import tp as tp_mod
+    from kvcached_hook.patching import PatchSet, Target
+    from vllm.v1.core import block_pool, kv_cache_manager
+
+PAGE = 8192  # uniform block = 2 x 16 tokens x 2 heads x 16 x 2 bytes = 2 KiB: 4 blocks per page
+
+
+def pinned_pages(api, adapter):
+    layout = adapter.tracker.layout
+    return {p for u in adapter.entry.pinned_units for a, n in layout.unit_ranges(u) for p in api.pages_of(a, n)}
+
+
+class _Local:
+    """pinned_pages() over a worker's own entry."""
+
+    def __init__(self, entry):
+        self.entry = entry
+        self.tracker = type("T", (), {"layout": entry.layout})()
+
+
+def held_ranges(adapter):
+    layout = adapter.tracker.layout
+    return {b: layout.block_ranges(b) for b in adapter.held_blocks()}
+
+
+@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
+class VllmAdapterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        worker.overrides.update(require_cuda=False, use_pool=False)
+        scheduler_side.overrides["idle_thread"] = False
+        if not adapter_pkg.patch():
+            raise AssertionError(f"vLLM {V.vllm.__version__} not patched: {adapter_pkg.PATCHES.reason}")
+
+    @classmethod
+    def tearDownClass(cls):
+        adapter_pkg.unpatch()
+
+    def setUp(self):
+        registry.clear()
+        self.api = None
+
+    # ---------------------------------------------------------------- helpers
+    def engine(self, kind="uniform", num_blocks=64, budget_pages=None, page=PAGE, api_cls=None, **config):
+        """Worker side (vLLM's allocation, on CPU) then vLLM's Scheduler, in this process."""
+        self.api = (api_cls or FakeCApi)(page_size=page, budget=SharedBudget(budget_pages))
+        worker.overrides["api"] = self.api
+        vllm_config = V.make_vllm_config(num_blocks, **config)
+        kv_config = V.kv_cache_config(vllm_config, kind)
+        self.views = V.build_worker_cache(vllm_config, kv_config)
+        scheduler = V.make_scheduler(vllm_config, kv_config)
+        adapter = scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached")
+        self.assertIsNotNone(adapter, "the scheduler's BlockPool was not given the worker's cache")
+        return scheduler, adapter
+
+    def assert_backed(self, adapter, where=""):
+        for block, ranges in held_ranges(adapter).items():
+            for addr, length in ranges:
+                self.assertTrue(self.api.backed(addr, length), f"{where}: held block {block} not backed")
+        self.assertEqual(adapter.mismatches(), [], where)
+
+    def add(self, scheduler, n, prompt_len=40, max_tokens=12, **kw):
+        requests = [V.make_request(f"r{i}", [1 + i] * prompt_len, max_tokens, **kw) for i in range(n)]
+        for request in requests:
+            scheduler.add_request(request)
+        return requests
+
+    # ---------------------------------------------------------------- patch surface
+    def test_patch_surface_is_found_for_this_vllm(self):
+        self.assertEqual(adapter_pkg.PATCHES.problems(), [])
+        self.assertTrue(adapter_pkg.PATCHES.applied)
+        if V.EXPECTED_VERSION:
+            self.assertEqual(V.vllm.__version__, V.EXPECTED_VERSION, "the overlay's vLLM is not the one imported")
+        self.assertTrue(getattr(block_pool.BlockPool.get_new_blocks, "_kvcached_wrapped", False))
+
+    def test_a_changed_signature_patches_nothing(self):
+        original_free = block_pool.BlockPool.__dict__["free_blocks"]
+        targets = [Target(t.module, t.owner, t.name, t.params, t.wrap) for t in adapter_pkg.TARGETS]
+        renamed = [Target(t.module, t.owner, t.name, ("self", "n_blocks") if t.name == "get_new_blocks" else t.params,
+                          t.wrap) for t in targets]
+        fresh = PatchSet("vllm-test", renamed, version=lambda: V.vllm.__version__, lowest="0.24", below="0.27")
+        adapter_pkg.unpatch()
+        try:
+            self.assertFalse(fresh.apply())
+            self.assertIn("get_new_blocks", fresh.reason)
+            self.assertIs(block_pool.BlockPool.__dict__["free_blocks"], getattr(original_free, "__wrapped__", original_free))
+            other = PatchSet("vllm-test", targets, version=lambda: "0.27.0", lowest="0.24", below="0.27")
+            self.assertFalse(other.apply())
+            self.assertIn("outside", other.reason)
+        finally:
+            self.assertTrue(adapter_pkg.patch())
+
+    # ---------------------------------------------------------------- held blocks are backed
+    def run_checked(self, kind, **config):
+        scheduler, adapter = self.engine(kind, **config)
+        self.add(scheduler, 10, prompt_len=70, max_tokens=20)
+        checks = []
+
+        def check(stage, _out):
+            checks.append(stage)
+            self.assert_backed(adapter, f"{kind} {stage} step {adapter.tracker.step}")
+
+        V.run_loop(scheduler, check=check, in_flight=2 if config.get("async_scheduling") else 1)
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        self.assertGreater(len(checks), 20)
+        snap = adapter.snapshot()
+        print(f"\n[{kind}{' async' if config.get('async_scheduling') else ''}] steps {snap['steps']} units {snap['units']} "
+              f"peak-free units now {snap['units_acquired']} acquire calls {snap['acquire_calls']} release calls "
+              f"{snap['release_calls']} max C calls/step {snap['c_calls_per_step_max']} refusals {snap['refusals']}")
+        self.assertLess(snap["units_acquired"], snap["units"], "the whole cache was backed")
+        # Page-aware choice: every block was handed out already backed (by the batched acquire),
+        # none had to be backed on the spot.
+        self.assertEqual(snap["sync_backings"], 0)
+        # Only the null block's pages stay once everything is released.
+        adapter.hooks.idle_tick(now=0.0)
+        adapter.hooks.idle_tick(now=1e6)  # idle past KVCACHED_HOOK_IDLE_TRIM_S: the prefix cache goes too
+        self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter))
+        return scheduler, adapter
+
+    def test_uniform_cache_held_blocks_are_backed_at_every_step(self):
+        _, adapter = self.run_checked("uniform")
+        self.assertEqual(len(adapter.tracker.layout.spans), 2)
+
+    def test_hybrid_sliding_window_cache_held_blocks_are_backed_at_every_step(self):
+        scheduler, adapter = self.run_checked("hybrid", num_blocks=192)  # two groups share the pool
+        self.assertEqual(len(scheduler.kv_cache_manager.coordinator.single_type_managers), 2)
+
+    def test_mla_cache_held_blocks_are_backed_at_every_step(self):
+        self.run_checked("mla")
+
+    def test_async_scheduling_held_blocks_are_backed_at_every_step(self):
+        self.run_checked("uniform", async_scheduling=True)
+
+    def test_null_block_is_backed_before_the_scheduler_exists(self):
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        V.build_worker_cache(vllm_config, config)
+        (entry,) = registry.caches()
+        self.assertTrue(entry.managed)
+        for span in entry.layout.spans:
+            self.assertTrue(api.backed(span.addr, span.block_bytes), "block 0 not backed")
+            self.assertFalse(api.backed(span.addr + 8 * span.block_bytes), "more than block 0's page backed")
+        self.assertEqual(api.label, "vllm:" + os.path.basename(V.model_dir()))
+
+    # ---------------------------------------------------------------- refusal
+    def test_a_refusal_makes_allocate_slots_answer_none_and_preempts_never_raises(self):
+        results = []
+        original = kv_cache_manager.KVCacheManager.allocate_slots
+
+        def recording(self_, *args, **kwargs):
+            result = original(self_, *args, **kwargs)
+            results.append(result is None)
+            return result
+
+        # 64 blocks, but pages for about 24 blocks: two long requests at a time.
+        scheduler, adapter = self.engine("uniform", budget_pages=2 + 6 * 2)
+        kv_cache_manager.KVCacheManager.allocate_slots = recording
+        try:
+            requests = self.add(scheduler, 6, prompt_len=100, max_tokens=60)
+            V.run_loop(scheduler, check=lambda stage, _o: self.assert_backed(adapter, stage))
+        finally:
+            kv_cache_manager.KVCacheManager.allocate_slots = original
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        self.assertGreater(adapter.tracker.refusals, 0, "the budget never refused: the test proves nothing")
+        self.assertIn(True, results, "allocate_slots never answered None")
+        preempted = sum(r.num_preemptions for r in requests)
+        self.assertGreater(preempted, 0, "no request was preempted")
+
+    # ---------------------------------------------------------------- fence
+    def test_no_page_is_released_while_a_batch_that_used_it_is_in_flight(self):
+        with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):
+            # One block per page, pages starting at each tensor: a freed block empties its page.
+            scheduler, adapter = self.engine("uniform", async_scheduling=True, page=2048, api_cls=TensorRegionApi)
+        layout = adapter.tracker.layout
+        unit_of = {r: u for u in range(layout.num_units) for r in layout.unit_ranges(u)}
+        in_flight: list[tuple[object, set, set]] = []
+        violations = []
+        held_back = []  # in-flight pages the tracker already sees empty: only the fence keeps them
+        real_release = self.api.release
+
+        def pages_of_blocks(blocks):
+            return {u for b in blocks for u in layout.block_units(b)}
+
+        def release(ranges):
+            units = {unit_of[(a, n)] for a, n in ranges}
+            for out, used, _ in in_flight:
+                if units & used:
+                    violations.append(sorted(units & used))
+            return real_release(ranges)
+
+        self.api.release = release
+
+        def check(stage, out):
+            if stage == "scheduled" and out.total_num_scheduled_tokens > 0:
+                blocks = set()
+                for rid in out.num_scheduled_tokens:
+                    for group in scheduler.kv_cache_manager.get_block_ids(rid):
+                        blocks.update(group)
+                tracker = adapter.tracker
+                for _, _, older in in_flight:
+                    held_back.extend(u for b in older for u in layout.block_units(b) if tracker.count[u] == 0)
+                in_flight.append((out, pages_of_blocks(blocks), blocks))
+            elif stage == "processed":
+                in_flight.pop(0)
+
+        # Requests stop at unpredictable steps (a stop token), so the in-flight batch still holds
+        # them when the previous batch's output frees their blocks.
+        self.add(scheduler, 8, prompt_len=30, max_tokens=40, stop=[99])
+        stoppers = {"r1": 3, "r4": 5, "r6": 9}  # request -> output count at which it emits the stop token
+
+        def token_of(request):
+            limit = stoppers.get(request.request_id)
+            return 99 if limit is not None and request.num_output_tokens >= limit else 7
+
+        V.run_loop(scheduler, check=check, in_flight=2, token_of=token_of)
+        self.assertEqual(violations, [])
+        self.assertTrue(held_back, "no page of an in-flight batch was ever empty: the test proves nothing")
+        self.assertGreater(self.api.release_calls, 0, "nothing was released: the test proves nothing")
+
+    # ---------------------------------------------------------------- prefix cache
+    def test_a_prefix_hit_needs_no_acquire(self):
+        with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=1000, KVCACHED_HOOK_PREDICT=0):
+            scheduler, adapter = self.engine("uniform", page=2048)  # one block per page
+        prompt = list(range(1, 65))  # 4 full blocks
+        scheduler.add_request(V.make_request("a", prompt, 4))
+        V.run_loop(scheduler)
+        self.assertGreaterEqual(len(adapter.cached), 3, "the finished request left no cached blocks")
+        calls = self.api.acquire_calls
+        request = V.make_request("b", prompt, 4)
+        scheduler.add_request(request)
+        out = scheduler.schedule()
+        self.assertLessEqual(out.num_scheduled_tokens["b"], 16, "no prefix hit: the test proves nothing")
+        self.assertEqual(self.api.acquire_calls, calls, "a prefix hit acquired pages")
+        self.assert_backed(adapter, "after the hit")
+
+    def test_the_prefix_cache_is_given_back_when_idle(self):
+        with V.env(KVCACHED_HOOK_IDLE_TRIM_S=5):
+            scheduler, adapter = self.engine("uniform", page=2048)
+        scheduler.add_request(V.make_request("a", list(range(1, 65)), 4))
+        V.run_loop(scheduler)
+        self.assertTrue(adapter.cached)
+        adapter.hooks.idle_tick(now=100.0)
+        self.assertTrue(adapter.cached, "trimmed before KVCACHED_HOOK_IDLE_TRIM_S")
+        adapter.hooks.idle_tick(now=106.0)
+        self.assertFalse(adapter.cached)
+        self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter), "pages beyond the null block's stay")
+
+    def test_the_prefix_cache_is_given_back_when_another_process_is_refused(self):
+        scheduler, adapter = self.engine("uniform", page=2048)
+        seq = [1]
+        self.api.pressure = lambda device: (seq[0], os.getpid() + 1)
+        scheduler.add_request(V.make_request("a", list(range(1, 65)), 4))
+        V.run_loop(scheduler)
+        self.assertTrue(adapter.cached)
+        before = len(self.api.in_use_pages())
+        seq[0] += 1
+        scheduler.add_request(V.make_request("b", [5] * 20, 2))
+        V.run_loop(scheduler)
+        self.assertGreater(adapter.hooks.pressure_trims, 0)
+        adapter.hooks.idle_tick(now=0.0)
+        self.assertLess(len(self.api.in_use_pages()), before)
+
+    # ---------------------------------------------------------------- layout and gating
+    def test_a_view_that_is_not_blocks_first_backs_the_whole_cache(self):
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        V.build_worker_cache(vllm_config, config, reshape=V.kv_first_views)
+        (entry,) = registry.caches()
+        self.assertFalse(entry.managed)
+        for span in entry.layout.spans:
+            self.assertTrue(api.backed(span.addr, span.nbytes))
+        scheduler = V.make_scheduler(vllm_config, config)
+        self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
+
+    def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        V.build_v1_worker_cache(vllm_config, config)
+        (entry,) = registry.caches()
+        self.assertTrue(entry.managed)
+        self.assertEqual(api.acquire_calls, 1, "only the null block is backed at allocation")
+        scheduler = V.make_scheduler(vllm_config, config)
+        self.assertIs(scheduler.kv_cache_manager.block_pool.__dict__["_kvcached"].entry, entry)
+        registry.clear()
+        V.build_v1_worker_cache(vllm_config, config, reshape=V.kv_first_views)
+        self.assertFalse(registry.caches()[0].managed, "the V1 path did not check the views")
+
+    def test_tensors_that_are_not_whole_blocks_back_the_whole_cache(self):
+        import copy
+
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = copy.copy(V.kv_cache_config(vllm_config, "uniform"))
+        config.num_blocks = 33  # the tensors hold 32 blocks' bytes: 33 does not divide them
+        views = V.build_worker_cache(vllm_config, config, reshape=lambda raw, _c: {k: t.view(-1) for k, t in raw.items()})
+        self.assertEqual(registry.caches(), [])
+        for tensor in views.values():
+            self.assertTrue(api.backed(tensor.data_ptr(), tensor.numel() * tensor.element_size()))
+
+    def test_sleep_mode_and_workers_in_other_processes_are_left_alone(self):
+        vllm_config = V.make_vllm_config(32)
+        self.assertIsNone(worker.refusal_reason(vllm_config))
+        vllm_config.model_config.enable_sleep_mode = True
+        self.assertIn("sleep mode", worker.refusal_reason(vllm_config))
+        vllm_config.model_config.enable_sleep_mode = False
+        vllm_config.parallel_config.world_size = 2
+        self.assertIn("apart from the scheduler", worker.refusal_reason(vllm_config))
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        config = V.kv_cache_config(V.make_vllm_config(32), "uniform")
+        V.build_worker_cache(vllm_config, config)
+        self.assertEqual(registry.caches(), [])
+        self.assertEqual(api.acquire_calls, 0)
+
+
+class TensorRegionApi(FakeCApi):
+    """Each KV tensor its own region starting at the tensor, as the shim's no_split MemPool makes
+    them on a GPU (every rank then has the same block -> page map)."""
+
+    def region_info(self, addr):
+        import dataclasses
+
+        return dataclasses.replace(super().region_info(addr), base=addr)
+
+
+class FakeWorker:
+    def __init__(self, rank, entry):
+        self.rank = rank
+        self.kvcached_entry = entry
+
+
+class FakeExecutor:
+    """vLLM's collective_rpc(callable) contract: the function runs on every rank's worker, results in
+    rank order."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.rpcs = 0
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        self.rpcs += 1
+        return [method(worker, *args, **(kwargs or {})) for worker in self.workers]
+
+
+@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
+class VllmTensorParallelTest(unittest.TestCase):
+    """TP > 1 through a fake executor: two 'ranks' with their own fake shims and budgets."""
+
+    @classmethod
+    def setUpClass(cls):
+        worker.overrides.update(require_cuda=False, use_pool=False)
+        scheduler_side.overrides["idle_thread"] = False
+        assert adapter_pkg.patch(), adapter_pkg.PATCHES.reason
+
+    @classmethod
+    def tearDownClass(cls):
+        adapter_pkg.unpatch()
+
+    def test_every_rank_backs_the_held_blocks_and_a_refusal_on_one_rank_backs_out_the_others(self):
+        registry.clear()
+        vllm_config = V.make_vllm_config(64)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        apis, workers = [], []
+        for rank, pages in enumerate((None, 2 + 6 * 2)):  # rank 1's GPU has a small budget
+            api = TensorRegionApi(page_size=PAGE, budget=SharedBudget(pages))
+            worker.overrides["api"] = api
+            V.build_worker_cache(vllm_config, config)
+            entry = registry.caches()[-1]
+            entry.remote = True
+            apis.append(api)
+            workers.append(FakeWorker(rank, entry))
+        registry.clear()  # the workers live "in other processes": the scheduler must use the executor
+        executor = FakeExecutor(workers)
+        registry.set_executor(executor)
+        with V.env(KVCACHED_HOOK_VLLM_TP=1):
+            scheduler = V.make_scheduler(vllm_config, config)
+        adapter = scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached")
+        self.assertIsNotNone(adapter, "the scheduler did not take the ranks' caches")
+        requests = [V.make_request(f"r{i}", [1 + i] * 100, 60) for i in range(6)]
+        for request in requests:
+            scheduler.add_request(request)
+        problems = []
+
+        def check(stage, out):
+            if stage == "scheduled":  # what Worker.execute_model does on every rank
+                for w in workers:
+                    tp_mod.before_execute(w, out)
+            for w, api in zip(workers, apis):
+                for block in adapter.held_blocks():
+                    for addr, length in w.kvcached_entry.layout.block_ranges(block):
+                        if not api.backed(addr, length):
+                            problems.append(f"{stage}: rank {w.rank} block {block}")
+
+        V.run_loop(scheduler, check=check)
+        self.assertEqual(problems[:5], [])
+        self.assertFalse(scheduler.has_requests())
+        self.assertGreater(apis[1].refusals, 0, "rank 1 never refused: the test proves nothing")
+        self.assertGreater(sum(r.num_preemptions for r in requests), 0)
+        # All or nothing: once idle, every rank holds exactly the null block's pages (a refused
+        # acquire left nothing behind on the rank that had succeeded).
+        adapter.hooks.idle_tick(now=0.0)
+        adapter.hooks.idle_tick(now=1e6)
+        for w, api in zip(workers, apis):
+            self.assertEqual(api.in_use_pages(), pinned_pages(api, _Local(w.kvcached_entry)), f"rank {w.rank}")
+
+    def test_ranks_whose_layouts_differ_are_backed_fully(self):
+        registry.clear()
+        vllm_config = V.make_vllm_config(32)
+        workers, apis = [], []
+        for rank, kind in enumerate(("uniform", "mla")):
+            api = TensorRegionApi(page_size=PAGE)
+            worker.overrides["api"] = api
+            V.build_worker_cache(V.make_vllm_config(32), V.kv_cache_config(vllm_config, kind))
+            entry = registry.caches()[-1]
+            entry.remote = True
+            workers.append(FakeWorker(rank, entry))
+            apis.append(api)
+        registry.clear()
+        executor = FakeExecutor(workers)  # the registry keeps a weak reference, as to vLLM's own
+        registry.set_executor(executor)
+        with V.env(KVCACHED_HOOK_VLLM_TP=1):
+            scheduler = V.make_scheduler(vllm_config, V.kv_cache_config(vllm_config, "uniform"))
+        self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
+        for w, api in zip(workers, apis):
+            self.assertFalse(w.kvcached_entry.managed)
+            for span in w.kvcached_entry.layout.spans:
+                self.assertTrue(api.backed(span.addr, span.nbytes))
+
+
+if __name__ == "__main__":
+    unittest.main()
