@@ -97,6 +97,21 @@ class PatchSetTest(unittest.TestCase):
         self.assertEqual(ps.reason, "sleep mode is on")
         self.assertEqual(self.module.Pool().free([1]), 1)
 
+    def test_apply_called_again_while_applying_answers_at_once(self):
+        # apply() imports target modules; an import hook may call apply() again on the same thread.
+        nested = []
+        ps = None
+
+        def refuse():
+            nested.append(ps.apply())  # would deadlock on a non-reentrant lock
+            return None
+
+        ps = P.PatchSet("test-engine", [P.Target("kv_test_engine", "Pool", "free", ("self", "blocks"), _times_ten)],
+                        version=lambda: "0.25", refuse=refuse)
+        self.assertTrue(ps.apply())
+        self.assertEqual(nested, [False])
+        self.assertEqual(self.module.Pool().free([1]), 10)
+
     def test_version_parsing(self):
         self.assertEqual(P.parse_version("0.24.1.dev3+gabc"), (0, 24, 1))
         self.assertEqual(P.parse_version("v1.2"), (1, 2))

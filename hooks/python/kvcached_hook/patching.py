@@ -77,7 +77,10 @@ class PatchSet:
         self._version = version
         self.lowest, self.below = lowest, below
         self._refuse = refuse
-        self._lock = threading.Lock()
+        # Re-entrant: apply() imports the target modules, and an import can fire the package's
+        # import hook, which calls apply() again on the same thread (it then answers at once).
+        self._lock = threading.RLock()
+        self._applying = False
         self._installed: list[tuple[object, str, Callable]] = []
         self.reason: str | None = None  # why the last apply() patched nothing
 
@@ -127,45 +130,53 @@ class PatchSet:
         """Installs every wrapper, or none. Idempotent. False (after one message) when the engine is
         not the one this adapter knows or refuses to be managed."""
         with self._lock:
-            if self._installed:
-                return True
-            reason = None
+            if self._installed or self._applying:
+                return bool(self._installed)
+            self._applying = True
             try:
-                reason = self._refuse() if self._refuse is not None else None
-            except Exception as error:  # noqa: BLE001
-                reason = f"its configuration could not be read ({error})"
-            problems = [reason] if reason else self.problems()
-            if problems:
-                text = "; ".join(problems)
-                if text != self.reason:
-                    important(f"{self.engine}: not patched ({text}); the engine runs without the elastic KV cache")
-                self.reason = text
-                return False
-            installed = []
-            for target in self.targets:
-                if target.wrap is None:
-                    continue
-                owner, fn = self._resolve(target)
-                if getattr(fn, WRAPPED_FLAG, False):
-                    continue
-                raw = fn
-                # staticmethod/classmethod objects live in the class __dict__: wrap their function.
-                kind = type(raw) if isinstance(raw, (staticmethod, classmethod)) else None
-                func = raw.__func__ if kind is not None else raw
-                wrapped = target.wrap(func)
-                setattr(wrapped, WRAPPED_FLAG, True)
-                wrapped.__wrapped__ = func
-                for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
-                    try:
-                        setattr(wrapped, attr, getattr(func, attr))
-                    except (AttributeError, TypeError):
-                        pass
-                setattr(owner, target.name, kind(wrapped) if kind is not None else wrapped)
-                installed.append((owner, target.name, raw))
-            self._installed = installed
-            self.reason = None
-            logger.debug("%s %s: patched %d function(s)", self.engine, self.version(), len(installed))
-            return True
+                return self._apply_locked()
+            finally:
+                self._applying = False
+
+    def _apply_locked(self) -> bool:
+        """apply() with the lock held."""
+        reason = None
+        try:
+            reason = self._refuse() if self._refuse is not None else None
+        except Exception as error:  # noqa: BLE001
+            reason = f"its configuration could not be read ({error})"
+        problems = [reason] if reason else self.problems()
+        if problems:
+            text = "; ".join(problems)
+            if text != self.reason:
+                important(f"{self.engine}: not patched ({text}); the engine runs without the elastic KV cache")
+            self.reason = text
+            return False
+        installed = []
+        for target in self.targets:
+            if target.wrap is None:
+                continue
+            owner, fn = self._resolve(target)
+            if getattr(fn, WRAPPED_FLAG, False):
+                continue
+            raw = fn
+            # staticmethod/classmethod objects live in the class __dict__: wrap their function.
+            kind = type(raw) if isinstance(raw, (staticmethod, classmethod)) else None
+            func = raw.__func__ if kind is not None else raw
+            wrapped = target.wrap(func)
+            setattr(wrapped, WRAPPED_FLAG, True)
+            wrapped.__wrapped__ = func
+            for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+                try:
+                    setattr(wrapped, attr, getattr(func, attr))
+                except (AttributeError, TypeError):
+                    pass
+            setattr(owner, target.name, kind(wrapped) if kind is not None else wrapped)
+            installed.append((owner, target.name, raw))
+        self._installed = installed
+        self.reason = None
+        logger.debug("%s %s: patched %d function(s)", self.engine, self.version(), len(installed))
+        return True
 
     def revert(self) -> None:
         """Restores every original (tests, and adapters that back out)."""
