@@ -7,5 +7,5 @@ function and list it here (see docs/engine-hook.md).
 """
 
 ENGINES = {
-    "transformers.generation.continuous_batching": "kvcached_hook.engines.transformers_cb:patch",
+    "transformers.generation.continuous_batching": "kvcached_hook.engines.transformers:arm",
 }
