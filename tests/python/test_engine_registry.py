@@ -5,9 +5,12 @@ engine module that was never imported is neither imported nor asked."""
 import sys
 import types
 import unittest
+import os
 
-import kvcached_hook
-from kvcached_hook import engines
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "hooks", "python"))
+
+import kvcached_hook  # noqa: E402
+from kvcached_hook import engines  # noqa: E402
 
 
 def fake_engine(name: str, adapters: list) -> types.ModuleType:

@@ -4,9 +4,12 @@ time per step), CacheContext (is a cache managed). No torch needed except where 
 
 import os
 import unittest
+import sys
 from unittest import mock
 
-from kvcached_hook import cache_context, pressure_watch, stall_watch, step_timing
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "hooks", "python"))
+
+from kvcached_hook import cache_context, pressure_watch, stall_watch, step_timing # noqa: E402
 
 
 class Api:
