@@ -59,7 +59,9 @@ RESULT.update(outputs=len(outputs), errors=len(errors), managed=bool(snaps))
 @unittest.skipUnless(HAVE_ENGINE, "needs torch and transformers (scripts/python-env.sh)")
 class LazyPatchingTest(unittest.TestCase):
     def run_child(self, body: str) -> tuple[dict, str]:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([HOOKS, HERE]))
+        # Keep the caller's PYTHONPATH after ours: ctest puts a vLLM overlay release there.
+        path = [HOOKS, HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         for name in ("LD_PRELOAD", "KVCACHED_SHIM_PATH", "KVCACHED_LOG_LEVEL", "KVCACHED_AUTOPATCH", "ENABLE_KVCACHED"):
             env.pop(name, None)
         # kvcached_hook first, as the shim's sitecustomize does at interpreter start.
@@ -110,9 +112,11 @@ class LazyPatchingTest(unittest.TestCase):
         except Exception as error:  # noqa: BLE001
             self.skipTest(f"vLLM not importable: {error}")
         state, stderr = self.run_child(
-            "import sys\nfrom vllm.model_executor.models import registry\n"
+            "import sys, vllm\nfrom vllm.model_executor.models import registry\n"
             "RESULT['cb_by_vllm'] = 'transformers.generation.continuous_batching' in sys.modules\n"
+            "RESULT['vllm'] = vllm.__version__\n"
         )
+        print(f"vLLM {state['vllm']}", file=sys.stderr)
         self.assertTrue(state["cb_by_vllm"], "vLLM no longer imports transformers' continuous batching")
         self.assertOnlyArmed(state)
         self.assertNotIn("kvcached[", stderr)
