@@ -3,9 +3,9 @@
 # one device call (< 10 min) and prints a short table last; table.tsv, log.txt, multi.png and an
 # archive of every log and JSON go to $OUT (working files stay in /tmp/vllm-proofs).
 #
-#   device.sh recv                 unpack part 1 (carry .gpu-payload/vllm-V/p1)
-#   device.sh install [STEP...]    unpack part 2 (carry .../p2), then run the STEPs
-#   device.sh STEP...              steps, on a machine that still has both parts unpacked
+#   device.sh recv                           keep the carried part (.gpu-payload/vllm-V/pN), one a call
+#   device.sh recv install [STEP...]         with the last part: unpack all, then run the STEPs
+#   device.sh STEP...                        steps, on a machine where install ran
 # Steps (issue 10's proofs):
 #   serve        1 + 8: `LD_PRELOAD=libkvcached_shim.so vllm serve` with no other setting starts and
 #                serves; backed KV (kvctl) idle and under load vs the full KV size; time to ready with
@@ -54,29 +54,45 @@ print_table() {
 }
 gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
 
-recv() {
-  [ -f "$payload/p1/vllm_C.tar.xz" ] || { echo "device.sh: $payload/p1 missing: carry it" >&2; exit 2; }
-  xz -dc "$payload/p1/vllm_C.tar.xz" | tar -x -C "$site" || exit 2
+chunks=/tmp/vllm-chunks  # the parts received so far (kept while the machine stays warm)
+
+recv() {  # keeps whatever parts this call carried
+  local found=0 d
+  mkdir -p "$chunks"
+  for d in "$payload"/p[0-9]*; do
+    [ -f "$d/MANIFEST" ] || continue
+    cp "$d"/* "$chunks/" && found=$((found + 1))
+  done
+  [ "$found" -gt 0 ] || { echo "device.sh: no part under $payload: carry one (.gpu-payload/vllm-V/pN)" >&2; exit 2; }
   {
     date -u +"date %Y-%m-%dT%H:%M:%SZ"; nvidia-smi -L
     nvidia-smi --query-gpu=driver_version,memory.total,memory.used --format=csv,noheader
     $py -V; $py -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
-  } 2>&1 | tee "$out/env.txt"
+  } >"$out/env.txt" 2>&1
   [ -n "${OUT:-}" ] && cp "$out/env.txt" "$OUT/"
-  note "part 1 unpacked ($(tr '\n' ' ' <"$payload/p1/MANIFEST" 2>/dev/null)); now, within 30 s, the install call"
+  local have want
+  have=$(find "$chunks" -name 'site.tar.xz.*' | wc -l)
+  want=$(sed -n 's/^parts=//p' "$chunks/MANIFEST")
+  note "parts received: $have of $want ($(head -1 "$chunks/MANIFEST")); the next call within 30 s of this one"
 }
 
 install() {
-  [ -f "$payload/p2/rest.tar.xz" ] || { echo "device.sh: $payload/p2 missing: carry it" >&2; exit 2; }
-  ls "$site"/vllm/_C*.so >/dev/null 2>&1 || { echo "device.sh: part 1 is gone (the machine was given back): recv again" >&2; exit 3; }
-  xz -dc "$payload/p2/rest.tar.xz" | tar -x -C "$site" || exit 2
+  local have want
+  have=$(find "$chunks" -name 'site.tar.xz.*' 2>/dev/null | wc -l)
+  want=$(sed -n 's/^parts=//p' "$chunks/MANIFEST" 2>/dev/null)
+  if [ -z "$want" ] || [ "$have" != "$want" ]; then
+    echo "device.sh: $have of ${want:-?} parts here (the machine was given back between calls?): recv each part again" >&2
+    exit 3
+  fi
+  cat "$chunks"/site.tar.xz.* | xz -dc | tar -x -C "$site" || exit 2
   mkdir -p "$kv"
-  if [ -f "$payload/p2/kv.tar.xz" ]; then
-    xz -dc "$payload/p2/kv.tar.xz" | tar -x -C "$kv" || exit 2
+  if [ -f "$chunks/kv.tar.xz" ]; then
+    xz -dc "$chunks/kv.tar.xz" | tar -x -C "$kv" || exit 2
   elif [ -f build-gpu/lib/libkvcached_shim.so ]; then
     cp -r build-gpu/lib build-gpu/bin "$kv/"
   fi
   [ -f "$shim" ] || { echo "device.sh: no shim in the payload nor build-gpu/" >&2; exit 2; }
+  rm -rf "$chunks"
   write_model
   note "installed: $($py -c 'import vllm; print("vllm", vllm.__version__)' 2>&1 | tail -1); site $(du -sh "$site" | cut -f1)"
 }
@@ -287,10 +303,14 @@ print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/d
 
 [ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 1; }
 : >"$table"
-case $1 in
-  recv) recv; exit 0 ;;
-  install) install; shift ;;
-esac
+while [ $# -gt 0 ]; do
+  case $1 in
+    recv) recv; shift ;;
+    install) install; shift ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || exit 0
 [ -f "$shim" ] || { echo "device.sh: nothing installed at $kv: run recv and install first" >&2; exit 3; }
 write_model
 for step in "$@"; do

@@ -4,11 +4,10 @@
 #
 #   VLLM_VERSION=0.26.0 scripts/gpu/vllm/prepare.sh        (0.24.0, 0.25.x, 0.26.0)
 #
-# Output in .gpu-payload/vllm-$VLLM_VERSION/ (git-ignored), two parts under 60 MB each, because one
-# device call carries at most 64 MiB:
-#   p1/vllm_C.tar.xz   vLLM's largest compiled library alone                     -> first call
-#   p2/rest.tar.xz     the rest of vLLM and the wheels the image lacks (deps.py)  -> second call
-#   p2/kv.tar.xz       the shim's GPU build: lib/libkvcached_shim.so, lib/kvcached_python, bin/kvctl
+# Output in .gpu-payload/vllm-$VLLM_VERSION/ (git-ignored): p1/, p2/, ... each under 60 MB, because
+# one device call carries at most 64 MiB. Together they hold site.tar.xz (vLLM and the wheels the
+# image lacks, from deps.py), cut into pieces, and in the last part kv.tar.xz (the shim's GPU build:
+# lib/libkvcached_shim.so, lib/kvcached_python, bin/kvctl), deps.txt and MANIFEST.
 # Knobs: PAYLOAD (output folder), KV_BUILD (the shim build to pack; default build-gpu, made by
 # scripts/gpu/build-for-gpu.sh), PYTHON (a python with pip >= 22.2; default python3.12 or python3),
 # XZ_THREADS (default 2), PART_LIMIT_MB (default 60), REFRESH_DEPS=1 (resolve the wheels again).
@@ -71,6 +70,7 @@ strip_paths=(
   vllm/_flashmla_C.abi3.so vllm/_flashmla_extension_C.abi3.so  # MLA models only
   vllm/_qutlass_C.abi3.so vllm/_rust_tool_parser.abi3.so       # FP4 quantisation; tool parsing
   mistral_common/data pycountry/locales bin  # tokenizer files and translations nothing here reads
+  xgrammar/lib                              # 65 (a static library for C++ builds; 0.24's xgrammar)
 )
 for p in "${strip_paths[@]}"; do rm -rf "${out:?}/site/$p"; done
 find "$out/site" -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -78,30 +78,47 @@ mkdir -p "$out/site/mistral_common/data"
 echo "site: $(du -sh "$out/site" | cut -f1)"
 
 echo "== pack (xz -9, $threads threads; a few minutes)"
-big=$(cd "$out/site" && find vllm -maxdepth 1 -name '_C*.so' -printf '%s %p\n' | sort -nr | head -1 | cut -d' ' -f2)
-rm -rf "$out/p1" "$out/p2"
-mkdir -p "$out/p1" "$out/p2"
-tar -C "$out/site" -cf - "$big" | xz -9 -T"$threads" >"$out/p1/vllm_C.tar.xz"
-tar -C "$out/site" --exclude="$big" -cf - . | xz -9 -T"$threads" >"$out/p2/rest.tar.xz"
+# One stream (vLLM, its dependencies, the shim), cut into parts under the limit: one device call
+# carries one part. The shim's build rides in the stream so that every part is plain bytes.
+rm -rf "$out"/p[0-9]* "$out/stream"
+mkdir -p "$out/stream/site"
 if [ -f "$kv_build/lib/libkvcached_shim.so" ]; then
-  tar -C "$kv_build" -cf - lib/libkvcached_shim.so lib/kvcached_python bin/kvctl | xz -9 -T"$threads" >"$out/p2/kv.tar.xz"
+  mkdir -p "$out/stream/kv/lib" "$out/stream/kv/bin"
+  cp "$kv_build/lib/libkvcached_shim.so" "$out/stream/kv/lib/"
+  cp -r "$kv_build/lib/kvcached_python" "$out/stream/kv/lib/"
+  cp "$kv_build/bin/kvctl" "$out/stream/kv/bin/"
 else
-  echo "prepare: no shim at $kv_build/lib/libkvcached_shim.so: p2 has no kv.tar.xz (run scripts/gpu/build-for-gpu.sh," \
-    "or set KV_BUILD); device.sh then needs build-gpu/ carried" >&2
+  echo "prepare: no shim at $kv_build/lib/libkvcached_shim.so (run scripts/gpu/build-for-gpu.sh, or set KV_BUILD);" \
+    "device.sh then takes build-gpu/ if it was carried" >&2
 fi
-printf '%s\n' "vllm==$version" "$big" >"$out/p1/MANIFEST"
-cp "$out/whl/deps.txt" "$out/p2/deps.txt"
+tar -C "$out/site" -cf - . | xz -9 -T"$threads" >"$out/stream/site.tar.xz"
+[ -d "$out/stream/kv" ] && tar -C "$out/stream/kv" -cf - . | xz -9 -T"$threads" >"$out/stream/kv.tar.xz"
+rm -rf "$out/stream/site" "$out/stream/kv"
+# Part files: site.tar.xz cut into pieces, kv.tar.xz whole in the last part (it is small).
+part_bytes=$((limit_mb * 1000 * 1000 - 12 * 1000 * 1000))  # room for kv.tar.xz and the lists
+split -b "$part_bytes" -d -a 2 "$out/stream/site.tar.xz" "$out/stream/site.tar.xz."
+n=0
+for piece in "$out"/stream/site.tar.xz.[0-9]*; do
+  n=$((n + 1))
+  mkdir -p "$out/p$n"
+  mv "$piece" "$out/p$n/"
+done
+[ -f "$out/stream/kv.tar.xz" ] && mv "$out/stream/kv.tar.xz" "$out/p$n/"
+cp "$out/whl/deps.txt" "$out/p$n/deps.txt"
+for i in $(seq 1 "$n"); do printf 'vllm==%s\nparts=%s\n' "$version" "$n" >"$out/p$i/MANIFEST"; done
+rm -rf "$out/stream"
 status=0
-for part in p1 p2; do
-  bytes=$(du -cb "$out/$part"/* | tail -1 | cut -f1)
-  echo "$part: $((bytes / 1024 / 1024)) MiB ($bytes bytes)"
+for i in $(seq 1 "$n"); do
+  bytes=$(du -cb "$out/p$i"/* | tail -1 | cut -f1)
+  echo "p$i: $((bytes / 1024 / 1024)) MiB ($bytes bytes)"
   if [ "$bytes" -ge $((limit_mb * 1000 * 1000)) ]; then
-    echo "prepare: $part is over $limit_mb MB; largest files in it:" >&2
-    (cd "$out/site" && find . -type f -printf '%s %p\n' | sort -nr | head -15) >&2
+    echo "prepare: p$i is over $limit_mb MB" >&2
     status=1
   fi
 done
 [ $status = 0 ] || exit 1
-echo "prepare: done. On the GPU machine (scripts/gpu/vllm/README.md), two calls back to back:"
-echo "  carry $out/p1: VLLM_PAYLOAD=$out scripts/gpu/vllm/device.sh recv"
-echo "  carry $out/p2: VLLM_PAYLOAD=$out scripts/gpu/vllm/device.sh install serve"
+echo "prepare: done: $n parts. On the GPU machine (scripts/gpu/vllm/README.md), calls back to back:"
+for i in $(seq 1 "$n"); do
+  if [ "$i" -lt "$n" ]; then step=recv; else step="recv install serve"; fi
+  echo "  carry $out/p$i: VLLM_PAYLOAD=$out scripts/gpu/vllm/device.sh $step"
+done
