@@ -53,16 +53,27 @@ def enable() -> bool:
     return True
 
 
+def _engine_modules() -> list:
+    """The engine adapter modules this process has imported (each exposes patch, unpatch,
+    adapters), from the registry in engines/__init__.py."""
+    import sys
+
+    from .engines import ENGINES
+
+    names = sorted({target.partition(":")[0] for target in ENGINES.values()})
+    return [sys.modules[name] for name in names if name in sys.modules]
+
+
 def disable() -> None:
     """Removes the import hooks and restores patched engine classes (mostly for tests)."""
     global _enabled
     from . import importhook
 
     importhook.uninstall()
-    import sys
-
-    if "kvcached_hook.engines.transformers_cb" in sys.modules:
-        sys.modules["kvcached_hook.engines.transformers_cb"].unpatch()
+    for module in _engine_modules():
+        unpatch = getattr(module, "unpatch", None)
+        if unpatch is not None:
+            unpatch()
     _enabled = False
 
 
@@ -71,11 +82,13 @@ def is_enabled() -> bool:
 
 
 def adapters() -> list:
-    """Live cache adapters in this process (one per managed engine cache)."""
-    import sys
-
-    module = sys.modules.get("kvcached_hook.engines.transformers_cb")
-    return module.adapters() if module is not None else []
+    """Live cache adapters in this process (one per managed engine cache, any engine)."""
+    found = []
+    for module in _engine_modules():
+        listing = getattr(module, "adapters", None)
+        if listing is not None:
+            found.extend(listing())
+    return found
 
 
 def stats() -> list:

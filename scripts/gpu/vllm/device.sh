@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE from the repo root, with a payload made here by prepare.sh. Each step fits
+# one device call (< 10 min) and prints a short table last; table.tsv, log.txt, multi.png and an
+# archive of every log and JSON go to $OUT (working files stay in /tmp/vllm-proofs).
+#
+#   device.sh recv                           keep the carried part (.gpu-payload/vllm-V/pN), one a call
+#   device.sh recv install [STEP...]         with the last part: unpack all, then run the STEPs
+#   device.sh STEP...                        steps, on a machine where install ran
+# Steps (issue 10's proofs):
+#   serve        1 + 8: `LD_PRELOAD=libkvcached_shim.so vllm serve` with no other setting starts and
+#                serves; backed KV (kvctl) idle and under load vs the full KV size; time to ready with
+#                and without the shim, alternating, START_PAIRS pairs (default 2)
+#   identity     2 (+3, 4): greedy token ids of vllm.LLM, with and without the shim, for each entry of
+#                MATRIX (runner:mode:kv, default all 8 of v2|v1 x eager|graphs x bf16|fp8), plus
+#                `budget` (KVCACHED_BUDGET far below demand) and `sanity` (KVCACHED_SANITY_CHECK=1)
+#   throughput   5: one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
+#                pairs (default 5), CUDA graphs on; median ratio
+#   multi        6 + 7: two then three shimmed servers under one KVCACHED_BUDGET, started in two
+#                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
+# Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
+# IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), START_PAIRS, PAIRS,
+# MULTI_BUDGET (default 24G), BUDGET_TINY (default 64M).
+set -uo pipefail
+cd "$(dirname "$0")/../../.." || exit 1
+here=scripts/gpu/vllm
+payload=${VLLM_PAYLOAD:-$(find .gpu-payload -maxdepth 1 -name 'vllm-*' -type d 2>/dev/null | sort | tail -1)}
+site=/tmp/vllm-site
+kv=${KV_DIR:-/tmp/kv}
+out=/tmp/vllm-proofs  # working files; what comes back is copied to $OUT at the end
+model=/tmp/vllm-proof-model
+shim=$kv/lib/libkvcached_shim.so
+kvctl=$kv/bin/kvctl
+py=python3
+mkdir -p "$out" "$site"
+export PYTHONPATH=$site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
+  PYTHONUNBUFFERED=1 VLLM_PROOF_MODEL=$model
+# The V2 model runner's sampler imports flashinfer (not carried) unless this is 0.
+export VLLM_USE_FLASHINFER_SAMPLER=0
+# This machine's rule: NVLink multicast stays off.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+table=$out/table.tsv  # proof, check, value, verdict: printed at the end of every step
+
+note() { echo "[device.sh +${SECONDS}s] $*" | tee -a "$out/log.txt"; }
+row() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$table"; }
+print_table() {
+  # A device call brings back at most 8 files: the table, the log, the plot, the rest in one archive.
+  if [ -n "${OUT:-}" ]; then
+    cp "$table" "$out/log.txt" "$OUT/" 2>/dev/null
+    [ -f "$out/multi.png" ] && cp "$out/multi.png" "$OUT/"
+    tar -C "$out" -czf "$OUT/details-$(date +%H%M%S).tar.gz" --exclude='*.tar.gz' . 2>/dev/null
+  fi
+  echo "== results"
+  column -t -s $'\t' "$table" 2>/dev/null || cat "$table"
+}
+gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+
+chunks=/tmp/vllm-chunks  # the parts received so far (kept while the machine stays warm)
+
+recv() {  # keeps whatever parts this call carried
+  local found=0 d
+  mkdir -p "$chunks"
+  for d in "$payload"/p[0-9]*; do
+    [ -f "$d/MANIFEST" ] || continue
+    cp "$d"/* "$chunks/" && found=$((found + 1))
+  done
+  [ "$found" -gt 0 ] || { echo "device.sh: no part under $payload: carry one (.gpu-payload/vllm-V/pN)" >&2; exit 2; }
+  {
+    date -u +"date %Y-%m-%dT%H:%M:%SZ"; nvidia-smi -L
+    nvidia-smi --query-gpu=driver_version,memory.total,memory.used --format=csv,noheader
+    $py -V; $py -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
+  } >"$out/env.txt" 2>&1
+  [ -n "${OUT:-}" ] && cp "$out/env.txt" "$OUT/"
+  local have want
+  have=$(find "$chunks" -name 'site.tar.xz.*' | wc -l)
+  want=$(sed -n 's/^parts=//p' "$chunks/MANIFEST")
+  note "parts received: $have of $want ($(head -1 "$chunks/MANIFEST")); the next call within 30 s of this one"
+}
+
+install() {
+  local have want
+  have=$(find "$chunks" -name 'site.tar.xz.*' 2>/dev/null | wc -l)
+  want=$(sed -n 's/^parts=//p' "$chunks/MANIFEST" 2>/dev/null)
+  if [ -z "$want" ] || [ "$have" != "$want" ]; then
+    echo "device.sh: $have of ${want:-?} parts here (the machine was given back between calls?): recv each part again" >&2
+    exit 3
+  fi
+  cat "$chunks"/site.tar.xz.* | xz -dc | tar -x -C "$site" || exit 2
+  mkdir -p "$kv"
+  if [ -f "$chunks/kv.tar.xz" ]; then
+    xz -dc "$chunks/kv.tar.xz" | tar -x -C "$kv" || exit 2
+  elif [ -f build-gpu/lib/libkvcached_shim.so ]; then
+    cp -r build-gpu/lib build-gpu/bin "$kv/"
+  fi
+  [ -f "$shim" ] || { echo "device.sh: no shim in the payload nor build-gpu/" >&2; exit 2; }
+  rm -rf "$chunks"
+  write_model
+  note "installed: $($py -c 'import vllm; print("vllm", vllm.__version__)' 2>&1 | tail -1); site $(du -sh "$site" | cut -f1)"
+}
+
+write_model() {  # a random-weight Llama (load_format dummy): 8 layers, 4 KV heads x 64 -> 8 KiB per token in bf16
+  mkdir -p "$model"
+  cat >"$model/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
+ "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4,
+ "head_dim": 64, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
+ "rope_theta": 10000.0, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
+ "eos_token_id": 2, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false}
+JSON
+}
+KV_BYTES_PER_TOKEN=$((8 * 2 * 4 * 64 * 2))
+
+# serve_start NAME PORT SHIM(0|1) [ENV...] [-- VLLM ARGS...]: starts `vllm serve` in its own session.
+serve_start() {
+  local name=$1 port=$2 use_shim=$3; shift 3
+  local envs=() args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  args=("$@")
+  [ "$use_shim" = 1 ] && envs+=("LD_PRELOAD=$shim")
+  setsid env "${envs[@]}" $py -m vllm.entrypoints.cli.main serve "$model" --load-format dummy \
+    --skip-tokenizer-init --seed 0 --max-model-len 4096 --port "$port" "${args[@]}" \
+    >"$out/$name.log" 2>&1 </dev/null &
+  echo $!
+}
+serve_stop() {  # serve_stop PID [SIGNAL]
+  kill -"${2:-INT}" -- "-$1" 2>/dev/null
+  for _ in $(seq 1 20); do kill -0 "$1" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+}
+ledger_bytes() {  # ledger_bytes LABEL_PREFIX FIELD: the engine's bytes in the ledger now
+  "$kvctl" list --json 2>/dev/null | $py -c "
+import json, sys
+d = json.load(sys.stdin)
+print(sum(p.get('$2', 0) for s in d.get('segments', []) for p in s.get('processes', []) if (p.get('label') or '').startswith('$1')))"
+}
+full_kv_bytes() {  # from vLLM's log line "GPU KV cache size: N tokens"
+  local tokens
+  tokens=$(grep -oE 'GPU KV cache size: [0-9,]+ tokens' "$1" | tail -1 | grep -oE '[0-9,]+' | tr -d ,)
+  echo $(( ${tokens:-0} * KV_BYTES_PER_TOKEN ))
+}
+
+step_serve() {  # proofs 1 and 8
+  local pairs=${START_PAIRS:-2} base_times=() shim_times=()
+  for k in $(seq 1 "$pairs"); do
+    for use_shim in $((k % 2)) $(((k + 1) % 2)); do
+      local name kind=base t0=$SECONDS pid ready
+      [ "$use_shim" = 1 ] && kind=shim
+      name=serve-$k-$kind
+      pid=$(serve_start "$name" 8100 "$use_shim" -- --gpu-memory-utilization 0.5)
+      ready=$($py "$here/client.py" wait 8100 300) || { note "$name: not ready in 300 s"; tail -30 "$out/$name.log"; serve_stop "$pid"; row 8 "$name ready" "no" FAIL; continue; }
+      note "$name: ready after ${ready}s (wall $((SECONDS - t0)) s)"
+      if [ "$use_shim" = 1 ]; then shim_times+=("$ready"); else base_times+=("$ready"); fi
+      if [ "$use_shim" = 1 ] && [ "$k" = 1 ]; then
+        local full idle busy loadres
+        full=$(full_kv_bytes "$out/$name.log")
+        idle=$(ledger_bytes "" charged_bytes)
+        $py "$here/client.py" load 8100 256 64 512 128 >"$out/serve-load.json" &
+        local lp=$! peak=0 now
+        while kill -0 $lp 2>/dev/null; do now=$(ledger_bytes "" charged_bytes); [ "${now:-0}" -gt "$peak" ] && peak=$now; sleep 0.5; done
+        loadres=$(cat "$out/serve-load.json")
+        busy=$peak
+        note "proof 1: full KV $((full >> 20)) MiB, backed idle $((idle >> 20)) MiB, peak under load $((busy >> 20)) MiB; load $loadres"
+        "$kvctl" list >"$out/serve-kvctl.txt" 2>&1
+        local errors; errors=$($py -c "import json; print(json.load(open('$out/serve-load.json'))['errors'])" 2>/dev/null || echo "?")
+        row 1 "serves 256 requests, errors" "$errors" "$([ "$errors" = 0 ] && echo PASS || echo FAIL)"
+        row 1 "backed idle / full KV" "$((idle >> 20)) / $((full >> 20)) MiB" "$([ "$full" -gt 0 ] && [ "$idle" -lt $((full / 4)) ] && echo PASS || echo FAIL)"
+        row 1 "backed peak under load" "$((busy >> 20)) MiB" info
+      fi
+      serve_stop "$pid"
+    done
+  done
+  local verdict
+  verdict=$($py -c "
+import statistics, sys
+b = [float(x) for x in '${base_times[*]}'.split()]; s = [float(x) for x in '${shim_times[*]}'.split()]
+if not b or not s: print('- FAIL'); sys.exit()
+r = statistics.median(s) / statistics.median(b)
+print(f'{statistics.median(b):.1f}s/{statistics.median(s):.1f}s={r:.3f}', 'PASS' if r <= 1.05 else 'FAIL')")
+  row 8 "ready base/shim (median of $pairs)" "${verdict% *}" "${verdict##* }"
+}
+
+# identity_run NAME SHIM(0|1) RUNNER FLAGS ENV...: one vllm.LLM process
+identity_run() {
+  local name=$1 use_shim=$2 runner=$3 flags=$4; shift 4
+  local envs=("$@")
+  [ "$runner" = v1 ] && envs+=(VLLM_USE_V2_MODEL_RUNNER=0)
+  [ "$runner" = v2 ] && envs+=(VLLM_USE_V2_MODEL_RUNNER=1)
+  [ "$use_shim" = 1 ] && envs+=("LD_PRELOAD=$shim" "KVCACHED_LABEL=$name" "KVCACHED_IPC_NAME=proof_$name")
+  # shellcheck disable=SC2086  # flags are words
+  timeout 420 env "${envs[@]}" $py "$here/client.py" offline "$out/$name.json" $flags >"$out/$name.log" 2>&1
+}
+step_identity() {  # proofs 2, 3, 4
+  local matrix=${MATRIX:-v2:eager:bf16 v2:graphs:bf16 v2:eager:fp8 v2:graphs:fp8 v1:eager:bf16 v1:graphs:bf16 v1:eager:fp8 v1:graphs:fp8}
+  local jobs=() entry
+  for entry in $matrix; do
+    IFS=: read -r runner mode kvd <<<"$entry"
+    local flags="--gpu-util 0.1"
+    [ "$mode" = eager ] && flags+=" --eager"
+    [ "$kvd" = fp8 ] && flags+=" --fp8"
+    jobs+=("id-$runner-$mode-$kvd-base|0|$runner|$flags|" "id-$runner-$mode-$kvd-shim|1|$runner|$flags|")
+  done
+  # 3: a budget far below demand (64 prompts x ~1000 tokens x 8 KiB ~ 500 MiB wanted); 4: sanity.
+  if [ "${IDENTITY_EXTRAS:-1}" = 1 ]; then
+    jobs+=("id-budget-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_BUDGET=${BUDGET_TINY:-64M}"
+           "id-sanity-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_SANITY_CHECK=1")
+  fi
+  local running=0 job
+  for job in "${jobs[@]}"; do
+    IFS='|' read -r name use_shim runner flags env1 <<<"$job"
+    ( identity_run "$name" "$use_shim" "$runner" "$flags" ${env1:+"$env1"}; echo $? >"$out/$name.rc" ) &
+    running=$((running + 1))
+    if [ "$running" -ge "${PARALLEL:-6}" ]; then wait -n; running=$((running - 1)); fi
+  done
+  wait
+  for entry in $matrix; do
+    IFS=: read -r runner mode kvd <<<"$entry"
+    local a=$out/id-$runner-$mode-$kvd-base.json b=$out/id-$runner-$mode-$kvd-shim.json cmp
+    cmp=$($py "$here/client.py" compare "$a" "$b" 2>/dev/null) || cmp='{"all_identical": false, "identical": "run failed"}'
+    row 2 "$runner $mode $kvd: identical/64" "$(echo "$cmp" | $py -c 'import json,sys; d=json.load(sys.stdin); print(d["identical"])')" \
+      "$(echo "$cmp" | grep -q '"all_identical": true' && echo PASS || echo FAIL)"
+  done
+  [ "${IDENTITY_EXTRAS:-1}" = 1 ] || return 0
+  local cmp
+  cmp=$($py "$here/client.py" compare "$out/id-v2-eager-bf16-base.json" "$out/id-budget-shim.json" 2>/dev/null) || cmp='{"identical": "run failed"}'
+  row 3 "budget ${BUDGET_TINY:-64M}: identical/64 (v2 eager bf16)" "$(echo "$cmp" | $py -c 'import json,sys; print(json.load(sys.stdin)["identical"])')" \
+    "$(echo "$cmp" | grep -q '"all_identical": true' && echo PASS || echo FAIL)"
+  row 3 "budget: preemptions seen in the log" "$(grep -ciE 'preempt' "$out/id-budget-shim.log")" info
+  local violations
+  violations=$(grep -oE '[0-9]+ violations' "$out/id-sanity-shim.log" | tail -1 | cut -d' ' -f1)
+  row 4 "sanity check violations" "${violations:-no report}" "$([ "${violations:-x}" = 0 ] && echo PASS || echo FAIL)"
+}
+
+step_throughput() {  # proof 5
+  local base shim ratios=()
+  base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
+  shim=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
+  if ! $py "$here/client.py" wait 8200 400 >/dev/null || ! $py "$here/client.py" wait 8201 400 >/dev/null; then
+    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim"; return
+  fi
+  $py "$here/client.py" load 8200 64 64 256 64 >/dev/null; $py "$here/client.py" load 8201 64 64 256 64 >/dev/null  # warm-up
+  for k in $(seq 1 "${PAIRS:-5}"); do
+    local order=(8200 8201) r=() port
+    [ $((k % 2)) = 0 ] && order=(8201 8200)
+    for port in "${order[@]}"; do
+      r[port - 8200]=$($py "$here/client.py" load "$port" 512 128 512 128 | tee -a "$out/throughput.jsonl" |
+        $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
+    done
+    ratios+=("$($py -c "print(${r[1]} / ${r[0]})")")
+    note "throughput pair $k: base ${r[0]} shim ${r[1]} tok/s"
+  done
+  serve_stop "$base"; serve_stop "$shim"
+  local med
+  med=$($py -c "import statistics; print(f'{statistics.median([${ratios[*]// /,}]):.3f}')")
+  row 5 "shim/base tok/s, median of ${PAIRS:-5} pairs" "$med" "$($py -c "print('PASS' if $med >= 0.99 else 'FAIL')")"
+}
+
+port_of() { case $1 in a) echo 8300 ;; b) echo 8301 ;; *) echo 8302 ;; esac; }
+step_multi() {  # proofs 6 and 7
+  local samples=$out/ledger.jsonl events=$out/events.tsv order pids=() k
+  : >"$samples"; : >"$events"
+  $py "$here/ledger_samples.py" record "$kvctl" "$samples" 0.1 &
+  local sampler=$!
+  ev() { printf '%s\t%s\n' "$(date +%s.%N)" "$1" >>"$events"; note "$1"; }
+  local common=("KVCACHED_BUDGET=${MULTI_BUDGET:-24G}" KVCACHED_IPC_NAME=proof_multi)
+  for order in "a b" "b a"; do  # two engines, both start orders
+    pids=()
+    for k in $order; do
+      pids+=("$(serve_start "multi-$order-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization 0.3)")
+      ev "start vllm-$k"
+      $py "$here/client.py" wait "$(port_of "$k")" 300 >/dev/null || { row 6 "order $order: vllm-$k ready" no FAIL; }
+    done
+    for k in a b; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
+    row 6 "order $order: both started and served" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")" info
+    if [ "$order" = "b a" ]; then  # a third engine joins
+      pids+=("$(serve_start multi-c 8302 1 "${common[@]}" KVCACHED_LABEL=vllm-c -- --gpu-memory-utilization 0.3)")
+      ev "start vllm-c"
+      if $py "$here/client.py" wait 8302 300 >/dev/null; then row 6 "third engine started next to two" yes PASS; else row 6 "third engine started next to two" no FAIL; fi
+      for k in c a; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
+      # 7: kill -9 of vllm-a's EngineCore while it is loaded; vllm-b and vllm-c ask for memory.
+      $py "$here/client.py" load 8300 512 128 1500 256 >/dev/null 2>&1 &
+      $py "$here/client.py" load 8301 512 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
+      sleep 8
+      local victim kill_t
+      victim=$($py -c "
+import json
+rows = [json.loads(l) for l in open('$samples')]
+print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/dev/null)
+      kill_t=$(date +%s.%N); kill -9 "$victim"; ev "kill -9 vllm-a ($victim)"
+      sleep 5
+      local freed
+      freed=$($py "$here/ledger_samples.py" freed "$samples" "$victim" "$kill_t" | $py -c 'import json,sys; print(json.load(sys.stdin)["freed_after_s"])')
+      row 7 "vllm-a's charge left the ledger after (s)" "$freed" "$($py -c "print('PASS' if '$freed' not in ('None', '') and float('$freed') <= 1.0 else 'FAIL')")"
+      wait
+    fi
+    for pid in "${pids[@]}"; do serve_stop "$pid"; done
+    ev "stopped order $order"
+  done
+  kill "$sampler" 2>/dev/null
+  $py "$here/ledger_samples.py" plot "$samples" "$events" "$out/multi.png" && row 6 "plot" "$out/multi.png" info
+  row 6 "loads served without error" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")/$(grep -c '"n"' "$out/multi-load.jsonl")" info
+}
+
+[ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 1; }
+: >"$table"
+while [ $# -gt 0 ]; do
+  case $1 in
+    recv) recv; shift ;;
+    install) install; shift ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || exit 0
+[ -f "$shim" ] || { echo "device.sh: nothing installed at $kv: run recv and install first" >&2; exit 3; }
+write_model
+for step in "$@"; do
+  case $step in
+    serve) step_serve ;;
+    identity) step_identity ;;
+    throughput) step_throughput ;;
+    multi) step_multi ;;
+    *) echo "device.sh: unknown step $step" >&2; exit 1 ;;
+  esac
+done
+print_table
