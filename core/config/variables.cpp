@@ -78,6 +78,15 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "a group name of up to 64 characters from [A-Za-z0-9_.-] (the group must exist)",
        "Group that owns a newly created budget segment, for engines running as different "
        "users."},
+      {"KVCACHED_SHARE_WEIGHT", "1", "a decimal number from 0.001 to 1000, e.g. 2 or 0.5",
+       "This engine's weight when engines on one GPU compete for the budget: fair shares are "
+       "proportional to the weights (docs/sharing.md); `kvctl share` changes it live."},
+      {"KVCACHED_SHARE_MIN", "0", "a size such as 8G or 512MiB (at most the budget; more is cut)",
+       "Memory guaranteed to this engine under contention: engines above their share give it "
+       "back when this engine asks for it."},
+      {"KVCACHED_SHARE_PREEMPT_MS", "500", "an integer number of milliseconds from 0 to 60000",
+       "How long an engine below its fair share may be refused before engines above their "
+       "share preempt their newest requests to give it memory."},
   };
   return kVariables;
 }

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   kvctl::AddDoctorCommand(app, exit_code);
   kvctl::AddLaunchCommand(app, exit_code);
   kvctl::AddMetricsCommand(app, exit_code);
+  kvctl::AddShareCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
