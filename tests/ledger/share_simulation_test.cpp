@@ -130,20 +130,20 @@ std::uint64_t Distance(std::uint64_t a, std::uint64_t b) {
 
 class ShareSimulation : public ::testing::Test {
  protected:
-  std::shared_ptr<Segment> Segment() {
+  std::shared_ptr<Segment> MakeSegment() {
     CreateParams p;
     p.gpu_total = 2 * kBudgetPages * kPage;
     p.budget = kBudgetPages * kPage;
     p.gpu_uuid = "GPU-share-sim";
     auto seg = Segment::OpenOrCreate(name_.name(), p);
     EXPECT_TRUE(seg.ok()) << seg.status().message();
-    return std::shared_ptr<ledger::Segment>(std::move(seg).value());
+    return std::shared_ptr<Segment>(std::move(seg).value());
   }
   ScopedSegmentName name_{"share_sim"};
 };
 
 TEST_F(ShareSimulation, BusyEngineHandsHalfToTheNewcomerWithinABoundedNumberOfSteps) {
-  auto seg = Segment();
+  auto seg = MakeSegment();
   SimEngine a(seg, "a", 1);
   SimEngine b(seg, "b", 1);
   for (int step = 0; step < 20; ++step) {  // A alone, busy: takes everything
@@ -221,19 +221,19 @@ void ExpectConvergence(ShareSimulation& /*fixture*/, std::shared_ptr<Segment> se
 }
 
 TEST_F(ShareSimulation, SymmetricOverloadConvergesToEqualHalves) {
-  ExpectConvergence(*this, Segment(), {1, 1});
+  ExpectConvergence(*this, MakeSegment(), {1, 1});
 }
 
 TEST_F(ShareSimulation, SymmetricOverloadConvergesToWeightedShares) {
-  ExpectConvergence(*this, Segment(), {3, 1});
+  ExpectConvergence(*this, MakeSegment(), {3, 1});
 }
 
 TEST_F(ShareSimulation, ThreeEnginesConvergeToWeightedShares) {
-  ExpectConvergence(*this, Segment(), {1, 1, 2});
+  ExpectConvergence(*this, MakeSegment(), {1, 1, 2});
 }
 
 TEST_F(ShareSimulation, AlternatingBurstsMoveCachedPagesWithoutPreempting) {
-  auto seg = Segment();
+  auto seg = MakeSegment();
   SimEngine a(seg, "a", 1);
   SimEngine b(seg, "b", 1);
   for (int step = 0; step < 20; ++step) {  // A bursts, B idle
@@ -269,7 +269,7 @@ TEST_F(ShareSimulation, AlternatingBurstsMoveCachedPagesWithoutPreempting) {
 }
 
 TEST_F(ShareSimulation, WithoutContentionNobodyIsAskedAnything) {
-  auto seg = Segment();
+  auto seg = MakeSegment();
   SimEngine a(seg, "a", 1);
   SimEngine b(seg, "b", 5);
   for (int step = 0; step < 30; ++step) {

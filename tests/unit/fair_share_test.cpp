@@ -201,7 +201,8 @@ TEST(ShareVerdicts, AboveShareWhileAnotherIsStarvedGivesTheSmallerOfExcessAndDef
   EXPECT_EQ(v.give_bytes, 35 * kPage);
   EXPECT_EQ(v.others_deficit, 35 * kPage);
   EXPECT_EQ(v.starved_index, 1U);
-  EXPECT_EQ(DecideShare(e, 2, 100 * kPage, kPage, kNow, 500 * kMs).action, ShareAction::kOk);
+  // C holds exactly its share: it gives nothing (it only admits no more while B starves).
+  EXPECT_EQ(DecideShare(e, 2, 100 * kPage, kPage, kNow, 500 * kMs).give_bytes, 0U);
 }
 
 TEST(ShareVerdicts, AtItsShareItStopsAdmittingButGivesNothing) {

@@ -26,6 +26,8 @@ struct ShareOptions {
   std::string weight;
   std::string min;
   std::string segment;
+  bool weight_given = false;  // `--weight ""` is bad input, not "no weight"
+  bool min_given = false;
 };
 
 // A weight in thousandths from "2", "0.5", "1.25": plain decimal digits, 0.001..1000.
@@ -56,12 +58,12 @@ std::string FormatWeight(std::uint64_t milli) {
 }
 
 int RunShare(const ShareOptions& o) {
-  if (o.weight.empty() && o.min.empty()) {
+  if (!o.weight_given && !o.min_given) {
     PrintError("share: give --weight W and/or --min SIZE (e.g. `kvctl share PID --weight 2`)");
     return kExitUsage;
   }
   std::optional<std::uint64_t> weight;
-  if (!o.weight.empty()) {
+  if (o.weight_given) {
     weight = ParseWeight(o.weight);
     if (!weight) {
       PrintError(
@@ -72,7 +74,7 @@ int RunShare(const ShareOptions& o) {
     }
   }
   std::optional<LimitValue> min;
-  if (!o.min.empty()) {
+  if (o.min_given) {
     auto parsed = ParseLimitValue(o.min);
     if (!parsed.ok()) {
       PrintError(fmt::format("--min: {}", parsed.status().message()));
@@ -128,10 +130,14 @@ void AddShareCommand(CLI::App& app, int& exit_code) {
       "fair shares proportional to the weights; --min SIZE guarantees memory under contention "
       "(bytes, a fraction of the budget, or none)");
   cmd->add_option("TARGET", o->target, "pid, label or segment name")->required();
-  cmd->add_option("--weight", o->weight, "weight, e.g. 2 or 0.5");
-  cmd->add_option("--min", o->min, "guaranteed minimum: 8G, 512MiB, 0.25, 25% or none");
+  auto* weight = cmd->add_option("--weight", o->weight, "weight, e.g. 2 or 0.5");
+  auto* min = cmd->add_option("--min", o->min, "guaranteed minimum: 8G, 512MiB, 0.25, 25% or none");
   cmd->add_option("--segment", o->segment, "Only look in this segment");
-  cmd->callback([o, &exit_code] { exit_code = RunShare(*o); });
+  cmd->callback([o, weight, min, &exit_code] {
+    o->weight_given = weight->count() > 0;
+    o->min_given = min->count() > 0;
+    exit_code = RunShare(*o);
+  });
 }
 
 }  // namespace kvctl
