@@ -98,7 +98,11 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
   ShareVerdict v;
   if (self >= engines.size()) return v;
   const std::uint64_t g = std::max<std::uint64_t>(granule, 1);
-  const std::vector<std::uint64_t> shares = FairShares(engines, budget, g);
+  // Judged as if this engine asked for more too: an engine that holds little because it has not
+  // asked yet must not be told it is "at its share" of what it holds.
+  std::vector<ShareInput> asking(engines.begin(), engines.end());
+  if (asking[self].starved_since_ns == 0) asking[self].starved_since_ns = now_ns == 0 ? 1 : now_ns;
+  const std::vector<std::uint64_t> shares = FairShares(asking, budget, g);
   v.fair_share = shares[self];
   v.held = engines[self].held;
   v.weight_milli = Weight(engines[self]);
@@ -134,6 +138,14 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
     v.action = ShareAction::kGiveCached;
   }
   return v;
+}
+
+std::uint64_t ShareIfAsking(std::span<const ShareInput> engines, std::size_t index,
+                            std::uint64_t budget, std::uint64_t granule) {
+  if (index >= engines.size()) return 0;
+  std::vector<ShareInput> asking(engines.begin(), engines.end());
+  if (asking[index].starved_since_ns == 0) asking[index].starved_since_ns = 1;
+  return FairShares(asking, budget, granule)[index];
 }
 
 const char* ShareActionName(ShareAction action) {

@@ -32,6 +32,11 @@ struct ShareInput {
 std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::uint64_t budget,
                                       std::uint64_t granule);
 
+// Engine `index`'s fair share if it asked for more now (as if starved): what it may claim. Equal
+// to its FairShares entry when it holds at least that much; this is what kvctl shows.
+std::uint64_t ShareIfAsking(std::span<const ShareInput> engines, std::size_t index,
+                            std::uint64_t budget, std::uint64_t granule);
+
 enum class ShareAction : int {
   kOk = 0,             // below its share, or nobody is starved: nothing to do
   kStopAdmitting = 1,  // at or above its share while a starved engine is below its own: admit
@@ -53,7 +58,8 @@ struct ShareVerdict {
   int starved_pid = 0;  // filled by the ledger (the arithmetic knows no pids)
 };
 
-// The verdict for engine `self` at `now_ns`: an engine counts as starved when it was refused
+// The verdict for engine `self` at `now_ns`, judged with `self` asking for more too (its
+// fair_share is ShareIfAsking's): another engine counts as starved when it was refused
 // (starved_since_ns != 0) and lacks at least one granule of its fair share. `preempt_after_ns`
 // is the bound after which giving back cached memory is not enough.
 ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,

@@ -73,7 +73,8 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     (out.dead ? snap.dead : snap.live) += 1;
     snap.slots.push_back(std::move(out));
   }
-  // Fair shares among the live engines (exact bytes: kvctl does not know the engines' pages).
+  // Fair shares among the live engines, each as if it asked for more (what it may claim now);
+  // exact bytes: kvctl does not know the engines' pages.
   std::vector<ShareInput> inputs;
   std::vector<SlotSnapshot*> live;
   for (SlotSnapshot& s : snap.slots) {
@@ -82,11 +83,11 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
                       SatAdd(s.tentative, s.charged), s.reserved, s.starved_since_ns});
     live.push_back(&s);
   }
-  const std::vector<std::uint64_t> shares = FairShares(inputs, snap.budget, 1);
   for (std::size_t i = 0; i < live.size(); ++i) {
-    live[i]->fair_share = shares[i];
+    const std::uint64_t share = ShareIfAsking(inputs, i, snap.budget, 1);
+    live[i]->fair_share = share;
     const std::uint64_t held = inputs[i].held;
-    live[i]->deficit = live[i]->starved_since_ns != 0 && shares[i] > held ? shares[i] - held : 0;
+    live[i]->deficit = live[i]->starved_since_ns != 0 && share > held ? share - held : 0;
   }
   return snap;
 }

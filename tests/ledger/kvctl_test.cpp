@@ -297,11 +297,13 @@ TEST_F(KvctlTest, ShareSetsWeightAndMinimumLiveAndListShowsThem) {
     const auto e = ProcessEntry(s, p);
     EXPECT_EQ(e.at("weight"), 1.0);
     EXPECT_EQ(e.at("share_min_bytes"), 0);
-    // Nobody is refused: each one's fair share is what it holds.
-    EXPECT_EQ(e.at("fair_share_bytes"), e.at("charged_bytes"));
     EXPECT_EQ(e.at("deficit_bytes"), 0);
     EXPECT_EQ(e.at("starved"), false);
   }
+  // Nobody is refused: each one may claim what the other does not hold (alpha 1 GiB, beta 512 MiB
+  // of 8 GiB).
+  EXPECT_EQ(ProcessEntry(s, alpha_->pid()).at("fair_share_bytes"), 8 * kGiB - 512 * kMiB);
+  EXPECT_EQ(ProcessEntry(s, beta_->pid()).at("fair_share_bytes"), 7 * kGiB);
   r = Kvctl({"list"});
   ASSERT_EQ(r.rc, 0);
   EXPECT_TRUE(Has(r.out, "FAIR SHARE")) << r.out;

@@ -175,8 +175,10 @@ TEST(ShareVerdicts, AnEngineAtOrBelowItsShareIsNeverAskedToGive) {
       left -= held;
       e.push_back(rng() % 2 ? Starved(held, 0.5 + double(rng() % 4)) : Content(held));
     }
-    const auto shares = FairShares(e, 200 * kPage, kPage);
     for (std::size_t i = 0; i < n; ++i) {
+      std::vector<ShareInput> asking = e;  // judged as if it asked for more
+      if (asking[i].starved_since_ns == 0) asking[i].starved_since_ns = kNow;
+      const auto shares = FairShares(asking, 200 * kPage, kPage);
       v = DecideShare(e, i, 200 * kPage, kPage, kNow + 10 * kMs, 500 * kMs);
       EXPECT_EQ(v.fair_share, shares[i]);
       if (e[i].held < shares[i]) {
@@ -211,6 +213,17 @@ TEST(ShareVerdicts, AtItsShareItStopsAdmittingButGivesNothing) {
   const ShareVerdict v = DecideShare(e, 0, 100 * kPage, kPage, kNow, 0);
   EXPECT_EQ(v.action, ShareAction::kStopAdmitting);
   EXPECT_EQ(v.give_bytes, 0U);
+}
+
+TEST(ShareVerdicts, AnEngineThatHasNotAskedYetIsNotHeldAtWhatItHolds) {
+  // C holds nothing and was never refused; B is starved. C may still admit: its share, if it
+  // asks, is a third.
+  const std::vector<ShareInput> e = {Content(66), Starved(0), Content(0)};
+  const ShareVerdict v = DecideShare(e, 2, 99 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(v.action, ShareAction::kOk);
+  EXPECT_EQ(v.fair_share, 33 * kPage);
+  EXPECT_EQ(ShareIfAsking(e, 2, 99 * kPage, kPage), 33 * kPage);
+  EXPECT_EQ(FairShares(e, 99 * kPage, kPage)[2], 0U) << "what it holds, while it does not ask";
 }
 
 TEST(ShareVerdicts, SparePoolPagesMeanOnlyStopAdmitting) {
