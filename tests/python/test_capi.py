@@ -174,6 +174,16 @@ for line in sys.stdin:
         print(json.dumps(v.__dict__ if v else None), flush=True)
     elif line.strip() == "report":
         print(api.share_report(0, page, 1), flush=True)
+    elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
+        n = min(int(line.split()[1]), held)
+        assert api.release([(base + (held - i - 1) * page, page) for i in range(n)]) == C.OK, api.last_error()
+        held -= n
+        assert api.trim(0) == C.OK, api.last_error()
+        print(json.dumps({"held": held}), flush=True)
+    elif line.strip() == "grow":
+        while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
+            held += 1
+        print(json.dumps({"held": held}), flush=True)
     else:
         break
 """
@@ -212,6 +222,22 @@ for line in sys.stdin:
             a.stdin.write("report\n")
             a.stdin.flush()
             self.assertEqual(a.stdout.readline().strip(), str(C.OK))
+
+            # A gives what it was asked; B, asking again, gets it: the pages moved.
+            page = a_first["page"]
+            give = va["give_bytes"] // page
+
+            def command(p, text):
+                p.stdin.write(text + "\n")
+                p.stdin.flush()
+                return json.loads(p.stdout.readline())
+
+            self.assertEqual(command(a, "give %d" % give)["held"], a_first["held"] - give)
+            b_after = command(b, "grow")["held"]
+            self.assertGreaterEqual(b_after, b_first["held"] + give - 1, (b_first, give, b_after))
+            va = verdict(a)
+            self.assertEqual(va["give_bytes"], 0, va)
+            self.assertNotEqual(va["action"], "preempt", va)
         finally:
             for p in procs:
                 try:
