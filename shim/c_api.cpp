@@ -265,6 +265,31 @@ kvcached_status kvcached_pressure_get(int device, uint64_t* seq, int32_t* pid) {
   });
 }
 
+kvcached_status kvcached_share_verdict(int device, kvcached_share_verdict_t* out) {
+  if (out == nullptr) return NullArgument("kvcached_share_verdict", "out");
+  return WithRuntime("kvcached_share_verdict", [&](Runtime& runtime) {
+    auto v = runtime.Share(device);
+    if (!v.ok()) return Report(v.status());
+    const kvcached::ShareVerdict& s = v.value();
+    *out = kvcached_share_verdict_t{static_cast<int32_t>(s.action),
+                                    static_cast<int32_t>(s.starved_pid),
+                                    s.give_bytes,
+                                    s.fair_share,
+                                    s.held,
+                                    s.others_deficit,
+                                    s.starved_ns / 1000000,
+                                    s.weight_milli,
+                                    s.min_bytes};
+    return KVCACHED_OK;
+  });
+}
+
+kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests) {
+  return WithRuntime("kvcached_share_report", [&](Runtime& runtime) {
+    return Report(runtime.ReportShare(device, bytes, requests));
+  });
+}
+
 kvcached_status kvcached_kv_window_begin(void) {
   return WithRuntime("kvcached_kv_window_begin", [](Runtime& /*runtime*/) {
     kvcached::hooks::EnterKvWindow();

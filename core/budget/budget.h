@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/budget/fair_share.h"
+
 namespace kvcached {
 
 struct BudgetView {
@@ -66,6 +68,12 @@ class Budget {
   virtual void PublishActivity(const PoolActivity& /*activity*/) {}
   // Name shown by kvctl for this process (engine name).
   virtual void SetLabel(const std::string& /*label*/) {}
+
+  // Fairness between the engines sharing the budget (docs/sharing.md): what the policy asks of
+  // this process now. A budget not shared with anyone never asks anything.
+  [[nodiscard]] virtual ShareVerdict Share() const { return {}; }
+  // The engine gave back `bytes` and preempted `requests` because the policy asked (kvctl).
+  virtual void ReportShare(std::uint64_t /*bytes*/, std::uint64_t /*requests*/) {}
 
   [[nodiscard]] virtual BudgetView View() const = 0;
 };

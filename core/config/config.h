@@ -39,6 +39,9 @@ struct Config {
   std::string label;                          // KVCACHED_LABEL
   std::uint32_t shm_mode = 0600;              // KVCACHED_SHM_MODE (octal)
   std::string shm_group;                      // KVCACHED_SHM_GROUP
+  std::uint64_t share_weight_milli = 1000;    // KVCACHED_SHARE_WEIGHT x 1000, 1..1000000
+  std::uint64_t share_min_bytes = 0;          // KVCACHED_SHARE_MIN (size)
+  std::uint32_t share_preempt_ms = 500;       // KVCACHED_SHARE_PREEMPT_MS, 0..60000
 
   [[nodiscard]] std::size_t page_size() const { return page_size_mb << 20U; }
   // Pages in the largest zero alias (a power of two): unbacked pages are aliased to the zero

@@ -245,6 +245,22 @@ Status ReadSharedMemory(const Reader& env, Config& config) {
   return Status::Ok();
 }
 
+Status ReadShares(const Reader& env, Config& config) {
+  if (const auto raw = env.Get("KVCACHED_SHARE_WEIGHT")) {
+    const auto value = config_detail::ParseDecimal(*raw);
+    const double milli = value ? *value * 1000.0 : 0.0;
+    if (!value || milli < 1.0 || milli > 1000000.0) return Invalid("KVCACHED_SHARE_WEIGHT", *raw);
+    config.share_weight_milli = static_cast<std::uint64_t>(milli + 0.5);
+  }
+  if (const auto raw = env.Get("KVCACHED_SHARE_MIN")) {
+    const auto value = ParseSize(*raw);
+    if (!value) return Invalid("KVCACHED_SHARE_MIN", *raw);
+    config.share_min_bytes = *value;
+  }
+  KVC_RETURN_IF_ERROR(env.Unsigned("KVCACHED_SHARE_PREEMPT_MS", 0, 60000, config.share_preempt_ms));
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsPowerOfTwo(std::uint64_t value) {
@@ -279,6 +295,7 @@ Result<Config> LoadConfig(const EnvLookup& getenv_fn) {
       return Invalid("KVCACHED_BUDGET", env.Get("KVCACHED_BUDGET").value_or(""), why);
     }
   }
+  KVC_RETURN_IF_ERROR(ReadShares(env, config));
   return config;
 }
 

@@ -98,6 +98,18 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "the name of an existing group (getent group), up to 64 characters from [A-Za-z0-9_.-]",
        "Group that owns a newly created budget segment, for engines running as different "
        "users."},
+      {"KVCACHED_SHARE_WEIGHT", T::kDecimal, S::kShim, "1",
+       "a decimal number from 0.001 to 1000, e.g. 2 or 0.5",
+       "This engine's weight when engines on one GPU compete for the budget: fair shares are "
+       "proportional to the weights (docs/sharing.md); `kvctl share` changes it live."},
+      {"KVCACHED_SHARE_MIN", T::kSize, S::kShim, "0",
+       "a size such as 8G or 512MiB (at most the budget; more is cut)",
+       "Memory guaranteed to this engine under contention: engines above their share give it "
+       "back when this engine asks for it."},
+      {"KVCACHED_SHARE_PREEMPT_MS", T::kInteger, S::kShim, "500",
+       "an integer number of milliseconds from 0 to 60000",
+       "How long an engine below its fair share may be refused before engines above their "
+       "share preempt their newest requests to give it memory."},
       {"KVCACHED_PYTHON_DIR", T::kPath, S::kPythonBoot,
        "unset, meaning kvcached_python/ beside the shim library",
        "a folder holding kvcached_boot/ and kvcached_hook/",

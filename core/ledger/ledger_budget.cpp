@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_share.h"
 #include "core/ledger/ledger_slots.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
@@ -268,6 +269,9 @@ bool LedgerBudget::ChargeShared(std::uint64_t bytes) {
         reclaimed_once = true;
         continue;
       }
+      // Really full: if it is below its fair share, the engines above theirs must give.
+      (void)RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
+                          share_granule_.load(std::memory_order_relaxed), BoottimeNs());
       return false;
     }
     if (attempt + 1 >= kMaxAttempts) return false;
@@ -448,11 +452,13 @@ void LedgerBudget::Reattach() {
     slot = ClaimSlot(*segment_, me_, label);
     if (!slot.ok()) return;
     LedgerSlot& s = segment_->slot(slot.value());
-    Atomic(s.limit).store(limit_seen_.load());  // the operator's limit survives
-    Atomic(s.tentative).fetch_add(held);        // (W)
-    sums = SumSlots(*segment_);                 // (R)
-    Atomic(s.charged).fetch_add(held);          // (C)
-    Atomic(s.tentative).fetch_sub(held);        // (T)
+    Atomic(s.limit).store(limit_seen_.load());  // the operator's limit and share survive
+    Atomic(s.share_weight).store(share_weight_seen_.load());
+    Atomic(s.share_min).store(share_min_seen_.load());
+    Atomic(s.tentative).fetch_add(held);  // (W)
+    sums = SumSlots(*segment_);           // (R)
+    Atomic(s.charged).fetch_add(held);    // (C)
+    Atomic(s.tentative).fetch_sub(held);  // (T)
     Atomic(s.in_use).store(in_use_.load());
     Atomic(s.other).store(other_.load());
     Atomic(s.peak).store(held);
@@ -497,6 +503,49 @@ void LedgerBudget::SetLabel(const std::string& label) {
   std::shared_lock lock(slot_mu_);
   (void)OnLedger([&] {
     if (Owns()) WriteLabel(Slot(), label);
+  });
+}
+
+void LedgerBudget::ConfigureShare(std::uint64_t weight_milli, std::uint64_t min_bytes,
+                                  std::uint64_t granule, std::uint64_t preempt_after_ns) {
+  share_granule_.store(std::max<std::uint64_t>(granule, 1));
+  preempt_after_ns_.store(preempt_after_ns);
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (!Owns()) return;
+    auto stored =
+        SetSlotShare(*segment_, slot_.load(), owner_word_.load(), weight_milli, min_bytes);
+    if (!stored.ok()) return;
+    share_weight_seen_.store(stored.value().weight_milli);
+    share_min_seen_.store(stored.value().min_bytes);
+  });
+}
+
+ShareVerdict LedgerBudget::Share() const {
+  if (Forked()) return {};
+  std::shared_lock lock(slot_mu_);
+  ShareVerdict v;
+  (void)const_cast<LedgerBudget*>(this)->OnLedger([&] {
+    if (!Owns()) return;
+    const LedgerSlot& s = Slot();
+    // Remembered for a re-registration (kvctl share may have changed them).
+    share_weight_seen_.store(LoadRelaxed(s.share_weight), std::memory_order_relaxed);
+    share_min_seen_.store(LoadRelaxed(s.share_min), std::memory_order_relaxed);
+    v = VerdictFor(*segment_, slot_.load(), share_granule_.load(std::memory_order_relaxed),
+                   BoottimeNs(), preempt_after_ns_.load(std::memory_order_relaxed));
+  });
+  return v;
+}
+
+void LedgerBudget::ReportShare(std::uint64_t bytes, std::uint64_t requests) {
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (!Owns()) return;
+    LedgerSlot& s = Slot();
+    Atomic(s.share_given)
+        .store(SatAdd(LoadRelaxed(s.share_given), bytes), std::memory_order_relaxed);
+    Atomic(s.share_preempted)
+        .store(SatAdd(LoadRelaxed(s.share_preempted), requests), std::memory_order_relaxed);
   });
 }
 

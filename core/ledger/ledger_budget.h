@@ -49,6 +49,14 @@ class LedgerBudget final : public Budget {
   void PublishActivity(const PoolActivity& activity) override;
   void SetLabel(const std::string& label) override;
   [[nodiscard]] BudgetView View() const override;
+  [[nodiscard]] ShareVerdict Share() const override;
+  void ReportShare(std::uint64_t bytes, std::uint64_t requests) override;
+
+  // The engine's share (KVCACHED_SHARE_WEIGHT in thousandths, KVCACHED_SHARE_MIN), its page size
+  // (shares are whole pages) and the preemption bound (KVCACHED_SHARE_PREEMPT_MS). Written into
+  // the slot; `kvctl share` may change weight and minimum later.
+  void ConfigureShare(std::uint64_t weight_milli, std::uint64_t min_bytes, std::uint64_t granule,
+                      std::uint64_t preempt_after_ns);
 
   [[nodiscard]] const Segment& segment() const { return *segment_; }
   [[nodiscard]] std::uint32_t slot_index() const { return slot_.load(); }
@@ -92,6 +100,11 @@ class LedgerBudget final : public Budget {
   std::atomic<std::uint64_t> other_{0};
   std::atomic<std::uint64_t> peak_{0};
   std::atomic<std::uint64_t> limit_seen_{kNoLimit};  // the slot's limit word when last read
+  // The slot's share words when last read (a re-registration keeps them).
+  mutable std::atomic<std::uint64_t> share_weight_seen_{0};
+  mutable std::atomic<std::uint64_t> share_min_seen_{0};
+  std::atomic<std::uint64_t> share_granule_{2ULL << 20U};
+  std::atomic<std::uint64_t> preempt_after_ns_{500ULL * 1000 * 1000};
   std::atomic<bool> local_{false};
   std::atomic<std::uint64_t> local_limit_{0};
   std::atomic<bool> unlinked_reported_{false};

@@ -157,6 +157,9 @@ BudgetFactory MakeBudgetFactory() {
       }
       auto budget = LedgerBudget::Attach(std::move(segment).value(), label);
       if (budget.ok()) {
+        budget.value()->ConfigureShare(config.share_weight_milli, config.share_min_bytes,
+                                       config.page_size(),
+                                       std::uint64_t{config.share_preempt_ms} * 1000 * 1000);
         KVC_LOG_INFO("kvcached: device {} draws from ledger {} (budget {} bytes, slot {})",
                      device.ordinal, budget.value()->segment().path(),
                      budget.value()->segment().budget(), budget.value()->slot_index());

@@ -12,13 +12,18 @@
 namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: the activity counters in LedgerSlot
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: activity counters; 3: shares (LedgerSlot)
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
 inline constexpr std::size_t kLabelBytes = 64;
 // A slot limit meaning "only the GPU budget applies".
 inline constexpr std::uint64_t kNoLimit = ~std::uint64_t{0};
+// Share weights are stored in thousandths (weight 1 = 1000), so that 0.5 or 1.5 need no floats in
+// shared memory. 0 in a live slot means "not set yet" and reads as the default weight 1.
+inline constexpr std::uint64_t kWeightScale = 1000;
+inline constexpr std::uint64_t kDefaultWeightMilli = kWeightScale;
+inline constexpr std::uint64_t kMaxWeightMilli = 1000 * kWeightScale;  // weight 1000
 
 struct SegmentHeader {
   std::uint64_t magic;  // written last by the creator (release): the segment is ready
@@ -79,8 +84,15 @@ struct LedgerSlot {
   // Second line: rarely written.
   std::uint64_t pidns;        // inode of the owner's pid namespace (pids only compare within one)
   std::uint64_t attached_ns;  // CLOCK_REALTIME when the owner took the slot
-  std::uint8_t spare0[48];
-  char label[kLabelBytes];  // NUL-terminated engine name; the last byte is always 0
+  // Fairness (docs/sharing.md): set by the owner at attach and by `kvctl share` (like `limit`).
+  std::uint64_t share_weight;  // thousandths, 0..kMaxWeightMilli (0 = default 1)
+  std::uint64_t share_min;     // guaranteed bytes (at most the budget), reclaimed from others
+  // Written by the owner only: the episode in which it was refused while below its fair share.
+  std::uint64_t starved_since_ns;  // CLOCK_BOOTTIME of the first refusal of the episode, 0 = none
+  std::uint64_t starved_last_ns;   // CLOCK_BOOTTIME of the latest refusal of the episode
+  std::uint64_t share_preempted;   // requests the owner's engine preempted for the policy
+  std::uint64_t share_given;       // bytes the owner's engine gave back for the policy
+  char label[kLabelBytes];         // NUL-terminated engine name; the last byte is always 0
   // Third part of the last line: the owner's page activity since it attached, published by its
   // pool thread with every heartbeat (statistics for `kvctl metrics`; never used for admission).
   std::uint64_t pages_mapped;     // pages swapped in (zero -> real)
@@ -97,6 +109,7 @@ static_assert(sizeof(SegmentHeader) == 256);
 static_assert(sizeof(LedgerSlot) == 256);
 static_assert(offsetof(LedgerSlot, pidns) == 64 && offsetof(LedgerSlot, label) == 128);
 static_assert(offsetof(LedgerSlot, pages_mapped) == 192);
+static_assert(offsetof(LedgerSlot, share_weight) == 80 && offsetof(LedgerSlot, share_given) == 120);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "ledger words must be lock-free: a lock could be held by a killed process");
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment <= 8);

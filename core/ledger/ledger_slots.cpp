@@ -10,6 +10,15 @@
 namespace kvcached::ledger {
 namespace {
 
+void ZeroShare(LedgerSlot& s) {
+  Atomic(s.share_weight).store(0, std::memory_order_relaxed);
+  Atomic(s.share_min).store(0, std::memory_order_relaxed);
+  Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);
+  Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
+  Atomic(s.share_preempted).store(0, std::memory_order_relaxed);
+  Atomic(s.share_given).store(0, std::memory_order_relaxed);
+}
+
 void ZeroActivity(LedgerSlot& s) {
   Atomic(s.pages_mapped).store(0, std::memory_order_relaxed);
   Atomic(s.pages_unmapped).store(0, std::memory_order_relaxed);
@@ -30,6 +39,7 @@ void ZeroSlot(LedgerSlot& s) {
   Atomic(s.pidns).store(0);
   Atomic(s.attached_ns).store(0);
   ZeroActivity(s);
+  ZeroShare(s);
   WriteLabel(s, {});
 }
 
@@ -74,6 +84,8 @@ Result<std::uint32_t> ClaimSlot(Segment& segment, const ProcessIdentity& me,
       Atomic(s.attached_ns).store(RealtimeNs());
       Atomic(s.heartbeat_ns).store(BoottimeNs());
       ZeroActivity(s);
+      ZeroShare(s);
+      Atomic(s.share_weight).store(kDefaultWeightMilli, std::memory_order_relaxed);
       WriteLabel(s, label);
       return i;
     }

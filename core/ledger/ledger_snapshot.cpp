@@ -1,9 +1,12 @@
 #include "core/ledger/ledger_snapshot.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "core/budget/fair_share.h"
 #include "core/ledger/ledger_atomics.h"
 #include "core/ledger/ledger_process.h"
+#include "core/ledger/ledger_share.h"
 
 namespace kvcached::ledger {
 
@@ -50,6 +53,14 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     out.pages_unmapped = s.pages_unmapped;
     out.sync_maps = s.sync_maps;
     out.budget_refusals = s.budget_refusals;
+    out.weight_milli = s.share_weight == 0 ? kDefaultWeightMilli : s.share_weight;
+    out.share_min = s.share_min;
+    if (s.starved_since_ns != 0 && s.starved_last_ns >= s.starved_since_ns &&
+        now - std::min(now, s.starved_last_ns) <= kStarvedFreshNs) {
+      out.starved_since_ns = s.starved_since_ns;
+    }
+    out.share_preempted = s.share_preempted;
+    out.share_given = s.share_given;
     s.label[kLabelBytes - 1] = '\0';
     out.label = s.label;
     out.other_pidns = s.pidns != 0 && me.pidns != 0 && s.pidns != me.pidns;
@@ -61,6 +72,22 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     snap.tentative = SatAdd(snap.tentative, out.tentative);
     (out.dead ? snap.dead : snap.live) += 1;
     snap.slots.push_back(std::move(out));
+  }
+  // Fair shares among the live engines, each as if it asked for more (what it may claim now);
+  // exact bytes: kvctl does not know the engines' pages.
+  std::vector<ShareInput> inputs;
+  std::vector<SlotSnapshot*> live;
+  for (SlotSnapshot& s : snap.slots) {
+    if (s.dead) continue;
+    inputs.push_back({std::min(s.weight_milli, kMaxWeightMilli), std::min(s.share_min, snap.budget),
+                      SatAdd(s.tentative, s.charged), s.reserved, s.starved_since_ns});
+    live.push_back(&s);
+  }
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    const std::uint64_t share = ShareIfAsking(inputs, i, snap.budget, 1);
+    live[i]->fair_share = share;
+    const std::uint64_t held = inputs[i].held;
+    live[i]->deficit = live[i]->starved_since_ns != 0 && share > held ? share - held : 0;
   }
   return snap;
 }

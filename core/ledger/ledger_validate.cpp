@@ -31,11 +31,26 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
   const SlotState state = OwnerState(s.owner);
   if (state == SlotState::kInvalid) return "its owner word has an invalid state";
   if (s.label[kLabelBytes - 1] != '\0') return "its label is not NUL-terminated";
+  // 0 is a free slot, or one being claimed (the weight is written just after the owner word).
+  if (s.share_weight > kMaxWeightMilli) {
+    return fmt::format("its share weight ({} thousandths) exceeds the largest, {}", s.share_weight,
+                       kMaxWeightMilli);
+  }
+  if (s.share_min > h.budget) {
+    return fmt::format("its guaranteed minimum ({}) exceeds the budget ({})", s.share_min,
+                       h.budget);
+  }
   if (state == SlotState::kFree) {
     // A free slot's counters are zeroed before it is freed; non-zero ones would be counted
     // against the budget forever.
     if (s.owner != 0 || s.tentative != 0 || s.charged != 0 || s.in_use != 0) {
       return "it is free but holds counters";
+    }
+    // Only the owner writes these. (The weight and minimum may be stored by a `kvctl share` that
+    // raced with the owner's exit, like the limit: they are bounded below, and reset at claim.)
+    if (s.starved_since_ns != 0 || s.starved_last_ns != 0 || s.share_preempted != 0 ||
+        s.share_given != 0) {
+      return "it is free but holds a share";
     }
     return {};
   }

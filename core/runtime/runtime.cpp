@@ -283,6 +283,19 @@ Result<Budget::PressureInfo> Runtime::Pressure(int device) {
   return state.value()->budget->Pressure();
 }
 
+Result<ShareVerdict> Runtime::Share(int device) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  return state.value()->budget->Share();
+}
+
+Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t requests) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  state.value()->budget->ReportShare(bytes, requests);
+  return Status::Ok();
+}
+
 void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) {
   auto state = impl_->Device(device);
   if (!state.ok()) return;

@@ -105,6 +105,9 @@ class Runtime {
   Result<std::pair<std::uint64_t, std::uint64_t>> BudgetMemInfo(int device);
   // The latest pressure request on `device`'s budget (see Budget::Pressure).
   Result<Budget::PressureInfo> Pressure(int device);
+  // What the sharing policy asks of this process on `device` (see Budget::Share).
+  Result<ShareVerdict> Share(int device);
+  Status ReportShare(int device, std::uint64_t bytes, std::uint64_t requests);
   // Accounting of allocations passed through to the real allocator (signed delta).
   void NotePassthrough(int device, std::int64_t delta_bytes);
   void SetLabel(const std::string& label);

@@ -128,6 +128,35 @@ KVCACHED_API kvcached_status kvcached_set_label(const char* label);
 KVCACHED_API void* kvcached_torch_malloc(ssize_t size, int device, void* stream);
 KVCACHED_API void kvcached_torch_free(void* ptr, ssize_t size, int device, void* stream);
 
+/* ---- fairness between engines sharing one GPU budget (docs/sharing.md) ---- */
+typedef enum kvcached_share_action {
+  KVCACHED_SHARE_OK = 0,             /* at or below its fair share, or nobody starved: carry on */
+  KVCACHED_SHARE_STOP_ADMITTING = 1, /* above its share while an engine below its own is refused:
+                                        report no free blocks for new admissions */
+  KVCACHED_SHARE_GIVE_CACHED = 2,    /* and free cached (prefix) blocks worth give_bytes */
+  KVCACHED_SHARE_PREEMPT = 3         /* the refused engine waited past KVCACHED_SHARE_PREEMPT_MS:
+                                        preempt own newest requests until give_bytes are freed */
+} kvcached_share_action;
+
+typedef struct kvcached_share_verdict {
+  int32_t action;             /* kvcached_share_action */
+  int32_t starved_pid;        /* the longest-starved engine (0 when none) */
+  uint64_t give_bytes;        /* what to give back (whole pages) */
+  uint64_t fair_share_bytes;  /* this engine's fair share now */
+  uint64_t held_bytes;        /* what it holds (in use + reserved) */
+  uint64_t deficit_bytes;     /* what the starved engines lack of their shares, together */
+  uint64_t starved_ms;        /* how long the longest-starved engine has been refused */
+  uint64_t weight_milli;      /* this engine's weight x 1000 */
+  uint64_t min_bytes;         /* its guaranteed minimum */
+} kvcached_share_verdict_t;
+
+/* What the sharing policy asks of this process on `device` now. Cheap enough for every engine
+ * step (reads the ledger: one pass over its slots). A process-local budget always says OK. */
+KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_verdict_t* out);
+/* The engine gave back `bytes` and preempted `requests` because the verdict asked (shown by
+ * kvctl list and kvctl metrics). */
+KVCACHED_API kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests);
+
 #ifdef __cplusplus
 }
 #endif

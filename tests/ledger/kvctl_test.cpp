@@ -270,6 +270,65 @@ TEST_F(KvctlTest, LimitSetsClampsRemovesAndTakesEffect) {
   EXPECT_TRUE(Has(r.err, "no ledger segment")) << r.err;
 }
 
+TEST_F(KvctlTest, ShareSetsWeightAndMinimumLiveAndListShowsThem) {
+  const std::string pid = std::to_string(alpha_->pid());
+  RunResult r = Kvctl({"share", pid, "--weight", "2.5"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(Has(r.out, "weight 2.5, guaranteed minimum 0 B")) << r.out;
+  auto a = ProcessEntry(ListEntry(seg_.name()), alpha_->pid());
+  EXPECT_EQ(a.at("weight"), 2.5);
+  EXPECT_EQ(a.at("share_min_bytes"), 0);
+
+  r = Kvctl({"share", pid, "--min", "1G"});  // the weight stays
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(Has(r.out, "weight 2.5, guaranteed minimum 1 GiB")) << r.out;
+  r = Kvctl({"share", beta_label_, "--min", "25%", "--weight", "0.5"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto s = ListEntry(seg_.name());
+  EXPECT_EQ(ProcessEntry(s, beta_->pid()).at("share_min_bytes"), 2 * kGiB);
+  EXPECT_EQ(ProcessEntry(s, beta_->pid()).at("weight"), 0.5);
+  r = Kvctl({"share", pid, "--min", "100G"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(Has(r.out, "clamped to the budget")) << r.out;
+  EXPECT_EQ(ProcessEntry(ListEntry(seg_.name()), alpha_->pid()).at("share_min_bytes"), 8 * kGiB);
+  r = Kvctl({"share", seg_.name(), "--weight", "1", "--min", "none"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  s = ListEntry(seg_.name());
+  for (pid_t p : {alpha_->pid(), beta_->pid()}) {
+    const auto e = ProcessEntry(s, p);
+    EXPECT_EQ(e.at("weight"), 1.0);
+    EXPECT_EQ(e.at("share_min_bytes"), 0);
+    EXPECT_EQ(e.at("deficit_bytes"), 0);
+    EXPECT_EQ(e.at("starved"), false);
+  }
+  // Nobody is refused: each one may claim what the other does not hold (alpha 1 GiB, beta 512 MiB
+  // of 8 GiB).
+  EXPECT_EQ(ProcessEntry(s, alpha_->pid()).at("fair_share_bytes"), 8 * kGiB - 512 * kMiB);
+  EXPECT_EQ(ProcessEntry(s, beta_->pid()).at("fair_share_bytes"), 7 * kGiB);
+  r = Kvctl({"list"});
+  ASSERT_EQ(r.rc, 0);
+  EXPECT_TRUE(Has(r.out, "FAIR SHARE")) << r.out;
+  EXPECT_TRUE(Has(r.out, alpha_label_)) << r.out;
+
+  // Bad input: one line naming the thing and the fix; nothing changes.
+  for (const char* bad : {"0", "1001", "-1", "abc", "1e3", "", "."}) {
+    r = Kvctl({"share", pid, "--weight", bad});
+    EXPECT_EQ(r.rc, 2) << bad;
+    EXPECT_TRUE(Has(r.err, "bad weight")) << bad << ": " << r.err;
+    EXPECT_TRUE(Has(r.err, "0.001 to 1000")) << r.err;
+  }
+  r = Kvctl({"share", pid, "--min", "lots"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(Has(r.err, "--min: bad size")) << r.err;
+  r = Kvctl({"share", pid});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_TRUE(Has(r.err, "--weight")) << r.err;
+  EXPECT_EQ(ProcessEntry(ListEntry(seg_.name()), alpha_->pid()).at("weight"), 1.0);
+  r = Kvctl({"share", "99999999", "--weight", "2"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_TRUE(Has(r.err, "no live process")) << r.err;
+}
+
 TEST_F(KvctlTest, DeleteRefusesLiveSegmentsAndAnythingElse) {
   RunResult r = Kvctl({"delete", seg_.name()});
   EXPECT_EQ(r.rc, 1);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/ledger/ledger_atomics.h"
 #include "core/ledger/ledger_budget.h"
 #include "core/ledger/ledger_budget_factory.h"
 #include "core/ledger/ledger_name.h"
@@ -268,6 +269,42 @@ TEST(LedgerTrust, KvctlLimitOnAnotherUsersProcessIsPermissionDenied) {
   // The segment's owner (root) may.
   r = testing::Run({kvctl, "limit", pid, "1G"}, {}, std::chrono::seconds(20));
   EXPECT_EQ(r.rc, 0) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
+// `kvctl share` follows `kvctl limit`'s rule: uid 65534 may write the group segment, but may not
+// change the share of root's engine; root (the segment's owner) may.
+TEST(LedgerTrust, KvctlShareOnAnotherUsersProcessIsPermissionDenied) {
+  REQUIRE_ROOT();
+  const group* g = ::getgrgid(kSharedGid);
+  if (g == nullptr) GTEST_SKIP() << "no group 65534 on this system";
+  const std::string dir = "/tmp/kvcached_trust_share_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms(0755));
+  const std::string kvctl = dir + "/kvctl";
+  std::filesystem::copy_file(testing::KvctlPath(), kvctl,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::permissions(kvctl, std::filesystem::perms(0755));
+
+  ScopedSegmentName name("shareperm");
+  ASSERT_TRUE(Segment::OpenOrCreate(name.name(), Params(0660, g->gr_name)).ok());
+  testing::Holder holder(name.name(), "root-engine", {"--charge", std::to_string(4 * kPage)});
+  ASSERT_TRUE(holder.ready());
+  const std::string pid = std::to_string(holder.pid());
+  auto r = testing::Run({kvctl, "share", pid, "--weight", "1000"}, {}, std::chrono::seconds(20),
+                        kSquatter, kSharedGid);
+  EXPECT_EQ(r.rc, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.err, "permission denied")) << r.err;
+  EXPECT_TRUE(Has(r.err, "uid 0")) << r.err;
+  EXPECT_TRUE(Has(r.err, "its share")) << r.err;
+  auto seg = Segment::Open(name.name(), Segment::Access::kReadOnly);
+  ASSERT_TRUE(seg.ok());
+  EXPECT_EQ(Load(seg.value()->slot(holder.slot()).share_weight), kDefaultWeightMilli)
+      << "the weight was changed";
+
+  r = testing::Run({kvctl, "share", pid, "--weight", "3"}, {}, std::chrono::seconds(20));
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(Load(seg.value()->slot(holder.slot()).share_weight), 3000U);
   std::filesystem::remove_all(dir);
 }
 

@@ -277,6 +277,12 @@ def expected_series(seg):
         put("kvcached_process_pages_unmapped_total", labels, p["pages_unmapped"])
         put("kvcached_process_sync_maps_total", labels, p["sync_maps"])
         put("kvcached_process_budget_refusals_total", labels, p["budget_refusals"])
+        put("kvcached_process_share_weight", labels, p["weight"])
+        put("kvcached_process_share_min_bytes", labels, p["share_min_bytes"])
+        put("kvcached_process_fair_share_bytes", labels, p["fair_share_bytes"])
+        put("kvcached_process_share_deficit_bytes", labels, p["deficit_bytes"])
+        put("kvcached_process_share_given_bytes_total", labels, p["share_given_bytes"])
+        put("kvcached_process_share_preemptions_total", labels, p["share_preempted_requests"])
     return out
 
 

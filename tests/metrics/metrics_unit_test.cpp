@@ -160,6 +160,26 @@ TEST(MetricsText, SegmentValuesMatchTheSnapshot) {
       "1");
 }
 
+TEST(MetricsText, ShareValuesMatchTheSnapshot) {
+  auto entries = Sample();
+  auto& a = entries[0].snapshot->slots[0];
+  a.weight_milli = 2500;
+  a.share_min = kGiB;
+  a.fair_share = 3 * kGiB;
+  a.deficit = kGiB / 2;
+  a.share_given = 4096;
+  a.share_preempted = 9;
+  const auto m = ParseExposition(RenderMetrics(entries));
+  const std::string l =
+      R"({segment="kvcached_gpu_A",gpu_uuid="GPU-aaaa",slot="0",pid="101",label="vllm \"a\"\\x"})";
+  EXPECT_EQ(m.at("kvcached_process_share_weight" + l), "2.5");
+  EXPECT_EQ(m.at("kvcached_process_share_min_bytes" + l), std::to_string(kGiB));
+  EXPECT_EQ(m.at("kvcached_process_fair_share_bytes" + l), std::to_string(3 * kGiB));
+  EXPECT_EQ(m.at("kvcached_process_share_deficit_bytes" + l), std::to_string(kGiB / 2));
+  EXPECT_EQ(m.at("kvcached_process_share_given_bytes_total" + l), "4096");
+  EXPECT_EQ(m.at("kvcached_process_share_preemptions_total" + l), "9");
+}
+
 TEST(MetricsText, ProcessValuesCarryEscapedLabelsAndTheEffectiveLimit) {
   const auto m = ParseExposition(RenderMetrics(Sample()));
   const std::string a =

@@ -149,3 +149,14 @@ class FakeCApi:
 
     def kv_window_end(self) -> int:
         return C.OK
+
+    # ---- sharing (docs/sharing.md): tests set `share_next` to the verdict the policy would give ----
+    def share_verdict(self, device: int):
+        verdict = getattr(self, "share_next", None)
+        return verdict if verdict is not None else C.ShareVerdict(action="ok")
+
+    def share_report(self, device: int, given_bytes: int, preempted_requests: int) -> int:
+        self.share_given = getattr(self, "share_given", 0) + given_bytes
+        self.share_preempted = getattr(self, "share_preempted", 0) + preempted_requests
+        return C.OK
+

@@ -4,6 +4,7 @@ KVCACHED_CUDA_DRIVER, set by tests/python/CMakeLists.txt), the bindings drive th
 
 import ctypes
 import ctypes.util
+import json
 import os
 import re
 import subprocess
@@ -55,6 +56,17 @@ class LayoutTest(unittest.TestCase):
 
     def test_stats(self):
         self.check("kvcached_stats", C._Stats)
+
+    def test_share_verdict(self):
+        match = re.search(r"typedef struct kvcached_share_verdict \{(.*?)\} kvcached_share_verdict_t;", header_text(), re.S)
+        self.assertIsNotNone(match, "kvcached_share_verdict_t not found in the header")
+        body = re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
+        fields = [tuple(reversed(d.strip().rsplit(None, 1))) for d in body.split(";") if d.strip()]
+        self.assertEqual([f for f, _ in fields], [f for f, _ in C._ShareVerdict._fields_])
+        for (field, kind), (_, ctype) in zip(fields, C._ShareVerdict._fields_):
+            self.assertIs(CTYPE[kind], ctype, field)
+        for code, name in C.SHARE_ACTION_NAMES.items():
+            self.assertRegex(header_text(), r"KVCACHED_SHARE_%s = %d\b" % (name.upper(), code))
 
     def test_status_codes(self):
         text = header_text()
@@ -140,6 +152,106 @@ print("roundtrip ok")
                 os.remove(f"/dev/shm/kvcached_{name}")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("roundtrip ok", result.stdout)
+
+
+    def test_share_verdict_asks_the_engine_above_its_share(self):
+        """Two processes on one small budget: A fills it, B is refused; A's verdict asks it to give
+        and names B; B's says ok (a starved engine is never asked)."""
+        engine = r"""
+import json, sys
+from kvcached_hook import capi as C
+api = C.load(sys.argv[1])
+assert api is not None and api.enabled(), api.last_error() if api else "no shim"
+page = api.stats(0)["page_size"]
+base = api.region_create(0, 64 * page, C.REGION_LAZY)
+held = 0
+while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
+    held += 1
+print(json.dumps({"held": held, "page": page}), flush=True)
+for line in sys.stdin:
+    if line.strip() == "verdict":
+        v = api.share_verdict(0)
+        print(json.dumps(v.__dict__ if v else None), flush=True)
+    elif line.strip() == "report":
+        print(api.share_report(0, page, 1), flush=True)
+    elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
+        n = min(int(line.split()[1]), held)
+        assert api.release([(base + (held - i - 1) * page, page) for i in range(n)]) == C.OK, api.last_error()
+        held -= n
+        assert api.trim(0) == C.OK, api.last_error()
+        print(json.dumps({"held": held}), flush=True)
+    elif line.strip() == "grow":
+        while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
+            held += 1
+        print(json.dumps({"held": held}), flush=True)
+    else:
+        break
+"""
+        name = f"pytest_share_{os.getpid()}"
+        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
+                   KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
+                   KVCACHED_MAP_AHEAD_PAGES="0", KVCACHED_SHARE_PREEMPT_MS="60000")
+        procs = []
+        try:
+            def start():
+                p = subprocess.Popen([sys.executable, "-c", engine, SHIM], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                procs.append(p)
+                return p, json.loads(p.stdout.readline() or "null")
+
+            a, a_first = start()
+            self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
+            self.assertGreater(a_first["held"], 0)
+            b, b_first = start()
+            self.assertIsNotNone(b_first)
+            self.assertLess(b_first["held"], a_first["held"], "B was not refused")
+
+            def verdict(p):
+                p.stdin.write("verdict\n")
+                p.stdin.flush()
+                return json.loads(p.stdout.readline())
+
+            va, vb = verdict(a), verdict(b)
+            self.assertIsNotNone(va, "the shim lacks kvcached_share_verdict")
+            self.assertIn(va["action"], ("stop_admitting", "give_cached"), va)
+            self.assertGreater(va["give_bytes"], 0, va)
+            self.assertEqual(va["starved_pid"], b.pid, va)
+            self.assertLess(va["fair_share_bytes"], va["held_bytes"], va)
+            self.assertEqual(va["weight"], 1.0)
+            self.assertEqual(vb["action"], "ok", vb)
+            a.stdin.write("report\n")
+            a.stdin.flush()
+            self.assertEqual(a.stdout.readline().strip(), str(C.OK))
+
+            # A gives what it was asked; B, asking again, gets it: the pages moved.
+            page = a_first["page"]
+            give = va["give_bytes"] // page
+
+            def command(p, text):
+                p.stdin.write(text + "\n")
+                p.stdin.flush()
+                return json.loads(p.stdout.readline())
+
+            self.assertEqual(command(a, "give %d" % give)["held"], a_first["held"] - give)
+            b_after = command(b, "grow")["held"]
+            self.assertGreaterEqual(b_after, b_first["held"] + give - 1, (b_first, give, b_after))
+            va = verdict(a)
+            self.assertEqual(va["give_bytes"], 0, va)
+            self.assertNotEqual(va["action"], "preempt", va)
+        finally:
+            for p in procs:
+                try:
+                    p.stdin.write("exit\n")
+                    p.stdin.flush()
+                except OSError:
+                    pass
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            if os.path.exists(f"/dev/shm/kvcached_{name}"):
+                os.remove(f"/dev/shm/kvcached_{name}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,10 @@ const std::vector<std::string> kAllVariables = {"ENABLE_KVCACHED",
                                                 "KVCACHED_VIRTUAL_MEMINFO",
                                                 "KVCACHED_LABEL",
                                                 "KVCACHED_SHM_MODE",
-                                                "KVCACHED_SHM_GROUP"};
+                                                "KVCACHED_SHM_GROUP",
+                                                "KVCACHED_SHARE_WEIGHT",
+                                                "KVCACHED_SHARE_MIN",
+                                                "KVCACHED_SHARE_PREEMPT_MS"};
 
 TEST(ConfigTable, ListsEveryVariableOnceWithText) {
   std::multiset<std::string> names;
@@ -135,6 +138,9 @@ TEST(ConfigTable, DocumentedDefaultsAreTheDefaults) {
     EXPECT_EQ(c.capture_min_bytes, defaults.capture_min_bytes) << doc.name;
     EXPECT_EQ(c.virtual_meminfo, defaults.virtual_meminfo) << doc.name;
     EXPECT_EQ(c.shm_mode, defaults.shm_mode) << doc.name;
+    EXPECT_EQ(c.share_weight_milli, defaults.share_weight_milli) << doc.name;
+    EXPECT_EQ(c.share_min_bytes, defaults.share_min_bytes) << doc.name;
+    EXPECT_EQ(c.share_preempt_ms, defaults.share_preempt_ms) << doc.name;
   }
 }
 
@@ -529,6 +535,29 @@ TEST(Config, FirstBadVariableInTableOrderIsReported) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().message().rfind("KVCACHED_PAGE_SIZE_MB", 0), 0U)
       << result.status().message();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shares (docs/sharing.md).
+
+TEST(ConfigShares, WeightMinimumAndBoundAreRead) {
+  const Config c = LoadOk({{"KVCACHED_SHARE_WEIGHT", "0.5"},
+                           {"KVCACHED_SHARE_MIN", "8G"},
+                           {"KVCACHED_SHARE_PREEMPT_MS", "250"}});
+  EXPECT_EQ(c.share_weight_milli, 500U);
+  EXPECT_EQ(c.share_min_bytes, 8ULL << 30U);
+  EXPECT_EQ(c.share_preempt_ms, 250U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_SHARE_WEIGHT", "1000"}}).share_weight_milli, 1000000U);
+  EXPECT_EQ(LoadOk({{"KVCACHED_SHARE_WEIGHT", "0.001"}}).share_weight_milli, 1U);
+  EXPECT_EQ(LoadOk({}).share_weight_milli, 1000U);
+}
+
+TEST(ConfigShares, OutOfRangeValuesAreRefusedNamingTheVariable) {
+  for (const char* value : {"0", "0.0004", "1000.5", "-1", "abc", "1e3"}) {
+    ExpectRefused("KVCACHED_SHARE_WEIGHT", value);
+  }
+  ExpectRefused("KVCACHED_SHARE_MIN", "lots");
+  ExpectRefused("KVCACHED_SHARE_PREEMPT_MS", "60001");
 }
 
 }  // namespace

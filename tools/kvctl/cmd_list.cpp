@@ -14,6 +14,29 @@ std::string ShortUuid(const std::string& uuid) {
   return uuid.size() > 12 ? uuid.substr(0, 12) + "..." : uuid;
 }
 
+// Each live process's share of its segment's budget (docs/sharing.md): weight, guaranteed
+// minimum, what it holds, its fair share now and, while it is refused below it, its deficit.
+void PrintShares(const std::vector<SegmentEntry>& entries) {
+  Table table({"SEGMENT", "PID", "LABEL", "WEIGHT", "MIN", "HELD", "FAIR SHARE", "DEFICIT"},
+              {false, true, false, true, true, true, true, true});
+  bool any = false;
+  for (const auto& e : entries) {
+    if (!e.snapshot) continue;
+    for (const auto& p : e.snapshot->slots) {
+      if (p.dead) continue;
+      any = true;
+      table.AddRow(
+          {Printable(e.name), std::to_string(p.pid), p.label.empty() ? "-" : Printable(p.label),
+           fmt::format("{:g}", static_cast<double>(p.weight_milli) / 1000.0),
+           p.share_min == 0 ? "-" : FormatBytes(p.share_min), FormatBytes(p.tentative + p.charged),
+           FormatBytes(p.fair_share), p.deficit == 0 ? "-" : FormatBytes(p.deficit)});
+    }
+  }
+  if (!any) return;
+  std::cout << '\n';
+  table.Print(std::cout);
+}
+
 int RunList(bool json) {
   const std::vector<SegmentEntry> entries = InspectAll();
   if (json) {
@@ -52,6 +75,7 @@ int RunList(bool json) {
                   FormatBytes(s.budget > s.charged ? s.budget - s.charged : 0), procs, status});
   }
   table.Print(std::cout);
+  PrintShares(entries);
   for (const auto& n : notes) std::cout << "\n" << Printable(n) << '\n';
   return kExitOk;
 }

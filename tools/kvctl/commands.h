@@ -18,6 +18,7 @@ void AddDeleteCommand(CLI::App& app, int& exit_code);
 void AddDoctorCommand(CLI::App& app, int& exit_code);
 void AddLaunchCommand(CLI::App& app, int& exit_code);
 void AddMetricsCommand(CLI::App& app, int& exit_code);
+void AddShareCommand(CLI::App& app, int& exit_code);
 
 // Prints "kvctl: <message>" to stderr.
 void PrintError(const std::string& message);

@@ -104,6 +104,13 @@ nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
   j["pages_unmapped"] = s.pages_unmapped;
   j["sync_maps"] = s.sync_maps;
   j["budget_refusals"] = s.budget_refusals;
+  j["weight"] = static_cast<double>(s.weight_milli) / 1000.0;  // sharing (docs/sharing.md)
+  j["share_min_bytes"] = s.share_min;
+  j["fair_share_bytes"] = s.fair_share;
+  j["deficit_bytes"] = s.deficit;
+  j["starved"] = s.starved_since_ns != 0;
+  j["share_given_bytes"] = s.share_given;
+  j["share_preempted_requests"] = s.share_preempted;
   const double age = HeartbeatAge(s);
   j["heartbeat_age_s"] = age < 0 ? nlohmann::json(nullptr) : nlohmann::json(age);
   return j;

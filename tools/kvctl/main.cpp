@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   kvctl::AddDoctorCommand(app, exit_code);
   kvctl::AddLaunchCommand(app, exit_code);
   kvctl::AddMetricsCommand(app, exit_code);
+  kvctl::AddShareCommand(app, exit_code);
   static char help_flag[] = "--help";
   if (argc >= 2 && std::string_view(argv[1]) == "help") argv[1] = help_flag;
   if (!kvctl::CheckCommandWord(app, argc, argv)) return kvctl::kExitUsage;

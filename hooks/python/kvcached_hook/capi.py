@@ -102,6 +102,49 @@ class _Stats(ctypes.Structure):
     ]
 
 
+# kvcached_share_action (docs/sharing.md)
+SHARE_OK = 0
+SHARE_STOP_ADMITTING = 1
+SHARE_GIVE_CACHED = 2
+SHARE_PREEMPT = 3
+SHARE_ACTION_NAMES = {
+    SHARE_OK: "ok",
+    SHARE_STOP_ADMITTING: "stop_admitting",
+    SHARE_GIVE_CACHED: "give_cached",
+    SHARE_PREEMPT: "preempt",
+}
+
+
+class _ShareVerdict(ctypes.Structure):
+    _fields_ = [("action", ctypes.c_int32), ("starved_pid", ctypes.c_int32)] + [
+        (name, ctypes.c_uint64)
+        for name in (
+            "give_bytes",
+            "fair_share_bytes",
+            "held_bytes",
+            "deficit_bytes",
+            "starved_ms",
+            "weight_milli",
+            "min_bytes",
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class ShareVerdict:
+    """What the sharing policy asks of this engine now (kvcached_share_verdict)."""
+
+    action: str  # "ok", "stop_admitting", "give_cached" or "preempt"
+    give_bytes: int = 0
+    fair_share_bytes: int = 0
+    held_bytes: int = 0
+    deficit_bytes: int = 0
+    starved_ms: int = 0
+    starved_pid: int = 0
+    weight: float = 1.0
+    min_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class RegionInfo:
     base: int
@@ -173,6 +216,10 @@ class CApi:
             [c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64)],
             required=False,
         )
+        self._share_verdict = self._fn(
+            "kvcached_share_verdict", c_int, [c_int, ctypes.POINTER(_ShareVerdict)], required=False, hold_gil=True
+        )
+        self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
         # Entry points for torch.cuda.memory.CUDAPluggableAllocator: only their presence matters here.
         self.has_torch_allocator = hasattr(self.lib, TORCH_MALLOC) and hasattr(self.lib, TORCH_FREE)
 
@@ -297,6 +344,33 @@ class CApi:
 
     def set_label(self, label: str) -> int:
         return int(self._set_label(label.encode(errors="replace")))
+
+    # ---- sharing (docs/sharing.md) ----
+    def share_verdict(self, device: int) -> ShareVerdict | None:
+        """What the sharing policy asks of this engine on `device` now, or None when the shim lacks
+        kvcached_share_verdict or the call fails (then: carry on as if "ok")."""
+        if self._share_verdict is None:
+            return None
+        out = _ShareVerdict()
+        if self._share_verdict(device, ctypes.byref(out)) != OK:
+            return None
+        return ShareVerdict(
+            action=SHARE_ACTION_NAMES.get(int(out.action), "ok"),
+            give_bytes=int(out.give_bytes),
+            fair_share_bytes=int(out.fair_share_bytes),
+            held_bytes=int(out.held_bytes),
+            deficit_bytes=int(out.deficit_bytes),
+            starved_ms=int(out.starved_ms),
+            starved_pid=int(out.starved_pid),
+            weight=int(out.weight_milli) / 1000.0,
+            min_bytes=int(out.min_bytes),
+        )
+
+    def share_report(self, device: int, given_bytes: int, preempted_requests: int) -> int:
+        """Tells kvctl what the engine gave back / preempted for the policy (no-op without it)."""
+        if self._share_report is None:
+            return OK
+        return int(self._share_report(device, int(given_bytes), int(preempted_requests)))
 
 
 # ---------------------------------------------------------------------------------------------

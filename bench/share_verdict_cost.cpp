@@ -1,0 +1,95 @@
+// What the sharing policy costs an engine per step (docs/sharing.md): LedgerBudget::Share() (what
+// kvcached_share_verdict runs) and a refused TryCharge (which records the starvation episode), on
+// the real ledger in /dev/shm with 2, 8 and 63 engines attached (this process holds every slot).
+// No driver, no GPU. Usage: share_verdict_cost [calls per setting, default 20000]
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/bench_common.h"
+#include "core/ledger/ledger_budget.h"
+#include "core/ledger/ledger_segment.h"
+
+namespace {
+
+using kvcached::ledger::CreateParams;
+using kvcached::ledger::LedgerBudget;
+using kvcached::ledger::Segment;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kPage = 2ULL << 20U;
+
+double Us(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+int Run(int engines, int calls) {
+  const std::string name = "kvcached_bench_share_" + std::to_string(::getpid());
+  CreateParams p;
+  p.gpu_total = 4096 * kPage;
+  p.budget = 2048 * kPage;
+  p.gpu_uuid = "GPU-bench-share";
+  auto seg = Segment::OpenOrCreate(name, p);
+  if (!seg.ok()) {
+    std::fprintf(stderr, "share_verdict_cost: %s\n", seg.status().message().c_str());
+    return 1;
+  }
+  std::shared_ptr<Segment> shared(std::move(seg).value());
+  std::vector<std::unique_ptr<LedgerBudget>> budgets;
+  for (int i = 0; i < engines; ++i) {
+    auto b = LedgerBudget::Attach(shared, "bench-" + std::to_string(i));
+    if (!b.ok()) {
+      std::fprintf(stderr, "share_verdict_cost: %s\n", b.status().message().c_str());
+      (void)Segment::Remove(name);
+      return 1;
+    }
+    budgets.push_back(std::move(b).value());
+    budgets.back()->ConfigureShare(1000 + 500 * (i % 3), 0, kPage, 500ULL * 1000 * 1000);
+  }
+  // Engine 0 takes the whole budget; the last one is refused (starved): the verdict is not `ok`.
+  while (budgets[0]->TryCharge(kPage)) budgets[0]->MoveToInUse(kPage);
+  std::vector<double> verdict_us;
+  std::vector<double> refusal_us;
+  verdict_us.reserve(calls);
+  refusal_us.reserve(calls);
+  for (int i = 0; i < calls; ++i) {
+    const auto t0 = Clock::now();
+    const bool got = budgets.back()->TryCharge(kPage);
+    const auto t1 = Clock::now();
+    const kvcached::ShareVerdict v = budgets[0]->Share();
+    const auto t2 = Clock::now();
+    if (got || v.action == kvcached::ShareAction::kOk) {
+      std::fprintf(stderr, "share_verdict_cost: unexpected state (admitted %d, action %d)\n", got,
+                   static_cast<int>(v.action));
+      budgets.clear();
+      (void)Segment::Remove(name);
+      return 1;
+    }
+    refusal_us.push_back(Us(t0, t1));
+    verdict_us.push_back(Us(t1, t2));
+  }
+  std::printf(
+      "{\"bench\":\"share_verdict_cost\",\"engines\":%d,\"calls\":%d,\"verdict_us_p50\":%.2f,"
+      "\"verdict_us_p99\":%.2f,\"refused_charge_us_p50\":%.2f,\"refused_charge_us_p99\":%.2f}\n",
+      engines, calls, kvcached::bench::Median(verdict_us),
+      kvcached::bench::Percentile(verdict_us, 99), kvcached::bench::Median(refusal_us),
+      kvcached::bench::Percentile(refusal_us, 99));
+  budgets.clear();
+  (void)Segment::Remove(name);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int calls = argc > 1 ? std::max(1, std::atoi(argv[1])) : 20000;
+  for (int engines : {2, 8, 63}) {
+    if (const int rc = Run(engines, calls); rc != 0) return rc;
+  }
+  return 0;
+}

@@ -1,0 +1,115 @@
+#include "core/ledger/ledger_share.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+
+#include "core/ledger/ledger_atomics.h"
+
+namespace kvcached::ledger {
+namespace {
+
+std::size_t Position(const std::vector<std::uint32_t>& indices, std::uint32_t index) {
+  return static_cast<std::size_t>(std::find(indices.begin(), indices.end(), index) -
+                                  indices.begin());
+}
+
+}  // namespace
+
+Result<ShareSetting> SetSlotShare(Segment& segment, std::uint32_t index, std::uint64_t owner_word,
+                                  std::optional<std::uint64_t> weight_milli,
+                                  std::optional<std::uint64_t> min_bytes) {
+  if (!segment.writable()) {
+    return Status(Errc::kInvalid, fmt::format("{} is open read-only", segment.path()));
+  }
+  if (index >= segment.slot_count()) {
+    return Status(Errc::kInvalid,
+                  fmt::format("slot {} does not exist in {}", index, segment.path()));
+  }
+  if (weight_milli && (*weight_milli == 0 || *weight_milli > kMaxWeightMilli)) {
+    return Status(Errc::kInvalid,
+                  fmt::format("weight {:.3f} is outside 0.001..{}", *weight_milli / 1000.0,
+                              kMaxWeightMilli / kWeightScale));
+  }
+  LedgerSlot& s = segment.slot(index);
+  if (Load(s.owner) != owner_word) {
+    return Status(Errc::kNotFound,
+                  fmt::format("the process in slot {} of {} has exited", index, segment.path()));
+  }
+  if (weight_milli) Atomic(s.share_weight).store(*weight_milli);
+  if (min_bytes) Atomic(s.share_min).store(std::min(*min_bytes, segment.budget()));
+  ShareSetting out{Load(s.share_weight), Load(s.share_min)};
+  if (out.weight_milli == 0) out.weight_milli = kDefaultWeightMilli;
+  if (Load(s.owner) != owner_word) {
+    return Status(Errc::kNotFound, fmt::format("the process in slot {} of {} exited while its "
+                                               "share was being set",
+                                               index, segment.path()));
+  }
+  return out;
+}
+
+std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t now_ns,
+                                        std::vector<std::uint32_t>* indices) {
+  std::vector<ShareInput> out;
+  for (std::uint32_t i = 0; i < segment.slot_count(); ++i) {
+    const LedgerSlot& s = segment.slot(i);
+    const std::uint64_t owner = Load(s.owner);
+    if (owner == 0 || OwnerState(owner) != SlotState::kLive) continue;
+    ShareInput in;
+    in.weight_milli = std::min(LoadRelaxed(s.share_weight), kMaxWeightMilli);
+    in.min_bytes = std::min(LoadRelaxed(s.share_min), segment.budget());
+    const std::uint64_t charged = Load(s.charged);
+    const std::uint64_t in_use = LoadRelaxed(s.in_use);
+    in.held = SatAdd(Load(s.tentative), charged);
+    in.reserved = charged > in_use ? charged - in_use : 0;
+    const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
+    const std::uint64_t last = LoadRelaxed(s.starved_last_ns);
+    if (since != 0 && last >= since && now_ns - std::min(now_ns, last) <= kStarvedFreshNs) {
+      in.starved_since_ns = since;
+    }
+    out.push_back(in);
+    if (indices != nullptr) indices->push_back(i);
+  }
+  return out;
+}
+
+bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
+                   std::uint64_t now_ns) {
+  std::vector<std::uint32_t> indices;
+  std::vector<ShareInput> inputs = ReadShareInputs(segment, now_ns, &indices);
+  const std::size_t self = Position(indices, index);
+  if (self >= inputs.size()) return false;
+  // As a starved engine (it asked for more and was refused): is it below the share it would get?
+  const std::uint64_t fresh_since = inputs[self].starved_since_ns;
+  inputs[self].starved_since_ns = fresh_since != 0 ? fresh_since : now_ns;
+  const std::vector<std::uint64_t> shares = FairShares(inputs, segment.budget(), granule);
+  const std::uint64_t g = std::max<std::uint64_t>(granule, 1);
+  LedgerSlot& s = segment.slot(index);
+  const bool below = shares[self] >= inputs[self].held && shares[self] - inputs[self].held >= g;
+  if (!below) {
+    // Refused at or above its share: its own business (it waits like anyone over its share).
+    Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);
+    Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
+    return false;
+  }
+  // The episode's start is kept while refusals keep coming, so the preemption bound is measured
+  // from the first refusal.
+  if (fresh_since == 0) Atomic(s.starved_since_ns).store(now_ns, std::memory_order_relaxed);
+  Atomic(s.starved_last_ns).store(now_ns, std::memory_order_relaxed);
+  return true;
+}
+
+ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,
+                        std::uint64_t now_ns, std::uint64_t preempt_after_ns) {
+  std::vector<std::uint32_t> indices;
+  const std::vector<ShareInput> inputs = ReadShareInputs(segment, now_ns, &indices);
+  const std::size_t self = Position(indices, index);
+  if (self >= inputs.size()) return {};
+  ShareVerdict v = DecideShare(inputs, self, segment.budget(), granule, now_ns, preempt_after_ns);
+  if (v.others_deficit > 0) {
+    v.starved_pid = static_cast<int>(OwnerPid(Load(segment.slot(indices[v.starved_index]).owner)));
+  }
+  return v;
+}
+
+}  // namespace kvcached::ledger

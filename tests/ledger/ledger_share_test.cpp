@@ -1,0 +1,267 @@
+// Shares in the ledger (docs/sharing.md): the words stored in each slot, validated, reset with
+// the slot (also after kill -9), the starvation episode a refusal opens, and the verdict each
+// engine reads; on the real ledger (several LedgerBudgets of this process, each its own slot).
+#include "core/ledger/ledger_share.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_budget.h"
+#include "core/ledger/ledger_segment.h"
+#include "core/ledger/ledger_slots.h"
+#include "core/ledger/ledger_snapshot.h"
+#include "core/ledger/ledger_validate.h"
+#include "tests/ledger/test_util.h"
+
+namespace kvcached::ledger {
+namespace {
+
+using testing::ScopedSegmentName;
+
+constexpr std::uint64_t kPage = 2ULL << 20U;
+constexpr std::uint64_t kMs = 1000ULL * 1000;
+
+CreateParams Params(std::uint64_t budget_pages) {
+  CreateParams p;
+  p.gpu_total = 200 * kPage;
+  p.budget = budget_pages * kPage;
+  p.gpu_uuid = "GPU-share-test";
+  return p;
+}
+
+std::shared_ptr<Segment> Create(const std::string& name, std::uint64_t budget_pages) {
+  auto seg = Segment::OpenOrCreate(name, Params(budget_pages));
+  EXPECT_TRUE(seg.ok()) << seg.status().message();
+  return seg.ok() ? std::shared_ptr<Segment>(std::move(seg).value()) : nullptr;
+}
+
+std::unique_ptr<LedgerBudget> Attach(std::shared_ptr<Segment> seg, const std::string& label,
+                                     double weight = 1.0, std::uint64_t min = 0,
+                                     std::uint64_t preempt_ns = 500 * kMs) {
+  auto b = LedgerBudget::Attach(std::move(seg), label);
+  EXPECT_TRUE(b.ok()) << b.status().message();
+  if (!b.ok()) return nullptr;
+  b.value()->ConfigureShare(static_cast<std::uint64_t>(weight * 1000), min, kPage, preempt_ns);
+  return std::move(b).value();
+}
+
+// Charges `pages` one page at a time as engine data; returns how many were admitted.
+std::uint64_t Take(LedgerBudget& b, std::uint64_t pages) {
+  std::uint64_t got = 0;
+  for (; got < pages; ++got) {
+    if (!b.TryCharge(kPage)) break;
+    b.MoveToInUse(kPage);
+  }
+  return got;
+}
+
+void Give(LedgerBudget& b, std::uint64_t pages) {
+  b.MoveToReserved(pages * kPage);
+  b.Uncharge(pages * kPage);
+}
+
+TEST(LedgerShare, WeightAndMinimumAreStoredInTheSlotAndShownInSnapshots) {
+  ScopedSegmentName name("share_words");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a", 2.5, 10 * kPage);
+  auto b = Attach(seg, "b");
+  const LedgerSlot& s = seg->slot(a->slot_index());
+  EXPECT_EQ(Load(s.share_weight), 2500U);
+  EXPECT_EQ(Load(s.share_min), 10 * kPage);
+  EXPECT_EQ(Load(seg->slot(b->slot_index()).share_weight), 1000U);
+  const SegmentSnapshot snap = TakeSnapshot(*seg);
+  ASSERT_EQ(snap.slots.size(), 2U);
+  EXPECT_EQ(snap.slots[0].weight_milli, 2500U);
+  EXPECT_EQ(snap.slots[0].share_min, 10 * kPage);
+  EXPECT_TRUE(ValidateSegment(seg->Copy(), seg->path()).ok());
+}
+
+TEST(LedgerShare, SetSlotShareClampsTheMinimumAndRefusesBadWeights) {
+  ScopedSegmentName name("share_set");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  const std::uint64_t owner = Load(seg->slot(a->slot_index()).owner);
+  auto stored = SetSlotShare(*seg, a->slot_index(), owner, 3000, 500 * kPage);
+  ASSERT_TRUE(stored.ok()) << stored.status().message();
+  EXPECT_EQ(stored.value().weight_milli, 3000U);
+  EXPECT_EQ(stored.value().min_bytes, 100 * kPage) << "clamped to the budget";
+  for (std::uint64_t bad : {std::uint64_t{0}, kMaxWeightMilli + 1}) {
+    auto r = SetSlotShare(*seg, a->slot_index(), owner, bad, std::nullopt);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("outside 0.001..1000"), std::string::npos)
+        << r.status().message();
+  }
+  EXPECT_EQ(Load(seg->slot(a->slot_index()).share_weight), 3000U) << "a refusal changed it";
+  auto gone = SetSlotShare(*seg, a->slot_index(), owner + 1, 2000, std::nullopt);
+  EXPECT_EQ(gone.status().code(), Errc::kNotFound);
+}
+
+// A two-slot image: slot 0 live, slot 1 free.
+std::vector<std::byte> Image() {
+  std::vector<std::byte> bytes(SegmentBytes(2));
+  auto& h = *reinterpret_cast<SegmentHeader*>(bytes.data());
+  h.magic = kMagic;
+  h.version = kLayoutVersion;
+  h.header_size = sizeof(SegmentHeader);
+  h.slot_count = 2;
+  h.slot_size = sizeof(LedgerSlot);
+  h.gpu_total = 200 * kPage;
+  h.budget = 100 * kPage;
+  std::strcpy(h.gpu_uuid, "GPU-x");
+  auto* slots = reinterpret_cast<LedgerSlot*>(bytes.data() + sizeof(SegmentHeader));
+  slots[0].owner = PackOwner(SlotState::kLive, 100, 5);
+  slots[0].share_weight = 1000;
+  return bytes;
+}
+
+LedgerSlot* Slots(std::vector<std::byte>& bytes) {
+  return reinterpret_cast<LedgerSlot*>(bytes.data() + sizeof(SegmentHeader));
+}
+
+TEST(LedgerShare, ValidatorChecksTheShareWords) {
+  auto bytes = Image();
+  EXPECT_TRUE(ValidateSegment(bytes, "/dev/shm/x").ok());
+  Slots(bytes)[0].share_weight = 0;  // a slot being claimed
+  EXPECT_TRUE(ValidateSegment(bytes, "/dev/shm/x").ok());
+  Slots(bytes)[0].share_weight = kMaxWeightMilli;
+  EXPECT_TRUE(ValidateSegment(bytes, "/dev/shm/x").ok());
+
+  Slots(bytes)[0].share_weight = kMaxWeightMilli + 1;
+  auto r = ValidateSegment(bytes, "/dev/shm/x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("share weight"), std::string::npos) << r.status().message();
+
+  bytes = Image();
+  Slots(bytes)[0].share_min = 100 * kPage + 1;
+  r = ValidateSegment(bytes, "/dev/shm/x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("guaranteed minimum"), std::string::npos);
+
+  // Words only the owner writes must be zero in a free slot.
+  for (int word = 0; word < 4; ++word) {
+    bytes = Image();
+    LedgerSlot& free = Slots(bytes)[1];
+    std::uint64_t* words[] = {&free.starved_since_ns, &free.starved_last_ns, &free.share_preempted,
+                              &free.share_given};
+    *words[word] = 1;
+    r = ValidateSegment(bytes, "/dev/shm/x");
+    ASSERT_FALSE(r.ok()) << word;
+    EXPECT_NE(r.status().message().find("free but holds a share"), std::string::npos);
+  }
+  // Weight and minimum may be left by a `kvctl share` that raced with the owner's exit (as a
+  // limit may): accepted within bounds, refused beyond them.
+  bytes = Image();
+  Slots(bytes)[1].share_weight = 2000;
+  Slots(bytes)[1].share_min = kPage;
+  EXPECT_TRUE(ValidateSegment(bytes, "/dev/shm/x").ok());
+  Slots(bytes)[1].share_weight = kMaxWeightMilli + 1;
+  EXPECT_FALSE(ValidateSegment(bytes, "/dev/shm/x").ok());
+}
+
+TEST(LedgerShare, ReleasedSlotsHoldNoShare) {
+  ScopedSegmentName name("share_release");
+  auto seg = Create(name.name(), 100);
+  std::uint32_t index = 0;
+  {
+    auto a = Attach(seg, "a", 4, 50 * kPage);
+    index = a->slot_index();
+  }
+  const LedgerSlot& s = seg->slot(index);
+  EXPECT_EQ(Load(s.share_weight), 0U);
+  EXPECT_EQ(Load(s.share_min), 0U);
+  EXPECT_TRUE(ValidateSegment(seg->Copy(), seg->path()).ok());
+}
+
+TEST(LedgerShare, SlotOfAKilledEngineIsReclaimedWithItsShareAndEpisode) {
+  ScopedSegmentName name("share_kill");
+  auto seg = Create(name.name(), 10);
+  testing::Holder holder(name.name(), "victim", {"--charge", std::to_string(10 * kPage)});
+  ASSERT_TRUE(holder.ready());
+  LedgerSlot& s = seg->slot(holder.slot());
+  // Set as kvctl share would, plus a starvation episode as the engine would have written it.
+  ASSERT_TRUE(SetSlotShare(*seg, holder.slot(), Load(s.owner), 3000, 4 * kPage).ok());
+  Atomic(s.starved_since_ns).store(BoottimeNs());
+  Atomic(s.starved_last_ns).store(BoottimeNs());
+  holder.Kill(SIGKILL);
+  auto me = Attach(seg, "reclaimer");
+  EXPECT_GE(me->ReclaimDead(), 1);
+  EXPECT_EQ(Load(s.owner), 0U);
+  EXPECT_EQ(Load(s.share_weight), 0U);
+  EXPECT_EQ(Load(s.share_min), 0U);
+  EXPECT_EQ(Load(s.starved_since_ns), 0U);
+  EXPECT_TRUE(ValidateSegment(seg->Copy(), seg->path()).ok());
+}
+
+TEST(LedgerShare, RefusalBelowItsShareOpensOneEpisodeAndAboveItOpensNone) {
+  ScopedSegmentName name("share_episode");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  auto b = Attach(seg, "b");
+  ASSERT_EQ(Take(*a, 100), 100U);
+  ASSERT_EQ(Take(*b, 1), 0U);  // refused with nothing: below its share of 50
+  const LedgerSlot& sb = seg->slot(b->slot_index());
+  const std::uint64_t first = Load(sb.starved_since_ns);
+  ASSERT_NE(first, 0U);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(Take(*b, 1), 0U);
+  EXPECT_EQ(Load(sb.starved_since_ns), first) << "the bound counts from the first refusal";
+  EXPECT_GT(Load(sb.starved_last_ns), first);
+  // A, refused at 100 pages (above its share once B is starved), opens nothing.
+  ASSERT_EQ(Take(*a, 1), 0U);
+  EXPECT_EQ(Load(seg->slot(a->slot_index()).starved_since_ns), 0U);
+}
+
+TEST(LedgerShare, TheEngineAboveItsShareIsAskedAndEscalatesAfterTheBound) {
+  ScopedSegmentName name("share_verdict");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a", 1, 0, 30 * kMs);
+  auto b = Attach(seg, "b", 1, 0, 30 * kMs);
+  ASSERT_EQ(Take(*a, 100), 100U);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk) << "nobody starved yet";
+  ASSERT_EQ(Take(*b, 1), 0U);
+  ShareVerdict v = a->Share();
+  EXPECT_EQ(v.action, ShareAction::kGiveCached);
+  EXPECT_EQ(v.give_bytes, 50 * kPage);
+  EXPECT_EQ(v.fair_share, 50 * kPage);
+  EXPECT_EQ(v.starved_pid, ::getpid());
+  EXPECT_EQ(b->Share().action, ShareAction::kOk) << "the starved engine gives nothing";
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  ASSERT_EQ(Take(*b, 1), 0U);  // still refused: the episode goes on
+  EXPECT_EQ(a->Share().action, ShareAction::kPreempt);
+  // A gives; B takes its share; nobody is asked any more.
+  Give(*a, 50);
+  a->ReportShare(50 * kPage, 3);
+  EXPECT_EQ(Take(*b, 50), 50U);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk);
+  EXPECT_EQ(b->Share().action, ShareAction::kOk);
+  const SegmentSnapshot snap = TakeSnapshot(*seg);
+  for (const auto& s : snap.slots) {
+    if (s.index != a->slot_index()) continue;
+    EXPECT_EQ(s.share_given, 50 * kPage);
+    EXPECT_EQ(s.share_preempted, 3U);
+    EXPECT_EQ(s.fair_share, 50 * kPage);
+  }
+}
+
+TEST(LedgerShare, AStaleEpisodeStarvesNobody) {
+  ScopedSegmentName name("share_stale");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  auto b = Attach(seg, "b");
+  ASSERT_EQ(Take(*a, 100), 100U);
+  ASSERT_EQ(Take(*b, 1), 0U);
+  LedgerSlot& sb = seg->slot(b->slot_index());
+  // B stopped asking more than a second ago (as if): A is left alone.
+  Atomic(sb.starved_last_ns).store(BoottimeNs() - kStarvedFreshNs - 10 * kMs);
+  Atomic(sb.starved_since_ns).store(BoottimeNs() - kStarvedFreshNs - 20 * kMs);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk);
+}
+
+}  // namespace
+}  // namespace kvcached::ledger
