@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include "core/budget/local_budget.h"
+#include "core/common/format_bytes.h"
 #include "core/driver/handles.h"
-#include "core/pool/format_bytes.h"
 
 namespace kvcached {
 
