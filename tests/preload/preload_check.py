@@ -330,7 +330,8 @@ def case_meminfo_process(runner):
             watch.stdin.write(command + "\n")
             watch.stdin.flush()
             answer = watch.stdout.readline()
-            expect(answer, "meminfo_watch ended at %r:\n%s" % (command, watch.stderr.read()))
+            if not answer:  # (stderr is read only then: reading it waits for the process's end)
+                raise Failure("meminfo_watch ended at %r:\n%s" % (command, watch.stderr.read()))
             return answer
 
         free0, total0 = meminfo(ask("read"))
@@ -341,8 +342,8 @@ def case_meminfo_process(runner):
                                 env=runner.env(True, dict(budget, KVCACHED_CAPTURE_MIN_MB="16")),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        expect(hold.stdout.readline().strip() == "holding",
-               "the neighbour did not start:\n" + hold.stderr.read())
+        if hold.stdout.readline().strip() != "holding":
+            raise Failure("the neighbour did not start:\n" + hold.stderr.read())
         expect(meminfo(ask("read")) == (free0, total0),
                "a neighbour's 256 MiB changed this process's view (process mode)")
         # This process's own allocations do count, and their frees give the memory back.
