@@ -44,9 +44,15 @@ for sanitizer in "${sanitizers[@]}"; do
   fi
   built=$(date +%s)
   set +e
+  # The sanitizer runtimes intercept dlopen and call the real one from their own library, so a
+  # library's $ORIGIN RUNPATH no longer applies to its dlopen calls: the fake libcudart finds the
+  # fake driver through LD_LIBRARY_PATH here, and the one test of that RUNPATH lookup itself runs
+  # only in the plain build.
   # shellcheck disable=SC2086
-  ctest --test-dir "$dir" -L '^unit$' -j"$jobs" --timeout 600 --output-on-failure \
-    ${SANITIZE_CTEST_ARGS:-} >"$dir/sanitize-ctest.log" 2>&1
+  LD_LIBRARY_PATH="$PWD/$dir/fakecuda${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    ctest --test-dir "$dir" -L '^unit$' -E 'RuntimeReachesTheDriverThroughCuGetProcAddress' \
+    -j"$jobs" --timeout 600 --output-on-failure ${SANITIZE_CTEST_ARGS:-} \
+    >"$dir/sanitize-ctest.log" 2>&1
   test_rc=$?
   set -e
   end=$(date +%s)
