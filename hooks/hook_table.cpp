@@ -25,6 +25,20 @@ void* H(auto fn) {
   return reinterpret_cast<void*>(fn);
 }
 
+// FindInterposed skips every name not starting with "cu" (the common miss costs two compares).
+#define KVC_CU_PREFIX(symbol)                                                     \
+  static_assert((symbol)[0] == 'c' && (symbol)[1] == 'u',                         \
+                "hook_list.def: an interposed symbol must start with \"cu\", or " \
+                "FindInterposed must learn its prefix");
+#define KVC_HOOK(id, name, ...) KVC_CU_PREFIX(#name)
+#define KVC_HOOK_RENAMED(id, cxx_name, symbol, ...) KVC_CU_PREFIX(symbol)
+#define KVC_HELPER(...)
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
+#undef KVC_CU_PREFIX
+
 // Generated from hooks/hook_list.def, so it is in the order of enum Fn by construction.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
