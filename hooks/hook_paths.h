@@ -224,8 +224,9 @@ void ApplyVirtualMemInfo(const char* call, Runtime& runtime, size_t* free_bytes,
     const MemInfoMode mode = CurrentMemInfoMode(runtime.config());
     int device = 0;
     if (mode == MemInfoMode::kReal || !Api::CurrentDevice(&device)) return;
-    Result<std::pair<std::uint64_t, std::uint64_t>> view =
-        mode == MemInfoMode::kProcess ? runtime.ProcessMemInfo(device) : runtime.BudgetMemInfo(device);
+    Result<std::pair<std::uint64_t, std::uint64_t>> view = mode == MemInfoMode::kProcess
+                                                               ? runtime.ProcessMemInfo(device)
+                                                               : runtime.BudgetMemInfo(device);
     if (!view.ok()) {
       LogFailureOnce(call, view.status());
       return;
