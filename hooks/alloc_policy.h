@@ -1,4 +1,4 @@
-// Which allocations become regions (DESIGN.md, "Which allocations become elastic"):
+// Which allocations become regions (docs/interposition.md, "Which allocations become elastic"):
 //   - inside a KV window (per thread, opened by the engine hook through the C API), requests of
 //     at least one page become lazy regions: reserved VA, backed only where the engine acquires;
 //   - outside a window, with KVCACHED_CAPTURE_MIN_MB > 0, requests of at least that size become

@@ -1,77 +1,72 @@
-// Declarations of every interposed function (defined in cudart_hooks.cpp, driver_hooks.cpp,
-// proc_address_hooks.cpp, ipc_hooks.cpp), with default visibility so that they leave the shim.
-// Signatures come from the CUDA 13 headers; the forms the headers do not declare publicly
-// (_ptsz, the legacy 4-argument cuGetProcAddress) are declared here.
+// Declarations of every interposed function, generated from hooks/hook_list.def, with default
+// visibility so that they leave the shim (defined in cudart_hooks.cpp and driver_hooks.cpp), and
+// the types of the real functions behind every entry. Signatures come from the CUDA 13 headers:
+// a declaration here that differs from theirs does not compile. The forms the headers do not
+// declare publicly (_ptsz, the legacy 4-argument cuGetProcAddress) are declared only here.
 #pragma once
 
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include "hooks/hook_table.h"
+
 #define KVC_HOOK_EXPORT extern "C" __attribute__((visibility("default")))
 
-KVC_HOOK_EXPORT cudaError_t cudaMalloc(void** dev_ptr, size_t size);
-KVC_HOOK_EXPORT cudaError_t cudaFree(void* dev_ptr);
-KVC_HOOK_EXPORT cudaError_t cudaMallocAsync(void** dev_ptr, size_t size, cudaStream_t stream);
-KVC_HOOK_EXPORT cudaError_t cudaMallocAsync_ptsz(void** dev_ptr, size_t size, cudaStream_t stream);
-KVC_HOOK_EXPORT cudaError_t cudaFreeAsync(void* dev_ptr, cudaStream_t stream);
-KVC_HOOK_EXPORT cudaError_t cudaFreeAsync_ptsz(void* dev_ptr, cudaStream_t stream);
-KVC_HOOK_EXPORT cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
-KVC_HOOK_EXPORT cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* dev_ptr);
-KVC_HOOK_EXPORT cudaError_t cudaGetDriverEntryPoint(const char* symbol, void** func_ptr,
-                                                    unsigned long long flags,
-                                                    cudaDriverEntryPointQueryResult* status);
-KVC_HOOK_EXPORT cudaError_t cudaGetDriverEntryPoint_ptsz(const char* symbol, void** func_ptr,
-                                                         unsigned long long flags,
-                                                         cudaDriverEntryPointQueryResult* status);
-KVC_HOOK_EXPORT cudaError_t
-cudaGetDriverEntryPointByVersion(const char* symbol, void** func_ptr, unsigned int cuda_version,
-                                 unsigned long long flags, cudaDriverEntryPointQueryResult* status);
-KVC_HOOK_EXPORT cudaError_t cudaGetDriverEntryPointByVersion_ptsz(
-    const char* symbol, void** func_ptr, unsigned int cuda_version, unsigned long long flags,
-    cudaDriverEntryPointQueryResult* status);
+#define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params) \
+  KVC_HOOK_EXPORT ret name params;
+#define KVC_HOOK_RENAMED(id, cxx_name, symbol, lib, proc_name, proc_version, proc_flags, ret, \
+                         params)                                                              \
+  KVC_HOOK_EXPORT ret cxx_name params __asm__(symbol);
+#define KVC_HELPER(...)
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
 
-KVC_HOOK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize);
-KVC_HOOK_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr);
-KVC_HOOK_EXPORT CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytesize, CUstream stream);
-KVC_HOOK_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytesize, CUstream stream);
-KVC_HOOK_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream stream);
-KVC_HOOK_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream);
-KVC_HOOK_EXPORT CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes);
-KVC_HOOK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle* handle, CUdeviceptr dptr);
-KVC_HOOK_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version,
-                                             cuuint64_t flags,
-                                             CUdriverProcAddressQueryResult* status);
-// cuda.h renames cuGetProcAddress to cuGetProcAddress_v2; the legacy 4-argument export keeps
-// its own name through an assembler label.
-KVC_HOOK_EXPORT CUresult KvcCuGetProcAddressLegacy(const char* symbol, void** pfn, int cuda_version,
-                                                   cuuint64_t flags) __asm__("cuGetProcAddress");
-
-// Types of the real functions, for RealAs<>.
 namespace kvcached::hooks {
-using CudaMallocFn = cudaError_t (*)(void**, size_t);
-using CudaFreeFn = cudaError_t (*)(void*);
-using CudaMallocAsyncFn = cudaError_t (*)(void**, size_t, cudaStream_t);
-using CudaFreeAsyncFn = cudaError_t (*)(void*, cudaStream_t);
-using CudaMemGetInfoFn = cudaError_t (*)(size_t*, size_t*);
-using CudaIpcGetMemHandleFn = cudaError_t (*)(cudaIpcMemHandle_t*, void*);
-using CudaGetDriverEntryPointFn = cudaError_t (*)(const char*, void**, unsigned long long,
-                                                  cudaDriverEntryPointQueryResult*);
-using CudaGetDriverEntryPointByVersionFn = cudaError_t (*)(const char*, void**, unsigned int,
-                                                           unsigned long long,
-                                                           cudaDriverEntryPointQueryResult*);
-using CudaGetDeviceFn = cudaError_t (*)(int*);
-using CudaSetDeviceFn = cudaError_t (*)(int);
-using CudaDeviceSynchronizeFn = cudaError_t (*)();
 
-using CuMemAllocFn = CUresult (*)(CUdeviceptr*, size_t);
-using CuMemFreeFn = CUresult (*)(CUdeviceptr);
-using CuMemAllocAsyncFn = CUresult (*)(CUdeviceptr*, size_t, CUstream);
-using CuMemFreeAsyncFn = CUresult (*)(CUdeviceptr, CUstream);
-using CuMemGetInfoFn = CUresult (*)(size_t*, size_t*);
-using CuIpcGetMemHandleFn = CUresult (*)(CUipcMemHandle*, CUdeviceptr);
-using CuGetProcAddressV2Fn = CUresult (*)(const char*, void**, int, cuuint64_t,
-                                          CUdriverProcAddressQueryResult*);
-using CuGetProcAddressLegacyFn = CUresult (*)(const char*, void**, int, cuuint64_t);
-using CuCtxGetDeviceFn = CUresult (*)(CUdevice*);
-using CuCtxSynchronizeFn = CUresult (*)();
+// FnTraits<Fn::kX>::Type (FnType<Fn::kX>): the type of the real function behind entry kX.
+template <Fn fn>
+struct FnTraits;
+#define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params) \
+  template <>                                                                     \
+  struct FnTraits<Fn::id> {                                                       \
+    using Type = ret(*) params;                                                   \
+  };
+#define KVC_HOOK_RENAMED(id, cxx_name, symbol, lib, proc_name, proc_version, proc_flags, ret, \
+                         params)                                                              \
+  KVC_HOOK(id, cxx_name, lib, proc_name, proc_version, proc_flags, ret, params)
+#define KVC_HELPER(id, symbol, lib, proc_name, proc_version, proc_flags, ret, params) \
+  KVC_HOOK(id, symbol, lib, proc_name, proc_version, proc_flags, ret, params)
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
+template <Fn fn>
+using FnType = typename FnTraits<fn>::Type;
+
+// Names for the types the hook bodies share.
+using CudaMallocFn = FnType<Fn::kCudaMalloc>;
+using CudaFreeFn = FnType<Fn::kCudaFree>;
+using CudaMallocAsyncFn = FnType<Fn::kCudaMallocAsync>;
+using CudaFreeAsyncFn = FnType<Fn::kCudaFreeAsync>;
+using CudaMemGetInfoFn = FnType<Fn::kCudaMemGetInfo>;
+using CudaIpcGetMemHandleFn = FnType<Fn::kCudaIpcGetMemHandle>;
+using CudaGetDriverEntryPointFn = FnType<Fn::kCudaGetDriverEntryPoint>;
+using CudaGetDriverEntryPointByVersionFn = FnType<Fn::kCudaGetDriverEntryPointByVersion>;
+using CudaGetDeviceFn = FnType<Fn::kCudaGetDevice>;
+using CudaSetDeviceFn = FnType<Fn::kCudaSetDevice>;
+using CudaDeviceSynchronizeFn = FnType<Fn::kCudaDeviceSynchronize>;
+
+using CuMemAllocFn = FnType<Fn::kCuMemAlloc>;
+using CuMemFreeFn = FnType<Fn::kCuMemFree>;
+using CuMemAllocAsyncFn = FnType<Fn::kCuMemAllocAsync>;
+using CuMemFreeAsyncFn = FnType<Fn::kCuMemFreeAsync>;
+using CuMemGetInfoFn = FnType<Fn::kCuMemGetInfo>;
+using CuIpcGetMemHandleFn = FnType<Fn::kCuIpcGetMemHandle>;
+using CuGetProcAddressV2Fn = FnType<Fn::kCuGetProcAddressV2>;
+using CuGetProcAddressLegacyFn = FnType<Fn::kCuGetProcAddress>;
+using CuCtxGetDeviceFn = FnType<Fn::kCuCtxGetDevice>;
+using CuCtxSynchronizeFn = FnType<Fn::kCuCtxSynchronize>;
+
 }  // namespace kvcached::hooks

@@ -87,15 +87,10 @@ std::optional<PassthroughTable::Entry> ForgetAllocation(std::uint64_t address) n
 void SettleFree(Runtime& runtime, std::uint64_t address,
                 const std::optional<PassthroughTable::Entry>& record, bool freed) noexcept {
   if (!record.has_value()) return;
-  try {
-    if (freed) {
-      runtime.NotePassthrough(record->device, -static_cast<std::int64_t>(record->size));
-    } else {
-      Passthroughs().Insert(address, *record);  // still allocated
-    }
-  } catch (...) {
-    LogInternalErrorOnce("cudaFree");
-  }
+  // Still allocated when the real free failed: record it again. If even that fails (out of host
+  // memory), stop counting it, so that the count never keeps bytes no later free subtracts.
+  if (!freed && Passthroughs().Insert(address, *record)) return;
+  runtime.NotePassthrough(record->device, -static_cast<std::int64_t>(record->size));
 }
 
 bool RefuseIpc(const char* call, Runtime& runtime, std::uint64_t address) noexcept {

@@ -17,6 +17,7 @@
 #include "core/runtime/runtime.h"
 #include "hooks/alloc_policy.h"
 #include "hooks/error_map.h"
+#include "hooks/meminfo_mode.h"
 #include "hooks/passthrough_table.h"
 #include "hooks/reentrancy.h"
 #include "hooks/region_ops.h"
@@ -115,7 +116,11 @@ void CountAllocation(const char* call, Runtime& runtime, std::uint64_t address,
   try {
     int device = 0;
     if (address == 0 || !Api::CurrentDevice(&device)) return;
-    Passthroughs().Insert(address, {size, device});
+    // Counted only once recorded, so that its free subtracts exactly what was added.
+    if (!Passthroughs().Insert(address, {size, device})) {
+      LogInternalErrorOnce(call);
+      return;
+    }
     runtime.NotePassthrough(device, static_cast<std::int64_t>(size));
     KVC_LOG_TRACE("{}({} bytes) passed through -> {:#x}", call, size, address);
   } catch (...) {
@@ -210,23 +215,30 @@ typename Api::Result FreeHook(const char* call, std::uint64_t address, RealFree&
   return result;
 }
 
-// cudaMemGetInfo, cuMemGetInfo: with KVCACHED_VIRTUAL_MEMINFO=1, free = min(real free, what the
-// budget still grants this process) and total = this process's budget; else the real values.
+// cudaMemGetInfo, cuMemGetInfo: the real values, or this process's view of its budget (see
+// hooks/meminfo_mode.h for the modes), for the current device.
 template <class Api>
 void ApplyVirtualMemInfo(const char* call, Runtime& runtime, size_t* free_bytes,
                          size_t* total_bytes) noexcept {
   try {
+    const MemInfoMode mode = CurrentMemInfoMode(runtime.config());
     int device = 0;
-    if (!runtime.config().virtual_meminfo || !Api::CurrentDevice(&device)) return;
-    Result<std::pair<std::uint64_t, std::uint64_t>> budget = runtime.BudgetMemInfo(device);
-    if (!budget.ok()) {
-      LogFailureOnce(call, budget.status());
+    if (mode == MemInfoMode::kReal || !Api::CurrentDevice(&device)) return;
+    Result<std::pair<std::uint64_t, std::uint64_t>> view = mode == MemInfoMode::kProcess
+                                                               ? runtime.ProcessMemInfo(device)
+                                                               : runtime.BudgetMemInfo(device);
+    if (!view.ok()) {
+      LogFailureOnce(call, view.status());
       return;
     }
     if (free_bytes != nullptr) {
-      *free_bytes = static_cast<size_t>(std::min<std::uint64_t>(*free_bytes, budget.value().first));
+      // The process view ignores the real free memory on purpose: what others hold (lazily
+      // backed KV caches included) must not change it; the budget arbitrates instead.
+      *free_bytes = static_cast<size_t>(
+          mode == MemInfoMode::kProcess ? view.value().first
+                                        : std::min<std::uint64_t>(*free_bytes, view.value().first));
     }
-    if (total_bytes != nullptr) *total_bytes = static_cast<size_t>(budget.value().second);
+    if (total_bytes != nullptr) *total_bytes = static_cast<size_t>(view.value().second);
   } catch (...) {
     LogInternalErrorOnce(call);
   }

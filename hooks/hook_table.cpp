@@ -25,47 +25,36 @@ void* H(auto fn) {
   return reinterpret_cast<void*>(fn);
 }
 
-// In the order of enum Fn. (cudaGetDriverEntryPoint is deprecated since CUDA 12.5 but still
-// exported by libcudart.so.13 and used by older programs.)
+// FindInterposed skips every name not starting with "cu" (the common miss costs two compares).
+#define KVC_CU_PREFIX(symbol)                                                     \
+  static_assert((symbol)[0] == 'c' && (symbol)[1] == 'u',                         \
+                "hook_list.def: an interposed symbol must start with \"cu\", or " \
+                "FindInterposed must learn its prefix");
+#define KVC_HOOK(id, name, ...) KVC_CU_PREFIX(#name)
+#define KVC_HOOK_RENAMED(id, cxx_name, symbol, ...) KVC_CU_PREFIX(symbol)
+#define KVC_HELPER(...)
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
+#undef KVC_CU_PREFIX
+
+// Generated from hooks/hook_list.def, so it is in the order of enum Fn by construction.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)>& Specs() {
   static const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)> specs = {{
-      {"cudaMalloc", Lib::kRuntime, nullptr, 0, 0, H(&cudaMalloc)},
-      {"cudaFree", Lib::kRuntime, nullptr, 0, 0, H(&cudaFree)},
-      {"cudaMallocAsync", Lib::kRuntime, nullptr, 0, 0, H(&cudaMallocAsync)},
-      {"cudaMallocAsync_ptsz", Lib::kRuntime, nullptr, 0, 0, H(&cudaMallocAsync_ptsz)},
-      {"cudaFreeAsync", Lib::kRuntime, nullptr, 0, 0, H(&cudaFreeAsync)},
-      {"cudaFreeAsync_ptsz", Lib::kRuntime, nullptr, 0, 0, H(&cudaFreeAsync_ptsz)},
-      {"cudaMemGetInfo", Lib::kRuntime, nullptr, 0, 0, H(&cudaMemGetInfo)},
-      {"cudaIpcGetMemHandle", Lib::kRuntime, nullptr, 0, 0, H(&cudaIpcGetMemHandle)},
-      {"cudaGetDriverEntryPoint", Lib::kRuntime, nullptr, 0, 0, H(&cudaGetDriverEntryPoint)},
-      {"cudaGetDriverEntryPoint_ptsz", Lib::kRuntime, nullptr, 0, 0,
-       H(&cudaGetDriverEntryPoint_ptsz)},
-      {"cudaGetDriverEntryPointByVersion", Lib::kRuntime, nullptr, 0, 0,
-       H(&cudaGetDriverEntryPointByVersion)},
-      {"cudaGetDriverEntryPointByVersion_ptsz", Lib::kRuntime, nullptr, 0, 0,
-       H(&cudaGetDriverEntryPointByVersion_ptsz)},
-      {"cuMemAlloc_v2", Lib::kDriver, "cuMemAlloc", 3020, kLegacy, H(&cuMemAlloc_v2)},
-      {"cuMemFree_v2", Lib::kDriver, "cuMemFree", 3020, kLegacy, H(&cuMemFree_v2)},
-      {"cuMemAllocAsync", Lib::kDriver, "cuMemAllocAsync", 11020, kLegacy, H(&cuMemAllocAsync)},
-      {"cuMemAllocAsync_ptsz", Lib::kDriver, "cuMemAllocAsync", 11020, kPerThread,
-       H(&cuMemAllocAsync_ptsz)},
-      {"cuMemFreeAsync", Lib::kDriver, "cuMemFreeAsync", 11020, kLegacy, H(&cuMemFreeAsync)},
-      {"cuMemFreeAsync_ptsz", Lib::kDriver, "cuMemFreeAsync", 11020, kPerThread,
-       H(&cuMemFreeAsync_ptsz)},
-      {"cuMemGetInfo_v2", Lib::kDriver, "cuMemGetInfo", 3020, kLegacy, H(&cuMemGetInfo_v2)},
-      {"cuIpcGetMemHandle", Lib::kDriver, "cuIpcGetMemHandle", 4010, kLegacy,
-       H(&cuIpcGetMemHandle)},
-      // Found with dlsym on the driver: they are how everything else is found.
-      {"cuGetProcAddress", Lib::kDriver, nullptr, 0, 0, H(&KvcCuGetProcAddressLegacy)},
-      {"cuGetProcAddress_v2", Lib::kDriver, nullptr, 0, 0, H(&cuGetProcAddress_v2)},
-      // Helpers (not interposed).
-      {"cudaGetDevice", Lib::kRuntime, nullptr, 0, 0, nullptr},
-      {"cudaSetDevice", Lib::kRuntime, nullptr, 0, 0, nullptr},
-      {"cudaDeviceSynchronize", Lib::kRuntime, nullptr, 0, 0, nullptr},
-      {"cuCtxGetDevice", Lib::kDriver, "cuCtxGetDevice", 2000, kLegacy, nullptr},
-      {"cuCtxSynchronize", Lib::kDriver, "cuCtxSynchronize", 2000, kLegacy, nullptr},
+#define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params) \
+  {#name, Lib::lib, proc_name, proc_version, proc_flags, H(&name)},
+#define KVC_HOOK_RENAMED(id, cxx_name, symbol, lib, proc_name, proc_version, proc_flags, ret, \
+                         params)                                                              \
+  {symbol, Lib::lib, proc_name, proc_version, proc_flags, H(&cxx_name)},
+#define KVC_HELPER(id, symbol, lib, proc_name, proc_version, proc_flags, ret, params) \
+  {symbol, Lib::lib, proc_name, proc_version, proc_flags, nullptr},
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
   }};
   return specs;
 }

@@ -14,37 +14,15 @@ namespace kvcached::hooks {
 
 enum class Lib : std::uint8_t { kRuntime, kDriver };
 
+// Every entry of hooks/hook_list.def, in its order: the interposed functions and the helpers.
 enum class Fn : int {
-  // Interposed (exported) runtime functions.
-  kCudaMalloc,
-  kCudaFree,
-  kCudaMallocAsync,
-  kCudaMallocAsyncPtsz,
-  kCudaFreeAsync,
-  kCudaFreeAsyncPtsz,
-  kCudaMemGetInfo,
-  kCudaIpcGetMemHandle,
-  kCudaGetDriverEntryPoint,
-  kCudaGetDriverEntryPointPtsz,
-  kCudaGetDriverEntryPointByVersion,
-  kCudaGetDriverEntryPointByVersionPtsz,
-  // Interposed (exported) driver functions.
-  kCuMemAlloc,
-  kCuMemFree,
-  kCuMemAllocAsync,
-  kCuMemAllocAsyncPtsz,
-  kCuMemFreeAsync,
-  kCuMemFreeAsyncPtsz,
-  kCuMemGetInfo,
-  kCuIpcGetMemHandle,
-  kCuGetProcAddress,    // legacy 4-argument form
-  kCuGetProcAddressV2,  // 5-argument form (CUDA >= 12.0)
-  // Helpers the hooks call but do not interpose.
-  kCudaGetDevice,
-  kCudaSetDevice,
-  kCudaDeviceSynchronize,
-  kCuCtxGetDevice,
-  kCuCtxSynchronize,
+#define KVC_HOOK(id, ...) id,
+#define KVC_HOOK_RENAMED(id, ...) id,
+#define KVC_HELPER(id, ...) id,
+#include "hooks/hook_list.def"
+#undef KVC_HOOK
+#undef KVC_HOOK_RENAMED
+#undef KVC_HELPER
   kCount
 };
 

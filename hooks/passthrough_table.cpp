@@ -34,14 +34,14 @@ std::uint64_t PassthroughTable::Hash(std::uint64_t ptr) {
   return x;
 }
 
-void PassthroughTable::Lock(Shard& shard) {
-  while (shard.locked.exchange(true, std::memory_order_acquire)) {
-    while (shard.locked.load(std::memory_order_relaxed)) CpuRelax();
+PassthroughTable::ShardLock::ShardLock(Shard& shard) noexcept : shard_(shard) {
+  while (shard_.locked.exchange(true, std::memory_order_acquire)) {
+    while (shard_.locked.load(std::memory_order_relaxed)) CpuRelax();
   }
 }
 
-void PassthroughTable::Unlock(Shard& shard) {
-  shard.locked.store(false, std::memory_order_release);
+PassthroughTable::ShardLock::~ShardLock() {
+  shard_.locked.store(false, std::memory_order_release);
 }
 
 void PassthroughTable::Place(std::vector<Slot>& slots, const Slot& slot, std::uint64_t hash) {
@@ -51,43 +51,54 @@ void PassthroughTable::Place(std::vector<Slot>& slots, const Slot& slot, std::ui
   slots[i] = slot;
 }
 
-void PassthroughTable::Grow(Shard& shard) {
-  std::vector<Slot> bigger(shard.slots.empty() ? kInitialSlots : shard.slots.size() * 2);
-  for (const Slot& slot : shard.slots) {
-    if (slot.key != 0) Place(bigger, slot, Hash(slot.key));
-  }
-  shard.slots.swap(bigger);
-}
-
-void PassthroughTable::Insert(std::uint64_t ptr, Entry entry) {
-  const std::uint64_t hash = Hash(ptr);
-  Shard& shard = shards_[hash % kShards];
-  Lock(shard);
+bool PassthroughTable::TryPlace(Shard& shard, std::uint64_t ptr, std::uint64_t hash, Entry entry) {
   // Load factor <= 1/2 keeps probe sequences short.
-  if ((shard.used + 1) * 2 > shard.slots.size()) Grow(shard);
+  if ((shard.used + 1) * 2 > shard.slots.size()) return false;
   const std::size_t mask = shard.slots.size() - 1;
   std::size_t i = (hash / kShards) & mask;
   while (shard.slots[i].key != 0 && shard.slots[i].key != ptr) i = (i + 1) & mask;
   if (shard.slots[i].key == 0) ++shard.used;
   shard.slots[i] = Slot{ptr, entry.size, entry.device};
-  Unlock(shard);
+  return true;
 }
 
-std::optional<PassthroughTable::Entry> PassthroughTable::Erase(std::uint64_t ptr) {
+bool PassthroughTable::Insert(std::uint64_t ptr, Entry entry) noexcept {
   const std::uint64_t hash = Hash(ptr);
   Shard& shard = shards_[hash % kShards];
-  Lock(shard);
-  if (shard.slots.empty()) {
-    Unlock(shard);
-    return std::nullopt;
+  for (;;) {
+    std::size_t old_size = 0;
+    {
+      const ShardLock lock(shard);
+      if (TryPlace(shard, ptr, hash, entry)) return true;
+      old_size = shard.slots.size();
+    }
+    // Grow outside the lock: the allocator may be slow or fail, and neither may hold up (or,
+    // through an exception, wedge) the other threads hashing to this shard.
+    std::vector<Slot> bigger;
+    try {
+      bigger.resize(old_size == 0 ? kInitialSlots : old_size * 2);
+    } catch (...) {
+      return false;
+    }
+    const ShardLock lock(shard);
+    if (shard.slots.size() != old_size) continue;  // another thread grew it meanwhile: retry
+    for (const Slot& slot : shard.slots) {
+      if (slot.key != 0) Place(bigger, slot, Hash(slot.key));
+    }
+    shard.slots.swap(bigger);  // the old table is freed after the lock is dropped
+    if (TryPlace(shard, ptr, hash, entry)) return true;
   }
+}
+
+std::optional<PassthroughTable::Entry> PassthroughTable::Erase(std::uint64_t ptr) noexcept {
+  const std::uint64_t hash = Hash(ptr);
+  Shard& shard = shards_[hash % kShards];
+  const ShardLock lock(shard);
+  if (shard.slots.empty()) return std::nullopt;
   const std::size_t mask = shard.slots.size() - 1;
   std::size_t i = (hash / kShards) & mask;
   while (shard.slots[i].key != 0 && shard.slots[i].key != ptr) i = (i + 1) & mask;
-  if (shard.slots[i].key == 0) {
-    Unlock(shard);
-    return std::nullopt;
-  }
+  if (shard.slots[i].key == 0) return std::nullopt;
   const Entry found{shard.slots[i].size, shard.slots[i].device};
   // Backward-shift deletion: pull later members of the probe run into the hole, so lookups can
   // keep stopping at the first empty slot (no tombstones that would slow them down over time).
@@ -106,16 +117,14 @@ std::optional<PassthroughTable::Entry> PassthroughTable::Erase(std::uint64_t ptr
   }
   shard.slots[hole] = Slot{};
   --shard.used;
-  Unlock(shard);
   return found;
 }
 
-std::size_t PassthroughTable::Size() {
+std::size_t PassthroughTable::Size() noexcept {
   std::size_t total = 0;
   for (Shard& shard : shards_) {
-    Lock(shard);
+    const ShardLock lock(shard);
     total += shard.used;
-    Unlock(shard);
   }
   return total;
 }

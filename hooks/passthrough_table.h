@@ -2,7 +2,9 @@
 // allocator, by pointer, so that its free can be subtracted from the per-process count
 // (Runtime::NotePassthrough). Sits on the hot path of every cudaMalloc/cudaFree pair the engine
 // makes outside a KV window, so it is sharded open addressing (linear probing, backward-shift
-// deletion, no tombstones) under per-shard spinlocks held for a few dozen instructions.
+// deletion, no tombstones) under per-shard spinlocks held for a few dozen instructions. Nothing
+// allocates or throws while a shard is locked: a shard's table grows outside its lock, so an
+// allocation failure leaves every shard usable.
 #pragma once
 
 #include <atomic>
@@ -25,11 +27,12 @@ class PassthroughTable {
   PassthroughTable& operator=(const PassthroughTable&) = delete;
 
   // `ptr` must be non-zero. A pointer already present is overwritten (the real allocator handed
-  // the address out again, so the old record was stale).
-  void Insert(std::uint64_t ptr, Entry entry);
+  // the address out again, so the old record was stale). False when the table could not grow
+  // (out of host memory): nothing was recorded and the caller must not count the allocation.
+  [[nodiscard]] bool Insert(std::uint64_t ptr, Entry entry) noexcept;
   // Removes and returns the record for `ptr`, if any.
-  std::optional<Entry> Erase(std::uint64_t ptr);
-  [[nodiscard]] std::size_t Size();
+  std::optional<Entry> Erase(std::uint64_t ptr) noexcept;
+  [[nodiscard]] std::size_t Size() noexcept;
 
  private:
   struct Slot {
@@ -44,10 +47,21 @@ class PassthroughTable {
   };
   static constexpr std::size_t kShards = 64;
 
+  // Holds a shard's spinlock for one scope.
+  class ShardLock {
+   public:
+    explicit ShardLock(Shard& shard) noexcept;
+    ~ShardLock();
+    ShardLock(const ShardLock&) = delete;
+    ShardLock& operator=(const ShardLock&) = delete;
+
+   private:
+    Shard& shard_;
+  };
+
   static std::uint64_t Hash(std::uint64_t ptr);
-  static void Lock(Shard& shard);
-  static void Unlock(Shard& shard);
-  static void Grow(Shard& shard);
+  // Stores the record if the shard has room; false when it must grow first.
+  static bool TryPlace(Shard& shard, std::uint64_t ptr, std::uint64_t hash, Entry entry);
   static void Place(std::vector<Slot>& slots, const Slot& slot, std::uint64_t hash);
 
   Shard shards_[kShards];

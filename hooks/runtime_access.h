@@ -1,6 +1,7 @@
-// How the hooks reach the process's Runtime. The shim owns its lifetime (shim/lazy_start.cpp:
-// created on the first interposed CUDA call, dropped in a fork child, destroyed at exit when
-// nothing uses it); the hooks only borrow it for the length of one call.
+// How the hooks and the C API reach the process's Runtime. Its lifetime is kept here
+// (hooks/runtime_access.cpp, through a RuntimeGate: created on the first interposed CUDA call,
+// dropped in a fork child, destroyed at exit when nothing uses it); callers only borrow it for
+// the length of one call.
 #pragma once
 
 #include <utility>
@@ -32,8 +33,6 @@ class RuntimeRef {
   Runtime* runtime_ = nullptr;
 };
 
-// --- implemented by the shim (shim/lazy_start.cpp) ---
-
 // The Runtime, starting it on the first call. Never waits: while another thread is starting it
 // (or when called re-entrantly from inside the start), returns empty, and the caller passes the
 // call through unchanged. Empty as well when the shim is a pure pass-through (ENABLE_KVCACHED=
@@ -46,6 +45,14 @@ bool SubstitutionAllowed() noexcept;
 
 // Called by ~RuntimeRef.
 void ReleaseRuntimeRef() noexcept;
+
+// For the C API: like AcquireRuntime, but if another thread is starting the shim right now,
+// waits for it (the caller asked for the shim explicitly). Empty = pass-through.
+RuntimeRef WaitForRuntime() noexcept;
+
+// Why the shim is a pass-through ("ENABLE_KVCACHED=false", the bad variable, the failed start,
+// the exit), or "" while it is active or not started.
+const char* PassThroughReason() noexcept;
 
 inline RuntimeRef::~RuntimeRef() {
   if (runtime_ != nullptr) ReleaseRuntimeRef();

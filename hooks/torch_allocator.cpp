@@ -26,8 +26,7 @@ void* TorchMalloc(Runtime* runtime, std::uint64_t size, int device, void* /*stre
   void* ptr = nullptr;
   const cudaError_t result = CallReal([&] { return real_malloc(&ptr, size); });
   if (result != cudaSuccess || ptr == nullptr) return nullptr;
-  if (runtime != nullptr) {
-    Passthroughs().Insert(ToAddress(ptr), {size, device});
+  if (runtime != nullptr && Passthroughs().Insert(ToAddress(ptr), {size, device})) {
     runtime->NotePassthrough(device, static_cast<std::int64_t>(size));
   }
   return ptr;
@@ -50,12 +49,8 @@ void TorchFree(Runtime* runtime, void* ptr, int device, void* /*stream*/) {
   const std::optional<PassthroughTable::Entry> record =
       runtime != nullptr ? Passthroughs().Erase(address) : std::nullopt;
   const cudaError_t result = CallReal([&] { return real_free(ptr); });
-  if (record.has_value()) {
-    if (result == cudaSuccess) {
-      runtime->NotePassthrough(record->device, -static_cast<std::int64_t>(record->size));
-    } else {
-      Passthroughs().Insert(address, *record);
-    }
+  if (record.has_value() && (result == cudaSuccess || !Passthroughs().Insert(address, *record))) {
+    runtime->NotePassthrough(record->device, -static_cast<std::int64_t>(record->size));
   }
 }
 

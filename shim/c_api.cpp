@@ -7,21 +7,16 @@
 
 #include "core/runtime/runtime.h"
 #include "hooks/alloc_policy.h"
+#include "hooks/meminfo_mode.h"
 #include "hooks/region_ops.h"
+#include "hooks/runtime_access.h"
 #include "hooks/torch_allocator.h"
 #include "kvcached/kvcached.h"
-#include "shim/lazy_start.h"
+#include "shim/c_api_guard.h"
 #include "shim/version.h"
 
 namespace kvcached::shim {
 namespace {
-
-thread_local std::string t_last_error;
-
-kvcached_status Fail(kvcached_status status, std::string message) {
-  t_last_error = std::move(message);
-  return status;
-}
 
 kvcached_status ToCStatus(Errc code) {
   switch (code) {
@@ -53,20 +48,16 @@ kvcached_status Report(const Status& status) {
 // Runs `body(runtime)` with the started Runtime, or reports why there is none.
 template <class Body>
 kvcached_status WithRuntime(const char* function, Body&& body) noexcept {
-  try {
-    const hooks::RuntimeRef runtime = WaitForRuntime();
+  return GuardCall(function, [&] {
+    const hooks::RuntimeRef runtime = hooks::WaitForRuntime();
     if (!runtime) {
-      const char* reason = PassThroughReason();
+      const char* reason = hooks::PassThroughReason();
       return Fail(KVCACHED_ERR_DISABLED,
                   std::string(function) + ": " +
                       (reason[0] != '\0' ? reason : "kvcached is not running in this process"));
     }
     return body(*runtime);
-  } catch (const std::exception& e) {
-    return Fail(KVCACHED_ERR_NO_MEMORY, std::string(function) + ": " + e.what());
-  } catch (...) {
-    return Fail(KVCACHED_ERR_INVALID, std::string(function) + ": unexpected failure");
-  }
+  });
 }
 
 kvcached_status NullArgument(const char* function, const char* argument) {
@@ -130,6 +121,8 @@ const char* kvcached_status_string(kvcached_status status) {
       return "operation not valid in the current state";
     case KVCACHED_ERR_UNSUPPORTED:
       return "not supported by this device";
+    case KVCACHED_ERR_INTERNAL:
+      return "internal error in kvcached (kvcached_last_error says what)";
   }
   return "unknown status";
 }
@@ -140,7 +133,7 @@ const char* kvcached_last_error(void) {
 
 int kvcached_enabled(void) {
   try {
-    return kvcached::shim::WaitForRuntime() ? 1 : 0;
+    return kvcached::hooks::WaitForRuntime() ? 1 : 0;
   } catch (...) {
     return 0;
   }
@@ -315,10 +308,24 @@ kvcached_status kvcached_set_label(const char* label) {
   });
 }
 
+kvcached_status kvcached_set_meminfo_mode(int mode) {
+  if (mode != KVCACHED_MEMINFO_REAL && mode != KVCACHED_MEMINFO_PROCESS &&
+      mode != KVCACHED_MEMINFO_SHARED) {
+    return Fail(KVCACHED_ERR_INVALID,
+                "kvcached_set_meminfo_mode: mode must be KVCACHED_MEMINFO_REAL (0), "
+                "KVCACHED_MEMINFO_PROCESS (1) or KVCACHED_MEMINFO_SHARED (2), got " +
+                    std::to_string(mode));
+  }
+  return WithRuntime("kvcached_set_meminfo_mode", [&](Runtime& /*runtime*/) {
+    kvcached::hooks::SetMemInfoMode(static_cast<kvcached::hooks::MemInfoMode>(mode));
+    return KVCACHED_OK;
+  });
+}
+
 void* kvcached_torch_malloc(ssize_t size, int device, void* stream) {
   try {
     if (size <= 0) return nullptr;
-    const kvcached::hooks::RuntimeRef runtime = kvcached::shim::WaitForRuntime();
+    const kvcached::hooks::RuntimeRef runtime = kvcached::hooks::WaitForRuntime();
     void* ptr =
         kvcached::hooks::TorchMalloc(runtime.get(), static_cast<uint64_t>(size), device, stream);
     if (ptr == nullptr) {
@@ -334,7 +341,7 @@ void* kvcached_torch_malloc(ssize_t size, int device, void* stream) {
 
 void kvcached_torch_free(void* ptr, ssize_t /*size*/, int device, void* stream) {
   try {
-    const kvcached::hooks::RuntimeRef runtime = kvcached::shim::WaitForRuntime();
+    const kvcached::hooks::RuntimeRef runtime = kvcached::hooks::WaitForRuntime();
     kvcached::hooks::TorchFree(runtime.get(), ptr, device, stream);
   } catch (...) {
     // Nothing can be reported from a void free; the hooks already logged any failure.

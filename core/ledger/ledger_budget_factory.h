@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/budget/budget_factory.h"
 #include "core/common/status.h"
 #include "core/config/config.h"
 #include "core/ledger/ledger_segment.h"
-#include "core/runtime/runtime.h"
 
 namespace kvcached::ledger {
 

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <thread>
 
+#include "core/common/clock.h"
+#include "core/common/format_bytes.h"
 #include "core/log/log.h"
-#include "core/pool/format_bytes.h"
-#include "core/region/clock.h"
 #include "core/region/lazy_region.h"
 
 namespace kvcached {

@@ -1,7 +1,7 @@
 // The background pass of PagePool: pressure, heartbeat, hole repair, deferred trim, map-ahead
 // and the reserve of unmapped pages. Runs on the "kvcached-pool" thread only.
+#include "core/common/clock.h"
 #include "core/pool/page_pool.h"
-#include "core/region/clock.h"
 #include "core/region/lazy_region.h"
 
 namespace kvcached {

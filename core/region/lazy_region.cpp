@@ -4,9 +4,9 @@
 
 #include <algorithm>
 
+#include "core/common/clock.h"
 #include "core/driver/context.h"
 #include "core/pool/page_pool.h"
-#include "core/region/clock.h"
 
 namespace kvcached {
 

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/runtime/runtime.h"
+#include "core/common/region_types.h"
 
 namespace kvcached {
 

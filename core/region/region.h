@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/common/region_types.h"
 #include "core/common/status.h"
-#include "core/runtime/runtime.h"
 
 namespace kvcached {
 

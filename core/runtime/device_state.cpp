@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 
 #include "core/budget/local_budget.h"
+#include "core/common/format_bytes.h"
 #include "core/config/device_budget.h"
 #include "core/driver/handles.h"
 #include "core/log/log.h"
-#include "core/pool/format_bytes.h"
 
 namespace kvcached {
 

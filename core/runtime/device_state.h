@@ -25,7 +25,6 @@ struct DeviceState {
   driver::PrimaryContext ctx;      // declaration order = reverse destruction order:
   std::unique_ptr<Budget> budget;  // the pool goes first, then the budget, then the context
   std::unique_ptr<PagePool> pool;
-  std::atomic<std::int64_t> passthrough_bytes{0};
 
   // cuDeviceGet, VMM support, granularity vs page size, UUID, total memory, primary context,
   // budget (from `factory`, or the default LocalBudget) and pool. Starts no thread.

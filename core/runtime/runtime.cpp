@@ -1,8 +1,11 @@
 #include "core/runtime/runtime.h"
 
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <ranges>
@@ -27,6 +30,28 @@ struct Runtime::Impl {
 
   RegionRegistry regions;
 
+  // Pass-through accounting per device, kept lock-free because it runs on every cudaMalloc and
+  // cudaFree the engine makes outside a region. Bytes noted before the device's state (and its
+  // ledger slot) exists wait in `pending`; the state is never created for them, so that no
+  // allocation of the engine pays for attaching to the ledger. Device() hands them over.
+  struct Passthrough {
+    std::atomic<std::int64_t> bytes{0};        // what kvcached_stats reports
+    std::atomic<std::int64_t> pending{0};      // not yet given to the budget
+    std::atomic<DeviceState*> state{nullptr};  // published by Device()
+    std::atomic<bool> direct{false};           // pending handed over: add to the budget
+  };
+  static constexpr int kCountedDevices = 64;  // more GPUs than any machine has: not counted
+  std::array<Passthrough, kCountedDevices> passthrough;
+
+  void PublishDevice(int ordinal, DeviceState* state) {
+    if (ordinal < 0 || ordinal >= kCountedDevices) return;
+    Passthrough& p = passthrough[static_cast<std::size_t>(ordinal)];
+    p.state.store(state, std::memory_order_seq_cst);
+    const std::int64_t early = p.pending.exchange(0, std::memory_order_seq_cst);
+    if (early != 0) state->budget->AddOther(early);
+    p.direct.store(true, std::memory_order_release);
+  }
+
   // The state of `ordinal`, created on its first use. States live as long as the runtime, so
   // the pointer stays valid after the lock is dropped.
   Result<DeviceState*> Device(int ordinal) {
@@ -37,6 +62,7 @@ struct Runtime::Impl {
     if (!state.ok()) return state.status();
     DeviceState* raw = state.value().get();
     devices.emplace(ordinal, std::move(state).value());
+    PublishDevice(ordinal, raw);
     return raw;
   }
 
@@ -241,6 +267,11 @@ Result<DeviceStats> Runtime::Stats(int device) {
     s.in_use_bytes += info.in_use_pages * info.page_size;
     s.mapped_free_bytes += info.mapped_free_pages * info.page_size;
   });
+  if (device < Impl::kCountedDevices) {
+    const std::int64_t passthrough =
+        impl_->passthrough[static_cast<std::size_t>(device)].bytes.load(std::memory_order_relaxed);
+    s.passthrough_bytes = passthrough > 0 ? static_cast<std::uint64_t>(passthrough) : 0;
+  }
   // A device never used has no state: report what is known without creating one.
   DeviceState* state = impl_->Existing(device);
   if (state == nullptr) return s;
@@ -249,8 +280,7 @@ Result<DeviceStats> Runtime::Stats(int device) {
   s.pool_bytes = pool.free_pages() * pool.page_size();
   s.zero_page_bytes = pool.zero_page_bytes();
   s.peak_physical_bytes = c.peak_physical_bytes.load(std::memory_order_relaxed);
-  std::int64_t passthrough = state->passthrough_bytes.load(std::memory_order_relaxed);
-  s.passthrough_bytes = passthrough > 0 ? static_cast<std::uint64_t>(passthrough) : 0;
+
   s.budget_limit_bytes = state->budget->View().limit;
   s.maps = c.maps.load(std::memory_order_relaxed);
   s.unmaps = c.unmaps.load(std::memory_order_relaxed);
@@ -277,6 +307,22 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Runtime::BudgetMemInfo(int devic
   return std::make_pair(std::min(by_limit, by_budget), v.limit);
 }
 
+Result<std::pair<std::uint64_t, std::uint64_t>> Runtime::ProcessMemInfo(int device) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  const std::uint64_t total = state.value()->budget->View().limit;
+  std::uint64_t allocated = 0;
+  impl_->regions.ForEach([&](const Region& region) {
+    if (region.device() == device) allocated += region.size();
+  });
+  if (device < Impl::kCountedDevices) {
+    const std::int64_t passthrough =
+        impl_->passthrough[static_cast<std::size_t>(device)].bytes.load(std::memory_order_relaxed);
+    if (passthrough > 0) allocated += static_cast<std::uint64_t>(passthrough);
+  }
+  return std::make_pair(total > allocated ? total - allocated : 0, total);
+}
+
 Result<Budget::PressureInfo> Runtime::Pressure(int device) {
   auto state = impl_->Device(device);
   if (!state.ok()) return state.status();
@@ -296,11 +342,22 @@ Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t reque
   return Status::Ok();
 }
 
-void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) {
-  auto state = impl_->Device(device);
-  if (!state.ok()) return;
-  state.value()->passthrough_bytes.fetch_add(delta_bytes, std::memory_order_relaxed);
-  state.value()->budget->AddOther(delta_bytes);
+void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) noexcept {
+  if (device < 0 || device >= Impl::kCountedDevices) return;
+  Impl::Passthrough& p = impl_->passthrough[static_cast<std::size_t>(device)];
+  p.bytes.fetch_add(delta_bytes, std::memory_order_relaxed);
+  if (p.direct.load(std::memory_order_acquire)) {
+    p.state.load(std::memory_order_relaxed)->budget->AddOther(delta_bytes);
+    return;
+  }
+  p.pending.fetch_add(delta_bytes, std::memory_order_seq_cst);
+  if (p.state.load(std::memory_order_seq_cst) == nullptr) return;  // Device() will hand it over
+  // The state appeared meanwhile: Device() may or may not have taken our bytes. Wait for its
+  // hand-over to finish (a few atomic operations), so that the budget sees this allocation's
+  // bytes before its free's, then give over whatever is left.
+  while (!p.direct.load(std::memory_order_acquire)) sched_yield();
+  const std::int64_t left = p.pending.exchange(0, std::memory_order_seq_cst);
+  if (left != 0) p.state.load(std::memory_order_relaxed)->budget->AddOther(left);
 }
 
 void Runtime::SetLabel(const std::string& label) {

@@ -1,6 +1,7 @@
 // Runtime: the process-wide facade of the core. It owns the driver, one DeviceState per GPU
 // (page pool, zero page, budget) and the registry of regions by address. It knows nothing of
-// interposition: the shim creates it on first use and the hooks and the C API call into it.
+// interposition: hooks/runtime_access.cpp creates it on first use, and the hooks and the C API
+// call into it.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "core/budget/budget.h"
+#include "core/budget/budget_factory.h"
+#include "core/common/region_types.h"
 #include "core/common/status.h"
 #include "core/config/config.h"
 
@@ -18,26 +21,6 @@ namespace kvcached {
 namespace driver {
 class Driver;
 }
-
-enum class RegionKind : std::uint8_t { kLazy = 0, kEager = 1 };
-enum class PageState : std::uint8_t { kZero = 0, kMappedFree = 1, kInUse = 2 };
-
-struct ByteRange {
-  std::uint64_t addr = 0;
-  std::uint64_t length = 0;
-};
-
-struct RegionInfo {
-  std::uint64_t base = 0;
-  std::uint64_t size = 0;
-  std::uint64_t page_size = 0;
-  std::uint64_t pages = 0;
-  std::uint64_t zero_pages = 0;
-  std::uint64_t mapped_free_pages = 0;
-  std::uint64_t in_use_pages = 0;
-  int device = 0;
-  RegionKind kind = RegionKind::kLazy;
-};
 
 struct DeviceStats {
   std::uint64_t page_size = 0;
@@ -56,20 +39,9 @@ struct DeviceStats {
   std::uint64_t budget_refusals = 0;
 };
 
-// What a budget needs to know of the GPU it governs.
-struct DeviceIdentity {
-  int ordinal = 0;
-  std::string uuid;  // "GPU-xxxxxxxx-xxxx-..." as nvidia-smi prints it
-  std::uint64_t total_bytes = 0;
-};
-
 // Symbol resolver for the driver library (dlsym-shaped). The shim passes the real dlsym so that
 // its own dlsym interposer is not consulted for the core's lookups.
 using SymbolLookup = void* (*)(void* handle, const char* name);
-// Creates the budget for one device; the default makes a LocalBudget of
-// gpu_utilization x total (or KVCACHED_BUDGET).
-using BudgetFactory =
-    std::function<Result<std::unique_ptr<Budget>>(const Config&, const DeviceIdentity&)>;
 
 class Runtime {
  public:
@@ -101,15 +73,24 @@ class Runtime {
   Result<DeviceStats> Stats(int device);
   Status Trim(int device);
 
-  // For virtual cudaMemGetInfo: (free, total) of this process's budget on `device`.
+  // For virtual cudaMemGetInfo, "shared" view: (free, total) of this process's budget on
+  // `device`; free also shrinks with what the other processes on the GPU budget hold.
   Result<std::pair<std::uint64_t, std::uint64_t>> BudgetMemInfo(int device);
+  // For virtual cudaMemGetInfo, "process" view: this process as if it had a GPU of its own of
+  // its limit. total = the limit; free = total - what the engine allocated on `device` (regions
+  // at their full size, pass-through allocations). Other processes and the shim's own background
+  // work (pages mapped ahead, the reserve, the zero page) never change it: two reads differ only
+  // when this process allocated or freed, or its limit was changed (kvctl limit).
+  Result<std::pair<std::uint64_t, std::uint64_t>> ProcessMemInfo(int device);
   // The latest pressure request on `device`'s budget (see Budget::Pressure).
   Result<Budget::PressureInfo> Pressure(int device);
   // What the sharing policy asks of this process on `device` (see Budget::Share).
   Result<ShareVerdict> Share(int device);
   Status ReportShare(int device, std::uint64_t bytes, std::uint64_t requests);
-  // Accounting of allocations passed through to the real allocator (signed delta).
-  void NotePassthrough(int device, std::int64_t delta_bytes);
+  // Accounting of allocations passed through to the real allocator (signed delta). Lock-free
+  // and never creates the device's state: bytes noted before it exists reach the budget when
+  // something else creates it (a region, a C API call, a virtual cudaMemGetInfo).
+  void NotePassthrough(int device, std::int64_t delta_bytes) noexcept;
   void SetLabel(const std::string& label);
 
  private:

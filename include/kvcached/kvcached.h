@@ -23,14 +23,16 @@ extern "C" {
 
 typedef enum kvcached_status {
   KVCACHED_OK = 0,
-  KVCACHED_ERR_INVALID = 1,    /* bad argument (null, out of range, unknown address) */
-  KVCACHED_ERR_NO_MEMORY = 2,  /* budget refused or the driver is out of memory: retry later */
-  KVCACHED_ERR_DRIVER = 3,     /* a driver call failed (kvcached_last_error names it) */
-  KVCACHED_ERR_NOT_FOUND = 4,  /* no region at that address */
-  KVCACHED_ERR_DISABLED = 5,   /* ENABLE_KVCACHED=false, or the shim could not start */
-  KVCACHED_ERR_STATE = 6,      /* operation not valid in the current state (e.g. release of a
-                                  range that was never acquired) */
-  KVCACHED_ERR_UNSUPPORTED = 7 /* device lacks virtual memory management */
+  KVCACHED_ERR_INVALID = 1,     /* bad argument (null, out of range, unknown address) */
+  KVCACHED_ERR_NO_MEMORY = 2,   /* budget refused or the driver is out of memory: retry later */
+  KVCACHED_ERR_DRIVER = 3,      /* a driver call failed (kvcached_last_error names it) */
+  KVCACHED_ERR_NOT_FOUND = 4,   /* no region at that address */
+  KVCACHED_ERR_DISABLED = 5,    /* ENABLE_KVCACHED=false, or the shim could not start */
+  KVCACHED_ERR_STATE = 6,       /* operation not valid in the current state (e.g. release of a
+                                   range that was never acquired) */
+  KVCACHED_ERR_UNSUPPORTED = 7, /* device lacks virtual memory management */
+  KVCACHED_ERR_INTERNAL = 8     /* a bug or unexpected failure inside kvcached (not a lack of
+                                   memory): kvcached_last_error says what */
 } kvcached_status;
 
 typedef enum kvcached_region_kind {
@@ -122,6 +124,17 @@ KVCACHED_API kvcached_status kvcached_kv_window_begin(void);
 KVCACHED_API kvcached_status kvcached_kv_window_end(void);
 /* Label shown by kvctl for this process (engine name). */
 KVCACHED_API kvcached_status kvcached_set_label(const char* label);
+
+/* What cudaMemGetInfo / cuMemGetInfo report in this process from now on (overrides
+ * KVCACHED_VIRTUAL_MEMINFO; docs/configuration.md describes the modes). */
+typedef enum kvcached_meminfo_mode {
+  KVCACHED_MEMINFO_REAL = 0,    /* the driver's values */
+  KVCACHED_MEMINFO_PROCESS = 1, /* total = this process's limit, free = total - what it allocated;
+                                   other processes never change it (KVCACHED_VIRTUAL_MEMINFO=1) */
+  KVCACHED_MEMINFO_SHARED = 2   /* total = this process's limit, free = what the shared GPU budget
+                                   still grants it after every other process's charge */
+} kvcached_meminfo_mode;
+KVCACHED_API kvcached_status kvcached_set_meminfo_mode(int mode);
 
 /* PyTorch torch.cuda.memory.CUDAPluggableAllocator entry points. Requests of at least one page
  * become lazy regions; smaller ones go to the real allocator. Stream is a cudaStream_t. */

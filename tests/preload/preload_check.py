@@ -19,14 +19,18 @@ import tempfile
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-INTERPOSED = {
-    "cudaMalloc", "cudaFree", "cudaMallocAsync", "cudaMallocAsync_ptsz", "cudaFreeAsync",
-    "cudaFreeAsync_ptsz", "cudaMemGetInfo", "cudaIpcGetMemHandle", "cudaGetDriverEntryPoint",
-    "cudaGetDriverEntryPoint_ptsz", "cudaGetDriverEntryPointByVersion",
-    "cudaGetDriverEntryPointByVersion_ptsz", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemAllocAsync",
-    "cuMemAllocAsync_ptsz", "cuMemFreeAsync", "cuMemFreeAsync_ptsz", "cuMemGetInfo_v2",
-    "cuIpcGetMemHandle", "cuGetProcAddress", "cuGetProcAddress_v2", "dlsym",
-}
+
+def read_hook_list():
+    """The exported hooks of hooks/hook_list.def (the one list the shim is generated from)."""
+    text = open(os.path.join(SOURCE_DIR, "hooks", "hook_list.def")).read()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    plain = re.findall(r"^KVC_HOOK\(\s*\w+\s*,\s*(\w+)", text, re.M)
+    renamed = re.findall(r"^KVC_HOOK_RENAMED\(\s*\w+\s*,\s*\w+\s*,\s*\"(\w+)\"", text, re.M)
+    return set(plain) | set(renamed)
+
+
+# The hooks of the list, and dlsym (the assembly trampoline, not a CUDA function).
+INTERPOSED = read_hook_list() | {"dlsym"}
 LEAK_EXIT = 97
 FAKE_TOTAL = 8192 << 20  # the fake driver's default device memory
 
@@ -104,10 +108,11 @@ def case_exports(runner):
            % versioned)
     unexpected = sorted(n for n in names if n not in INTERPOSED and not n.startswith("kvcached_"))
     expect(not unexpected, "unexpected exported symbols: %s" % unexpected)
+    expect(len(INTERPOSED) >= 20, "could not read hooks/hook_list.def (%d names)" % len(INTERPOSED))
     missing = sorted(INTERPOSED - set(names))
     expect(not missing, "interposed symbols not exported: %s (a link option such as "
-           "-Wl,--exclude-libs,ALL hides every symbol of the hooks archive; shim/exports.map "
-           "already keeps everything else local)" % missing)
+           "-Wl,--exclude-libs,ALL hides every symbol of the hooks archive; the export list "
+           "generated from hooks/hook_list.def already keeps everything else local)" % missing)
     header = open(os.path.join(SOURCE_DIR, "include", "kvcached", "kvcached.h")).read()
     api = set(re.findall(r"KVCACHED_API[^;(]*?\b(kvcached_[a-z_]+)\s*\(", header))
     expect(len(api) >= 20, "could not read the C API from kvcached.h (%d names)" % len(api))
@@ -310,6 +315,63 @@ def case_meminfo(runner):
         free, total = meminfo(runner.run(argv, env=budget).stdout)
         expect(total == 1 << 30 and 0 < free <= 1 << 30,
                "%s: virtual meminfo free=%d total=%d, want total=1 GiB" % (argv, free, total))
+
+
+def case_meminfo_process(runner):
+    """KVCACHED_VIRTUAL_MEMINFO=1: each process sees a GPU of its own, of its limit. A neighbour
+    that charges the shared budget changes nothing; only this process's own allocations do."""
+    budget = {"KVCACHED_VIRTUAL_MEMINFO": "1", "KVCACHED_BUDGET": "1G"}
+    watch = subprocess.Popen(runner.app("preload_runtime_app", "meminfo_watch"),
+                             env=runner.env(True, budget), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    hold = None
+    try:
+        def ask(command):
+            watch.stdin.write(command + "\n")
+            watch.stdin.flush()
+            answer = watch.stdout.readline()
+            if not answer:  # (stderr is read only then: reading it waits for the process's end)
+                raise Failure("meminfo_watch ended at %r:\n%s" % (command, watch.stderr.read()))
+            return answer
+
+        free0, total0 = meminfo(ask("read"))
+        expect(total0 == 1 << 30 and free0 == total0,
+               "fresh process: free=%d total=%d, want both 1 GiB" % (free0, total0))
+        # The neighbour holds 256 MiB of the shared budget (an eager region).
+        hold = subprocess.Popen(runner.app("preload_runtime_app", "hold", "256"),
+                                env=runner.env(True, dict(budget, KVCACHED_CAPTURE_MIN_MB="16")),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        if hold.stdout.readline().strip() != "holding":
+            raise Failure("the neighbour did not start:\n" + hold.stderr.read())
+        expect(meminfo(ask("read")) == (free0, total0),
+               "a neighbour's 256 MiB changed this process's view (process mode)")
+        # This process's own allocations do count, and their frees give the memory back.
+        expect(ask("alloc 64").strip() == "ok", "alloc failed")
+        free2, _ = meminfo(ask("read"))
+        expect(free2 == free0 - (64 << 20), "after allocating 64 MiB: free=%d, want %d"
+               % (free2, free0 - (64 << 20)))
+        expect(ask("free").strip() == "ok", "free failed")
+        expect(meminfo(ask("read")) == (free0, total0), "the free did not give the 64 MiB back")
+        # The engine hook may switch modes: the shared view sees the neighbour's charge...
+        expect(ask("mode 2").strip() == "status=0", "kvcached_set_meminfo_mode(2) failed")
+        free3, total3 = meminfo(ask("read"))
+        expect(total3 == 1 << 30 and free3 <= (1 << 30) - (256 << 20),
+               "shared view: free=%d total=%d, want free <= 768 MiB" % (free3, total3))
+        # ...and the real one is the driver's.
+        expect(ask("mode 0").strip() == "status=0", "kvcached_set_meminfo_mode(0) failed")
+        expect(meminfo(ask("read"))[1] == FAKE_TOTAL, "mode 0 did not give the real total")
+        expect(ask("mode 7").strip() == "status=%d" % 1, "an unknown mode was accepted")
+    finally:
+        for proc in (hold, watch):
+            if proc is not None:
+                proc.stdin.close()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    expect(watch.returncode == 0, "meminfo_watch exited %s" % watch.returncode)
+    expect(hold.returncode == 0, "hold exited %s" % hold.returncode)
 
 
 def case_counting(runner):

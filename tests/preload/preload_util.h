@@ -36,6 +36,7 @@ struct ShimApi {
   decltype(&kvcached_stats_get) stats = nullptr;
   decltype(&kvcached_torch_malloc) torch_malloc = nullptr;
   decltype(&kvcached_torch_free) torch_free = nullptr;
+  decltype(&kvcached_set_meminfo_mode) set_meminfo_mode = nullptr;
 
   [[nodiscard]] bool loaded() const { return page_state != nullptr; }
 };
@@ -58,6 +59,7 @@ inline ShimApi LoadShimApi() {
   Resolve(&api.stats, "kvcached_stats_get");
   Resolve(&api.torch_malloc, "kvcached_torch_malloc");
   Resolve(&api.torch_free, "kvcached_torch_free");
+  Resolve(&api.set_meminfo_mode, "kvcached_set_meminfo_mode");
   return api;
 }
 

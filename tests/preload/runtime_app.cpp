@@ -220,6 +220,53 @@ int MemInfo() {
   return rc == cudaSuccess ? 0 : 1;
 }
 
+// Holds `mib` MiB (captured as an eager region when KVCACHED_CAPTURE_MIN_MB allows: charged to
+// the shared budget) until stdin closes: the neighbour of the meminfo_watch case.
+int Hold(size_t mib) {
+  void* p = nullptr;
+  PRELOAD_CHECK(cudaMalloc(&p, mib * kMiB) == cudaSuccess);
+  std::printf("holding\n");
+  std::fflush(stdout);
+  char line[64];
+  while (std::fgets(line, sizeof(line), stdin) != nullptr) {
+  }
+  PRELOAD_CHECK(cudaFree(p) == cudaSuccess);
+  return 0;
+}
+
+// Reads commands from stdin, one per line, and answers each with one line:
+//   read        "rc=R free=F total=T" from cudaMemGetInfo
+//   alloc MIB   allocates MIB MiB (pass-through) and answers "ok"
+//   free        frees the last allocation and answers "ok"
+//   mode M      kvcached_set_meminfo_mode(M), answers "status=S"
+int MemInfoWatch() {
+  const ShimApi api = RequireShimApi();
+  std::vector<void*> held;
+  char line[128];
+  while (std::fgets(line, sizeof(line), stdin) != nullptr) {
+    const std::string command(line, std::strcspn(line, "\n"));
+    if (command == "read") {
+      (void)MemInfo();
+    } else if (command.rfind("alloc ", 0) == 0) {
+      void* p = nullptr;
+      PRELOAD_CHECK(cudaMalloc(&p, std::stoul(command.substr(6)) * kMiB) == cudaSuccess);
+      held.push_back(p);
+      std::printf("ok\n");
+    } else if (command == "free") {
+      PRELOAD_CHECK(!held.empty() && cudaFree(held.back()) == cudaSuccess);
+      held.pop_back();
+      std::printf("ok\n");
+    } else if (command.rfind("mode ", 0) == 0) {
+      std::printf("status=%d\n", api.set_meminfo_mode(std::stoi(command.substr(5))));
+    } else {
+      std::printf("unknown command %s\n", command.c_str());
+    }
+    std::fflush(stdout);
+  }
+  for (void* p : held) PRELOAD_CHECK(cudaFree(p) == cudaSuccess);
+  return 0;
+}
+
 // Pass-through bytes are counted once (the runtime's inner cuMemAlloc is not counted again).
 int Count() {
   const ShimApi api = RequireShimApi();
@@ -419,9 +466,11 @@ int main(int argc, char** argv) {
   if (mode == "race") return Race();
   if (mode == "leak") return Leak();
   if (mode == "entry") return Entry();
+  if (mode == "hold" && argc > 2) return Hold(std::stoul(argv[2]));
+  if (mode == "meminfo_watch") return MemInfoWatch();
   std::fprintf(stderr,
                "usage: %s sequence|oom|window|torch|capture|meminfo|count|ipc|fork|"
-               "disabled|race|leak|entry\n",
+               "disabled|race|leak|entry|hold MIB|meminfo_watch\n",
                argv[0]);
   return 2;
 }

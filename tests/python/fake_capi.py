@@ -50,6 +50,7 @@ class FakeCApi:
         self.refusals = 0
         self.release_errors = 0
         self.label = ""
+        self.meminfo_mode: int | None = None  # set by set_meminfo_mode
         self.fail_next: list[int] = []  # statuses to return from the next acquire calls
         self._error = ""
 
@@ -142,6 +143,13 @@ class FakeCApi:
 
     def set_label(self, label: str) -> int:
         self.label = label
+        return C.OK
+
+    def set_meminfo_mode(self, mode: int) -> int:
+        if mode not in (C.MEMINFO_REAL, C.MEMINFO_PROCESS, C.MEMINFO_SHARED):
+            self._error = f"kvcached_set_meminfo_mode: unknown mode {mode}"
+            return C.ERR_INVALID
+        self.meminfo_mode = mode
         return C.OK
 
     def kv_window_begin(self) -> int:

@@ -74,6 +74,8 @@ class LayoutTest(unittest.TestCase):
             self.assertRegex(text, r"%s = %d\b" % (name, code))
         for code, name in C.PAGE_STATE_NAMES.items():
             self.assertRegex(text, r"KVCACHED_PAGE_%s = %d\b" % (name, code))
+        for name in ("REAL", "PROCESS", "SHARED"):
+            self.assertRegex(text, r"KVCACHED_MEMINFO_%s = %d\b" % (name, getattr(C, "MEMINFO_" + name)))
 
 
 class LoadTest(unittest.TestCase):
@@ -139,6 +141,8 @@ for fn in (api._acquire_ranges, api._release_ranges, api._stats, api._page_state
 assert not api._trim._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # may take long: releases it
 assert api.set_label("capi-test") == C.OK
 assert api.kv_window_begin() == C.OK and api.kv_window_end() == C.OK
+assert api.set_meminfo_mode(C.MEMINFO_PROCESS) == C.OK, api.last_error()
+assert api.set_meminfo_mode(9) == C.ERR_INVALID and "mode" in api.last_error()
 assert api.region_destroy(base) == C.OK
 assert api.region_info(base) is None
 print("roundtrip ok")

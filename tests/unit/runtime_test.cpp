@@ -5,6 +5,8 @@
 
 #include <regex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "core/runtime/device_state.h"
 #include "tests/support/child_process.h"
@@ -27,6 +29,9 @@ int ThreadCount() {
 using RuntimeTest = LeakCheckedRuntimeTest;
 
 TEST_F(RuntimeTest, NoThreadAndNoDeviceWorkUntilADeviceIsUsed) {
+  // ThreadSanitizer starts a thread of its own with the process's first thread: have that happen
+  // before counting, so that only the runtime's threads are counted.
+  std::thread([] {}).join();
   int threads = ThreadCount();
   ASSERT_GT(threads, 0);
   std::uint64_t retains = CallCount("cuDevicePrimaryCtxRetain");
@@ -240,6 +245,101 @@ TEST_F(RuntimeTest, BudgetMemInfoAndPassthroughAccounting) {
   EXPECT_EQ(t_.budget->View().others, 10 * kMiB);
   rt().NotePassthrough(0, -4 * static_cast<std::int64_t>(kMiB));
   EXPECT_EQ(StatsOf(rt()).passthrough_bytes, 6 * kMiB);
+}
+
+// A runtime whose device budgets are counted as they are made (device 0's kept in *budget).
+TestRuntime RuntimeCountingBudgets(std::atomic<int>* made) {
+  TestRuntime t;
+  auto slot = std::make_shared<TestBudget*>(nullptr);
+  auto rt = Runtime::Create(
+      QuietConfig(), nullptr,
+      [made, slot](const Config&, const DeviceIdentity& id) -> Result<std::unique_ptr<Budget>> {
+        made->fetch_add(1);
+        auto b = std::make_unique<TestBudget>(1ULL << 40);
+        if (id.ordinal == 0) *slot = b.get();
+        return std::unique_ptr<Budget>(std::move(b));
+      });
+  EXPECT_TRUE(rt.ok());
+  if (rt.ok()) t.rt = std::move(rt).value();
+  t.budget = nullptr;
+  return t;
+}
+
+TEST_F(RuntimeTest, PassthroughBeforeTheDeviceIsUsedClaimsNoBudgetAndReachesItLater) {
+  std::atomic<int> made{0};
+  t_ = RuntimeCountingBudgets(&made);
+  const std::uint64_t retains = CallCount("cuDevicePrimaryCtxRetain");
+  // The engine's own cudaMalloc/cudaFree: no device state, no budget (no ledger slot), no driver.
+  rt().NotePassthrough(0, 10 * kMiB);
+  rt().NotePassthrough(0, -3 * static_cast<std::int64_t>(kMiB));
+  EXPECT_EQ(made.load(), 0);
+  EXPECT_EQ(CallCount("cuDevicePrimaryCtxRetain"), retains);
+  EXPECT_EQ(StatsOf(rt()).passthrough_bytes, 7 * kMiB);
+  // The first region creates the state; the bytes noted so far reach its budget then.
+  ASSERT_NE(Lazy(4 * kPage), 0U);
+  EXPECT_EQ(made.load(), 1);
+  auto stats = rt().Stats(0).value();
+  EXPECT_EQ(stats.passthrough_bytes, 7 * kMiB);
+  const auto info = rt().BudgetMemInfo(0).value();
+  EXPECT_EQ(info.second - info.first, 7 * kMiB + kPage);  // pass-through + zero page
+  rt().NotePassthrough(0, -7 * static_cast<std::int64_t>(kMiB));
+  EXPECT_EQ(StatsOf(rt()).passthrough_bytes, 0U);
+  const auto after = rt().BudgetMemInfo(0).value();
+  EXPECT_EQ(after.second - after.first, kPage);
+}
+
+TEST_F(RuntimeTest, PassthroughNotedWhileTheDeviceStartsIsCountedExactlyOnce) {
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> made{0};
+    t_ = RuntimeCountingBudgets(&made);
+    std::atomic<bool> go{false};
+    std::vector<std::thread> engines;
+    for (int t = 0; t < 4; ++t) {
+      engines.emplace_back([&] {
+        while (!go.load()) {
+        }
+        for (int i = 0; i < 2000; ++i) {
+          rt().NotePassthrough(0, 4096);
+          rt().NotePassthrough(0, -4096);
+        }
+        rt().NotePassthrough(0, 4096);  // one allocation left per thread
+      });
+    }
+    go = true;
+    const auto info = rt().BudgetMemInfo(0);  // creates the device state among the notes
+    ASSERT_TRUE(info.ok());
+    for (auto& e : engines) e.join();
+    const auto settled = rt().BudgetMemInfo(0).value();
+    EXPECT_EQ(settled.second - settled.first, 4U * 4096U) << "round " << round;
+    EXPECT_EQ(StatsOf(rt()).passthrough_bytes, 4U * 4096U);
+    t_.rt.reset();
+  }
+}
+
+TEST_F(RuntimeTest, ProcessMemInfoCountsWhatTheEngineAllocatedAndNothingElse) {
+  t_ = MakeRuntime(QuietConfig(), 64 * kMiB);
+  auto fresh = rt().ProcessMemInfo(0).value();
+  EXPECT_EQ(fresh.second, 64 * kMiB);
+  EXPECT_EQ(fresh.first, 64 * kMiB);
+  // A region counts at its full size from its creation, as a real allocation would; backing
+  // its pages (and the zero page, the reserve) changes nothing.
+  std::uint64_t base = Lazy(8 * kPage);
+  const auto with_region = rt().ProcessMemInfo(0).value();
+  EXPECT_EQ(with_region.first, 64 * kMiB - 8 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 3 * kPage).ok());
+  EXPECT_EQ(rt().ProcessMemInfo(0).value(), with_region);
+  ASSERT_TRUE(rt().Trim(0).ok());
+  EXPECT_EQ(rt().ProcessMemInfo(0).value(), with_region);
+  // Pass-through allocations count; another process's charges on the budget do not.
+  rt().NotePassthrough(0, 4 * kMiB);
+  EXPECT_EQ(rt().ProcessMemInfo(0).value().first, 64 * kMiB - 8 * kPage - 4 * kMiB);
+  rt().NotePassthrough(0, -4 * static_cast<std::int64_t>(kMiB));
+  ASSERT_TRUE(ReleaseOne(rt(), base, 3 * kPage).ok());
+  ASSERT_TRUE(rt().DestroyRegion(base).ok());
+  EXPECT_EQ(rt().ProcessMemInfo(0).value(), fresh);
+  // The limit is the total (kvctl limit changes it).
+  t_.budget->SetLimit(32 * kMiB);
+  EXPECT_EQ(rt().ProcessMemInfo(0).value().second, 32 * kMiB);
 }
 
 TEST_F(RuntimeTest, LabelReachesTheBudget) {

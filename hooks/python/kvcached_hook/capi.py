@@ -27,6 +27,7 @@ ERR_NOT_FOUND = 4
 ERR_DISABLED = 5
 ERR_STATE = 6
 ERR_UNSUPPORTED = 7
+ERR_INTERNAL = 8
 
 STATUS_NAMES = {
     OK: "KVCACHED_OK",
@@ -37,10 +38,15 @@ STATUS_NAMES = {
     ERR_DISABLED: "KVCACHED_ERR_DISABLED",
     ERR_STATE: "KVCACHED_ERR_STATE",
     ERR_UNSUPPORTED: "KVCACHED_ERR_UNSUPPORTED",
+    ERR_INTERNAL: "KVCACHED_ERR_INTERNAL",
 }
 
 REGION_LAZY = 0
 REGION_EAGER = 1
+
+MEMINFO_REAL = 0
+MEMINFO_PROCESS = 1
+MEMINFO_SHARED = 2
 
 PAGE_ZERO = 0
 PAGE_MAPPED_FREE = 1
@@ -220,6 +226,7 @@ class CApi:
             "kvcached_share_verdict", c_int, [c_int, ctypes.POINTER(_ShareVerdict)], required=False, hold_gil=True
         )
         self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
+        self._set_meminfo_mode = self._fn("kvcached_set_meminfo_mode", c_int, [c_int], required=False)
         # Entry points for torch.cuda.memory.CUDAPluggableAllocator: only their presence matters here.
         self.has_torch_allocator = hasattr(self.lib, TORCH_MALLOC) and hasattr(self.lib, TORCH_FREE)
 
@@ -371,6 +378,11 @@ class CApi:
         if self._share_report is None:
             return OK
         return int(self._share_report(device, int(given_bytes), int(preempted_requests)))
+    def set_meminfo_mode(self, mode: int) -> int:
+        """What cudaMemGetInfo reports in this process (MEMINFO_*); ERR_UNSUPPORTED on an older shim."""
+        if self._set_meminfo_mode is None:
+            return ERR_UNSUPPORTED
+        return int(self._set_meminfo_mode(mode))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-#include "core/pool/format_bytes.h"
+#include "core/common/format_bytes.h"
 
 #include <fmt/format.h>
 
