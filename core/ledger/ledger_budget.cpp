@@ -14,7 +14,7 @@
 #include "core/ledger/ledger_slots.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
-#include "core/pool/format_bytes.h"
+#include "core/common/format_bytes.h"
 
 // Admission protocol (why the sum of `charged` over all slots never exceeds the budget, with no
 // lock anywhere).

@@ -14,7 +14,7 @@
 #include "core/ledger/ledger_snapshot.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
-#include "core/pool/format_bytes.h"
+#include "core/common/format_bytes.h"
 
 namespace kvcached::ledger {
 namespace {
