@@ -95,6 +95,22 @@ class VllmAdapterTest(unittest.TestCase):
             self.assertEqual(V.vllm.__version__, V.EXPECTED_VERSION, "the overlay's vLLM is not the one imported")
         self.assertTrue(getattr(block_pool.BlockPool.get_new_blocks, "_kvcached_wrapped", False))
 
+    def test_the_worker_process_sees_its_own_budget_unless_the_operator_chose(self):
+        api = FakeCApi(page_size=PAGE, budget=SharedBudget(None))
+        worker.overrides["api"] = api
+        saved = os.environ.pop("KVCACHED_VIRTUAL_MEMINFO", None)
+        try:
+            adapter_pkg.use_process_meminfo()
+            self.assertEqual(api.meminfo_mode, C.MEMINFO_PROCESS)
+            api.meminfo_mode = None
+            os.environ["KVCACHED_VIRTUAL_MEMINFO"] = "false"
+            adapter_pkg.use_process_meminfo()
+            self.assertIsNone(api.meminfo_mode, "an operator's KVCACHED_VIRTUAL_MEMINFO was overridden")
+        finally:
+            os.environ.pop("KVCACHED_VIRTUAL_MEMINFO", None)
+            if saved is not None:
+                os.environ["KVCACHED_VIRTUAL_MEMINFO"] = saved
+
     def test_a_changed_signature_patches_nothing(self):
         original_free = block_pool.BlockPool.__dict__["free_blocks"]
         targets = [Target(t.module, t.owner, t.name, t.params, t.wrap) for t in adapter_pkg.TARGETS]

@@ -14,9 +14,12 @@ imports it. What is patched and why: docs/vllm.md. Parts:
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
+from ... import capi as C
+from ..._log import logger
 from ...patching import PatchSet, Target
 from . import registry, scheduler_side as S, worker as W
 
@@ -102,9 +105,30 @@ def patch(_module=None) -> bool:
         return PATCHES.applied
     _applying.active = True
     try:
-        return PATCHES.apply()
+        patched = PATCHES.apply()
     finally:
         _applying.active = False
+    if patched:
+        use_process_meminfo()
+    return patched
+
+
+def use_process_meminfo() -> None:
+    """vLLM sizes its cache from cudaMemGetInfo at start (refusing to start when free < total x
+    gpu_memory_utilization) and asserts that free memory did not grow while it profiled. A view
+    that neighbours' charges change can stop a second engine from starting or trip that assertion,
+    so unless the operator chose (KVCACHED_VIRTUAL_MEMINFO is set) this process sees its own
+    budget: total = its limit, free = total - what it allocated."""
+    if os.environ.get("KVCACHED_VIRTUAL_MEMINFO", "").strip():
+        return
+    api = W.overrides["api"]
+    if api is None and "kvcached" in os.environ.get("LD_PRELOAD", ""):
+        api = C.load()
+    if api is None:
+        return
+    status = api.set_meminfo_mode(C.MEMINFO_PROCESS)
+    if status != C.OK:
+        logger.debug("vllm: kvcached_set_meminfo_mode(PROCESS) -> %s", C.STATUS_NAMES.get(status, status))
 
 
 def patch_tp(_module=None) -> bool:
