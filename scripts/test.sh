@@ -2,7 +2,8 @@
 # One command for the tests: installs what is missing (Debian packages; torch, transformers and
 # vLLM into a reused virtual environment), builds, and runs every test this machine can run. GPU
 # tests report SKIP where there is no GPU; an engine test that should run on the CPU (label
-# cpu_engine) and skipped fails the run. Extra arguments go to ctest.
+# cpu_engine) and skipped fails the run; then the unit tests run again under sanitizers
+# (scripts/sanitize.sh). Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_python=$(scripts/python-env.sh)
@@ -12,6 +13,11 @@ set +e
 ctest --test-dir build --output-on-failure --timeout 900 -j"$(nproc)" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# The core, ledger and unit tests again under AddressSanitizer+UBSan and ThreadSanitizer (the
+# tests labelled unit; zero reports required): build-asan/, build-tsan/.
+echo
+echo "== sanitizers (scripts/sanitize.sh)"
+scripts/sanitize.sh || rc=1
 echo
 echo "== engine tests on the CPU (torch/transformers/vLLM, $("$test_python" -c 'import torch, transformers, vllm; print(f"torch {torch.__version__}, transformers {transformers.__version__}, vllm {vllm.__version__} pinned")'))"
 grep -h '^\[engine-tests\]' build/Testing/Temporary/LastTest.log | grep -v '  skipped' | sed 's/^\[engine-tests\] /  /' || true
