@@ -23,7 +23,7 @@ from ...pressure_watch import PressureWatch
 from ...sanity import SanityChecker
 from ...stall_watch import StallWatch
 from ...step_timing import StepHookTiming
-from ...tracker import KVPageTracker, percentile
+from ...tracker import KVPageTracker
 from .demand import peek_queue, predict_demand
 from .layout import build_layout
 from .names import ENGINE, REQUESTS_MODULE
@@ -212,11 +212,8 @@ class CacheAdapter:
             block_bytes=self.layout.block_bytes,
             page_size=self.layout.page_size,
             tensors=len(self.layout.spans),
-            steps_with_c_calls=len(self.tracker.step_c_us),
-            c_us_per_step_p50=percentile(self.tracker.step_c_us, 50),
-            c_us_per_step_p99=percentile(self.tracker.step_c_us, 99),
-            c_calls_per_step_max=max(self.tracker.step_calls, default=0),
         )
+        data.update(self.tracker.step_costs())
         data.update(self.timing.snapshot())
         if self.sanity is not None:
             data.update(
