@@ -15,7 +15,6 @@ imports it. What is patched and why: docs/vllm.md. Parts:
 from __future__ import annotations
 
 import sys
-import threading
 
 from ...patching import PatchSet, Target
 from . import registry, scheduler_side as S, worker as W
@@ -89,22 +88,12 @@ def _version() -> str:
 PATCHES = PatchSet("vllm", TARGETS, version=_version, lowest=LOWEST, below=BELOW)
 
 
-_applying = threading.local()
-
-
 def patch(_module=None) -> bool:
     """Installs every wrapper, or none (another vLLM, a changed signature). Idempotent.
 
     Applying imports the target modules, and importing one of them may fire this adapter's import
-    hook again (both trigger modules are targets): the nested call returns at once instead of
-    waiting for the lock its own thread holds."""
-    if getattr(_applying, "active", False):
-        return PATCHES.applied
-    _applying.active = True
-    try:
-        return PATCHES.apply()
-    finally:
-        _applying.active = False
+    hook again (both trigger modules are targets): PatchSet.apply answers that nested call at once."""
+    return PATCHES.apply()
 
 
 def patch_tp(_module=None) -> bool:
