@@ -75,6 +75,16 @@ class VllmAdapterTest(unittest.TestCase):
         self.assertIsNotNone(adapter, "the scheduler's BlockPool was not given the worker's cache")
         return scheduler, adapter
 
+    def worker_cache(self, build=V.build_worker_cache, **build_args):
+        """Worker side only: vLLM's allocation (build) of a 32-block cache on a fake shim without
+        a budget. Returns (api, vllm_config, kv_cache_config)."""
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        build(vllm_config, config, **build_args)
+        return api, vllm_config, config
+
     def assert_backed(self, adapter, where=""):
         for block, ranges in held_ranges(adapter).items():
             for addr, length in ranges:
@@ -154,11 +164,7 @@ class VllmAdapterTest(unittest.TestCase):
         self.run_checked("uniform", async_scheduling=True)
 
     def test_null_block_is_backed_before_the_scheduler_exists(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_worker_cache(vllm_config, config)
+        api, _, _ = self.worker_cache()
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
         for span in entry.layout.spans:
@@ -286,11 +292,7 @@ class VllmAdapterTest(unittest.TestCase):
 
     # ---------------------------------------------------------------- layout and gating
     def test_a_view_that_is_not_blocks_first_backs_the_whole_cache(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_worker_cache(vllm_config, config, reshape=V.kv_first_views)
+        api, vllm_config, config = self.worker_cache(reshape=V.kv_first_views)
         (entry,) = registry.caches()
         self.assertFalse(entry.managed)
         for span in entry.layout.spans:
@@ -299,11 +301,7 @@ class VllmAdapterTest(unittest.TestCase):
         self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
 
     def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_v1_worker_cache(vllm_config, config)
+        api, vllm_config, config = self.worker_cache(V.build_v1_worker_cache)
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
         self.assertEqual(api.acquire_calls, 1, "only the null block is backed at allocation")
