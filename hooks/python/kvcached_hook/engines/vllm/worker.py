@@ -153,16 +153,20 @@ def _check_views(ctx: VllmContext, kv_caches) -> None:
         _back_fully(entry, f"an attention view is not blocks first ({problems[0]})")
 
 
-def _back_fully(entry: registry.WorkerCache, why: str) -> None:
-    """Correct, not elastic: every page of every KV tensor backed for good."""
-    ranges = [(s.addr, s.nbytes) for s in entry.layout.spans]
-    status = entry.api.acquire(ranges)
+def _acquire_for_good(api, ranges, why: str) -> None:
+    """Backs `ranges` for good; a refusal stops the engine with the fix (it cannot run correctly)."""
+    status = api.acquire(ranges)
     if status != C.OK:
         raise RuntimeError(
             f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
-            f"({C.STATUS_NAMES.get(status, status)}: {entry.api.last_error()}); raise the GPU's budget "
-            "(kvctl) or unset LD_PRELOAD for this engine"
+            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
+            "or unset LD_PRELOAD for this engine"
         )
+
+
+def _back_fully(entry: registry.WorkerCache, why: str) -> None:
+    """Correct, not elastic: every page of every KV tensor backed for good."""
+    _acquire_for_good(entry.api, [(s.addr, s.nbytes) for s in entry.layout.spans], why)
     entry.managed = False
     say_once("full", f"KV cache backed fully, not elastic: {why}")
 
@@ -214,13 +218,8 @@ def _back_raw_fully(api, tensors, why: str) -> None:
         info = api.region_info(addr) if nbytes else None
         if info is not None and info.kind == C.REGION_LAZY:
             ranges[addr] = nbytes
-    status = api.acquire(sorted(ranges.items())) if ranges else C.OK
-    if status != C.OK:
-        raise RuntimeError(
-            f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
-            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
-            "or unset LD_PRELOAD for this engine"
-        )
+    if ranges:
+        _acquire_for_good(api, sorted(ranges.items()), why)
     say_once("notlazy", f"KV cache backed fully, not elastic: {why}")
 
 
