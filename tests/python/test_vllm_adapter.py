@@ -45,8 +45,9 @@ def held_ranges(adapter):
     return {b: layout.block_ranges(b) for b in adapter.held_blocks()}
 
 
-@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
-class VllmAdapterTest(unittest.TestCase):
+class PatchedVllmTest(unittest.TestCase):
+    """vLLM patched for the class's tests, on the CPU (fake C API, no MemPool, no idle thread)."""
+
     @classmethod
     def setUpClass(cls):
         worker.overrides.update(require_cuda=False, use_pool=False)
@@ -57,6 +58,10 @@ class VllmAdapterTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         adapter_pkg.unpatch()
+
+
+@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
+class VllmAdapterTest(PatchedVllmTest):
 
     def setUp(self):
         registry.clear()
@@ -370,18 +375,8 @@ class FakeExecutor:
 
 
 @unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
-class VllmTensorParallelTest(unittest.TestCase):
+class VllmTensorParallelTest(PatchedVllmTest):
     """TP > 1 through a fake executor: two 'ranks' with their own fake shims and budgets."""
-
-    @classmethod
-    def setUpClass(cls):
-        worker.overrides.update(require_cuda=False, use_pool=False)
-        scheduler_side.overrides["idle_thread"] = False
-        assert adapter_pkg.patch(), adapter_pkg.PATCHES.reason
-
-    @classmethod
-    def tearDownClass(cls):
-        adapter_pkg.unpatch()
 
     def test_every_rank_backs_the_held_blocks_and_a_refusal_on_one_rank_backs_out_the_others(self):
         registry.clear()
