@@ -305,6 +305,23 @@ class VllmAdapterTest(PatchedVllmTest):
         scheduler = V.make_scheduler(vllm_config, config)
         self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
 
+    def test_a_cache_that_must_be_backed_fully_but_is_refused_stops_with_the_fix(self):
+        # (views, what the shim answers to each acquire): the null block backed, then backing the
+        # whole cache refused; the null block refused, then backing the lazy tensors refused.
+        cases = ((V.kv_first_views, [C.OK, C.ERR_NO_MEMORY]), (V.blocks_first_views, [C.ERR_NO_MEMORY] * 2))
+        for reshape, answers in cases:
+            with self.subTest(reshape=reshape.__name__):
+                registry.clear()
+                api = FakeCApi(page_size=PAGE)
+                api.fail_next = list(answers)
+                worker.overrides["api"] = api
+                vllm_config = V.make_vllm_config(32)
+                with self.assertRaises(RuntimeError) as raised:
+                    V.build_worker_cache(vllm_config, V.kv_cache_config(vllm_config, "uniform"), reshape=reshape)
+                self.assertIn("must be backed fully", str(raised.exception))
+                self.assertIn("raise the GPU's budget (kvctl)", str(raised.exception))
+                self.assertEqual(api.fail_next, [])
+
     def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
         api, vllm_config, config = self.worker_cache(V.build_v1_worker_cache)
         (entry,) = registry.caches()
