@@ -93,6 +93,32 @@ class CacheContextTest(unittest.TestCase):
     def test_each_engine_has_its_own_test_seam(self):
         self.assertIsNot(self.Context.overrides, cache_context.CacheContext.overrides)
 
+    class LabelApi:
+        def __init__(self):
+            self.labels = []
+
+        def set_label(self, label):
+            self.labels.append(label)
+            return cache_context.C.OK
+
+    def context(self, env):
+        with mock.patch.dict(os.environ, env):
+            settings = cache_context.HookSettings()
+        return self.Context(self.LabelApi(), settings, None, 0)
+
+    def test_label_is_engine_and_model_base_name_unless_the_operator_set_one(self):
+        with mock.patch.dict(os.environ):
+            os.environ.pop("KVCACHED_LABEL", None)
+            ctx = self.context({})
+        self.assertEqual(ctx.label("/models/Llama-3-8B/"), "test-engine:Llama-3-8B")
+        self.assertEqual(ctx.label(""), "test-engine:model")
+        ctx.name_process("test-engine:x")
+        self.assertEqual(ctx.api.labels, ["test-engine:x"])
+        ctx = self.context({"KVCACHED_LABEL": "mine"})
+        self.assertEqual(ctx.label("/models/Llama-3-8B"), "mine")
+        ctx.name_process("mine")
+        self.assertEqual(ctx.api.labels, [], "the shim applied KVCACHED_LABEL itself")
+
 
 if __name__ == "__main__":
     unittest.main()

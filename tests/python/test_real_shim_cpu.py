@@ -7,16 +7,9 @@ Runs when KVCACHED_TEST_SHIM (built libkvcached_shim.so) and KVCACHED_CUDA_DRIVE
 libcuda.so.1) are set and torch + transformers are importable; each case runs in a child process.
 """
 
-import contextlib
-import os
-import subprocess
-import sys
-import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-HOOKS = os.path.join(HERE, "..", "..", "hooks", "python")
-SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
+import real_shim_support as R
 
 try:
     import torch  # noqa: F401
@@ -27,41 +20,21 @@ except Exception:  # noqa: BLE001
     HAVE_ENGINE = False
 
 CHILD = r"""
-import contextlib, ctypes, json, os, sys, time
+import json, os, sys
+from unittest import mock
 import torch, transformers
 sys.path.insert(0, os.environ["TEST_DIR"])
 from kvcached_hook import capi as C
 from kvcached_hook.engines import transformers_cb as T
+import real_shim_support as R
 import test_transformers_cpu as H
 
 transformers.logging.set_verbosity_error()
-api = C.load(os.environ["KVCACHED_TEST_SHIM"])
-assert api is not None and api.enabled(), "shim did not start: " + (api.last_error() if api else "not loadable")
-PAGE = api.stats(0)["page_size"]
+api = R.load_shim()
 regions = []
-
-@contextlib.contextmanager
-def shim_regions(pool, device):
-    # Test stand-in for the pluggable-allocator MemPool: big torch.empty calls get lazy regions.
-    real_empty = torch.empty
-    def empty(*shape, dtype=None, device=None, **kw):
-        size = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
-        dtype = dtype or torch.get_default_dtype()
-        nbytes = int(torch.Size(size).numel()) * real_empty((), dtype=dtype).element_size()
-        if nbytes < PAGE:
-            return real_empty(*shape, dtype=dtype, device=device, **kw)
-        base = api.region_create(0, (nbytes + PAGE - 1) // PAGE * PAGE, C.REGION_LAZY)
-        regions.append(base)
-        raw = (ctypes.c_byte * nbytes).from_address(base)
-        return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).view(size)
-    torch.empty = empty
-    try:
-        yield
-    finally:
-        torch.empty = real_empty
-
+empty = R.lazy_allocator(api, torch.empty, regions)  # the pool's stand-in: big torch.empty calls
 T._Context.make_pool = lambda self: "regions"
-T._Context.use_pool = lambda self, pool: shim_regions(pool, self.device)
+T._Context.use_pool = lambda self, pool: mock.patch.object(torch, "empty", empty)
 T.patch()
 T._overrides.update(api=None, require_cuda=False, use_pool=True)
 
@@ -95,23 +68,12 @@ print(json.dumps({"same": out == base, "n": len(out), "snap": snap, "in_use_page
 
 
 @unittest.skipUnless(
-    HAVE_ENGINE and SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER"),
+    HAVE_ENGINE and R.have_shim(),
     "needs torch + transformers, KVCACHED_TEST_SHIM and KVCACHED_CUDA_DRIVER",
 )
 class RealShimEngineTest(unittest.TestCase):
     def run_child(self, **env):
-        # A fresh ledger segment per child: a segment that exists keeps the budget it was made with.
-        name = f"pytest_realshim_{os.getpid()}_{time.monotonic_ns() % 10**9}"
-        full = dict(os.environ, PYTHONPATH=os.pathsep.join([HOOKS, HERE]), TEST_DIR=HERE, KVCACHED_IPC_NAME=name, **env)
-        try:
-            done = subprocess.run([sys.executable, "-c", CHILD], env=full, capture_output=True, text=True, timeout=600)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(f"/dev/shm/kvcached_{name}")
-        self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
-        import json
-
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return R.run_child(self, CHILD, "pytest_realshim", [R.HOOKS, R.HERE], timeout=600, **env)
 
     def test_identical_outputs_and_pages_come_back(self):
         result = self.run_child(KVCACHED_HOOK_IDLE_TRIM_S="0.2", KEEP_S="1.5")

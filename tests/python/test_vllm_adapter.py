@@ -45,8 +45,9 @@ def held_ranges(adapter):
     return {b: layout.block_ranges(b) for b in adapter.held_blocks()}
 
 
-@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
-class VllmAdapterTest(unittest.TestCase):
+class PatchedVllmTest(unittest.TestCase):
+    """vLLM patched for the class's tests, on the CPU (fake C API, no MemPool, no idle thread)."""
+
     @classmethod
     def setUpClass(cls):
         worker.overrides.update(require_cuda=False, use_pool=False)
@@ -57,6 +58,10 @@ class VllmAdapterTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         adapter_pkg.unpatch()
+
+
+@unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
+class VllmAdapterTest(PatchedVllmTest):
 
     def setUp(self):
         registry.clear()
@@ -74,6 +79,16 @@ class VllmAdapterTest(unittest.TestCase):
         adapter = scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached")
         self.assertIsNotNone(adapter, "the scheduler's BlockPool was not given the worker's cache")
         return scheduler, adapter
+
+    def worker_cache(self, build=V.build_worker_cache, **build_args):
+        """Worker side only: vLLM's allocation (build) of a 32-block cache on a fake shim without
+        a budget. Returns (api, vllm_config, kv_cache_config)."""
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        build(vllm_config, config, **build_args)
+        return api, vllm_config, config
 
     def assert_backed(self, adapter, where=""):
         for block, ranges in held_ranges(adapter).items():
@@ -170,11 +185,7 @@ class VllmAdapterTest(unittest.TestCase):
         self.run_checked("uniform", async_scheduling=True)
 
     def test_null_block_is_backed_before_the_scheduler_exists(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_worker_cache(vllm_config, config)
+        api, _, _ = self.worker_cache()
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
         for span in entry.layout.spans:
@@ -302,11 +313,7 @@ class VllmAdapterTest(unittest.TestCase):
 
     # ---------------------------------------------------------------- layout and gating
     def test_a_view_that_is_not_blocks_first_backs_the_whole_cache(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_worker_cache(vllm_config, config, reshape=V.kv_first_views)
+        api, vllm_config, config = self.worker_cache(reshape=V.kv_first_views)
         (entry,) = registry.caches()
         self.assertFalse(entry.managed)
         for span in entry.layout.spans:
@@ -314,12 +321,25 @@ class VllmAdapterTest(unittest.TestCase):
         scheduler = V.make_scheduler(vllm_config, config)
         self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
 
+    def test_a_cache_that_must_be_backed_fully_but_is_refused_stops_with_the_fix(self):
+        # (views, what the shim answers to each acquire): the null block backed, then backing the
+        # whole cache refused; the null block refused, then backing the lazy tensors refused.
+        cases = ((V.kv_first_views, [C.OK, C.ERR_NO_MEMORY]), (V.blocks_first_views, [C.ERR_NO_MEMORY] * 2))
+        for reshape, answers in cases:
+            with self.subTest(reshape=reshape.__name__):
+                registry.clear()
+                api = FakeCApi(page_size=PAGE)
+                api.fail_next = list(answers)
+                worker.overrides["api"] = api
+                vllm_config = V.make_vllm_config(32)
+                with self.assertRaises(RuntimeError) as raised:
+                    V.build_worker_cache(vllm_config, V.kv_cache_config(vllm_config, "uniform"), reshape=reshape)
+                self.assertIn("must be backed fully", str(raised.exception))
+                self.assertIn("raise the GPU's budget (kvctl)", str(raised.exception))
+                self.assertEqual(api.fail_next, [])
+
     def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
-        api = FakeCApi(page_size=PAGE)
-        worker.overrides["api"] = api
-        vllm_config = V.make_vllm_config(32)
-        config = V.kv_cache_config(vllm_config, "uniform")
-        V.build_v1_worker_cache(vllm_config, config)
+        api, vllm_config, config = self.worker_cache(V.build_v1_worker_cache)
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
         self.assertEqual(api.acquire_calls, 1, "only the null block is backed at allocation")
@@ -388,18 +408,8 @@ class FakeExecutor:
 
 
 @unittest.skipUnless(V.HAVE_VLLM, V.SKIP_REASON if not V.HAVE_VLLM else "")
-class VllmTensorParallelTest(unittest.TestCase):
+class VllmTensorParallelTest(PatchedVllmTest):
     """TP > 1 through a fake executor: two 'ranks' with their own fake shims and budgets."""
-
-    @classmethod
-    def setUpClass(cls):
-        worker.overrides.update(require_cuda=False, use_pool=False)
-        scheduler_side.overrides["idle_thread"] = False
-        assert adapter_pkg.patch(), adapter_pkg.PATCHES.reason
-
-    @classmethod
-    def tearDownClass(cls):
-        adapter_pkg.unpatch()
 
     def test_every_rank_backs_the_held_blocks_and_a_refusal_on_one_rank_backs_out_the_others(self):
         registry.clear()

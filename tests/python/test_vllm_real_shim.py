@@ -8,17 +8,10 @@ Runs in a child process (the shim starts once per process with the budget) when 
 and KVCACHED_CUDA_DRIVER are set and vLLM is importable.
 """
 
-import contextlib
-import json
 import os
-import subprocess
-import sys
-import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-HOOKS = os.path.join(HERE, "..", "..", "hooks", "python")
-SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
+import real_shim_support as R
 
 try:
     import vllm  # noqa: F401
@@ -28,33 +21,19 @@ except Exception:  # noqa: BLE001
     HAVE_VLLM = False
 
 CHILD = r"""
-import contextlib, ctypes, json, os, sys
+import json, os, sys
 from unittest import mock
 sys.path.insert(0, os.environ["TEST_DIR"])
 import torch
+import real_shim_support as R
 import vllm_support as V
 from kvcached_hook import capi as C
 from kvcached_hook.engines import vllm as A
 from kvcached_hook.engines.vllm import scheduler_side, worker
 
-api = C.load(os.environ["KVCACHED_TEST_SHIM"])
-assert api is not None and api.enabled(), "shim did not start: " + (api.last_error() if api else "not loadable")
-PAGE = api.stats(0)["page_size"]
+api = R.load_shim()
 regions = []
-real_zeros = torch.zeros
-
-def zeros(*size, dtype=None, device=None, **kw):
-    # Stand-in for the shim's MemPool on a CPU: a big allocation becomes a lazy region (reads zeros).
-    shape = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
-    shape = torch.Size(shape)
-    item = real_zeros((), dtype=dtype).element_size()
-    nbytes = shape.numel() * item
-    if nbytes < PAGE:
-        return real_zeros(*size, dtype=dtype, device=device, **kw)
-    base = api.region_create(0, (nbytes + PAGE - 1) // PAGE * PAGE, C.REGION_LAZY)
-    regions.append(base)
-    raw = (ctypes.c_byte * nbytes).from_address(base)
-    return torch.frombuffer(raw, dtype=torch.uint8).view(dtype or torch.float32).view(shape)
+zeros = R.lazy_allocator(api, torch.zeros, regions)  # the pool's stand-in: big torch.zeros calls
 
 worker.overrides.update(api=api, require_cuda=False, use_pool=False)
 scheduler_side.overrides["idle_thread"] = False
@@ -93,30 +72,25 @@ print(json.dumps({
 
 
 @unittest.skipUnless(
-    HAVE_VLLM and SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER"),
+    HAVE_VLLM and R.have_shim(),
     "needs vLLM, KVCACHED_TEST_SHIM and KVCACHED_CUDA_DRIVER",
 )
 class VllmRealShimTest(unittest.TestCase):
     def test_held_blocks_are_in_use_pages_and_a_small_budget_preempts(self):
-        name = f"pytest_vllmshim_{os.getpid()}_{time.monotonic_ns() % 10**9}"
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join([p for p in (os.environ.get("PYTHONPATH"), HOOKS, HERE) if p]),
-            TEST_DIR=HERE,
-            KVCACHED_IPC_NAME=name,
+        # The caller's PYTHONPATH first: ctest puts a vLLM overlay release there.
+        path = [p for p in (os.environ.get("PYTHONPATH"), R.HOOKS, R.HERE) if p]
+        result = R.run_child(
+            self,
+            CHILD,
+            "pytest_vllmshim",
+            path,
+            timeout=900,
             KVCACHED_BUDGET="24M",
             KVCACHED_MAP_AHEAD_PAGES="0",
             KVCACHED_MIN_RESERVED_PAGES="0",
             KVCACHED_PAGE_PREALLOC_ENABLED="false",
             KVCACHED_AUTOPATCH="0",
         )
-        try:
-            done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=900)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(f"/dev/shm/kvcached_{name}")
-        self.assertEqual(done.returncode, 0, done.stdout[-3000:] + done.stderr[-3000:])
-        result = json.loads(done.stdout.strip().splitlines()[-1])
         print(result)
         self.assertEqual(result["violations"], [])
         self.assertEqual(result["unfinished"], 0)

@@ -13,6 +13,7 @@ run the real engine with a fake C API (api), on the CPU (require_cuda=False) and
 from __future__ import annotations
 
 import contextlib
+import os
 
 from . import capi as C
 from ._env import HookSettings
@@ -61,12 +62,17 @@ class CacheContext:
 
             reason = torch_pool.available(api)
             if reason is not None:
-                important(f"{cls.engine}: KV cache stays static: {reason}")
+                cls.pool_unavailable(reason)
                 return None
         index = torch_device.index
         if index is None and torch_device.type == "cuda":
             index = torch.cuda.current_device()
         return cls(api, settings, torch_device, index or 0)
+
+    @classmethod
+    def pool_unavailable(cls, reason: str) -> None:
+        """Tells the operator why no pool on the shim can be made (subclasses: their own wording)."""
+        important(f"{cls.engine}: KV cache stays static: {reason}")
 
     def make_pool(self):
         """A MemPool on the shim (None when the test seam turns pools off)."""
@@ -76,13 +82,29 @@ class CacheContext:
 
         return torch_pool.make_pool(self.api)
 
-    def use_pool(self, pool):
-        """Routes the enclosed allocations on this device to `pool`."""
+    def use_pool(self, pool, device=None):
+        """Routes the enclosed allocations on this device (or on `device`, the one the engine's
+        allocation call names) to `pool`."""
         if pool is None:
             return contextlib.nullcontext()
         from . import torch_pool
 
-        return torch_pool.use_pool(pool, self.device)
+        return torch_pool.use_pool(pool, self.device if device is None else device)
+
+    def label(self, model_name) -> str:
+        """This engine's name in kvctl: KVCACHED_LABEL, else "<engine>:<model's base name>"."""
+        if self.settings.label:
+            return self.settings.label
+        name = model_name or "model"
+        return f"{self.engine}:{os.path.basename(str(name).rstrip('/')) or name}"
+
+    def name_process(self, label: str) -> None:
+        """Shows `label` in kvctl for this process (KVCACHED_LABEL, when set, was applied by the shim
+        itself)."""
+        if label and not self.settings.label:
+            status = self.api.set_label(label)
+            if status != C.OK:
+                logger.debug("kvcached_set_label(%s) -> %s", label, C.STATUS_NAMES.get(status, status))
 
     def acquire_waiting(self, ranges, what: str) -> int:
         """Start-up backing, waiting up to KVCACHED_HOOK_START_WAIT_S for the budget."""

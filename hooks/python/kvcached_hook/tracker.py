@@ -357,12 +357,28 @@ class KVPageTracker:
     def step_end(self) -> None:
         with self.lock:
             self.flush()
+            self.record_step_costs()
+
+    def record_step_costs(self) -> None:
+        """Keeps the C time and call count of the step since step_begin(), when it made a call
+        (engines whose step ends elsewhere than step_end() call this themselves)."""
+        with self.lock:
             if self._step_calls:
                 if len(self.step_c_us) >= 200_000:  # bound memory on very long runs
                     del self.step_c_us[:100_000]
                     del self.step_calls[:100_000]
                 self.step_c_us.append(self._step_c_ns / 1000.0)
                 self.step_calls.append(self._step_calls)
+
+    def step_costs(self) -> dict:
+        """The per-step C costs for an adapter's snapshot (docs: per-step costs)."""
+        with self.lock:
+            return {
+                "steps_with_c_calls": len(self.step_c_us),
+                "c_us_per_step_p50": percentile(self.step_c_us, 50),
+                "c_us_per_step_p99": percentile(self.step_c_us, 99),
+                "c_calls_per_step_max": max(self.step_calls, default=0),
+            }
 
     def effective_free(self, engine_free: int) -> int:
         """The engine's free-block count, clamped under pressure to blocks that need no new page."""

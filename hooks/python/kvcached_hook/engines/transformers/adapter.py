@@ -11,19 +11,17 @@ process on the GPU is refused memory, so those pages go back to the shared budge
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import weakref
 
-from ... import capi as C
 from ..._log import important, logger
 from ...freelist import PageAwareFreeList
 from ...pressure_watch import PressureWatch
 from ...sanity import SanityChecker
 from ...stall_watch import StallWatch
 from ...step_timing import StepHookTiming
-from ...tracker import KVPageTracker, percentile
+from ...tracker import KVPageTracker
 from .demand import peek_queue, predict_demand
 from .layout import build_layout
 from .names import ENGINE, REQUESTS_MODULE
@@ -57,7 +55,8 @@ class CacheAdapter:
         tensors = kv_tensors(cache)
         num_blocks = cache.num_blocks
         self.layout = build_layout(cache, self.api)
-        self.label = self._label(cache)
+        config = getattr(cache, "config", None)
+        self.label = ctx.label(getattr(config, "name_or_path", "") or getattr(config, "model_type", ""))
         self.stall = StallWatch(self.label)
         self.tracker = KVPageTracker(
             self.layout,
@@ -85,11 +84,7 @@ class CacheAdapter:
                 self.tracker, self.api, self.label, self.device_index, self._page_view if on_gpu else None
             )
             self.sanity.arm()
-        # Identity in kvctl (KVCACHED_LABEL, when set, was applied by the shim itself).
-        if self.label and not self.settings.label:
-            status = self.api.set_label(self.label)
-            if status != C.OK:
-                logger.debug("kvcached_set_label(%s) -> %s", self.label, C.STATUS_NAMES.get(status, status))
+        ctx.name_process(self.label)  # identity in kvctl
         # Take over the free deque last: nothing below can fail.
         self.tracker.adopt(list(manager._uninit_block_ids))
         self.tracker.evict_cached = self._evict_cached
@@ -108,13 +103,6 @@ class CacheAdapter:
             self.layout.num_units,
             len(self.layout.phases),
         )
-
-    def _label(self, cache) -> str:
-        if self.settings.label:
-            return self.settings.label
-        config = getattr(cache, "config", None)
-        name = getattr(config, "name_or_path", "") or getattr(config, "model_type", "") or "model"
-        return f"{ENGINE}:{os.path.basename(str(name).rstrip('/')) or name}"
 
     # ---- engine callbacks ----
     def _evict_cached(self, k: int) -> int:
@@ -212,11 +200,8 @@ class CacheAdapter:
             block_bytes=self.layout.block_bytes,
             page_size=self.layout.page_size,
             tensors=len(self.layout.spans),
-            steps_with_c_calls=len(self.tracker.step_c_us),
-            c_us_per_step_p50=percentile(self.tracker.step_c_us, 50),
-            c_us_per_step_p99=percentile(self.tracker.step_c_us, 99),
-            c_calls_per_step_max=max(self.tracker.step_calls, default=0),
         )
+        data.update(self.tracker.step_costs())
         data.update(self.timing.snapshot())
         if self.sanity is not None:
             data.update(

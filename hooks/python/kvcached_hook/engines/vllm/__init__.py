@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 from ... import capi as C
 from ..._log import logger
@@ -92,22 +91,13 @@ def _version() -> str:
 PATCHES = PatchSet("vllm", TARGETS, version=_version, lowest=LOWEST, below=BELOW)
 
 
-_applying = threading.local()
-
-
 def patch(_module=None) -> bool:
     """Installs every wrapper, or none (another vLLM, a changed signature). Idempotent.
 
     Applying imports the target modules, and importing one of them may fire this adapter's import
-    hook again (both trigger modules are targets): the nested call returns at once instead of
-    waiting for the lock its own thread holds."""
-    if getattr(_applying, "active", False):
-        return PATCHES.applied
-    _applying.active = True
-    try:
-        patched = PATCHES.apply()
-    finally:
-        _applying.active = False
+    hook again (both trigger modules are targets): PatchSet.apply answers that nested call at once.
+    A patched worker process then sees its own budget in cudaMemGetInfo."""
+    patched = PATCHES.apply()
     if patched:
         use_process_meminfo()
     return patched

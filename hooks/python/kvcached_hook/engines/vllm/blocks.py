@@ -28,7 +28,7 @@ from collections import deque
 
 from ..._env import HookSettings
 from ..._log import important
-from ...tracker import KVPageTracker, percentile
+from ...tracker import KVPageTracker
 from . import registry
 
 LIVE: "weakref.WeakSet[PoolAdapter]" = weakref.WeakSet()
@@ -169,12 +169,9 @@ class PoolAdapter:
             pressure_trims=hooks.pressure_trims if hooks else 0,
             hook_time_s=(hooks.hook_ns_total / 1e9) if hooks else 0.0,
             page_size=self.tracker.layout.page_size,
-            steps_with_c_calls=len(self.tracker.step_c_us),
-            c_us_per_step_p50=percentile(self.tracker.step_c_us, 50),
-            c_us_per_step_p99=percentile(self.tracker.step_c_us, 99),
-            c_calls_per_step_max=max(self.tracker.step_calls, default=0),
             tensors=len(self.tracker.layout.spans),
         )
+        data.update(self.tracker.step_costs())
         return data
 
     # ------------------------------------------------------------------ checks (tests, sanity)

@@ -11,15 +11,13 @@ tracker.fence = (oldest step in flight) - 1.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 
 from ..._log import important, logger
+from ...pressure_watch import PressureWatch
 from .blocks import PoolAdapter
-
-_STALL_WARN_S = 30.0
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -35,7 +33,7 @@ class StepHooks:
         self.steps = 0
         self.idle_since: float | None = None
         self.idle_trims = 0
-        self.pressure_seen = None
+        self.pressure = PressureWatch(adapter.api, adapter.entry.device_index)
         self.pressure_trims = 0
         self.hook_ns_total = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
@@ -73,12 +71,7 @@ class StepHooks:
         tracker = adapter.tracker
         if getattr(output, "total_num_scheduled_tokens", 0) > 0:
             adapter.in_flight.append(tracker.step)
-        if tracker._step_calls:  # C time and calls of this step (docs/vllm.md: per-step costs)
-            if len(tracker.step_c_us) >= 200_000:
-                del tracker.step_c_us[:100_000]
-                del tracker.step_calls[:100_000]
-            tracker.step_c_us.append(tracker._step_c_ns / 1000.0)
-            tracker.step_calls.append(tracker._step_calls)
+        tracker.record_step_costs()  # C time and calls of this step (docs/vllm.md: per-step costs)
         for hook in list(self.on_step):
             hook(adapter, output)
 
@@ -125,14 +118,7 @@ class StepHooks:
         """Another process on this GPU was refused memory: drop the prefix cache so its pages go
         back to the shared budget. Blocks of running requests stay."""
         adapter = self.adapter
-        query = getattr(adapter.api, "pressure", None)
-        pressure = query(adapter.entry.device_index) if query is not None else None
-        if pressure is None:
-            return
-        first = self.pressure_seen is None
-        changed = pressure[0] != (self.pressure_seen or (None,))[0]
-        self.pressure_seen = pressure
-        if first or not changed or pressure[1] in (0, os.getpid()):
+        if not self.pressure.poll():
             return
         if adapter.cached and adapter.drop_prefix_cache():
             self.pressure_trims += 1

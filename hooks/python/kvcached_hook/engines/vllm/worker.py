@@ -15,15 +15,14 @@ vLLM allocates its KV cache with one torch.zeros(int8) per KVCacheTensor inside
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import os
 import threading
 
 from ... import capi as C
 from ..._env import HookSettings
 from ..._log import important, logger
+from ...cache_context import CacheContext, default_overrides
 from ...pages import KVLayout, TensorSpan
 from . import registry, tp
 from .layout_check import iter_views, view_problem
@@ -31,7 +30,7 @@ from .layout_check import iter_views, view_problem
 ENGINE = "vllm"
 
 # Test seams (tests/python): a fake C API, CPU tensors, no MemPool.
-overrides = {"api": None, "require_cuda": True, "use_pool": True}
+overrides = default_overrides()
 
 _local = threading.local()  # .context: the outer call in progress on this thread
 _said: set[str] = set()
@@ -43,16 +42,22 @@ def say_once(key: str, text: str, level: int = logging.WARNING) -> None:
         important(f"{ENGINE}: {text}", level)
 
 
-class _Context:
-    """One KV cache build: what the allocation wrapper needs and what it produced."""
+class VllmContext(CacheContext):
+    """One KV cache build: the shared checks (cache_context.py), and what the allocation wrapper
+    needs and what it produced."""
 
-    def __init__(self, api, settings, vllm_config, device_index: int) -> None:
-        self.api = api
-        self.settings = settings
-        self.vllm_config = vllm_config
-        self.device_index = device_index
+    engine = ENGINE
+    overrides = overrides
+
+    def __init__(self, api, settings, device, device_index: int) -> None:
+        super().__init__(api, settings, device, device_index)
+        self.vllm_config = None
         self.pool = None
         self.entry: registry.WorkerCache | None = None
+
+    @classmethod
+    def pool_unavailable(cls, reason: str) -> None:
+        say_once("pool", f"KV cache not elastic: {reason}")
 
 
 def refusal_reason(vllm_config) -> str | None:
@@ -71,54 +76,25 @@ def refusal_reason(vllm_config) -> str | None:
     return None
 
 
-def _open_context(vllm_config, device) -> _Context | None:
-    settings = HookSettings()
-    if not settings.enabled:
+def _open_context(vllm_config, device) -> VllmContext | None:
+    if not HookSettings().enabled:
         return None
+    # vLLM's own reasons come first: they are said even where the shim is not loaded.
     reason = refusal_reason(vllm_config)
     if reason is not None:
         say_once("refused:" + reason, f"KV cache not elastic: {reason}; vLLM runs unchanged")
         return None
-    api = overrides["api"] if overrides["api"] is not None else C.load()
-    if api is None:
-        return None
-    import torch
-
-    torch_device = torch.device(device) if device is not None else torch.device("cpu")
-    if overrides["require_cuda"]:
-        if torch_device.type != "cuda" or not api.enabled():
-            return None
-    if overrides["use_pool"]:
-        from ... import torch_pool
-
-        reason = torch_pool.available(api)
-        if reason is not None:
-            say_once("pool", f"KV cache not elastic: {reason}")
-            return None
-    index = torch_device.index
-    if index is None and torch_device.type == "cuda":
-        index = torch.cuda.current_device()
-    return _Context(api, settings, vllm_config, index or 0)
+    ctx = VllmContext.create(device)
+    if ctx is not None:
+        ctx.vllm_config = vllm_config
+    return ctx
 
 
-@contextlib.contextmanager
-def _pool(ctx: _Context, device):
-    if not overrides["use_pool"]:
-        yield
-        return
-    from ... import torch_pool
-
+def _pool(ctx: VllmContext, device):
+    """The KV allocation inside the shim's pool (made at the first allocation of this build)."""
     if ctx.pool is None:
-        ctx.pool = torch_pool.make_pool(ctx.api)
-    with torch_pool.use_pool(ctx.pool, device):
-        yield
-
-
-def _label(vllm_config, settings) -> str:
-    if settings.label:
-        return settings.label
-    model = getattr(getattr(vllm_config, "model_config", None), "model", "") or "model"
-    return f"vllm:{os.path.basename(str(model).rstrip('/')) or model}"
+        ctx.pool = ctx.make_pool()
+    return ctx.use_pool(ctx.pool, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +136,7 @@ def wrap_outer(config_of, device_of, views_of):
     return factory
 
 
-def _check_views(ctx: _Context, kv_caches) -> None:
+def _check_views(ctx: VllmContext, kv_caches) -> None:
     entry = ctx.entry
     spans = entry.layout.spans
     problems = []
@@ -177,16 +153,20 @@ def _check_views(ctx: _Context, kv_caches) -> None:
         _back_fully(entry, f"an attention view is not blocks first ({problems[0]})")
 
 
-def _back_fully(entry: registry.WorkerCache, why: str) -> None:
-    """Correct, not elastic: every page of every KV tensor backed for good."""
-    ranges = [(s.addr, s.nbytes) for s in entry.layout.spans]
-    status = entry.api.acquire(ranges)
+def _acquire_for_good(api, ranges, why: str) -> None:
+    """Backs `ranges` for good; a refusal stops the engine with the fix (it cannot run correctly)."""
+    status = api.acquire(ranges)
     if status != C.OK:
         raise RuntimeError(
             f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
-            f"({C.STATUS_NAMES.get(status, status)}: {entry.api.last_error()}); raise the GPU's budget "
-            "(kvctl) or unset LD_PRELOAD for this engine"
+            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
+            "or unset LD_PRELOAD for this engine"
         )
+
+
+def _back_fully(entry: registry.WorkerCache, why: str) -> None:
+    """Correct, not elastic: every page of every KV tensor backed for good."""
+    _acquire_for_good(entry.api, [(s.addr, s.nbytes) for s in entry.layout.spans], why)
     entry.managed = False
     say_once("full", f"KV cache backed fully, not elastic: {why}")
 
@@ -238,17 +218,12 @@ def _back_raw_fully(api, tensors, why: str) -> None:
         info = api.region_info(addr) if nbytes else None
         if info is not None and info.kind == C.REGION_LAZY:
             ranges[addr] = nbytes
-    status = api.acquire(sorted(ranges.items())) if ranges else C.OK
-    if status != C.OK:
-        raise RuntimeError(
-            f"kvcached: the vLLM KV cache must be backed fully ({why}) and the shim refused "
-            f"({C.STATUS_NAMES.get(status, status)}: {api.last_error()}); raise the GPU's budget (kvctl) "
-            "or unset LD_PRELOAD for this engine"
-        )
+    if ranges:
+        _acquire_for_good(api, sorted(ranges.items()), why)
     say_once("notlazy", f"KV cache backed fully, not elastic: {why}")
 
 
-def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
+def _adopt(ctx: VllmContext, kv_cache_config, tensors) -> registry.WorkerCache:
     import torch
 
     num_blocks = int(kv_cache_config.num_blocks)
@@ -273,7 +248,7 @@ def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
         layout=layout,
         num_blocks=num_blocks,
         device_index=ctx.device_index,
-        label=_label(ctx.vllm_config, ctx.settings),
+        label=ctx.label(getattr(getattr(ctx.vllm_config, "model_config", None), "model", "")),
         tensors=[t for t, _ in seen.values()],
         pool=ctx.pool,
         remote=getattr(getattr(ctx.vllm_config, "parallel_config", None), "world_size", 1) > 1,
@@ -295,10 +270,7 @@ def _adopt(ctx: _Context, kv_cache_config, tensors) -> registry.WorkerCache:
         flat = tensor.view(-1) if tensor.is_contiguous() else None
         if flat is not None and tensor.data_ptr() == span.addr:
             flat.view(torch.uint8)[: span.block_bytes].zero_()
-    if not ctx.settings.label and entry.label:
-        status = ctx.api.set_label(entry.label)
-        if status != C.OK:
-            logger.debug("kvcached_set_label(%s) -> %s", entry.label, C.STATUS_NAMES.get(status, status))
+    ctx.name_process(entry.label)
     logger.debug(
         "%s: KV cache %s: %d tensors x %d blocks, page %d bytes, %d units",
         ENGINE, entry.label, len(spans), num_blocks, page_size, layout.num_units,
