@@ -1,7 +1,6 @@
 // kvctl limit TARGET SIZE: sets the per-process limit live (the next admission obeys it).
 #include <fmt/core.h>
 
-#include <iostream>
 #include <memory>
 
 #include "core/ledger/ledger_segment.h"
@@ -31,47 +30,28 @@ int RunLimit(const LimitOptions& o) {
   TargetResolution targets = ResolveTargets(o.target, o.segment, "limit");
   if (targets.exit_code != kExitOk) return targets.exit_code;
 
-  OperatorSegments open;
-  int rc = kExitOk;
-  for (const auto& m : targets.matches) {
-    if (auto refusal = WriteRefusal(m, "its limit")) {
-      PrintError(*refusal);
-      rc = kExitFailure;
-      continue;
-    }
-    auto opened = open.Get(m.segment);
-    if (!opened.ok()) {
-      PrintError(opened.status().message());
-      rc = kExitFailure;
-      continue;
-    }
-    ledger::Segment* seg = opened.value();
-    const std::uint64_t wanted = value.value().Resolve(seg->budget());
-    auto stored = ledger::SetSlotLimit(*seg, m.slot.index, m.slot.owner_word, wanted);
-    if (!stored.ok()) {
-      PrintError(stored.status().message());
-      rc = kExitFailure;
-      continue;
-    }
-    std::string msg = ProcessLine(m);
-    if (stored.value() == ledger::kNoLimit) {
-      msg +=
-          fmt::format("limit removed; the segment budget ({}) applies", FormatBytes(seg->budget()));
-    } else {
-      msg += fmt::format("limit set to {}", FormatBytes(stored.value()));
-      if (wanted > stored.value()) {
-        msg += fmt::format(" (asked {}, clamped to the budget)", FormatBytes(wanted));
-      }
-      if (m.slot.charged > stored.value()) {
-        msg += fmt::format(
-            "; it holds {} now and keeps it, but takes no new pages until it is "
-            "below the limit",
-            FormatBytes(m.slot.charged));
-      }
-    }
-    std::cout << msg << '\n';
-  }
-  return rc;
+  return ApplyToTargets(
+      targets, "its limit",
+      [&](const SlotMatch& m, ledger::Segment& seg) -> kvcached::Result<std::string> {
+        const std::uint64_t wanted = value.value().Resolve(seg.budget());
+        auto stored = ledger::SetSlotLimit(seg, m.slot.index, m.slot.owner_word, wanted);
+        if (!stored.ok()) return stored.status();
+        if (stored.value() == ledger::kNoLimit) {
+          return fmt::format("limit removed; the segment budget ({}) applies",
+                             FormatBytes(seg.budget()));
+        }
+        std::string msg = fmt::format("limit set to {}", FormatBytes(stored.value()));
+        if (wanted > stored.value()) {
+          msg += fmt::format(" (asked {}, clamped to the budget)", FormatBytes(wanted));
+        }
+        if (m.slot.charged > stored.value()) {
+          msg += fmt::format(
+              "; it holds {} now and keeps it, but takes no new pages until it is "
+              "below the limit",
+              FormatBytes(m.slot.charged));
+        }
+        return msg;
+      });
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
-#include <iostream>
 #include <memory>
 #include <optional>
 
@@ -85,38 +84,21 @@ int RunShare(const ShareOptions& o) {
   TargetResolution targets = ResolveTargets(o.target, o.segment, "share");
   if (targets.exit_code != kExitOk) return targets.exit_code;
 
-  OperatorSegments open;
-  int rc = kExitOk;
-  for (const auto& m : targets.matches) {
-    if (auto refusal = WriteRefusal(m, "its share")) {
-      PrintError(*refusal);
-      rc = kExitFailure;
-      continue;
-    }
-    auto opened = open.Get(m.segment);
-    if (!opened.ok()) {
-      PrintError(opened.status().message());
-      rc = kExitFailure;
-      continue;
-    }
-    ledger::Segment* seg = opened.value();
-    std::optional<std::uint64_t> min_bytes;
-    if (min) min_bytes = min->none ? 0 : min->Resolve(seg->budget());
-    auto stored = ledger::SetSlotShare(*seg, m.slot.index, m.slot.owner_word, weight, min_bytes);
-    if (!stored.ok()) {
-      PrintError(stored.status().message());
-      rc = kExitFailure;
-      continue;
-    }
-    std::string msg = ProcessLine(m) + fmt::format("weight {}, guaranteed minimum {}",
-                                                   FormatWeight(stored.value().weight_milli),
-                                                   FormatBytes(stored.value().min_bytes));
-    if (min_bytes && *min_bytes > stored.value().min_bytes) {
-      msg += fmt::format(" (asked {}, clamped to the budget)", FormatBytes(*min_bytes));
-    }
-    std::cout << msg << '\n';
-  }
-  return rc;
+  return ApplyToTargets(
+      targets, "its share",
+      [&](const SlotMatch& m, ledger::Segment& seg) -> kvcached::Result<std::string> {
+        std::optional<std::uint64_t> min_bytes;
+        if (min) min_bytes = min->none ? 0 : min->Resolve(seg.budget());
+        auto stored = ledger::SetSlotShare(seg, m.slot.index, m.slot.owner_word, weight, min_bytes);
+        if (!stored.ok()) return stored.status();
+        std::string msg = fmt::format("weight {}, guaranteed minimum {}",
+                                      FormatWeight(stored.value().weight_milli),
+                                      FormatBytes(stored.value().min_bytes));
+        if (min_bytes && *min_bytes > stored.value().min_bytes) {
+          msg += fmt::format(" (asked {}, clamped to the budget)", FormatBytes(*min_bytes));
+        }
+        return msg;
+      });
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iostream>
 
 #include "core/ledger/ledger_name.h"
 #include "core/ledger/ledger_trust.h"
@@ -150,6 +151,33 @@ kvcached::Result<ledger::Segment*> OperatorSegments::Get(const std::string& name
     seg = std::move(opened).value();
   }
   return seg.get();
+}
+
+int ApplyToTargets(const TargetResolution& targets, const std::string& what,
+                   const SlotChange& change) {
+  OperatorSegments open;
+  int rc = kExitOk;
+  for (const auto& m : targets.matches) {
+    if (auto refusal = WriteRefusal(m, what)) {
+      PrintError(*refusal);
+      rc = kExitFailure;
+      continue;
+    }
+    auto opened = open.Get(m.segment);
+    if (!opened.ok()) {
+      PrintError(opened.status().message());
+      rc = kExitFailure;
+      continue;
+    }
+    auto line = change(m, *opened.value());
+    if (!line.ok()) {
+      PrintError(line.status().message());
+      rc = kExitFailure;
+      continue;
+    }
+    std::cout << ProcessLine(m) << line.value() << '\n';
+  }
+  return rc;
 }
 
 }  // namespace kvctl

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,5 +49,14 @@ class OperatorSegments {
  private:
   std::map<std::string, std::unique_ptr<kvcached::ledger::Segment>> open_;
 };
+
+// Applies `change` to every process of `targets` this user may change, each segment opened for
+// writing once; `change` returns the rest of the line printed for the process (after
+// ProcessLine) or an error. Refusals and errors are printed, one line each. `what` names the
+// change for refusals, e.g. "its limit". Returns kExitOk, or kExitFailure when any failed.
+using SlotChange =
+    std::function<kvcached::Result<std::string>(const SlotMatch&, kvcached::ledger::Segment&)>;
+int ApplyToTargets(const TargetResolution& targets, const std::string& what,
+                   const SlotChange& change);
 
 }  // namespace kvctl
