@@ -38,15 +38,7 @@ CreateParams Params(std::uint32_t mode = 0600, std::string group = {}) {
 // Runs `fn` in a child that has become uid 65534 with only group `gid`; returns its exit code.
 template <class F>
 int AsNobody(gid_t gid, F fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(kNobody) != 0) _exit(100);
-    if (::geteuid() != static_cast<uid_t>(kNobody)) _exit(101);
-    _exit(fn());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+  return testing::AsUser(kNobody, gid, {}, fn);
 }
 
 bool Contains(const std::string& s, const std::string& part) {

@@ -25,6 +25,7 @@
 namespace kvcached::ledger {
 namespace {
 
+using testing::AsUser;
 using testing::ScopedSegmentName;
 
 constexpr std::uint64_t kPage = 2ULL << 20;
@@ -43,23 +44,6 @@ CreateParams Params(std::uint32_t mode = 0600, std::string group = {}) {
   p.mode = mode;
   p.group = std::move(group);
   return p;
-}
-
-// Runs fn in a child that is uid `uid` with primary group `gid` and the supplementary `groups`;
-// returns its exit status (200 + signal when it died of one).
-template <class F>
-int AsUser(uid_t uid, gid_t gid, std::vector<gid_t> groups, F fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0 || ::geteuid() != uid) {
-      _exit(100);
-    }
-    _exit(fn());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200 + WTERMSIG(status);
 }
 
 bool Has(const std::string& s, const std::string& part) {

@@ -2,13 +2,34 @@
 // captured output, and long-lived "holder" worker processes driven over pipes.
 #pragma once
 
+#include <grp.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <string>
 #include <vector>
 
 namespace kvcached::ledger::testing {
+
+// Runs fn in a forked child that has become uid `uid` with primary group `gid` and only the
+// supplementary `groups` (needs root); returns fn's result as the child's exit status (100 when
+// the child could not become that user, 200 + signal when it died of one).
+template <class F>
+int AsUser(uid_t uid, gid_t gid, std::vector<gid_t> groups, F fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0 || ::geteuid() != uid) {
+      _exit(100);
+    }
+    _exit(fn());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200 + WTERMSIG(status);
+}
 
 // "kvcached_test_<tag>_<pid>": never collides with a real segment or another test run.
 std::string UniqueName(const std::string& tag);
