@@ -135,6 +135,10 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "a number of seconds from 0 to 86400",
        "At start the cache's padding pages must be backed; while other engines hold the whole "
        "budget this waits (asking them to give back) up to this long before failing."},
+      {"KVCACHED_HOOK_VLLM_TP", T::kBool, S::kEngineHook, "false",
+       "true/false, 1/0, yes/no, on/off (any case)",
+       "vLLM with tensor parallelism > 1: make the workers' KV caches elastic too (experimental: "
+       "acquires reach every rank through collective_rpc, all or nothing; docs/vllm.md)."},
       {"KVCACHED_SHIM_PATH", T::kPath, S::kTools,
        "unset, meaning the shim in LD_PRELOAD (engine hook) or ../lib beside kvctl (doctor)",
        "a path to libkvcached_shim.so",
