@@ -19,7 +19,7 @@ if(kvcached_sanitize_flags)
 endif()
 
 # sanitizer_tests: every target the sanitizer runs need (the tests labelled "unit" of tests/unit,
-# tests/ledger, tests/fakecuda and tests/gpu's fake-driver builds, and what they run: the fakes,
+# tests/ledger, tests/fakecuda, tests/gpu's fake-driver builds and tests/metrics, and what they run: the fakes,
 # kvctl, the ledger worker), without the shim, the preload programs, the benchmarks, the examples
 # and the long multi-process ledger runs. Called from the top-level CMakeLists.txt after tests/.
 function(kvcached_add_sanitizer_tests_target)
@@ -34,4 +34,9 @@ function(kvcached_add_sanitizer_tests_target)
       add_dependencies(sanitizer_tests ${targets})
     endif()
   endforeach()
+  # tests/metrics' unit test carries the "unit" label too (the exporter's text and counters);
+  # the rest of that folder runs the shim and a real Prometheus, outside the sanitizer runs.
+  if(TARGET metrics_unit_test)
+    add_dependencies(sanitizer_tests metrics_unit_test)
+  endif()
 endfunction()
