@@ -142,14 +142,9 @@ TEST(LedgerPermissions, UnknownGroupIsReportedAndLeavesNothingBehind) {
 
 TEST(LedgerPermissions, KvctlAsAnotherUserCannotChangeLimitsOrDelete) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as uid 65534";
-  // uid 65534 must be able to run kvctl: copy it somewhere world-readable.
-  const std::string dir = "/tmp/kvcached_perm_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  const std::string kvctl = dir + "/kvctl";
-  std::filesystem::copy_file(testing::KvctlPath(), kvctl,
-                             std::filesystem::copy_options::overwrite_existing);
-  std::filesystem::permissions(kvctl, std::filesystem::perms(0755));
+  // uid 65534 must be able to run kvctl.
+  const testing::KvctlCopyForOtherUsers kvctl_copy("perm");
+  const std::string& kvctl = kvctl_copy.path();
 
   ScopedSegmentName name("kvctlperm");
   testing::Holder holder(name.name(), "root-engine", {"--charge", std::to_string(4 * kPage)});
@@ -174,7 +169,6 @@ TEST(LedgerPermissions, KvctlAsAnotherUserCannotChangeLimitsOrDelete) {
   EXPECT_EQ(::stat(name.path().c_str(), &st), 0);
   // The segment still works for its owner.
   EXPECT_EQ(holder.Send("charge " + std::to_string(kPage)), "ok");
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

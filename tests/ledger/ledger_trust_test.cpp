@@ -199,14 +199,9 @@ TEST(LedgerTrust, KvctlLimitOnAnotherUsersProcessIsPermissionDenied) {
   REQUIRE_ROOT();
   const group* g = ::getgrgid(kSharedGid);
   if (g == nullptr) GTEST_SKIP() << "no group 65534 on this system";
-  // uid 65534 must be able to run kvctl: copy it somewhere world-readable.
-  const std::string dir = "/tmp/kvcached_trust_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  const std::string kvctl = dir + "/kvctl";
-  std::filesystem::copy_file(testing::KvctlPath(), kvctl,
-                             std::filesystem::copy_options::overwrite_existing);
-  std::filesystem::permissions(kvctl, std::filesystem::perms(0755));
+  // uid 65534 must be able to run kvctl.
+  const testing::KvctlCopyForOtherUsers kvctl_copy("trust");
+  const std::string& kvctl = kvctl_copy.path();
 
   // A group segment (root's, shared with group 65534) with a root engine in it: uid 65534 may
   // write the file, but must not cap root's engine.
@@ -253,7 +248,6 @@ TEST(LedgerTrust, KvctlLimitOnAnotherUsersProcessIsPermissionDenied) {
   // The segment's owner (root) may.
   r = testing::Run({kvctl, "limit", pid, "1G"}, {}, std::chrono::seconds(20));
   EXPECT_EQ(r.rc, 0) << r.err;
-  std::filesystem::remove_all(dir);
 }
 
 // `kvctl share` follows `kvctl limit`'s rule: uid 65534 may write the group segment, but may not
@@ -262,13 +256,9 @@ TEST(LedgerTrust, KvctlShareOnAnotherUsersProcessIsPermissionDenied) {
   REQUIRE_ROOT();
   const group* g = ::getgrgid(kSharedGid);
   if (g == nullptr) GTEST_SKIP() << "no group 65534 on this system";
-  const std::string dir = "/tmp/kvcached_trust_share_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms(0755));
-  const std::string kvctl = dir + "/kvctl";
-  std::filesystem::copy_file(testing::KvctlPath(), kvctl,
-                             std::filesystem::copy_options::overwrite_existing);
-  std::filesystem::permissions(kvctl, std::filesystem::perms(0755));
+  // uid 65534 must be able to run kvctl.
+  const testing::KvctlCopyForOtherUsers kvctl_copy("trust_share");
+  const std::string& kvctl = kvctl_copy.path();
 
   ScopedSegmentName name("shareperm");
   ASSERT_TRUE(Segment::OpenOrCreate(name.name(), Params(0660, g->gr_name)).ok());
@@ -289,7 +279,6 @@ TEST(LedgerTrust, KvctlShareOnAnotherUsersProcessIsPermissionDenied) {
   r = testing::Run({kvctl, "share", pid, "--weight", "3"}, {}, std::chrono::seconds(20));
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(Load(seg.value()->slot(holder.slot()).share_weight), 3000U);
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

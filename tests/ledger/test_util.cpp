@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "core/ledger/ledger_segment.h"
@@ -190,6 +191,19 @@ void Holder::Kill(int sig) {
 
 const char* KvctlPath() {
   return KVCACHED_TEST_KVCTL;
+}
+
+KvctlCopyForOtherUsers::KvctlCopyForOtherUsers(const std::string& tag)
+    : dir_("/tmp/kvcached_" + tag + "_" + std::to_string(::getpid())), path_(dir_ + "/kvctl") {
+  std::filesystem::create_directories(dir_);
+  std::filesystem::permissions(dir_, std::filesystem::perms(0755));
+  std::filesystem::copy_file(KvctlPath(), path_, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::permissions(path_, std::filesystem::perms(0755));
+}
+
+KvctlCopyForOtherUsers::~KvctlCopyForOtherUsers() {
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
 }
 const char* WorkerPath() {
   return KVCACHED_TEST_WORKER;

@@ -90,6 +90,21 @@ class Holder {
 
 // Paths of the built programs (compile definitions from tests/ledger/CMakeLists.txt).
 const char* KvctlPath();
+
+// A copy of kvctl in a world-readable temporary folder, so that a test acting as another user
+// (AsUser, Run with a uid) can run it; the folder is removed when this goes away.
+class KvctlCopyForOtherUsers {
+ public:
+  explicit KvctlCopyForOtherUsers(const std::string& tag);
+  ~KvctlCopyForOtherUsers();
+  KvctlCopyForOtherUsers(const KvctlCopyForOtherUsers&) = delete;
+  KvctlCopyForOtherUsers& operator=(const KvctlCopyForOtherUsers&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+};
 const char* WorkerPath();
 const char* FakeDriverPath();  // "" when the fake driver is not built
 
