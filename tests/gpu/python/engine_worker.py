@@ -8,7 +8,10 @@ Spec keys (all optional except result_path):
   dtype:  bfloat16 | float16 | float32
   prompts: {n, min_len, max_len, seed};  max_new_tokens
   cb:     ContinuousBatchingConfig keyword arguments (block_size, num_blocks, max_batch_tokens, ...)
-  mode:   generate | throughput | throughput_ab
+  mode:   generate | throughput | throughput_ab | loop
+          loop: generate the prompt set again and again until SIGTERM/SIGINT (a long-running
+          engine for kvctl launch and the hostile-segment checks); prints "ready" after the first
+          round, "round N" after each, and exits 0 when stopped between or during rounds
   runs:   number of measured runs (throughput)
   pairs:  number of managed/plain run pairs in one process (throughput_ab, needs LD_PRELOAD)
   plant_stray_write: true -> after the first generation, write into an unbacked KV page and run
@@ -117,7 +120,33 @@ def run(spec: dict, result: dict) -> None:
         return {r: done[r] for r in ids}, elapsed, snaps, planted
 
     mode = spec.get("mode", "generate")
-    if mode == "generate":
+    if mode == "loop":
+        import signal
+
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame):
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        first = None
+        rounds = 0
+        while stop["signal"] is None:
+            outputs, elapsed, snaps, _ = generate(prompts)
+            tokens = {r: o.generated_tokens for r, o in outputs.items()}
+            if first is None:
+                first = tokens
+                result["outputs"] = tokens
+                log("ready")
+            elif tokens != first:  # greedy on the same prompts: every round must repeat the first
+                raise RuntimeError(f"round {rounds + 1} differs from the first round")
+            rounds += 1
+            result["rounds"] = rounds
+            result["adapters"] = snaps
+            log(f"round {rounds} {elapsed:.2f}s")
+        result["stopped_by"] = stop["signal"]
+    elif mode == "generate":
         outputs, elapsed, snaps, _ = generate(prompts)
         result["outputs"] = {r: o.generated_tokens for r, o in outputs.items()}
         result["elapsed_s"] = elapsed

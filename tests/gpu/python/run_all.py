@@ -25,6 +25,8 @@ CHECKS = [  # (name, script, time limit in seconds)
     ("identity", "test_identity.py", 900),
     ("sanity", "test_sanity.py", 800),
     ("throughput", "test_throughput.py", 1200),
+    ("hostile", "test_hostile.py", 600),  # trust model and fail-safe budget with a real engine (root)
+    ("launch", "test_launch.py", 500),  # kvctl launch of two engines from examples/launch/
 ]
 LINE = re.compile(r"^(PASS|FAIL|SKIP) (\S+?):? (.*)$")
 
