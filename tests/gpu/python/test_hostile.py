@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -44,14 +45,24 @@ def as_nobody() -> None:  # preexec_fn: drop to uid/gid 65534 with no supplement
     os.setuid(NOBODY)
 
 
+_SHARED_DIR = "/tmp/kvhostile-shared"  # what nobody may read and run: the checkout may be root's only
+
+
+def shared_dir() -> str:
+    os.makedirs(_SHARED_DIR, exist_ok=True)
+    os.chmod(_SHARED_DIR, 0o755)
+    return _SHARED_DIR
+
+
 def plant(path: str, data: bytes) -> None:
-    """Creates `path` as nobody (O_EXCL: nobody really owns it), mode 0644, holding `data`."""
-    code = (
-        "import os, sys\n"
-        "fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)\n"
-        "os.write(fd, sys.stdin.buffer.read()); os.close(fd)\n"
-    )
-    subprocess.run([sys.executable, "-c", code, path], input=data, check=True, preexec_fn=as_nobody, timeout=30)
+    """Creates `path` as nobody (noclobber: O_EXCL, so nobody really owns it), mode 0644, holding
+    `data`; with the shell and cat, not Python (nobody may not reach this interpreter)."""
+    source = os.path.join(shared_dir(), "planted.bin")
+    with open(source, "wb") as handle:
+        handle.write(data)
+    os.chmod(source, 0o644)
+    subprocess.run(["/bin/sh", "-c", 'umask 022; set -C; cat "$1" > "$2"', "plant", source, path],
+                   check=True, preexec_fn=as_nobody, timeout=30)
     st = os.stat(path)
     assert st.st_uid == NOBODY, f"{path} is owned by {st.st_uid}, not {NOBODY}"
 
@@ -64,8 +75,14 @@ def remove(path: str) -> None:
 
 
 def kvctl(*args: str, nobody: bool = False, timeout: float = 30) -> subprocess.CompletedProcess:
+    program = G.kvctl_path()
+    if nobody:  # a copy nobody can run (kvctl needs nothing beside it for list/limit)
+        program = os.path.join(shared_dir(), "kvctl")
+        if not os.path.exists(program):
+            shutil.copy2(G.kvctl_path(), program)
+            os.chmod(program, 0o755)
     return subprocess.run(
-        [G.kvctl_path(), *args], capture_output=True, text=True, timeout=timeout, preexec_fn=as_nobody if nobody else None
+        [program, *args], capture_output=True, text=True, timeout=timeout, cwd="/", preexec_fn=as_nobody if nobody else None
     )
 
 
@@ -308,6 +325,7 @@ def main() -> int:
             case()
         except Exception as error:  # noqa: BLE001 - one case failing must not hide the others
             checks.record(name, False, f"{type(error).__name__}: {error}")
+    shutil.rmtree(_SHARED_DIR, ignore_errors=True)
     G.write_json(os.path.join(out, "hostile.json"), [{"case": n, "ok": ok, "detail": d} for n, ok, d in checks.rows])
     return 0 if all(ok for _, ok, _ in checks.rows) else 1
 
