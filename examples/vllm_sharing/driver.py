@@ -193,7 +193,8 @@ def main() -> int:
         log(f"{cfg.setting}: every run is done already ({cfg.results})")
         return 0
     started = time.time()
-    est_run_s = 1.5 + shape.duration_s + cfg.drain_s / 2 + cfg.idle_after_s + 2
+    # A run: lead, arrivals, drain (all of it under overload), idle reading, a short wait for idle.
+    est_run_s = 1.5 + shape.duration_s + cfg.drain_s + cfg.idle_after_s + 5
     if cfg.setting == "kvcached":
         err = engines.kvcached_check(cfg)
         if err:
