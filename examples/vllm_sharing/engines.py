@@ -1,0 +1,264 @@
+"""The two engines of a setting: their models, command lines and environments, start, readiness,
+reuse across device calls, stop; and the kvcached (peer) setting's availability check and ballast.
+
+Settings (docs/sharing-benchmark.md):
+- static:   no shim; each engine's KV cache is a fixed half of the budget (--kv-cache-memory-bytes)
+- shim:     LD_PRELOAD=libkvcached_shim.so, one KVCACHED_BUDGET for both; each engine's cache can
+            grow to the whole budget, backed page by page
+- kvcached: the peer project (ENABLE_KVCACHED=true, KVCACHED_AUTOPATCH=1, its own site folder made
+            a site dir by a generated sitecustomize), no shim; each engine may grow to the budget,
+            and a ballast allocation leaves only the budget free on the GPU (kvcached has no budget
+            shared between engines)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+# Two different random-weight Llamas (load_format dummy: nothing downloaded), the same KV geometry
+# as examples/two_models: 8 layers x 8 KV heads x 64 dims x K+V x bf16 = 16 KiB per token.
+MODELS = {
+    "a": {"hidden_size": 1024, "intermediate_size": 2816},
+    "b": {"hidden_size": 1024, "intermediate_size": 4096},
+}
+LAYERS, KV_HEADS, HEAD_DIM = 8, 8, 64
+KV_BYTES_PER_TOKEN = LAYERS * 2 * KV_HEADS * HEAD_DIM * 2
+PORTS = {"a": 0, "b": 1}
+
+
+def write_models(folder: str) -> dict[str, str]:
+    paths = {}
+    for name, m in MODELS.items():
+        path = os.path.join(folder, f"model-{name}")
+        os.makedirs(path, exist_ok=True)
+        cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": m["hidden_size"],
+               "intermediate_size": m["intermediate_size"], "num_hidden_layers": LAYERS, "num_attention_heads": 16,
+               "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "vocab_size": 32000,
+               "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu",
+               "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
+               "attention_bias": False, "mlp_bias": False}
+        with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=1)
+        paths[name] = path
+    return paths
+
+
+def peer_names(env: dict) -> list[str]:
+    return [k for k in env if k.startswith("KVCACHED_") or k == "ENABLE_KVCACHED"]
+
+
+def engine_env(setting: str, name: str, cfg) -> dict:
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if setting == "static":
+        for k in peer_names(env):
+            del env[k]  # neither the shim's nor the peer's knobs
+    elif setting == "shim":
+        # The caller's KVCACHED_* (the shim's knobs, e.g. KVCACHED_LOG_LEVEL) pass through.
+        env.update(LD_PRELOAD=cfg.shim, KVCACHED_BUDGET=str(cfg.budget), KVCACHED_IPC_NAME=cfg.ipc_name,
+                   KVCACHED_LABEL=f"engine-{name}")
+    elif setting == "kvcached":
+        for k in peer_names(env):
+            del env[k]  # our shim's knobs mean other things to the peer (docs/sharing-benchmark.md)
+        env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1", KVCACHED_IPC_NAME=f"{cfg.ipc_name}_peer_{name}")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (kvcached_boot(cfg), cfg.kvcached_site, env.get("PYTHONPATH")) if p)
+    else:
+        raise SystemExit(f"unknown setting {setting!r} (static, shim, kvcached)")
+    return env
+
+
+def kvcached_boot(cfg) -> str:
+    """A folder whose sitecustomize makes the peer's install folder a site dir, so that its .pth
+    (the import hook that patches vLLM) runs in every Python process of the engine, spawned
+    EngineCore included; a --target install is otherwise never processed as a site dir."""
+    boot = os.path.join(cfg.work, "kvcached-boot")
+    os.makedirs(boot, exist_ok=True)
+    with open(os.path.join(boot, "sitecustomize.py"), "w", encoding="utf-8") as f:
+        f.write(f"import site\nsite.addsitedir({cfg.kvcached_site!r})\n")
+    return boot
+
+
+def engine_argv(setting: str, name: str, model: str, port: int, cfg) -> list[str]:
+    kv = cfg.budget // 2 if setting == "static" else cfg.budget
+    return [*shlex.split(cfg.engine_cmd), "serve", model, "--port", str(port), "--served-model-name", f"engine-{name}",
+            "--load-format", "dummy", "--skip-tokenizer-init", "--seed", "0", "--max-model-len", "4096",
+            "--gpu-memory-utilization", str(cfg.gpu_util), "--kv-cache-memory-bytes", str(kv),
+            "--max-num-seqs", str(cfg.max_num_seqs), *shlex.split(cfg.vllm_args)]
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def stop_group(pid: int) -> None:
+    for sig, wait_s in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            return
+        end = time.time() + wait_s
+        while time.time() < end and alive(pid):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+
+
+def tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def kv_capacity(log_path: str) -> int | None:
+    """KV bytes the engine sized its cache to, from its 'GPU KV cache size: N tokens' line."""
+    import re
+
+    found = re.findall(r"GPU KV cache size: ([0-9,]+) tokens", tail(log_path, 100000))
+    return int(found[-1].replace(",", "")) * KV_BYTES_PER_TOKEN if found else None
+
+
+class EngineSet:
+    """The two engines of one setting, recorded in WORK/engines.json so that a later device call
+    on the same (still warm) machine finds and reuses them."""
+
+    def __init__(self, setting: str, cfg, log):
+        self.setting, self.cfg, self.log = setting, cfg, log
+        self.state_path = os.path.join(cfg.work, "engines.json")
+        self.engines: dict[str, dict] = {}
+        self.ballast_pid: int | None = None
+
+    def _key(self) -> dict:
+        return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
+                "vllm_args": self.cfg.vllm_args}
+
+    def reuse(self) -> bool:
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return False
+        if state.get("key") == self._key() and all(alive(e["pid"]) and healthy(e["port"]) for e in state["engines"].values()):
+            self.engines, self.ballast_pid = state["engines"], state.get("ballast_pid")
+            self.log(f"{self.setting}: reusing the running engines {[e['pid'] for e in self.engines.values()]}")
+            return True
+        self.log("stopping engines of an earlier call: " + json.dumps({k: v["pid"] for k, v in state.get("engines", {}).items()}))
+        for e in state.get("engines", {}).values():
+            stop_group(e["pid"])
+        if state.get("ballast_pid"):
+            stop_group(state["ballast_pid"])
+        os.remove(self.state_path)
+        return False
+
+    def start(self, models: dict[str, str]) -> str | None:
+        """Starts both engines (a first, then b once a is ready: their start-up profiling must not
+        overlap); returns None, or the error that stopped them (log tails)."""
+        for name in ("a", "b"):
+            port = self.cfg.base_port + PORTS[name]
+            log_path = os.path.join(self.cfg.work, f"{self.setting}-engine-{name}.log")
+            argv = engine_argv(self.setting, name, models[name], port, self.cfg)
+            env = engine_env(self.setting, name, self.cfg)
+            with open(log_path, "w", encoding="utf-8") as logf:
+                logf.write("$ " + " ".join(shlex.quote(a) for a in argv) + "\n")
+                logf.flush()
+                proc = subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            self.engines[name] = {"pid": proc.pid, "port": port, "log": log_path, "label": f"engine-{name}"}
+            self.log(f"{self.setting}: engine {name} started (pid {proc.pid}, port {port})")
+            t0 = time.time()
+            while not healthy(port):
+                if proc.poll() is not None or time.time() - t0 > self.cfg.ready_timeout_s:
+                    why = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready in {self.cfg.ready_timeout_s} s"
+                    err = f"engine {name} {why}; its log ends:\n{tail(log_path)}"
+                    self.stop()
+                    return err
+                time.sleep(0.5)
+            self.engines[name]["ready_s"] = round(time.time() - t0, 1)
+            self.engines[name]["kv_capacity_bytes"] = kv_capacity(log_path)
+            self.log(f"{self.setting}: engine {name} ready after {self.engines[name]['ready_s']} s")
+        if self.setting == "kvcached" and self.cfg.peer_budget == "ballast":
+            err = self.start_ballast()
+            if err:
+                self.stop()
+                return err
+        self.save()
+        return None
+
+    def start_ballast(self) -> str | None:
+        """Takes all free GPU memory but the budget (plus a margin for the engines' activations),
+        so the two kvcached engines together can back at most about the budget."""
+        code = ("import sys,time,torch\nfree,total=torch.cuda.mem_get_info()\n"
+                f"n=free-{self.cfg.budget}-{self.cfg.ballast_margin}\n"
+                "x=torch.empty(max(n,0),dtype=torch.uint8,device='cuda')\n"
+                "print('ballast',n,'bytes; free before',free,flush=True)\ntime.sleep(1e9)\n")
+        log_path = os.path.join(self.cfg.work, "ballast.log")
+        with open(log_path, "w", encoding="utf-8") as logf:
+            proc = subprocess.Popen([self.cfg.python, "-c", code], stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.ballast_pid = proc.pid
+        for _ in range(120):
+            if "ballast" in tail(log_path):
+                self.log(f"kvcached: {tail(log_path).strip()}")
+                return None
+            if proc.poll() is not None:
+                return f"ballast failed: {tail(log_path)}"
+            time.sleep(0.5)
+        return "ballast did not report within 60 s"
+
+    def save(self) -> None:
+        with open(self.state_path, "w", encoding="utf-8") as f:
+            json.dump({"key": self._key(), "engines": self.engines, "ballast_pid": self.ballast_pid}, f)
+
+    def stop(self) -> None:
+        for e in self.engines.values():
+            stop_group(e["pid"])
+        if self.ballast_pid:
+            stop_group(self.ballast_pid)
+        self.engines, self.ballast_pid = {}, None
+        if os.path.exists(self.state_path):
+            os.remove(self.state_path)
+        if self.setting == "shim":  # a later run must not inherit this budget segment
+            try:
+                os.remove(f"/dev/shm/kvcached_{self.cfg.ipc_name}")
+            except OSError:
+                pass
+
+
+def kvcached_check(cfg) -> str | None:
+    """None when the peer imports with its compiled extension; else the error, verbatim, with the
+    build log's tail when the device step left one."""
+    env = engine_env("kvcached", "a", cfg)
+    done = subprocess.run([cfg.python, "-c", "import kvcached, kvcached.vmm_ops; print(kvcached.__file__)"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode == 0:
+        return None
+    build_log = os.path.join(cfg.work, "kvcached-build.log")
+    msg = f"import kvcached failed (exit {done.returncode}) with site {cfg.kvcached_site}:\n{done.stderr.strip()[-3000:]}"
+    if os.path.exists(build_log):
+        msg += f"\n--- {build_log} (last lines):\n{tail(build_log, 40)}"
+    else:
+        msg += f"\n(no build log at {build_log}: scripts/gpu/sharing/device.sh kvcached was not run on this machine)"
+    return msg

@@ -1,0 +1,122 @@
+"""The per-engine numbers of one run, from the client's request records and the sampled series.
+Times are seconds from the trace start (t0). Pure functions: the summarizer and the tests use them.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def service(records: list[dict], duration_s: float) -> dict:
+    """served/arrived, output tokens/s over the trace's duration, TTFT p50/p99 of served requests."""
+    served = [r for r in records if r["error"] is None and r["end"] is not None]
+    ttfts = [r["ttft"] for r in served if r["ttft"] is not None]
+    tokens = sum(r["tokens"] for r in served)
+    errors: dict[str, int] = {}
+    for r in records:
+        if r["error"]:
+            key = r["error"][:80]
+            errors[key] = errors.get(key, 0) + 1
+    return {"arrived": len(records), "served": len(served), "out_tokens": tokens,
+            "tok_s": tokens / duration_s if duration_s else None,
+            "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "errors": errors}
+
+
+def handovers(ledger: list[dict], engine: str, page_bytes: int) -> list[dict]:
+    """Starvation episodes of `engine` and how long each took to be handed memory.
+
+    An episode starts at the first sample with the ledger's `starved` flag set (the engine was
+    refused below its fair share; sampling error up to one period) - or, with no such field, with a
+    rise of `budget_refusals` while below the fair share. It ends at the first sample where the
+    engine's charged bytes reach its fair share less one page ("share"), or where the flag clears
+    first ("episode_ended": its demand was met below the share, or it stopped asking).
+    """
+    out: list[dict] = []
+    start = None
+    prev_refusals = None
+    for row in ledger:
+        e = row.get(engine)
+        if not e:
+            continue
+        charged, fair = e.get("charged_bytes", 0), e.get("fair_share_bytes", 0)
+        if "starved" in e:
+            starved = e["starved"]
+        else:
+            rose = prev_refusals is not None and e.get("budget_refusals", 0) > prev_refusals
+            starved = rose and charged + page_bytes < fair
+        prev_refusals = e.get("budget_refusals", 0)
+        if start is None:
+            if starved:
+                start = row["t"]
+            continue
+        if fair and charged + page_bytes >= fair:
+            out.append({"start": start, "end": row["t"], "seconds": round(row["t"] - start, 3), "ended_by": "share"})
+            start = None
+        elif not starved and "starved" in e:
+            out.append({"start": start, "end": row["t"], "seconds": round(row["t"] - start, 3), "ended_by": "episode_ended"})
+            start = None
+    if start is not None:
+        out.append({"start": start, "end": None, "seconds": None, "ended_by": "still_starved_at_end"})
+    return out
+
+
+def at_or_after(series: list[dict], t: float) -> dict | None:
+    return next((row for row in series if row["t"] >= t), None)
+
+
+def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine: str, traffic_stop: float,
+           idle_after_s: float, kv_capacity: int | None, static_kv: int | None) -> dict:
+    """Peak and idle KV memory of one engine, with the source of each number:
+    ledger (backed pages, shim), nvidia-smi (all GPU memory of the engine's processes) or the
+    static allocation; plus the engine's own view (kv_cache_usage_perc x its KV capacity)."""
+    out: dict = {"idle_at_s": round(traffic_stop + idle_after_s, 3)}
+    rows = [r[engine] for r in ledger if r.get(engine)]
+    if rows:
+        out["source"] = "ledger"
+        out["peak_kv_bytes"] = max(r.get("charged_bytes", 0) for r in rows)
+        idle = at_or_after([r for r in ledger if r.get(engine)], traffic_stop + idle_after_s)
+        out["idle_kv_bytes"] = idle[engine].get("charged_bytes") if idle else None
+        out["idle_in_use_bytes"] = idle[engine].get("in_use_bytes") if idle else None
+    elif static_kv is not None:
+        out["source"] = "static allocation"
+        out["peak_kv_bytes"] = out["idle_kv_bytes"] = static_kv
+    smi_rows = [r for r in smi if engine in r]
+    if smi_rows:
+        out["gpu_peak_bytes"] = max(r[engine] for r in smi_rows)
+        idle = at_or_after(smi_rows, traffic_stop + idle_after_s)
+        out["gpu_idle_bytes"] = idle[engine] if idle else None
+        if "source" not in out:
+            out["source"] = "nvidia-smi (whole process: weights, activations and KV)"
+            out["peak_kv_bytes"], out["idle_kv_bytes"] = out["gpu_peak_bytes"], out["gpu_idle_bytes"]
+    usage = [r[engine].get("kv_cache_usage_perc") for r in metrics_rows if r.get(engine)]
+    usage = [u for u in usage if u is not None]
+    if usage:
+        out["engine_usage_peak"] = max(usage)
+        if kv_capacity:
+            out["engine_used_peak_bytes"] = int(max(usage) * kv_capacity)
+    return out
+
+
+def per_step(ledger: list[dict], engine: str) -> dict | str:
+    """Hook time and C calls per engine step over the run, from the ledger's per-step counters;
+    "n/a" when kvctl does not show them."""
+    rows = [r[engine] for r in ledger if r.get(engine) and "engine_steps" in r[engine]]
+    if len(rows) < 2:
+        return "n/a"
+    steps = rows[-1]["engine_steps"] - rows[0]["engine_steps"]
+    if steps <= 0:
+        return "n/a"
+    out = {"steps": steps}
+    if "engine_hook_ns" in rows[-1] and "engine_hook_ns" in rows[0]:
+        out["hook_us_per_step"] = (rows[-1]["engine_hook_ns"] - rows[0]["engine_hook_ns"]) / steps / 1000
+    if "engine_hook_c_calls" in rows[-1] and "engine_hook_c_calls" in rows[0]:
+        out["c_calls_per_step"] = (rows[-1]["engine_hook_c_calls"] - rows[0]["engine_hook_c_calls"]) / steps
+    return out

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""A stand-in for `vllm serve` (CPU, stdlib only): the benchmark driver's plumbing can be proven
+without a GPU by putting this program where the driver would start vLLM.
+
+    standin_engine.py serve MODEL_DIR --port P [--kv-cache-memory-bytes N] [--max-num-seqs S]
+                      [--block-size B] [--served-model-name NAME] [any other vllm flag: ignored]
+
+It answers GET /health, GET /metrics (vllm:kv_cache_usage_perc, vllm:num_requests_running,
+vllm:num_requests_waiting) and POST /v1/completions (streamed as server-sent events in chunked
+HTTP, like vLLM: one chunk per token with `token_ids`, a last chunk with `usage`).
+
+Its "engine" is a scheduler loop with one step every STANDIN_STEP_MS (default 10) ms: every
+running request gets one token per step, a request is admitted when blocks for its prompt can be
+had, and a request that cannot get a block for its next token preempts the newest running request
+(recomputed later), as vLLM does. KV blocks follow vLLM's layout: one tensor per layer
+(MODEL_DIR/config.json gives layers, KV heads and head size), block b at bytes [b*P, (b+1)*P) of each.
+
+With the kvcached shim preloaded (LD_PRELOAD; on the build machine with the fake CUDA driver) the
+tensors are lazy shim regions: the pages under the blocks in use are acquired and released through
+the C API, one batched call per step each way, the page under the null block (block 0) of every
+layer stays backed, and the sharing verdict is asked every step (stop admitting; preempt the newest
+requests until `give_bytes` are freed). Without the shim the blocks are only counted (a static cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import os
+import signal
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "hooks", "python"))
+
+
+class Request:
+    def __init__(self, rid: int, prompt_len: int, max_tokens: int):
+        self.rid, self.prompt_len, self.max_tokens = rid, prompt_len, max_tokens
+        self.generated = 0
+        self.sent = 0  # tokens streamed to the client
+        self.blocks: list[int] = []
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.admitted_at = 0.0
+
+    def tokens_needed(self) -> int:  # KV slots once the next token is written
+        return self.prompt_len + self.generated + 1
+
+
+class KvCache:
+    """Blocks of a static cache (counted) or of lazy shim regions (pages acquired on demand)."""
+
+    def __init__(self, num_blocks: int, block_bytes_per_layer: int, layers: int, api):
+        self.num_blocks, self.block_bytes, self.layers, self.api = num_blocks, block_bytes_per_layer, layers, api
+        self.free = list(range(1, num_blocks))  # block 0 is the null block (never handed out)
+        heapq.heapify(self.free)
+        self.c_calls = self.refusals = 0
+        if api is None:
+            return
+        from kvcached_hook import capi as C
+
+        self.page = api.stats(0)["page_size"]
+        if self.page % block_bytes_per_layer:
+            raise SystemExit(f"standin: block of {block_bytes_per_layer} B does not divide the page {self.page} B")
+        self.per_page = self.page // block_bytes_per_layer
+        size = -(-num_blocks * block_bytes_per_layer // self.page) * self.page
+        self.bases = [api.region_create(0, size, C.REGION_LAZY) for _ in range(layers)]
+        self.page_users = [0] * (size // self.page)
+        self.page_users[0] = 1  # the null block's page stays backed (vLLM's adapter pins it)
+        status = api.acquire([(b, self.page) for b in self.bases])
+        if status != C.OK:
+            raise SystemExit(f"standin: backing the null block failed: {api.status_string(status)}")
+
+    def used_blocks(self) -> int:
+        return self.num_blocks - 1 - len(self.free)
+
+    def allocate(self, n: int) -> list[int] | None:
+        """n blocks, lowest first, with their pages backed; None (nothing changed) when refused."""
+        if n > len(self.free):
+            return None
+        blocks = [heapq.heappop(self.free) for _ in range(n)]
+        if self.api is None:
+            return blocks
+        new_pages = sorted({b // self.per_page for b in blocks if self.page_users[b // self.per_page] == 0})
+        if new_pages:
+            self.c_calls += 1
+            status = self.api.acquire([(base + p * self.page, self.page) for p in new_pages for base in self.bases])
+            if status != 0:
+                self.refusals += 1
+                for b in blocks:
+                    heapq.heappush(self.free, b)
+                return None
+        for b in blocks:
+            self.page_users[b // self.per_page] += 1
+        return blocks
+
+    def release(self, blocks: list[int]) -> int:
+        """Frees blocks; pages left empty go back to the shim. Returns the bytes given back."""
+        emptied = []
+        for b in blocks:
+            heapq.heappush(self.free, b)
+            if self.api is not None:
+                p = b // self.per_page
+                self.page_users[p] -= 1
+                if self.page_users[p] == 0:
+                    emptied.append(p)
+        if not emptied:
+            return 0
+        self.c_calls += 1
+        self.api.release([(base + p * self.page, self.page) for p in emptied for base in self.bases])
+        return len(emptied) * self.page * len(self.bases)
+
+
+class Engine:
+    def __init__(self, cache: KvCache, block_size: int, max_seqs: int, step_s: float, api):
+        self.cache, self.block_size, self.max_seqs, self.step_s, self.api = cache, block_size, max_seqs, step_s, api
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.steps = self.preemptions = 0
+        self.next_id = 0
+
+    def submit(self, prompt_len: int, max_tokens: int) -> Request:
+        self.next_id += 1
+        req = Request(self.next_id, prompt_len, max_tokens)
+        self.waiting.append(req)
+        return req
+
+    def abort(self, req: Request) -> None:
+        """The client went away (vLLM aborts such a request too): its blocks go back."""
+        if req in self.running:
+            self.running.remove(req)
+            self.cache.release(req.blocks)
+            req.blocks = []
+        elif req in self.waiting:
+            self.waiting.remove(req)
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def _preempt(self, req: Request) -> int:
+        self.running.remove(req)
+        freed = self.cache.release(req.blocks)
+        req.blocks, req.generated = [], 0  # recomputed from the prompt when admitted again
+        req.queue.put_nowait(("preempted", None))
+        self.waiting.insert(0, req)
+        self.preemptions += 1
+        return freed
+
+    def _grow(self, req: Request) -> bool:
+        """Makes room for req's next token; preempts the newest running requests when refused."""
+        while len(req.blocks) < self._blocks_for(req.tokens_needed()):
+            got = self.cache.allocate(1)
+            if got is not None:
+                req.blocks += got
+                continue
+            victim = max(self.running, key=lambda r: r.admitted_at)
+            self._preempt(victim)
+            if victim is req:
+                return False
+        return True
+
+    def step(self) -> None:
+        self.steps += 1
+        admit = True
+        if self.api is not None:
+            verdict = self.api.share_verdict(0)
+            if verdict is not None and verdict.action != "ok":
+                admit = False
+                if verdict.action == "preempt":
+                    freed = n = 0
+                    while freed < verdict.give_bytes and self.running:
+                        freed += self._preempt(max(self.running, key=lambda r: r.admitted_at))
+                        n += 1
+                    self.api.share_report(0, freed, n)
+        for req in list(self.running):
+            if req in self.running:
+                self._grow(req)
+        while admit and self.waiting and len(self.running) < self.max_seqs:
+            req = self.waiting[0]
+            blocks = self.cache.allocate(self._blocks_for(req.tokens_needed()))
+            if blocks is None:
+                break
+            self.waiting.pop(0)
+            req.blocks, req.admitted_at = blocks, time.monotonic()
+            self.running.append(req)
+        for req in list(self.running):
+            req.generated += 1
+            req.queue.put_nowait(("token", req.generated))  # position; after a preemption it counts again
+            if req.generated >= req.max_tokens:
+                self.running.remove(req)
+                self.cache.release(req.blocks)
+                req.blocks = []
+                req.queue.put_nowait(("done", None))
+
+    async def loop(self) -> None:
+        nxt = time.monotonic()
+        while True:
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - a broken stand-in must fail loudly, not hang its clients
+                import traceback
+
+                traceback.print_exc()
+                os._exit(70)
+            nxt += self.step_s
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+
+
+def model_geometry(model_dir: str) -> tuple[int, int, int]:
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    return cfg["num_hidden_layers"], cfg.get("num_key_value_heads", cfg["num_attention_heads"]), head_dim
+
+
+async def read_request(reader) -> tuple[str, str, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return method, path, body
+
+
+def plain(writer, status: str, body: bytes, ctype: str = "application/json") -> None:
+    writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                 "Connection: close\r\n\r\n".encode() + body)
+
+
+def chunk(writer, data: bytes) -> None:
+    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+
+async def stream_tokens(req: Request, writer, stream: bool, created: int, name: str) -> None:
+    """Sends each new token as it is made; after a preemption the recomputed ones are not resent."""
+    while True:
+        kind, position = await req.queue.get()
+        if kind == "done":
+            return
+        if kind != "token" or position <= req.sent:
+            continue
+        req.sent = position
+        if stream:
+            piece = {"id": f"cmpl-{req.rid}", "object": "text_completion", "created": created, "model": name,
+                     "choices": [{"index": 0, "text": "", "token_ids": [100 + position % 30000], "finish_reason": None}]}
+            chunk(writer, b"data: " + json.dumps(piece).encode() + b"\n\n")
+            await writer.drain()
+
+
+async def completions(engine: Engine, name: str, body: dict, writer) -> None:
+    prompt = body.get("prompt") or []
+    prompt_len = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+    req = engine.submit(max(1, prompt_len), int(body.get("max_tokens") or 16))
+    created = int(time.time())
+    stream = bool(body.get("stream"))
+    if stream:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n")
+    try:
+        await stream_tokens(req, writer, stream, created, name)
+    except (ConnectionError, asyncio.CancelledError):
+        engine.abort(req)
+        raise
+    tokens = [100 + k % 30000 for k in range(1, req.sent + 1)]
+    usage = {"prompt_tokens": req.prompt_len, "completion_tokens": len(tokens), "total_tokens": req.prompt_len + len(tokens)}
+    if stream:
+        last = {"id": f"cmpl-{req.rid}", "object": "text_completion", "created": created, "model": name,
+                "choices": [], "usage": usage}
+        chunk(writer, b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n")
+        chunk(writer, b"")
+    else:
+        plain(writer, "200 OK", json.dumps({"id": f"cmpl-{req.rid}", "choices": [{"text": "", "token_ids": tokens}],
+                                            "usage": usage}).encode())
+
+
+def metrics_text(engine: Engine, name: str) -> bytes:
+    usage = engine.cache.used_blocks() / max(1, engine.cache.num_blocks - 1)
+    lines = [
+        f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {usage}',
+        f'vllm:num_requests_running{{model_name="{name}"}} {len(engine.running)}',
+        f'vllm:num_requests_waiting{{model_name="{name}"}} {len(engine.waiting)}',
+        f'standin:steps_total {engine.steps}',
+        f'standin:kv_c_calls_total {engine.cache.c_calls}',
+        f'standin:preemptions_total {engine.preemptions}',
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def main_async(args) -> None:
+    api = None
+    if "libkvcached_shim" in os.environ.get("LD_PRELOAD", ""):
+        from kvcached_hook import capi
+
+        api = capi.load()
+        if api is None or not api.enabled():
+            raise SystemExit("standin: the shim is preloaded but did not start: " + (api.last_error() if api else "?"))
+        api.set_label(os.environ.get("KVCACHED_LABEL", args.served_model_name or "standin"))
+    layers, kv_heads, head_dim = model_geometry(args.model)
+    block_bytes = args.block_size * 2 * kv_heads * head_dim * 2  # K and V, bf16, per layer
+    num_blocks = max(2, args.kv_cache_memory_bytes // (block_bytes * layers))
+    cache = KvCache(num_blocks, block_bytes, layers, api)
+    print(f"standin: GPU KV cache size: {(num_blocks - 1) * args.block_size:,} tokens "
+          f"({num_blocks} blocks, {layers} layers, {'shim regions' if api else 'static'})", flush=True)
+    engine = Engine(cache, args.block_size, args.max_num_seqs, float(os.environ.get("STANDIN_STEP_MS", "10")) / 1000, api)
+    name = args.served_model_name or args.model
+
+    async def handle(reader, writer):
+        try:
+            method, path, body = await read_request(reader)
+            if path == "/health":
+                plain(writer, "200 OK", b"")
+            elif path == "/metrics":
+                plain(writer, "200 OK", metrics_text(engine, name), "text/plain")
+            elif method == "POST" and path == "/v1/completions":
+                await completions(engine, name, json.loads(body or b"{}"), writer)
+            else:
+                plain(writer, "404 Not Found", b"{}")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", args.port, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(engine.loop())
+    async with server:
+        await stop.wait()
+    task.cancel()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["serve"])
+    ap.add_argument("model")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--kv-cache-memory-bytes", type=int, default=64 << 20)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--served-model-name", default="")
+    args, ignored = ap.parse_known_args()
+    if ignored:
+        print(f"standin: ignoring vllm flags {' '.join(ignored)}", flush=True)
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The sharing benchmark's harness (examples/vllm_sharing) end to end on the CPU: the driver starts
+two stand-in `vllm serve` engines (standin_engine.py) - under the shim setting with the real shim
+preloaded on the fake CUDA driver, allocating KV pages through the C API - replays the traces with
+its streaming client, samples the ledger through the real kvctl, and writes one JSON per run; the
+kvcached setting gets as far as "not available here" with its error recorded; the summarizer makes
+its tables from the JSONs. Sizes are small so the whole test takes well under a minute.
+"""
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "..", "..", "examples", "vllm_sharing")
+sys.path.insert(0, BENCH)
+
+import summarize  # noqa: E402
+
+SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
+KVCTL = os.path.join(os.path.dirname(SHIM), "..", "bin", "kvctl") if SHIM else ""
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+class SharingBenchHarness(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not (SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER") and os.access(KVCTL, os.X_OK)):
+            raise AssertionError("needs KVCACHED_TEST_SHIM (the built shim, with bin/kvctl beside lib/) and "
+                                 "KVCACHED_CUDA_DRIVER (the fake driver): run through ctest")
+        cls.tmp = tempfile.mkdtemp(prefix="sharing_bench_")
+        cls.results = os.path.join(cls.tmp, "results")
+        cls.ipc = f"sbtest_{os.getpid()}"
+        cls.logs = {}
+        common = ["--results", cls.results, "--work", os.path.join(cls.tmp, "work"), "--repeats", "1",
+                  "--engine-cmd", f"{sys.executable} {os.path.join(BENCH, 'standin_engine.py')}",
+                  "--budget", "128M", "--duration-s", "3", "--hi", "60", "--lo", "2", "--prompt", "128:512",
+                  "--output", "64:160", "--burst-s", "1", "--drain-s", "3", "--idle-after-s", "1",
+                  "--idle-wait-s", "5", "--sample-ms", "100", "--shim", SHIM, "--kvctl", KVCTL,
+                  "--ipc-name", cls.ipc, "--kvcached-site", os.path.join(cls.tmp, "no-kvcached"),
+                  "--python", sys.executable]
+        env = dict(os.environ, FAKECUDA_TOTAL_MB="4096", STANDIN_STEP_MS="10")
+        env.pop("LD_PRELOAD", None)
+        plan = [("static", "a_then_b,symmetric"), ("shim", "a_then_b,symmetric,alternating"), ("kvcached", "a_then_b")]
+        for setting, traces in plan:
+            done = subprocess.run([sys.executable, os.path.join(BENCH, "driver.py"), "--setting", setting,
+                                   "--traces", traces, "--base-port", str(free_port_pair()), *common],
+                                  env=env, capture_output=True, text=True, timeout=150)
+            cls.logs[setting] = (done.returncode, done.stdout[-4000:] + done.stderr[-4000:])
+        cls.summary = subprocess.run([sys.executable, os.path.join(BENCH, "summarize.py"), cls.results],
+                                     capture_output=True, text=True, timeout=60)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        for path in glob.glob(f"/dev/shm/kvcached_{cls.ipc}*"):
+            os.remove(path)
+
+    def run_json(self, setting, trace):
+        rc, log = self.logs[setting]
+        self.assertEqual(rc, 0, log)
+        path = os.path.join(self.results, f"{setting}-{trace}-r1.json")
+        self.assertTrue(os.path.exists(path), log)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def test_static_runs_serve_both_engines(self):
+        for trace in ("a_then_b", "symmetric"):
+            rec = self.run_json("static", trace)
+            self.assertEqual(rec["status"], "ok")
+            for name, e in rec["engines"].items():
+                self.assertGreater(e["arrived"], 0, name)
+                self.assertGreater(e["served"], 0, name)
+                self.assertGreater(e["tok_s"], 0, name)
+                self.assertIsNotNone(e["ttft_p50"], name)
+                self.assertEqual(e["memory"]["source"], "static allocation")
+                self.assertGreater(e["memory"]["engine_usage_peak"], 0, name)
+                self.assertEqual(e["handover"], "n/a")
+            self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
+            self.assertTrue(rec["series"]["metrics"])
+
+    def test_shim_runs_sample_the_ledger(self):
+        page = 2 << 20
+        for trace in ("a_then_b", "symmetric", "alternating"):
+            rec = self.run_json("shim", trace)
+            self.assertEqual(rec["status"], "ok")
+            self.assertEqual(rec["sampler_errors"], {})
+            ledger = rec["series"]["ledger"]
+            self.assertGreater(len(ledger), 20, trace)
+            for name, e in rec["engines"].items():
+                self.assertGreater(e["served"], 0, (trace, name))
+                mem = e["memory"]
+                self.assertEqual(mem["source"], "ledger")
+                # The engine really backed KV beyond its pinned null-block pages (8 layers).
+                self.assertGreater(mem["peak_kv_bytes"], 8 * page, (trace, name))
+                self.assertIsNotNone(mem["idle_in_use_bytes"], (trace, name))
+                self.assertIsInstance(e["handover"], list)
+                self.assertEqual(e["per_step"], "n/a")  # this kvctl shows no per-step counters yet
+            # Both engines together never held more than the budget.
+            for row in ledger:
+                self.assertLessEqual(sum(row[n]["charged_bytes"] for n in ("a", "b") if n in row), 128 << 20)
+
+    def test_b_is_handed_memory_in_a_then_b(self):
+        rec = self.run_json("shim", "a_then_b")
+        b = rec["engines"]["b"]
+        ledger = rec["series"]["ledger"]
+        refusals = max(row["b"]["budget_refusals"] for row in ledger if "b" in row)
+        self.assertGreater(refusals, 0, "b was never refused: the budget did not bind")
+        self.assertTrue(b["handover"], "no starvation episode of b")
+        self.assertTrue(any(h["seconds"] is not None for h in b["handover"]), b["handover"])
+        self.assertIsNotNone(b["handover_p50_s"])
+
+    def test_kvcached_setting_records_why_it_did_not_run(self):
+        rec = self.run_json("kvcached", "a_then_b")
+        self.assertEqual(rec["status"], "not_available")
+        self.assertIn("import kvcached failed", rec["error"])
+        self.assertIn("No module named", rec["error"])  # the interpreter's own words, verbatim
+
+    def test_summary_tables_and_targets(self):
+        self.assertEqual(self.summary.returncode, 0, self.summary.stderr)
+        with open(os.path.join(self.results, "summary.md"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("| a_then_b | shim | b | 1 |", text)
+        self.assertIn("| symmetric | static | a | 1 |", text)
+        self.assertIn("| a_then_b | kvcached | - | 0 of 1 | not_available", text)
+        self.assertIn("**kvcached: not_available**", text)
+        rows = [line for line in text.splitlines() if line.startswith("| hand-over p50 < 1 s | shim, a_then_b")]
+        self.assertEqual(len(rows), 1, text)
+        self.assertRegex(rows[0], r"\| (PASS|FAIL)")
+        self.assertRegex(text, r"symmetric: together >= 1.0x static total \| shim vs static \| [0-9.]+ \| (PASS|FAIL)")
+        self.assertRegex(text, r"A-then-B: B's TTFT p50 <= 1.5x static's \| shim vs static \| [0-9.]+ ")
+        try:
+            import matplotlib  # noqa: F401
+
+            self.assertTrue(os.path.exists(os.path.join(self.results, "sharing-a_then_b.png")))
+        except ImportError:
+            self.assertIn("(no plots: matplotlib is not importable here)", text)
+
+    def test_cells_are_median_with_min_max(self):
+        self.assertEqual(summarize.cell([3.0, 1.0, 2.0]), "2.00 [1.00-3.00]")
+        self.assertEqual(summarize.cell([None, 4.0]), "4.00")
+        self.assertEqual(summarize.cell([None]), "n/a")
+
+
+if __name__ == "__main__":
+    unittest.main()
