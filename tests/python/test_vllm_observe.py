@@ -113,6 +113,22 @@ class VllmObserveTest(A.PatchedVllmTest):
         self.assertGreater(c_calls, 0)
         self.assertEqual(adapter.snapshot()["step_reports"], reporter.reports)
 
+    def test_hook_time_counts_the_c_calls_made_inside_schedule(self):
+        # Without prediction every acquire happens inside vLLM's schedule() (allocate_slots): its C
+        # time is the hook's too.
+        class SlowApi(FakeCApi):
+            def acquire(self, ranges):
+                time.sleep(0.003)
+                return super().acquire(ranges)
+
+        with V.env(KVCACHED_HOOK_PREDICT=0):
+            scheduler, adapter = self.engine(api_cls=SlowApi)
+        self.add(scheduler, 6)
+        V.run_loop(scheduler)
+        acquires = adapter.tracker.acquire_calls
+        self.assertGreater(acquires, 2)
+        self.assertGreaterEqual(adapter.hooks.hook_ns_total, acquires * 3_000_000)
+
     def test_without_the_call_in_the_shim_nothing_is_reported_and_nothing_fails(self):
         scheduler, adapter = self.engine(api_cls=NoReportApi)
         self.add(scheduler, 4)
