@@ -139,6 +139,10 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "true/false, 1/0, yes/no, on/off (any case)",
        "vLLM with tensor parallelism > 1: make the workers' KV caches elastic too (experimental: "
        "acquires reach every rank through collective_rpc, all or nothing; docs/vllm.md)."},
+      {"KVCACHED_HOOK_SANITY_EVERY", T::kInteger, S::kEngineHook, "1",
+       "an integer from 1 to 1000000",
+       "With KVCACHED_SANITY_CHECK on, the vLLM adapter checks every this many engine steps "
+       "(1: every step; larger values make the check cheaper on big caches)."},
       {"KVCACHED_SHIM_PATH", T::kPath, S::kTools,
        "unset, meaning the shim in LD_PRELOAD (engine hook) or ../lib beside kvctl (doctor)",
        "a path to libkvcached_shim.so",

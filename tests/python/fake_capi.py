@@ -168,3 +168,9 @@ class FakeCApi:
         self.share_preempted = getattr(self, "share_preempted", 0) + preempted_requests
         return C.OK
 
+
+    # ---- per-step costs for kvctl (kvcached_report_engine_steps): every call is kept ----
+    def report_engine_steps(self, device: int, steps: int, hook_ns: int, c_calls: int) -> int:
+        self.step_reports = getattr(self, "step_reports", [])
+        self.step_reports.append((device, steps, hook_ns, c_calls))
+        return C.OK

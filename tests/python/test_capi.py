@@ -143,6 +143,9 @@ assert api.set_label("capi-test") == C.OK
 assert api.kv_window_begin() == C.OK and api.kv_window_end() == C.OK
 assert api.set_meminfo_mode(C.MEMINFO_PROCESS) == C.OK, api.last_error()
 assert api.set_meminfo_mode(9) == C.ERR_INVALID and "mode" in api.last_error()
+# Per-step costs for kvctl: optional symbol; an older shim answers ERR_UNSUPPORTED, never raises.
+status = api.report_engine_steps(0, 10, 12345, 3)
+assert status == (C.ERR_UNSUPPORTED if api._report_engine_steps is None else C.OK), (status, api.last_error())
 assert api.region_destroy(base) == C.OK
 assert api.region_info(base) is None
 print("roundtrip ok")

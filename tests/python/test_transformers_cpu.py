@@ -185,6 +185,20 @@ class TransformersAdapterTest(unittest.TestCase):
         # Batching: the C calls are per step, not per block or per request.
         self.assertLessEqual(snap["acquire_calls"] + snap["release_calls"], 2 * snap["steps"])
         self.assertLess(snap["acquire_calls"], snap["pages_acquired_total"])
+        # Per-step costs for kvctl (kvcached_report_engine_steps): rate-limited, cumulative, and the
+        # last totals are the steps that ran, the hook's time in them and its C calls.
+        reports = api.step_reports
+        self.assertGreaterEqual(len(reports), 1)
+        self.assertLess(len(reports), max(3, snap["steps"] // 4), "reported about every step")
+        self.assertEqual([r[1] for r in reports], sorted(r[1] for r in reports))
+        adapter = run.last_adapter
+        timing, tracker = adapter.timing, adapter.tracker
+        adapter.reporter.flush(timing.counted_steps, timing.counted_ns, tracker.acquire_calls + tracker.release_calls, force=True)
+        _, steps, hook_ns, c_calls = api.step_reports[-1]
+        self.assertEqual(steps, len(timing.per_step_us))
+        self.assertGreater(steps, 10)
+        self.assertEqual(c_calls, snap["acquire_calls"] + snap["release_calls"])
+        self.assertAlmostEqual(hook_ns / 1e3, sum(timing.per_step_us), delta=1.0)
 
     def test_unpatch_and_patch_alternate_between_plain_and_managed_caches(self):
         # The GPU throughput check alternates both kinds of run in one process.

@@ -49,8 +49,18 @@ requests = [V.make_request(f"r{i}", [1 + i] * 200, 100) for i in range(12)]
 for request in requests:
     scheduler.add_request(request)
 violations = []
+break_at = int(os.environ.get("BREAK_AT_STEP", "0"))  # release a held page behind the tracker's back
+broken = []
 
 def check(stage, _out):
+    if break_at and not broken and stage == "processed" and adapter.tracker.step >= break_at:
+        block = max(b for b in adapter.held_blocks() if b != 0)
+        addr, _ = layout.block_ranges(block)[0]
+        page = api.stats(0)["page_size"]
+        assert api.release([(addr - addr % page, page)]) == C.OK, api.last_error()  # the tracker still counts it
+        broken.append(block)
+    if broken:
+        return
     for block in adapter.held_blocks():
         for addr, length in layout.block_ranges(block):
             for probe in (addr, addr + length - 1):
@@ -60,13 +70,19 @@ def check(stage, _out):
 V.run_loop(scheduler, check=check, max_steps=5000)
 adapter.hooks.idle_tick(now=0.0)
 adapter.hooks.idle_tick(now=1e6)
+scheduler.shutdown()
 snap = adapter.snapshot()
+observer = adapter.hooks.observer
+sanity = observer.sanity
 print(json.dumps({
     "violations": violations[:5], "unfinished": scheduler.get_num_unfinished_requests(),
     "refusals": snap["refusals"], "errors": snap["errors"], "preemptions": sum(r.num_preemptions for r in requests),
     "in_use_after": sum(api.region_info(b).in_use_pages for b in regions),
     "null_pages": len(adapter.entry.pinned_units) * len(regions), "regions": len(regions),
     "acquire_calls": snap["acquire_calls"], "release_calls": snap["release_calls"], "steps": snap["steps"],
+    "sanity_checks": sanity.checks if sanity else None, "sanity_violations": sanity.violations[:3] if sanity else None,
+    "broken": broken, "report_status": api.report_engine_steps(0, snap["steps"], 0, 0),
+    "step_reports": snap["step_reports"], "reporter_active": observer.reporter.active,
 }))
 """
 
@@ -76,28 +92,53 @@ print(json.dumps({
     "needs vLLM, KVCACHED_TEST_SHIM and KVCACHED_CUDA_DRIVER",
 )
 class VllmRealShimTest(unittest.TestCase):
-    def test_held_blocks_are_in_use_pages_and_a_small_budget_preempts(self):
+    def run_engine(self, **env):
         # The caller's PYTHONPATH first: ctest puts a vLLM overlay release there.
         path = [p for p in (os.environ.get("PYTHONPATH"), R.HOOKS, R.HERE) if p]
-        result = R.run_child(
-            self,
-            CHILD,
-            "pytest_vllmshim",
-            path,
-            timeout=900,
+        settings = dict(
             KVCACHED_BUDGET="24M",
             KVCACHED_MAP_AHEAD_PAGES="0",
             KVCACHED_MIN_RESERVED_PAGES="0",
             KVCACHED_PAGE_PREALLOC_ENABLED="false",
             KVCACHED_AUTOPATCH="0",
         )
+        settings.update(env)
+        result = R.run_child(self, CHILD, "pytest_vllmshim", path, timeout=900, **settings)
         print(result)
+        return result
+
+    def test_held_blocks_are_in_use_pages_and_a_small_budget_preempts(self):
+        result = self.run_engine()
+        self.assertIsNone(result["sanity_checks"], "the sanity check ran without KVCACHED_SANITY_CHECK")
+        # Per-step costs: reported when the shim has kvcached_report_engine_steps, silently not otherwise.
+        self.assertIn(result["report_status"], (0, 7), "kvcached_report_engine_steps: OK or ERR_UNSUPPORTED")
+        self.assertEqual(result["reporter_active"], result["report_status"] == 0)
+        if result["report_status"] == 0:
+            self.assertGreater(result["step_reports"], 0)
         self.assertEqual(result["violations"], [])
         self.assertEqual(result["unfinished"], 0)
         self.assertEqual(result["errors"], 0)
         self.assertGreater(result["refusals"], 0, f"the budget never refused: {result}")
         self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
         self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
+
+
+    def test_sanity_check_zero_violations_then_a_released_held_page_is_reported(self):
+        # With the check on the shim's zero alias is one page instead of an 8 MiB chunk, which
+        # leaves more of the budget to the KV cache: a smaller budget keeps the run refused.
+        clean = self.run_engine(KVCACHED_SANITY_CHECK="1", KVCACHED_BUDGET="18M")
+        self.assertEqual(clean["violations"], [])
+        self.assertEqual(clean["sanity_violations"], [])
+        self.assertEqual(clean["unfinished"], 0)
+        self.assertGreater(clean["sanity_checks"], 50)
+        self.assertEqual(clean["sanity_checks"], clean["steps"], "not one check per schedule()")
+        self.assertGreater(clean["refusals"], 0, "the budget never refused: the run proves little")
+        broken = self.run_engine(KVCACHED_SANITY_CHECK="1", KVCACHED_BUDGET="18M", BREAK_AT_STEP="20")
+        self.assertEqual(len(broken["broken"]), 1)
+        self.assertTrue(broken["sanity_violations"], "a held page released behind the tracker was not reported")
+        first = broken["sanity_violations"][0]
+        self.assertIn("expected IN_USE", first)
+        self.assertIn("request r", first)  # the owner is named
 
 
 if __name__ == "__main__":

@@ -128,8 +128,9 @@ class SanityChecker:
                     continue
         return None
 
-    def arm(self) -> None:
-        """Records the pristine content of the shared alias page."""
+    def arm(self, dirty_note: str | None = None) -> None:
+        """Records the pristine content of the shared alias page. dirty_note: why the page may
+        legitimately hold writes already (said at INFO instead of the warning)."""
         if self.page_view is None or self._reference is not None:
             return
         found = self._unbacked_page(set())
@@ -142,8 +143,8 @@ class SanityChecker:
         if bool((self._reference != self._reference[0]).any()):
             important(
                 f"sanity [{self.name}]: the page behind unbacked memory is not uniform when armed "
-                "(something wrote into unbacked memory before the check started)",
-                logging.WARNING,
+                f"({dirty_note or 'something wrote into unbacked memory before the check started'})",
+                logging.INFO if dirty_note else logging.WARNING,
             )
 
     def check_stray_writes(self) -> int:

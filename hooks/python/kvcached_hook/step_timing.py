@@ -13,6 +13,8 @@ KEEP_STEPS = 200_000  # per-step samples kept; the oldest half goes when full
 class StepHookTiming:
     def __init__(self) -> None:
         self.total_ns = 0
+        self.counted_ns = 0  # of the steps that ran (what kvctl's per-step figures divide)
+        self.counted_steps = 0
         self.per_step_us: list[float] = []
         self._begin_ns = 0
 
@@ -30,6 +32,8 @@ class StepHookTiming:
         spent = self._begin_ns + time.perf_counter_ns() - start_ns
         self.total_ns += spent
         if counted:
+            self.counted_ns += spent
+            self.counted_steps += 1
             if len(self.per_step_us) >= KEEP_STEPS:
                 del self.per_step_us[: KEEP_STEPS // 2]
             self.per_step_us.append(spent / 1000.0)

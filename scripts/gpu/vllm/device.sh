@@ -14,7 +14,10 @@
 #                MATRIX (runner:mode:kv, default all 8 of v2|v1 x eager|graphs x bf16|fp8), plus
 #                `budget` (KVCACHED_BUDGET far below demand) and `sanity` (KVCACHED_SANITY_CHECK=1)
 #   throughput   5: one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
-#                pairs (default 5), CUDA graphs on; median ratio
+#                pairs (default 5), CUDA graphs on; median ratio; the ledger sampled meanwhile gives
+#                the shimmed engine's hook time and C calls per step (step_stats.py)
+#   sanity       4 under `vllm serve`: KVCACHED_SANITY_CHECK=1 over a 256-request load; the summary
+#                lines in the server's log (periodic, idle, shutdown) must say 0 violations
 #   multi        6 + 7: two then three shimmed servers under one KVCACHED_BUDGET, started in two
 #                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
 # Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
@@ -239,6 +242,11 @@ step_throughput() {  # proof 5
     note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim"; return
   fi
   $py "$here/client.py" load 8200 64 64 256 64 >/dev/null; $py "$here/client.py" load 8201 64 64 256 64 >/dev/null  # warm-up
+  # Proof 5's per-step costs: the shim engine's cumulative totals, read from outside through kvctl.
+  local steps=$out/throughput-ledger.jsonl sampler t0
+  $py "$here/ledger_samples.py" record "$kvctl" "$steps" 0.5 &
+  sampler=$!
+  t0=$(date +%s.%N)
   for k in $(seq 1 "${PAIRS:-5}"); do
     local order=(8200 8201) r=() port
     [ $((k % 2)) = 0 ] && order=(8201 8200)
@@ -249,10 +257,40 @@ step_throughput() {  # proof 5
     ratios+=("$($py -c "print(${r[1]} / ${r[0]})")")
     note "throughput pair $k: base ${r[0]} shim ${r[1]} tok/s"
   done
+  local t1; t1=$(date +%s.%N)
+  sleep 1; kill "$sampler" 2>/dev/null
   serve_stop "$base"; serve_stop "$shim"
   local med
   med=$($py -c "import statistics; print(f'{statistics.median([${ratios[*]// /,}]):.3f}')")
   row 5 "shim/base tok/s, median of ${PAIRS:-5} pairs" "$med" "$($py -c "print('PASS' if $med >= 0.99 else 'FAIL')")"
+  local costs
+  if costs=$($py "$here/step_stats.py" "$steps" --label tp-shim --from "$t0" --to "$t1" --json); then
+    echo "$costs" >"$out/throughput-step-costs.json"
+    row 5 "hook us/step (median of windows, kvctl)" "$(echo "$costs" | $py -c 'import json,sys; print(json.load(sys.stdin)["engines"][0]["hook_us_per_step_median"])')" info
+    row 5 "hook C calls/step (median of windows, kvctl)" "$(echo "$costs" | $py -c 'import json,sys; print(json.load(sys.stdin)["engines"][0]["c_calls_per_step_median"])')" info
+  else
+    row 5 "hook time and C calls per step" "not in kvctl list --json (shim without kvcached_report_engine_steps?)" FAIL
+  fi
+}
+
+step_sanity() {  # proof 4 under `vllm serve`
+  local pid log=$out/sanity-serve.log
+  pid=$(serve_start sanity-serve 8400 1 KVCACHED_SANITY_CHECK=1 KVCACHED_LABEL=sanity-serve -- --gpu-memory-utilization 0.3)
+  if ! $py "$here/client.py" wait 8400 400 >/dev/null; then
+    note "sanity: server not ready"; tail -30 "$log"; row 4 "sanity server ready" no FAIL; serve_stop "$pid"; return
+  fi
+  $py "$here/client.py" load 8400 256 64 512 128 >"$out/sanity-load.json"
+  sleep 2  # idle: the engine logs the summary of the run
+  serve_stop "$pid"  # SIGINT: Scheduler.shutdown logs the last one
+  local summary checks violations lines
+  summary=$(grep -E 'kvcached sanity \[' "$log" | tail -1)
+  note "sanity: $summary"
+  checks=$(echo "$summary" | grep -oE '[0-9]+ checks' | cut -d' ' -f1)
+  violations=$(echo "$summary" | grep -oE '[0-9]+ violations' | cut -d' ' -f1)
+  lines=$(grep -c 'sanity violation' "$log")
+  row 4 "serve, 256 requests: load" "$(cat "$out/sanity-load.json")" info
+  row 4 "serve: sanity checks (last summary)" "${checks:-no summary}" "$([ "${checks:-0}" -gt 100 ] && echo PASS || echo FAIL)"
+  row 4 "serve: violations (summary; lines)" "${violations:-?}; $lines" "$([ "${violations:-x}" = 0 ] && [ "$lines" = 0 ] && echo PASS || echo FAIL)"
 }
 
 port_of() { case $1 in a) echo 8300 ;; b) echo 8301 ;; *) echo 8302 ;; esac; }
@@ -301,7 +339,7 @@ print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/d
   row 6 "loads served without error" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")/$(grep -c '"n"' "$out/multi-load.jsonl")" info
 }
 
-[ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 1; }
+[ $# -gt 0 ] || { sed -n '2,25p' "$0"; exit 1; }
 : >"$table"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -318,6 +356,7 @@ for step in "$@"; do
     serve) step_serve ;;
     identity) step_identity ;;
     throughput) step_throughput ;;
+    sanity) step_sanity ;;
     multi) step_multi ;;
     *) echo "device.sh: unknown step $step" >&2; exit 1 ;;
   esac

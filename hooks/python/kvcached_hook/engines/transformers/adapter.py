@@ -20,6 +20,7 @@ from ...freelist import PageAwareFreeList
 from ...pressure_watch import PressureWatch
 from ...sanity import SanityChecker
 from ...stall_watch import StallWatch
+from ...step_report import StepReporter
 from ...step_timing import StepHookTiming
 from ...tracker import KVPageTracker
 from .demand import peek_queue, predict_demand
@@ -50,6 +51,7 @@ class CacheAdapter:
         self.pressure_trims = 0
         self.steps = 0
         self.timing = StepHookTiming()
+        self.reporter = StepReporter(self.api, self.device_index)  # per-step costs for kvctl
         self._requests_mod = sys.modules.get(REQUESTS_MODULE)
 
         tensors = kv_tensors(cache)
@@ -187,6 +189,17 @@ class CacheAdapter:
             important(f"{self.label}: end-of-step bookkeeping failed: {error}", logging.ERROR)
         self.stall.update(ready, self.tracker.refused_this_step)
         self.timing.finished(start, ready)
+        self._report_steps(ready)
+
+    def _report_steps(self, ready: bool) -> None:
+        """Cumulative steps that ran, the hook's time in them and its C calls, to kvctl (rate-limited;
+        an idle loop sends the last totals once)."""
+        tracker, timing = self.tracker, self.timing
+        totals = (timing.counted_steps, timing.counted_ns, tracker.acquire_calls + tracker.release_calls)
+        if ready:
+            self.reporter.step(*totals)
+        else:
+            self.reporter.flush(*totals)
 
     def snapshot(self) -> dict:
         data = self.tracker.snapshot()
@@ -203,6 +216,7 @@ class CacheAdapter:
         )
         data.update(self.tracker.step_costs())
         data.update(self.timing.snapshot())
+        data["step_reports"] = self.reporter.reports
         if self.sanity is not None:
             data.update(
                 sanity_checks=self.sanity.checks,

@@ -9,6 +9,7 @@ imports it. What is patched and why: docs/vllm.md. Parts:
   blocks.py          BlockPool <-> KVPageTracker, page-aware block choice, refusal
   steps.py           per-step acquire, fenced releases, pressure and idle trim
   scheduler_side.py  the scheduler-side wrappers
+  observe.py         per-step costs to kvctl, KVCACHED_SANITY_CHECK (sanity_hook.py)
   tp.py              tensor parallel (experimental, KVCACHED_HOOK_VLLM_TP=1)
 """
 
@@ -20,7 +21,7 @@ import sys
 from ... import capi as C
 from ..._log import logger
 from ...patching import PatchSet, Target
-from . import registry, scheduler_side as S, worker as W
+from . import observe, registry, scheduler_side as S, worker as W
 
 LOWEST, BELOW = "0.24", "0.27"
 
@@ -75,6 +76,7 @@ TARGETS = [
     Target(_SCHED, "Scheduler", "update_from_output", ("self", "scheduler_output", "model_runner_output"),
            S.wrap_update_from_output),
     Target(_SCHED, "Scheduler", "has_requests", ("self",)),
+    Target(_SCHED, "Scheduler", "shutdown", ("self",), observe.wrap_scheduler_shutdown),
     # Tensor parallel (tp.py, opt-in): the scheduler's way to its workers, releases on each step.
     Target("vllm.v1.executor.abstract", "Executor", "__init__", ("self", "vllm_config"), S.wrap_executor_init),
     Target("vllm.v1.worker.gpu_worker", "Worker", "execute_model", ("self", "scheduler_output"), S.wrap_execute_model),

@@ -172,6 +172,9 @@ class PoolAdapter:
             tensors=len(self.tracker.layout.spans),
         )
         data.update(self.tracker.step_costs())
+        observer = getattr(hooks, "observer", None)
+        if observer is not None:  # observe.py: step reports, sanity counts
+            data.update(observer.snapshot())
         return data
 
     # ------------------------------------------------------------------ checks (tests, sanity)

@@ -9,7 +9,7 @@ import logging
 from ..._env import HookSettings
 from ..._log import important
 from ... import capi as C
-from . import registry, tp
+from . import observe, registry, tp
 from .blocks import PoolAdapter
 from .steps import StepHooks, start_idle_thread
 
@@ -37,6 +37,7 @@ def _scheduler_hooks(scheduler) -> StepHooks | None:
     hooks = StepHooks(adapter, scheduler)
     adapter.hooks = hooks
     scheduler._kvcached_steps = hooks
+    observe.attach(hooks, scheduler)  # per-step reports to kvctl, KVCACHED_SANITY_CHECK
     if overrides["idle_thread"]:
         start_idle_thread(hooks)
     return hooks

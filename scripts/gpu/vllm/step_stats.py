@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Hook time and C calls per engine step, from `kvctl list --json` samples taken during a load run.
+
+    step_stats.py SAMPLES.jsonl [--label PREFIX] [--from T] [--to T] [--min-steps N] [--json]
+
+SAMPLES.jsonl: one sample a line, either what `ledger_samples.py record` writes ({"t", "procs":
+[...]}, with engine_steps, engine_hook_ns, engine_hook_c_calls per process) or raw `kvctl list
+--json` output with a "t" added ({"t", "segments": [{"processes": [...]}]}).
+
+The engine hook reports cumulative totals (kvcached_report_engine_steps, at most every 0.5 s). For
+each engine (pid and label) and each pair of consecutive samples in which its step count grew by at
+least --min-steps (default 10), a window gives hook microseconds per step and C calls per step; the
+medians over the windows are printed (with the whole run's ratio and the window count), one line
+an engine, or one JSON object with --json. Only windows inside [--from, --to] count (unix seconds:
+the load's start and end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+FIELDS = ("engine_steps", "engine_hook_ns", "engine_hook_c_calls")
+
+
+def processes(sample: dict) -> list[dict]:
+    if "procs" in sample:
+        return sample["procs"]
+    return [p for s in sample.get("segments", []) for p in s.get("processes", [])]
+
+
+def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tuple[float, int, int, int]]]:
+    """(pid, label) -> [(t, steps, hook_ns, c_calls)] in time order, engines that reported only."""
+    out: dict[tuple[int, str], list[tuple[float, int, int, int]]] = {}
+    for row in sorted(rows, key=lambda r: r.get("t", 0.0)):
+        for p in processes(row):
+            label = p.get("label") or ""
+            if not label.startswith(prefix) or any(p.get(f) is None for f in FIELDS):
+                continue
+            if not p.get("engine_steps"):
+                continue  # an engine that has not reported (or an older shim)
+            out.setdefault((p.get("pid"), label), []).append(
+                (float(row.get("t", 0.0)), int(p["engine_steps"]), int(p["engine_hook_ns"]), int(p["engine_hook_c_calls"]))
+            )
+    return out
+
+
+def windows(points, t_from: float, t_to: float, min_steps: int):
+    """(steps, us per step, calls per step) of each window of consecutive samples."""
+    inside = [p for p in points if t_from <= p[0] <= t_to]
+    out = []
+    for (_, s0, ns0, c0), (_, s1, ns1, c1) in zip(inside, inside[1:]):
+        steps = s1 - s0
+        if steps < max(1, min_steps) or ns1 < ns0 or c1 < c0:
+            continue  # too few steps to say anything, or a restarted engine under the same pid
+        out.append((steps, (ns1 - ns0) / steps / 1000.0, (c1 - c0) / steps))
+    return out
+
+
+def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"), t_to: float = float("inf"),
+              min_steps: int = 10) -> list[dict]:
+    result = []
+    for (pid, label), points in sorted(series(rows, prefix).items(), key=lambda kv: (kv[0][1], kv[0][0] or 0)):
+        wins = windows(points, t_from, t_to, min_steps)
+        inside = [p for p in points if t_from <= p[0] <= t_to]
+        entry = {"pid": pid, "label": label, "windows": len(wins)}
+        if wins:
+            steps = inside[-1][1] - inside[0][1]
+            entry.update(
+                steps=steps,
+                hook_us_per_step_median=round(statistics.median(w[1] for w in wins), 3),
+                c_calls_per_step_median=round(statistics.median(w[2] for w in wins), 4),
+                hook_us_per_step_run=round((inside[-1][2] - inside[0][2]) / steps / 1000.0, 3),
+                c_calls_per_step_run=round((inside[-1][3] - inside[0][3]) / steps, 4),
+            )
+        result.append(entry)
+    return result
+
+
+def load(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("samples")
+    parser.add_argument("--label", default="", help="only engines whose kvctl label starts with this")
+    parser.add_argument("--from", dest="t_from", type=float, default=float("-inf"))
+    parser.add_argument("--to", dest="t_to", type=float, default=float("inf"))
+    parser.add_argument("--min-steps", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = summarize(load(args.samples), args.label, args.t_from, args.t_to, args.min_steps)
+    if args.json:
+        print(json.dumps({"engines": result}))
+        return 0 if any(e["windows"] for e in result) else 1
+    if not result:
+        print("no engine reported step costs (an older shim, or no kvctl sample during the load)")
+        return 1
+    for e in result:
+        if not e["windows"]:
+            print(f"{e['label']} (pid {e['pid']}): no window of {args.min_steps}+ steps")
+            continue
+        print(
+            f"{e['label']} (pid {e['pid']}): hook {e['hook_us_per_step_median']} us/step, "
+            f"{e['c_calls_per_step_median']} C calls/step (medians of {e['windows']} windows; whole run "
+            f"{e['hook_us_per_step_run']} us, {e['c_calls_per_step_run']} calls over {e['steps']} steps)"
+        )
+    return 0 if any(e["windows"] for e in result) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
