@@ -172,6 +172,8 @@ class PoolAdapter:
             tensors=len(self.tracker.layout.spans),
         )
         data.update(self.tracker.step_costs())
+        if hooks is not None:
+            data.update(hooks.share.snapshot())  # the sharing policy's counts (share_policy.py)
         return data
 
     # ------------------------------------------------------------------ checks (tests, sanity)
