@@ -79,6 +79,7 @@ class SharePolicy:
         self.verdict = None  # this step's verdict; None: the shim has none (or not asked yet)
         self.preempted_now: list = []  # requests this policy preempted in the current step
         self.cannot_give = False  # asked to give, but its smallest page unit exceeds what it may give
+        self._released_mark = adapter.tracker.units_released  # pages released up to the last trim
         self.episode: Episode | None = None
         # Totals since start (snapshot).
         self.episodes = 0
@@ -204,6 +205,7 @@ class SharePolicy:
         cached = max(0, cached_before - len(adapter.cached))
         self.hooks._update_fence()
         tracker.flush(force=True)  # now, not after the release delay; never past the fence
+        self._trim()
         self.preempted_now.extend(preempted)
         if given or preempted:
             self.given_bytes += given
@@ -217,6 +219,17 @@ class SharePolicy:
             report = getattr(adapter.api, "share_report", None)
             if report is not None:
                 report(self.device, given, len(preempted))
+
+    def _trim(self) -> None:
+        """Released pages stay in the shim's pool (mapped, charged to this process) until it trims
+        them: during an episode they are returned to the budget at once, for the starved engine."""
+        tracker = self.adapter.tracker
+        if tracker.units_released == self._released_mark:
+            return
+        self._released_mark = tracker.units_released
+        trim = getattr(self.adapter.api, "trim", None)
+        if trim is not None:
+            trim(self.device)
 
     def _evict_whole_pages(self, empty: int, target: int, limit: int) -> int:
         """Evicts the cached blocks of pages whose held blocks are all cached (least recently used
