@@ -414,6 +414,22 @@ class VllmShareTest(base.PatchedVllmTest):
                 before -= give
         self.assertEqual(self.api.share_given, 3 * unit * PAGE)
 
+    def test_it_never_gives_more_than_it_holds_above_its_share(self):
+        # The fake's tensors start anywhere in a page: a unit may be one page of one tensor, and a
+        # block may straddle pages, so evicting one page's blocks can empty pages of the other
+        # tensor too. Asked for one page, it never gives two.
+        with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep"):
+            scheduler, adapter = self.engine()
+        self.add(scheduler, "c", 6, 64, 1)
+        V.run_loop(scheduler)
+        adapter.hooks.idle_tick(now=0.0)
+        for _ in range(4):
+            before = len(self.api.in_use_pages())
+            self.api.share_verdict = Script(self.api, "give_cached", before - 1)
+            adapter.hooks.idle_tick(now=0.1)
+            self.assertIn(len(self.api.in_use_pages()), (before, before - 1), "went below its share")
+        self.assertTrue(adapter.cached)
+
     def test_asked_less_than_a_unit_it_gives_nothing_and_admits_into_its_own_pages(self):
         with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep", KVCACHED_HOOK_RELEASE_DELAY_STEPS=1000):
             scheduler, adapter = self.engine(api_cls=RegionPagesApi)
