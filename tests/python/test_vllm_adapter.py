@@ -297,7 +297,10 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter), "pages beyond the null block's stay")
 
     def test_the_prefix_cache_is_given_back_when_another_process_is_refused(self):
+        # A shim without the sharing policy (no verdict): the older pressure signal decides.
+        # With a verdict, the policy does (test_vllm_share.py).
         scheduler, adapter = self.engine("uniform", page=2048)
+        self.api.share_verdict = lambda device: None
         seq = [1]
         self.api.pressure = lambda device: (seq[0], os.getpid() + 1)
         scheduler.add_request(V.make_request("a", list(range(1, 65)), 4))

@@ -74,6 +74,10 @@ class KVPageTracker:
         self.pressure = False
         self.refused_this_step = False
         self.refused_last_step = False
+        # Set by the engine adapter while the sharing policy (docs/sharing.md) asks this engine to
+        # give memory back: no new page is acquired (ensure behaves as refused, without a C call),
+        # so pages it frees go to the starved engine instead of back to itself.
+        self.no_new_pages = False
         self._step_c_ns = 0
         self._step_calls = 0
         # Statistics.
@@ -233,8 +237,11 @@ class KVPageTracker:
                 self._evict(n - self.nbfree)
                 if n <= self.nbfree:
                     return True
+            if self.no_new_pages and best_effort:
+                return False
             # One refused call per step is enough: the budget will not change within the step.
-            units = [] if self.refused_this_step and not best_effort else self._plan(n - self.nbfree)
+            held_back = (self.refused_this_step or self.no_new_pages) and not best_effort
+            units = [] if held_back else self._plan(n - self.nbfree)
             if units:
                 status = self._acquire_units(units)
                 if status == C.OK:

@@ -8,6 +8,7 @@ imports it. What is patched and why: docs/vllm.md. Parts:
   registry.py        worker -> scheduler hand-over inside the EngineCore process
   blocks.py          BlockPool <-> KVPageTracker, page-aware block choice, refusal
   steps.py           per-step acquire, fenced releases, pressure and idle trim
+  share_policy.py    the sharing policy's verdicts: stop admitting, give cached, preempt
   scheduler_side.py  the scheduler-side wrappers
   observe.py         per-step costs to kvctl, KVCACHED_SANITY_CHECK (sanity_hook.py)
   tp.py              tensor parallel (experimental, KVCACHED_HOOK_VLLM_TP=1)
@@ -77,6 +78,8 @@ TARGETS = [
            S.wrap_update_from_output),
     Target(_SCHED, "Scheduler", "has_requests", ("self",)),
     Target(_SCHED, "Scheduler", "shutdown", ("self",), observe.wrap_scheduler_shutdown),
+    # The sharing policy preempts with vLLM's own mechanics (share_policy.py).
+    Target(_SCHED, "Scheduler", "_preempt_request", ("self", "request", "timestamp")),
     # Tensor parallel (tp.py, opt-in): the scheduler's way to its workers, releases on each step.
     Target("vllm.v1.executor.abstract", "Executor", "__init__", ("self", "vllm_config"), S.wrap_executor_init),
     Target("vllm.v1.worker.gpu_worker", "Worker", "execute_model", ("self", "scheduler_output"), S.wrap_execute_model),

@@ -175,6 +175,8 @@ class PoolAdapter:
         observer = getattr(hooks, "observer", None)
         if observer is not None:  # observe.py: step reports, sanity counts
             data.update(observer.snapshot())
+        if hooks is not None:
+            data.update(hooks.share.snapshot())  # the sharing policy's counts (share_policy.py)
         return data
 
     # ------------------------------------------------------------------ checks (tests, sanity)

@@ -11,6 +11,7 @@ from ..._log import important
 from ... import capi as C
 from . import observe, registry, tp
 from .blocks import PoolAdapter
+from .share_policy import BACKED_ONLY, REFUSE, RUN
 from .steps import StepHooks, start_idle_thread
 
 overrides = {"idle_thread": True}
@@ -183,11 +184,20 @@ def wrap_allocate_slots(orig):
         if adapter is None:
             return orig(self, request, num_new_tokens, *args, **kwargs)
         with adapter.lock:
+            hooks, tracker = adapter.hooks, adapter.tracker
+            # The sharing policy may hold admissions back (share_policy.py): None, as for a full
+            # cache, before vLLM touches anything.
+            decision = hooks.share.admission(request, hooks.scheduler()) if hooks is not None else RUN
+            if decision == REFUSE:
+                return None
+            no_new_pages = tracker.no_new_pages
+            tracker.no_new_pages = no_new_pages or decision == BACKED_ONLY
             adapter.allocating = True
             try:
                 return orig(self, request, num_new_tokens, *args, **kwargs)
             finally:
                 adapter.allocating = False
+                tracker.no_new_pages = no_new_pages
                 adapter.end_allocation()
 
     return allocate_slots

@@ -18,6 +18,7 @@ import weakref
 from ..._log import important, logger
 from ...pressure_watch import PressureWatch
 from .blocks import PoolAdapter
+from .share_policy import SharePolicy
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -39,6 +40,7 @@ class StepHooks:
         self._c_ns_mark = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
         self.on_idle = []  # callables(adapter) at each idle tick (observe.py: reports, summaries)
+        self.share = SharePolicy(adapter, self)  # the sharing policy's verdicts (share_policy.py)
 
     # ---- fence ----
     def _update_fence(self) -> None:
@@ -54,10 +56,12 @@ class StepHooks:
         self.steps += 1
         self._update_fence()
         tracker.flush()
-        self.yield_to_pressure()
+        if not self.share.before_schedule(scheduler):
+            self.yield_to_pressure()  # a shim without the sharing policy: the older signal
         if scheduler.has_requests():
             self.idle_since = None
-            if adapter.settings.predict and not tracker.refused_last_step:
+            # Under a verdict the step's pages come from what is held (no speculative backing).
+            if adapter.settings.predict and not tracker.refused_last_step and not self.share.stopping:
                 try:
                     demand = self.predict(scheduler)
                 except Exception as error:  # noqa: BLE001 - prediction is an optimisation only
@@ -75,6 +79,7 @@ class StepHooks:
         tracker = adapter.tracker
         if getattr(output, "total_num_scheduled_tokens", 0) > 0:
             adapter.in_flight.append(tracker.step)
+        self.share.after_schedule(output)
         tracker.record_step_costs()  # C time and calls of this step (docs/vllm.md: per-step costs)
         # Also the C calls the wrappers made inside vLLM's schedule() (an allocation the prediction
         # missed); the sanity check below is a diagnostic and not counted.
@@ -123,7 +128,8 @@ class StepHooks:
     # ---- giving back ----
     def yield_to_pressure(self) -> None:
         """Another process on this GPU was refused memory: drop the prefix cache so its pages go
-        back to the shared budget. Blocks of running requests stay."""
+        back to the shared budget. Blocks of running requests stay. Only with a shim that gives no
+        sharing verdict: the policy (share_policy.py) decides otherwise."""
         adapter = self.adapter
         if not self.pressure.poll():
             return
@@ -144,7 +150,8 @@ class StepHooks:
             now = time.monotonic() if now is None else now
             if self.idle_since is None:
                 self.idle_since = now
-            self.yield_to_pressure()
+            if not self.share.idle():
+                self.yield_to_pressure()
             trim_s = adapter.settings.idle_trim_s
             if trim_s >= 0 and now - self.idle_since >= trim_s and adapter.cached:
                 adapter.drop_prefix_cache()

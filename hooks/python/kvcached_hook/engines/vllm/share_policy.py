@@ -1,0 +1,314 @@
+"""The sharing policy's verdicts (docs/sharing.md), acted on by vLLM's scheduler.
+
+Once per schedule(), before vLLM schedules, the engine reads kvcached_share_verdict for its GPU
+(about a microsecond) and acts on it for that step:
+
+  ok              nothing: an engine below its share (or with nobody starved) is never touched.
+  stop_admitting  requests that wait (new ones, and preempted ones to be resumed) get None from
+                  allocate_slots without vLLM's allocate_slots being called, so vLLM admits
+                  nothing this step; running requests continue as usual.
+  give_cached     admissions stopped, no new page for this step, and cached (prefix) blocks are
+                  evicted until pages worth give_bytes are empty: pages whose held blocks are all
+                  cached, least recently used first (a page that stays partly used frees nothing).
+  preempt         as give_cached, then, while that is not enough, the newest running request is
+                  preempted with vLLM's own Scheduler._preempt_request (vLLM recomputes it later)
+                  and the pages it leaves cached are evicted too.
+
+The pages made empty are released at once, behind the fence (steps.py): a batch in flight keeps
+its pages until it was processed. The engine never gives more than would take it below its fair
+share (it gives whole pages of its cache, one page in every KV tensor, so the starved engine may
+get up to one such unit less than it lacks). What was given and preempted is reported to the
+ledger (kvcached_share_report) for kvctl.
+
+Progress rule: while admissions are stopped, an engine with no running request may still admit one
+request into pages it already holds (no page is acquired for it), except in a step in which it
+preempted. So an engine whose own requests were all preempted, or finished, never waits for
+itself; what does not fit in its pages waits until the verdict is ok again (the starved engine got
+its share, or stopped asking). An engine asked to give less than one of its page units (one page
+in each KV tensor) above its share cannot give anything without going below it: nothing of it can
+help the starved engine, so it admits into the pages it holds (no new page) instead of stalling.
+
+An engine whose shim has no verdict (an older shim, or a call that failed) behaves as before the
+policy existed: the prefix cache goes back whenever another process was refused (steps.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..._log import important
+from . import tp
+
+OK, STOP, GIVE_CACHED, PREEMPT = "ok", "stop_admitting", "give_cached", "preempt"
+_RANK = {OK: 0, STOP: 1, GIVE_CACHED: 2, PREEMPT: 3}
+
+# allocate_slots decisions for one request
+RUN, REFUSE, BACKED_ONLY = "run", "refuse", "backed_only"
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 1 << 20 or nbytes == 0:
+        return f"{nbytes / (1 << 20):.1f} MiB"
+    return f"{nbytes >> 10} KiB"
+
+
+class Episode:
+    """One stretch of steps with a verdict other than ok (for the log line and the snapshot)."""
+
+    def __init__(self, step: int, verdict) -> None:
+        self.first_step = step
+        self.steps = 0
+        self.worst = OK
+        self.starved_pid = verdict.starved_pid
+        self.held_at_start = verdict.held_bytes
+        self.fair_share = verdict.fair_share_bytes
+        self.given_bytes = 0
+        self.cached_blocks = 0
+        self.preempted = 0
+        self.refused_admissions = 0
+
+
+class SharePolicy:
+    """Reads the verdict each step and applies it to one vLLM scheduler (through its PoolAdapter)."""
+
+    def __init__(self, adapter, hooks) -> None:
+        self.adapter = adapter
+        self.hooks = hooks
+        self.device = adapter.entry.device_index
+        self.verdict = None  # this step's verdict; None: the shim has none (or not asked yet)
+        self.preempted_now: list = []  # requests this policy preempted in the current step
+        self.cannot_give = False  # asked to give, but its smallest page unit exceeds what it may give
+        self._released_mark = adapter.tracker.units_released  # pages released up to the last trim
+        self.episode: Episode | None = None
+        # Totals since start (snapshot).
+        self.episodes = 0
+        self.stopped_steps = 0
+        self.refused_admissions = 0
+        self.progress_admissions = 0
+        self.given_bytes = 0
+        self.cached_blocks_given = 0
+        self.preempted = 0
+
+    # ------------------------------------------------------------------ the verdict
+    def read(self):
+        api = self.adapter.api
+        if isinstance(api, tp.RemoteApi):
+            return None  # tensor parallel: the pages are charged to the workers, not to this process
+        query = getattr(api, "share_verdict", None)  # absent from older fakes
+        if query is None:
+            return None
+        try:
+            return query(self.device)
+        except Exception:  # noqa: BLE001 - no verdict: behave as before the policy
+            return None
+
+    @property
+    def action(self) -> str:
+        return self.verdict.action if self.verdict is not None else OK
+
+    @property
+    def stopping(self) -> bool:
+        """Admissions are stopped for this step."""
+        return self.action != OK
+
+    def before_schedule(self, scheduler) -> bool:
+        """Reads the verdict and acts. False when the shim gave no verdict (the caller then uses
+        the older pressure signal)."""
+        self.preempted_now = []
+        self.cannot_give = False
+        verdict = self.verdict = self.read()
+        tracker = self.adapter.tracker
+        tracker.no_new_pages = False
+        if verdict is None:
+            self._end_episode()
+            return False
+        if verdict.action == OK:
+            self._end_episode()
+            return True
+        self._note(verdict)
+        self.stopped_steps += 1
+        if verdict.action in (GIVE_CACHED, PREEMPT):
+            tracker.no_new_pages = True  # what it frees is for the starved engine
+            self._give(verdict, scheduler if verdict.action == PREEMPT else None)
+        return True
+
+    def idle(self) -> bool:
+        """The idle thread's turn (nothing runs, nothing in flight): cached blocks only. False
+        when the shim gave no verdict."""
+        verdict = self.read()
+        if verdict is None:
+            return False
+        if verdict.action == OK:
+            self._end_episode()
+            return True
+        self._note(verdict)
+        if verdict.action in (GIVE_CACHED, PREEMPT):
+            self._give(verdict, None)
+        return True
+
+    # ------------------------------------------------------------------ admissions
+    def admission(self, request, scheduler) -> str:
+        """How allocate_slots treats `request` this step: RUN (as usual), REFUSE (answer None
+        without calling vLLM), BACKED_ONLY (the progress rule: only pages already held)."""
+        if not self.stopping or getattr(request.status, "name", "") == "RUNNING":
+            return RUN
+        if self.cannot_give or (scheduler is not None and not scheduler.running and not self.preempted_now):
+            self.progress_admissions += 1
+            return BACKED_ONLY
+        self.refused_admissions += 1
+        if self.episode is not None:
+            self.episode.refused_admissions += 1
+        return REFUSE
+
+    def after_schedule(self, output) -> None:
+        """vLLM 0.24 lists only the requests its own schedule() preempted: add ours, so the model
+        runner drops their state (0.26 reads the scheduler's set, which has them already)."""
+        if not self.preempted_now:
+            return
+        ids = getattr(output, "preempted_req_ids", None)
+        if isinstance(ids, set):
+            ids.update(r.request_id for r in self.preempted_now if getattr(r.status, "name", "") == "PREEMPTED")
+
+    # ------------------------------------------------------------------ giving
+    def _unit_bytes(self, unit: int) -> int:
+        layout = self.adapter.tracker.layout
+        return len(layout.unit_ranges(unit)) * layout.page_size
+
+    def _empty_bytes(self) -> int:
+        """Bytes of pages that are backed and empty: released at the next flush the fence allows."""
+        tracker = self.adapter.tracker
+        return sum(self._unit_bytes(u) for u in tracker.empty_since if tracker.acq[u] and tracker.count[u] == 0)
+
+    def _give(self, verdict, scheduler) -> None:
+        adapter, tracker = self.adapter, self.adapter.tracker
+        target = verdict.give_bytes
+        # Never below its share by giving: at most what it holds above it.
+        limit = max(0, verdict.held_bytes - verdict.fair_share_bytes)
+        empty_before = self._empty_bytes()
+        cached_before = len(adapter.cached)
+        preempted = []
+        smallest = min(len(spans) for spans in tracker.layout.class_spans) * tracker.layout.page_size
+        if target > empty_before and empty_before + smallest > limit:
+            # Any page it could free would take it below its share: nothing moves, and holding
+            # admissions back would not help the starved engine; it admits into pages it holds.
+            self.cannot_give = True
+        elif target > 0:
+            empty = self._evict_whole_pages(empty_before, target, limit)
+            while scheduler is not None and empty < target and empty + smallest <= limit and scheduler.running:
+                victim = self._newest(scheduler)
+                scheduler.running.remove(victim)
+                scheduler._preempt_request(victim, time.monotonic())
+                preempted.append(victim)
+                empty = self._evict_whole_pages(self._empty_bytes(), target, limit)
+        given = max(0, self._empty_bytes() - empty_before)
+        cached = max(0, cached_before - len(adapter.cached))
+        self.hooks._update_fence()
+        tracker.flush(force=True)  # now, not after the release delay; never past the fence
+        self._trim()
+        self.preempted_now.extend(preempted)
+        if given or preempted:
+            self.given_bytes += given
+            self.cached_blocks_given += cached
+            self.preempted += len(preempted)
+            episode = self.episode
+            if episode is not None:
+                episode.given_bytes += given
+                episode.cached_blocks += cached
+                episode.preempted += len(preempted)
+            report = getattr(adapter.api, "share_report", None)
+            if report is not None:
+                report(self.device, given, len(preempted))
+
+    def _trim(self) -> None:
+        """Released pages stay in the shim's pool (mapped, charged to this process) until it trims
+        them: during an episode they are returned to the budget at once, for the starved engine."""
+        tracker = self.adapter.tracker
+        if tracker.units_released == self._released_mark:
+            return
+        self._released_mark = tracker.units_released
+        trim = getattr(self.adapter.api, "trim", None)
+        if trim is not None:
+            trim(self.device)
+
+    def _evict_whole_pages(self, empty: int, target: int, limit: int) -> int:
+        """Evicts the cached blocks of pages whose held blocks are all cached (least recently used
+        first) until `target` bytes of pages are empty, never past `limit` (a block may lie in
+        pages of several tensors: every page its eviction would empty counts). Returns the bytes
+        of empty pages now."""
+        adapter, tracker = self.adapter, self.adapter.tracker
+        layout = tracker.layout
+        if empty >= target or not adapter.cached:
+            return empty
+        cached_in: dict[int, list[int]] = {}  # unit -> its cached blocks, units in LRU order
+        for bid in adapter.cached:
+            if bid in adapter.protected:
+                continue
+            for unit in layout.block_units(bid):
+                cached_in.setdefault(unit, []).append(bid)
+        for unit, blocks in cached_in.items():
+            if empty >= target:
+                break
+            blocks = [b for b in blocks if b in adapter.cached]  # an earlier unit's eviction took some
+            if not blocks or not tracker.acq[unit] or tracker.count[unit] != len(blocks):
+                continue  # other held blocks (or a pin) keep this page: evicting frees nothing
+            touched: dict[int, int] = {}
+            for bid in blocks:
+                for other in layout.block_units(bid):
+                    touched[other] = touched.get(other, 0) + 1
+            freed = sum(self._unit_bytes(u) for u, n in touched.items() if tracker.acq[u] and tracker.count[u] == n)
+            if empty + freed > limit:
+                continue
+            for bid in blocks:
+                block = adapter.cached[bid]
+                adapter.pool._maybe_evict_cached_block(block)
+                adapter.sync(block)
+            empty = self._empty_bytes()
+        return empty
+
+    @staticmethod
+    def _newest(scheduler):
+        """The request vLLM itself would preempt first: the lowest priority, latest arrival under
+        the priority policy; otherwise the last one admitted."""
+        if getattr(scheduler.policy, "value", None) == "priority":
+            return max(scheduler.running, key=lambda r: (r.priority, r.arrival_time))
+        return scheduler.running[-1]
+
+    # ------------------------------------------------------------------ episodes
+    def _note(self, verdict) -> None:
+        if self.episode is None:
+            self.episode = Episode(self.adapter.tracker.step, verdict)
+            self.episodes += 1
+        episode = self.episode
+        episode.steps += 1
+        if _RANK.get(verdict.action, 0) > _RANK[episode.worst]:
+            episode.worst = verdict.action
+
+    def _end_episode(self) -> None:
+        """One log line per episode, when it ends."""
+        episode, self.episode = self.episode, None
+        if episode is None:
+            return
+        important(
+            f"{self.adapter.label}: sharing: above its fair share ({_size(episode.held_at_start)} held, share "
+            f"{_size(episode.fair_share)}) while pid {episode.starved_pid} was starved, for {episode.steps} step(s) "
+            f"from step {episode.first_step} (up to {episode.worst}): {episode.refused_admissions} admission(s) "
+            f"held back, gave {_size(episode.given_bytes)} ({episode.cached_blocks} cached blocks), "
+            f"preempted {episode.preempted} request(s)",
+            logging.INFO,
+        )
+
+    def snapshot(self) -> dict:
+        return {
+            "share_action": self.action,
+            "share_episodes": self.episodes,
+            "share_stopped_steps": self.stopped_steps,
+            "share_refused_admissions": self.refused_admissions,
+            "share_progress_admissions": self.progress_admissions,
+            "share_given_bytes": self.given_bytes,
+            "share_cached_blocks_given": self.cached_blocks_given,
+            "share_preempted_requests": self.preempted,
+        }
+
+
+__all__ = ["SharePolicy", "RUN", "REFUSE", "BACKED_ONLY"]
