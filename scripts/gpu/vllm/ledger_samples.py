@@ -39,8 +39,16 @@ def record(kvctl: str, path: str, period: float) -> None:
 
 
 def samples(path: str) -> list[dict]:
+    """The samples `record` wrote; a line cut short (the recorder was stopped while writing it,
+    which is how device.sh stops it) is left out."""
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # blank, or cut short
+    return rows
 
 
 def plot(path: str, events: str, png: str) -> None:

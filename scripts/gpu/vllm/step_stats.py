@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ledger_samples  # noqa: E402
 
 FIELDS = ("engine_steps", "engine_hook_ns", "engine_hook_c_calls")
 
@@ -80,8 +84,8 @@ def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"),
 
 
 def load(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The samples of `ledger_samples.py record` (one reader for both scripts)."""
+    return ledger_samples.samples(path)
 
 
 def main(argv=None) -> int:
