@@ -52,6 +52,9 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
         s.share_given != 0) {
       return "it is free but holds a share";
     }
+    if (s.engine_steps != 0 || s.engine_hook_ns != 0 || s.engine_hook_c_calls != 0) {
+      return "it is free but holds engine step statistics";
+    }
     return {};
   }
   if (OwnerPid(s.owner) == 0) return "it is owned by pid 0";

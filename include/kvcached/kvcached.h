@@ -170,6 +170,22 @@ KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_v
  * kvctl list and kvctl metrics). */
 KVCACHED_API kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests);
 
+/* ---- engine hook statistics (docs/metrics.md) ---- */
+/* Publishes the engine hook's cumulative totals for this process on `device`: engine steps seen,
+ * nanoseconds spent inside the hook over them, and kvcached C API calls the hook made over them.
+ * Shown from outside the engine by `kvctl list` (hook us/step), `kvctl list --json`
+ * (engine_steps, engine_hook_ns, engine_hook_c_calls) and `kvctl metrics`
+ * (kvcached_process_engine_*_total counters).
+ *
+ * Totals, not increments: the last call wins. Keep them monotonic (Prometheus treats a smaller
+ * value as a counter reset); a smaller value is stored as given. Cheap (three relaxed stores into
+ * this process's ledger slot): call it every step or every few steps. Totals 0/0/0 read as "never
+ * reported". With a process-local budget (no shared ledger) nothing is kept and KVCACHED_OK is
+ * returned. Errors: KVCACHED_ERR_INVALID for a device that does not exist, KVCACHED_ERR_DISABLED
+ * when kvcached is not running. Returns a kvcached_status (an int through ctypes). */
+KVCACHED_API kvcached_status kvcached_report_engine_steps(int device, uint64_t steps,
+                                                          uint64_t hook_ns, uint64_t c_calls);
+
 #ifdef __cplusplus
 }
 #endif

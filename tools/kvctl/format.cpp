@@ -34,6 +34,13 @@ std::string FormatAge(double seconds) {
   return fmt::format("{}d{:02}h", s / 86400, (s / 3600) % 24);
 }
 
+std::string FormatMicros(std::optional<double> micros) {
+  if (!micros || !(*micros >= 0)) return "-";
+  if (*micros < 10) return fmt::format("{:.1f}us", *micros);
+  if (*micros < 1000) return fmt::format("{:.0f}us", *micros);
+  return fmt::format("{:.2f}ms", *micros / 1000.0);
+}
+
 std::string Printable(std::string_view text) {
   std::string out;
   for (char c : text) {

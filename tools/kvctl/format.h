@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -15,6 +16,8 @@ std::string FormatBytes(std::uint64_t bytes);
 std::string FormatLimit(std::uint64_t limit);
 // "0.4s", "12s", "3m02s", "2h05m"; "-" for negative/unknown.
 std::string FormatAge(double seconds);
+// "3.2us", "41us", "1.20ms" for a mean hook time per step; "-" when unknown.
+std::string FormatMicros(std::optional<double> micros);
 // Text from a segment, made safe for a terminal: control and non-ASCII bytes become \xNN.
 std::string Printable(std::string_view text);
 // A bar of `width` cells: '#' for in_use, '+' for reserved, '.' for the rest of `total`.

@@ -81,6 +81,11 @@ double HeartbeatAge(const ledger::SlotSnapshot& slot) {
   return static_cast<double>(now - slot.heartbeat_ns) / 1e9;
 }
 
+std::optional<double> HookMicrosPerStep(const ledger::SlotSnapshot& slot) {
+  if (!slot.engine_reported || slot.engine_steps == 0) return std::nullopt;
+  return static_cast<double>(slot.engine_hook_ns) / 1e3 / static_cast<double>(slot.engine_steps);
+}
+
 const char* SlotStateName(const ledger::SlotSnapshot& slot) {
   if (slot.state == ledger::SlotState::kReclaiming) return "reclaiming";
   return slot.dead ? "dead" : "live";
@@ -104,6 +109,13 @@ nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
   j["pages_unmapped"] = s.pages_unmapped;
   j["sync_maps"] = s.sync_maps;
   j["budget_refusals"] = s.budget_refusals;
+  // The engine hook's totals (kvcached_report_engine_steps); null until the engine reports.
+  auto engine = [&](std::uint64_t v) {
+    return s.engine_reported ? nlohmann::json(v) : nlohmann::json(nullptr);
+  };
+  j["engine_steps"] = engine(s.engine_steps);
+  j["engine_hook_ns"] = engine(s.engine_hook_ns);
+  j["engine_hook_c_calls"] = engine(s.engine_hook_c_calls);
   j["weight"] = static_cast<double>(s.weight_milli) / 1000.0;  // sharing (docs/sharing.md)
   j["share_min_bytes"] = s.share_min;
   j["fair_share_bytes"] = s.fair_share;

@@ -40,6 +40,9 @@ std::vector<SegmentEntry> InspectAll();
 
 // Seconds since a slot's heartbeat (negative when unknown).
 double HeartbeatAge(const kvcached::ledger::SlotSnapshot& slot);
+// Mean microseconds the engine hook spent per step (its reported totals), or nothing until the
+// engine reported a step.
+std::optional<double> HookMicrosPerStep(const kvcached::ledger::SlotSnapshot& slot);
 // "live", "dead", "reclaiming".
 const char* SlotStateName(const kvcached::ledger::SlotSnapshot& slot);
 
