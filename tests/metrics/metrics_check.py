@@ -241,7 +241,13 @@ def start_scene(run):
     b.send("acquire 0 16")
     b.send("acquire 16 200", want="refused")
     kvctl(run.args, "limit", str(b.pid), "100M", "--segment", run.segment)
+    # Engine a's hook reports its totals (B's never does: its engine_* series stay out).
+    a.send("steps %d %d %d" % HOOK_TOTALS[0])
     return a, b
+
+
+# (steps, hook ns, C calls) engine a reports at the start and after its release.
+HOOK_TOTALS = [(100, 2_500_000, 300), (250, 5_000_000_123, 700)]
 
 
 # ---------------------------------------------------------------- expected values
@@ -277,6 +283,10 @@ def expected_series(seg):
         put("kvcached_process_pages_unmapped_total", labels, p["pages_unmapped"])
         put("kvcached_process_sync_maps_total", labels, p["sync_maps"])
         put("kvcached_process_budget_refusals_total", labels, p["budget_refusals"])
+        if p["engine_steps"] is not None:  # left out until the engine's hook reports
+            put("kvcached_process_engine_steps_total", labels, p["engine_steps"])
+            put("kvcached_process_engine_hook_seconds_total", labels, p["engine_hook_ns"] / 1e9)
+            put("kvcached_process_engine_hook_c_calls_total", labels, p["engine_hook_c_calls"])
         put("kvcached_process_share_weight", labels, p["weight"])
         put("kvcached_process_share_min_bytes", labels, p["share_min_bytes"])
         put("kvcached_process_fair_share_bytes", labels, p["fair_share_bytes"])
@@ -580,7 +590,17 @@ def case_prometheus(args):
         a.send("release 0 20")
         a.send("trim")
         b.send("release 0 8")
+        a.send("steps %d %d %d" % HOOK_TOTALS[1])
         _, after = wait_until_prometheus_matches(prom, run, [a, b], "released")
+        for i, (name, scale) in enumerate((("kvcached_process_engine_steps_total", 1),
+                                           ("kvcached_process_engine_hook_seconds_total", 1e9),
+                                           ("kvcached_process_engine_hook_c_calls_total", 1))):
+            expect(value_of(before, name, "engine-a") == [HOOK_TOTALS[0][i] / scale]
+                   and value_of(after, name, "engine-a") == [HOOK_TOTALS[1][i] / scale]
+                   and value_of(after, name, LABEL_B) == [],
+                   "%s: before %s, after %s (engine b never reported: %s)"
+                   % (name, value_of(before, name, "engine-a"), value_of(after, name, "engine-a"),
+                      value_of(after, name, LABEL_B)))
         expect(value_of(before, "kvcached_process_in_use_bytes", "engine-a") == [20 * MiB]
                and value_of(after, "kvcached_process_in_use_bytes", "engine-a") == [0]
                and value_of(after, "kvcached_process_pages_unmapped_total", "engine-a") == [10],

@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import shm_cleanup  # noqa: E402
+
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -50,6 +53,8 @@ class Runner:
         # Every run gets its own ledger segment, removed at the end, so that cases (and other
         # suites running at the same time) never share a budget.
         self.ipc_name = "preload_test_%d_%s" % (os.getpid(), case)
+        # Leftovers of runs killed by ctest's timeout (they never reached cleanup()).
+        shm_cleanup.remove_orphaned_segments("preload_test")
 
     def env(self, preload, extra):
         env = {k: v for k, v in os.environ.items()
