@@ -92,8 +92,9 @@ Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::st
     return Bad(path, fmt::format("it is not a kvcached ledger (magic {:#x})", h.magic));
   }
   if (h.version != kLayoutVersion) {
-    return Bad(path, fmt::format("it has layout version {}, this build reads version {} (engines "
-                                 "of different kvcached versions cannot share a segment)",
+    return Bad(path, fmt::format("it has layout version {} (made by another kvcached version), "
+                                 "this build reads version {} (engines of different kvcached "
+                                 "versions cannot share a segment)",
                                  h.version, kLayoutVersion));
   }
   if (h.header_size != sizeof(SegmentHeader) || h.slot_size != sizeof(LedgerSlot)) {

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ SKIP = 77
 MiB = 1 << 20
 BUDGET = 128 * MiB  # room for both engines and their pools; a 200 MiB request is refused
 LOOPBACK = "127.0.0.1"
+LEDGER_MAGIC = 0x314752444C43564B  # "KVCLDRG1", the first word of every ledger segment
 
 
 class Failure(Exception):
@@ -261,6 +263,7 @@ def expected_series(seg):
         out[(name, frozenset(labels.items()))] = float(value)
 
     put("kvcached_segment_status", dict(base, status=seg["status"]), 1)
+    put("kvcached_segment_layout_version", base, seg["layout_version"])
     put("kvcached_segment_gpu_memory_bytes", base, seg["gpu_total_bytes"])
     put("kvcached_segment_budget_bytes", base, seg["budget_bytes"])
     put("kvcached_segment_used_bytes", base, seg["used_bytes"])
@@ -574,6 +577,11 @@ def case_prometheus(args):
         open(abandoned, "w").close()
         run.files.append(abandoned)
         os.utime(abandoned, (time.time() - 60, time.time() - 60))
+        # ...and one made by another kvcached release (layout version 3): other_version, not corrupt.
+        older = "/dev/shm/kvcached_test_metrics_layout3_%d" % os.getpid()
+        with open(older, "wb") as f:
+            f.write(struct.pack("<QI", LEDGER_MAGIC, 3).ljust(256 + 64 * 256, b"\0"))
+        run.files.append(older)
         exporter = Exporter(args)
         run.procs.append(exporter.proc)
         prom = Prometheus(run, exporter.port)
@@ -624,6 +632,12 @@ def case_prometheus(args):
         status = prom.query('kvcached_segment_status{segment="%s"}' % os.path.basename(abandoned))
         expect([r["metric"].get("status") for r in status] == ["corrupt"],
                "the abandoned segment's status: %s" % status)
+        name = os.path.basename(older)
+        status = prom.query('kvcached_segment_status{segment="%s"}' % name)
+        version = prom.query('kvcached_segment_layout_version{segment="%s"}' % name)
+        expect([r["metric"].get("status") for r in status] == ["other_version"]
+               and [r["value"][1] for r in version] == ["3"],
+               "the layout-3 segment: status %s, version %s" % (status, version))
         log("prometheus case took %.1f s" % (time.time() - started))
     finally:
         run.close()

@@ -63,7 +63,7 @@ void Draw(double interval) {
     if (y >= LINES) break;
     if (!e.snapshot) {
       Put(y++, 0,
-          fmt::format("{}  {}: {}", Printable(e.name), StatusName(e.status), Printable(e.error)),
+          fmt::format("{}  {}: {}", Printable(e.name), StatusText(e), Printable(e.error)),
           has_colors() ? COLOR_PAIR(kBad) : A_BOLD);
       ++y;
       continue;

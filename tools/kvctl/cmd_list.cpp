@@ -81,7 +81,7 @@ int RunList(bool json) {
   std::vector<std::string> notes;
   for (const auto& e : entries) {
     if (!e.snapshot) {
-      table.AddRow({Printable(e.name), "-", "-", "-", "-", "-", "-", StatusName(e.status)});
+      table.AddRow({Printable(e.name), "-", "-", "-", "-", "-", "-", StatusText(e)});
       notes.push_back(e.error);
       continue;
     }

@@ -93,6 +93,14 @@ int RunWatch(WatchOptions& o) {
   for (std::uint64_t i = 0; o.count == 0 || i < o.count; ++i) {
     if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.interval));
     const SegmentEntry e = Inspect(name.value());
+    if (e.status == SegmentStatus::kCreating) {  // its creator is at it: show it at the next turn
+      if (o.json) {
+        std::cout << Dump(SegmentJson(e, true), -1) << std::endl;
+      } else {
+        std::cout << Printable(e.error) << std::endl;
+      }
+      continue;
+    }
     if (!e.snapshot) {
       PrintError(e.error);
       return kExitFailure;

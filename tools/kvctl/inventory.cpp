@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <ctime>
 
 #include "core/ledger/ledger_name.h"
 #include "core/ledger/ledger_process.h"
 #include "core/ledger/ledger_segment.h"
+#include "tools/kvctl/segment_peek.h"
 
 namespace kvctl {
 
@@ -24,8 +26,20 @@ const char* StatusName(SegmentStatus status) {
       return "corrupt";
     case SegmentStatus::kUnreadable:
       return "unreadable";
+    case SegmentStatus::kOtherVersion:
+      return "other_version";
+    case SegmentStatus::kCreating:
+      return "creating";
   }
   return "?";
+}
+
+std::string StatusText(const SegmentEntry& e) {
+  if (e.status == SegmentStatus::kOtherVersion && e.layout_version) {
+    return fmt::format("other version (layout {})", *e.layout_version);
+  }
+  if (e.status == SegmentStatus::kCreating) return "being created";
+  return StatusName(e.status);
 }
 
 std::vector<std::string> SegmentNames() {
@@ -56,6 +70,28 @@ SegmentEntry Inspect(const std::string& name) {
       entry.error = fmt::format("{} is not a regular file", entry.path);
       return entry;
     }
+  }
+  const HeaderPeek peek = PeekHeader(entry.path);
+  if (peek.opened && peek.regular && !peek.finished) {
+    entry.unfinished = true;
+    if (std::time(nullptr) - peek.st.st_mtime <= kUnfinishedGrace.count()) {
+      entry.status = SegmentStatus::kCreating;
+      entry.error = fmt::format("{} is being created (its creator has not written the header yet)",
+                                entry.path);
+      return entry;
+    }
+    entry.status = SegmentStatus::kCorrupt;
+    entry.error = fmt::format(
+        "{} was never initialised ({} bytes, no header): its creator died while creating it; "
+        "remove it with `kvctl delete {}`",
+        entry.path, peek.st.st_size, name);
+    return entry;
+  }
+  if (peek.header) entry.layout_version = peek.header->version;
+  if (const auto version = OtherLayoutVersion(peek)) {
+    entry.status = SegmentStatus::kOtherVersion;
+    entry.error = OtherVersionMessage(entry.path, name, *version);
+    return entry;
   }
   auto seg = ledger::Segment::Open(name, ledger::Segment::Access::kReadOnly);
   if (!seg.ok()) {
@@ -137,6 +173,8 @@ nlohmann::json SegmentJson(const SegmentEntry& e, bool with_processes) {
   j["owner_uid"] = e.uid;
   j["group_gid"] = e.gid;
   j["mode"] = fmt::format("{:04o}", e.mode);
+  j["layout_version"] =
+      e.layout_version ? nlohmann::json(*e.layout_version) : nlohmann::json(nullptr);
   if (e.snapshot) {
     const auto& s = *e.snapshot;
     j["gpu_uuid"] = s.gpu_uuid;

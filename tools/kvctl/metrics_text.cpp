@@ -61,10 +61,19 @@ const std::vector<Family>& Families() {
   static const std::vector<Family> families = {
       {"kvcached_segment_status",
        "gauge",
-       "1 for the status of each ledger segment in /dev/shm (ok, stale, corrupt, unreadable; "
-       "see kvctl list)",
+       "1 for the status of each ledger segment in /dev/shm (ok, stale, corrupt, unreadable, "
+       "other_version; see kvctl list)",
        [](const SegmentEntry& e) -> std::vector<SegmentSample> {
          return {{{{"status", StatusName(e.status)}}, "1"}};
+       },
+       {}},
+      {"kvcached_segment_layout_version",
+       "gauge",
+       "Ledger layout version of the segment (a segment of another version than this kvctl "
+       "reads has status other_version: made by another kvcached release)",
+       [](const SegmentEntry& e) -> std::vector<SegmentSample> {
+         if (!e.layout_version) return {};
+         return {{{}, Int(*e.layout_version)}};
        },
        {}},
       {"kvcached_segment_gpu_memory_bytes",
