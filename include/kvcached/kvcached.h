@@ -128,11 +128,13 @@ KVCACHED_API kvcached_status kvcached_set_label(const char* label);
 /* What cudaMemGetInfo / cuMemGetInfo report in this process from now on (overrides
  * KVCACHED_VIRTUAL_MEMINFO; docs/configuration.md describes the modes). */
 typedef enum kvcached_meminfo_mode {
-  KVCACHED_MEMINFO_REAL = 0,    /* the driver's values */
+  KVCACHED_MEMINFO_REAL = 0,    /* the driver's values (KVCACHED_VIRTUAL_MEMINFO=real or false) */
   KVCACHED_MEMINFO_PROCESS = 1, /* total = this process's limit, free = total - what it allocated;
-                                   other processes never change it (KVCACHED_VIRTUAL_MEMINFO=1) */
+                                   other processes never change it
+                                   (KVCACHED_VIRTUAL_MEMINFO=process or true) */
   KVCACHED_MEMINFO_SHARED = 2   /* total = this process's limit, free = what the shared GPU budget
-                                   still grants it after every other process's charge */
+                                   still grants it after every other process's charge
+                                   (KVCACHED_VIRTUAL_MEMINFO=shared) */
 } kvcached_meminfo_mode;
 KVCACHED_API kvcached_status kvcached_set_meminfo_mode(int mode);
 
