@@ -7,19 +7,6 @@
 
 namespace kvctl {
 
-std::string FormatBytes(std::uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024.0 && unit < 6) {
-    value /= 1024.0;
-    ++unit;
-  }
-  if (value == std::floor(value)) return fmt::format("{:.0f} {}", value, kUnits[unit]);
-  return fmt::format("{:.2f} {}", value, kUnits[unit]);
-}
-
 std::string FormatLimit(std::uint64_t limit) {
   return limit == ~std::uint64_t{0} ? "none" : FormatBytes(limit);
 }

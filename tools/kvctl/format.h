@@ -8,10 +8,13 @@
 #include <string_view>
 #include <vector>
 
+#include "core/common/format_bytes.h"
+
 namespace kvctl {
 
-// "0 B", "512 KiB", "1.50 GiB" (binary units, what ParseSize reads back).
-std::string FormatBytes(std::uint64_t bytes);
+// "0 B", "512 KiB", "1.5 GiB": the core's formatter, so that kvctl and the shim's messages say
+// sizes alike.
+using kvcached::FormatBytes;
 // "none" for no limit, else FormatBytes.
 std::string FormatLimit(std::uint64_t limit);
 // "0.4s", "12s", "3m02s", "2h05m"; "-" for negative/unknown.
