@@ -271,7 +271,7 @@ assert api._report_engine_steps._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # per-step
 assert api.report_engine_steps(0, 10, 1000, 30) == C.OK, api.last_error()
 assert api.report_engine_steps(0, 120, 3_600_000, 360) == C.OK, api.last_error()
 bad = api.report_engine_steps(999, 1, 1, 1)
-assert bad not in (C.OK, C.ERR_INTERNAL) and api.last_error(), (bad, api.last_error())
+assert bad == C.ERR_INVALID and "999" in api.last_error(), (bad, api.last_error())
 print("reported", flush=True)
 sys.stdin.readline()
 api._report_engine_steps = None  # a shim that predates the call
@@ -295,6 +295,10 @@ print("done", flush=True)
                              (120, 3_600_000, 360))
             text = subprocess.run([kvctl, "list"], capture_output=True, text=True, timeout=30).stdout
             self.assertRegex(text, r"kvcached_%s\s+%d\s+\S+\s+120\s+30us\s+3\.00" % (name, proc.pid))
+            watched = subprocess.run([kvctl, "watch", "kvcached_" + name, "--count", "1"], capture_output=True,
+                                     text=True, timeout=30).stdout
+            self.assertIn("HOOK/STEP", watched)
+            self.assertRegex(watched, r"\n\s*%d\s.*\s30us\s+live" % proc.pid)
             proc.stdin.write("\n")
             proc.stdin.flush()
             self.assertEqual(proc.stdout.readline().strip(), "done", proc.stderr.read() if proc.poll() is not None else "")
