@@ -39,7 +39,7 @@ struct Config {
   bool contiguous_layout = false;             // KVCACHED_CONTIGUOUS_LAYOUT (accepted; see docs)
   std::string cuda_driver = "libcuda.so.1";   // KVCACHED_CUDA_DRIVER
   std::uint64_t capture_min_bytes = 0;        // KVCACHED_CAPTURE_MIN_MB (0 = off)
-  VirtualMemInfo virtual_meminfo = VirtualMemInfo::kReal;  // KVCACHED_VIRTUAL_MEMINFO
+  VirtualMemInfo virtual_meminfo{};           // KVCACHED_VIRTUAL_MEMINFO (kReal)
   std::string label;                          // KVCACHED_LABEL
   std::uint32_t shm_mode = 0600;              // KVCACHED_SHM_MODE (octal)
   std::string shm_group;                      // KVCACHED_SHM_GROUP

@@ -49,12 +49,11 @@ Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_tot
   }
   if (const std::string why = BudgetTooSmall(config, out.bytes); !why.empty()) {
     const std::string source =
-        config.budget_bytes
-            ? fmt::format("KVCACHED_BUDGET={}", FormatBytes(*config.budget_bytes))
-            : fmt::format("KVCACHED_GPU_UTILIZATION={}", config.gpu_utilization);
-    return Status(Errc::kInvalid, fmt::format("{} gives GPU {} ({}) a budget of {}, {}. Raise it",
-                                              source, ordinal, FormatBytes(gpu_total_bytes),
-                                              FormatBytes(out.bytes), why));
+        config.budget_bytes ? fmt::format("KVCACHED_BUDGET={}", FormatBytes(*config.budget_bytes))
+                            : fmt::format("KVCACHED_GPU_UTILIZATION={}", config.gpu_utilization);
+    return Status(Errc::kInvalid,
+                  fmt::format("{} gives GPU {} ({}) a budget of {}, {}. Raise it", source, ordinal,
+                              FormatBytes(gpu_total_bytes), FormatBytes(out.bytes), why));
   }
   return out;
 }

@@ -34,5 +34,4 @@ struct DeviceBudget {
 Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_total_bytes,
                                      int ordinal);
 
-
 }  // namespace kvcached

@@ -562,12 +562,10 @@ void LedgerBudget::ReportEngineSteps(const EngineSteps& totals) {
 }
 
 void LedgerBudget::PublishEngineSteps(LedgerSlot& s) const {
-  Atomic(s.engine_steps).store(engine_steps_.load(std::memory_order_relaxed),
-                               std::memory_order_relaxed);
-  Atomic(s.engine_hook_ns).store(engine_hook_ns_.load(std::memory_order_relaxed),
-                                 std::memory_order_relaxed);
-  Atomic(s.engine_hook_c_calls).store(engine_hook_c_calls_.load(std::memory_order_relaxed),
-                                      std::memory_order_relaxed);
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  Atomic(s.engine_steps).store(engine_steps_.load(kRelaxed), kRelaxed);
+  Atomic(s.engine_hook_ns).store(engine_hook_ns_.load(kRelaxed), kRelaxed);
+  Atomic(s.engine_hook_c_calls).store(engine_hook_c_calls_.load(kRelaxed), kRelaxed);
 }
 
 BudgetView LedgerBudget::View() const {

@@ -3,13 +3,12 @@
 // metrics), and the scope of `kvctl doctor` (this user's and its engines' segments by default,
 // --all, --segment).
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <fmt/core.h>
-
 #include <cstddef>
 #include <nlohmann/json.hpp>
 
@@ -117,8 +116,8 @@ TEST(KvctlSegments, ListAndWatchNeverWaitForASegmentBeingCreated) {
 TEST(KvctlSegments, ASegmentOfAnotherLayoutVersionIsNamedWithTheFixNotCalledCorrupt) {
   ScopedSegmentName older("layout_older");
   CreateSegmentOfVersion(older.name(), kLayoutVersion - 1);
-  const std::string want = fmt::format("layout {}; this kvctl reads {}", kLayoutVersion - 1,
-                                       kLayoutVersion);
+  const std::string want =
+      fmt::format("layout {}; this kvctl reads {}", kLayoutVersion - 1, kLayoutVersion);
   const nlohmann::json s = ListEntry(older.name());
   ASSERT_FALSE(s.is_null());
   EXPECT_EQ(s.at("status"), "other_version") << s;

@@ -134,8 +134,9 @@ TEST(LedgerEngineSteps, AFreeSlotHoldingThemIsRefusedWithTheFix) {
   for (int field = 0; field < 3; ++field) {
     std::vector<std::byte> bad = bytes;
     auto* s = reinterpret_cast<LedgerSlot*>(bad.data() + sizeof(SegmentHeader));
-    (field == 0 ? s[1].engine_steps : field == 1 ? s[1].engine_hook_ns : s[1].engine_hook_c_calls) =
-        1;
+    (field == 0   ? s[1].engine_steps
+     : field == 1 ? s[1].engine_hook_ns
+                  : s[1].engine_hook_c_calls) = 1;
     auto r = ValidateSegment(bad, seg->path());
     ASSERT_FALSE(r.ok()) << field;
     EXPECT_NE(r.status().message().find("slot 1: it is free but holds engine step statistics"),

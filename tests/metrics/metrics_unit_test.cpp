@@ -200,8 +200,9 @@ TEST(MetricsText, EngineHookCountersAppearOnceReportedAndSecondsAreExact) {
     }
   }
   a.engine_hook_ns = 2'500'000;
-  EXPECT_EQ(ParseExposition(RenderMetrics(entries)).at("kvcached_process_engine_hook_seconds_total" + l),
-            "0.002500000");
+  EXPECT_EQ(
+      ParseExposition(RenderMetrics(entries)).at("kvcached_process_engine_hook_seconds_total" + l),
+      "0.002500000");
 }
 
 TEST(MetricsText, ProcessValuesCarryEscapedLabelsAndTheEffectiveLimit) {

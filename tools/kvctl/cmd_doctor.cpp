@@ -169,8 +169,8 @@ void CheckShm(std::vector<Check>& out) {
 
 // Which segments the doctor judges (kvctl doctor --all / --segment).
 struct Scope {
-  bool all = false;                    // every segment in /dev/shm
-  std::vector<std::string> segments;   // only these (normalized names)
+  bool all = false;                   // every segment in /dev/shm
+  std::vector<std::string> segments;  // only these (normalized names)
 };
 
 // The segments in scope; `skipped` counts those left out by the default scope.
@@ -213,8 +213,8 @@ void CheckSegments(std::vector<Check>& out, const Scope& scope, const kvcached::
   for (const auto& e : entries) {
     struct stat st {};
     if (!scope.segments.empty() && ::lstat(e.path.c_str(), &st) != 0 && errno == ENOENT) {
-      out.push_back({"segments", Level::kFail,
-                     fmt::format("no segment {} (see `kvctl list`)", e.path)});
+      out.push_back(
+          {"segments", Level::kFail, fmt::format("no segment {} (see `kvctl list`)", e.path)});
       continue;
     }
     switch (e.status) {

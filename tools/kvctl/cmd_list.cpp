@@ -49,10 +49,9 @@ void PrintEngineHooks(const std::vector<SegmentEntry>& entries) {
       if (p.dead || !p.engine_reported) continue;
       any = true;
       const std::string calls =
-          p.engine_steps == 0
-              ? "-"
-              : fmt::format("{:.2f}", static_cast<double>(p.engine_hook_c_calls) /
-                                          static_cast<double>(p.engine_steps));
+          p.engine_steps == 0 ? "-"
+                              : fmt::format("{:.2f}", static_cast<double>(p.engine_hook_c_calls) /
+                                                          static_cast<double>(p.engine_steps));
       table.AddRow({Printable(e.name), std::to_string(p.pid),
                     p.label.empty() ? "-" : Printable(p.label), std::to_string(p.engine_steps),
                     FormatMicros(HookMicrosPerStep(p)), calls});

@@ -72,9 +72,14 @@ void PrintTable(const SegmentEntry& e) {
   Table table(std::move(header), std::move(right));
   for (const auto& slot : s.slots) {
     std::vector<std::string> row = {
-        std::to_string(slot.pid),         Printable(slot.label),      FormatLimit(slot.limit),
-        FormatBytes(slot.in_use),         FormatBytes(slot.reserved), FormatBytes(slot.peak),
-        FormatBytes(slot.other),          FormatAge(HeartbeatAge(slot)),
+        std::to_string(slot.pid),
+        Printable(slot.label),
+        FormatLimit(slot.limit),
+        FormatBytes(slot.in_use),
+        FormatBytes(slot.reserved),
+        FormatBytes(slot.peak),
+        FormatBytes(slot.other),
+        FormatAge(HeartbeatAge(slot)),
         std::string(SlotStateName(slot)) + (slot.other_pidns ? " (other pid ns)" : "")};
     if (hooks) row.insert(row.end() - 1, FormatMicros(HookMicrosPerStep(slot)));
     table.AddRow(std::move(row));

@@ -28,7 +28,7 @@ struct SegmentEntry {
   std::string name;
   std::string path;
   SegmentStatus status = SegmentStatus::kOk;
-  std::string error;  // why it is corrupt/unreadable/of another version/not ready
+  std::string error;        // why it is corrupt/unreadable/of another version/not ready
   bool unfinished = false;  // no header yet (being created, or its creator died)
   std::optional<std::uint32_t> layout_version;  // from its header, when it has one
   uid_t uid = 0;
