@@ -11,7 +11,15 @@ constinit std::atomic<int> g_mode{-1};
 MemInfoMode CurrentMemInfoMode(const Config& config) noexcept {
   const int mode = g_mode.load(std::memory_order_relaxed);
   if (mode >= 0) return static_cast<MemInfoMode>(mode);
-  return config.virtual_meminfo ? MemInfoMode::kProcess : MemInfoMode::kReal;
+  switch (config.virtual_meminfo) {
+    case VirtualMemInfo::kProcess:
+      return MemInfoMode::kProcess;
+    case VirtualMemInfo::kShared:
+      return MemInfoMode::kShared;
+    case VirtualMemInfo::kReal:
+      break;
+  }
+  return MemInfoMode::kReal;
 }
 
 void SetMemInfoMode(MemInfoMode mode) noexcept {

@@ -7,8 +7,9 @@
 //             next to each other in any order;
 //   kShared   total = the limit, free = min(real free, what the shared GPU budget still grants
 //             this process, after every other process's charge).
-// KVCACHED_VIRTUAL_MEMINFO=true selects kProcess; kvcached_set_meminfo_mode (the engine hook)
-// overrides the variable for the rest of the process's life.
+// KVCACHED_VIRTUAL_MEMINFO=process (or true) selects kProcess, =shared kShared, =real (or false)
+// kReal; kvcached_set_meminfo_mode (the engine hook) overrides the variable for the rest of the
+// process's life.
 #pragma once
 
 #include <cstdint>

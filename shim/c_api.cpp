@@ -283,6 +283,13 @@ kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t reque
   });
 }
 
+kvcached_status kvcached_report_engine_steps(int device, uint64_t steps, uint64_t hook_ns,
+                                             uint64_t c_calls) {
+  return WithRuntime("kvcached_report_engine_steps", [&](Runtime& runtime) {
+    return Report(runtime.ReportEngineSteps(device, {steps, hook_ns, c_calls}));
+  });
+}
+
 kvcached_status kvcached_kv_window_begin(void) {
   return WithRuntime("kvcached_kv_window_begin", [](Runtime& /*runtime*/) {
     kvcached::hooks::EnterKvWindow();

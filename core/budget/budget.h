@@ -28,6 +28,14 @@ struct PoolActivity {
   std::uint64_t budget_refusals = 0;
 };
 
+// The engine hook's cumulative totals for this process and device (kvcached_report_engine_steps),
+// published for `kvctl` from outside the engine.
+struct EngineSteps {
+  std::uint64_t steps = 0;
+  std::uint64_t hook_ns = 0;
+  std::uint64_t c_calls = 0;
+};
+
 class Budget {
  public:
   Budget() = default;
@@ -74,6 +82,9 @@ class Budget {
   [[nodiscard]] virtual ShareVerdict Share() const { return {}; }
   // The engine gave back `bytes` and preempted `requests` because the policy asked (kvctl).
   virtual void ReportShare(std::uint64_t /*bytes*/, std::uint64_t /*requests*/) {}
+  // Stores the engine hook's totals where kvctl reads them (the last report wins). A budget no
+  // other process can read keeps nothing.
+  virtual void ReportEngineSteps(const EngineSteps& /*totals*/) {}
 
   [[nodiscard]] virtual BudgetView View() const = 0;
 };

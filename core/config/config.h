@@ -16,6 +16,10 @@ namespace kvcached {
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError, kCritical, kOff };
 
+// What cudaMemGetInfo / cuMemGetInfo report (KVCACHED_VIRTUAL_MEMINFO): the values match
+// kvcached_meminfo_mode of the C API (hooks/meminfo_mode.h describes each view).
+enum class VirtualMemInfo : std::int8_t { kReal = 0, kProcess = 1, kShared = 2 };
+
 struct Config {
   bool enabled = true;                        // ENABLE_KVCACHED
   bool autopatch = true;                      // KVCACHED_AUTOPATCH
@@ -35,7 +39,7 @@ struct Config {
   bool contiguous_layout = false;             // KVCACHED_CONTIGUOUS_LAYOUT (accepted; see docs)
   std::string cuda_driver = "libcuda.so.1";   // KVCACHED_CUDA_DRIVER
   std::uint64_t capture_min_bytes = 0;        // KVCACHED_CAPTURE_MIN_MB (0 = off)
-  bool virtual_meminfo = false;               // KVCACHED_VIRTUAL_MEMINFO
+  VirtualMemInfo virtual_meminfo{};           // KVCACHED_VIRTUAL_MEMINFO (kReal)
   std::string label;                          // KVCACHED_LABEL
   std::uint32_t shm_mode = 0600;              // KVCACHED_SHM_MODE (octal)
   std::string shm_group;                      // KVCACHED_SHM_GROUP
@@ -65,6 +69,9 @@ Result<Config> LoadConfigFromEnvironment();
 std::optional<std::uint64_t> ParseSize(const std::string& text);
 // Parses true/false/1/0/yes/no/on/off (case-insensitive).
 std::optional<bool> ParseBool(const std::string& text);
+// KVCACHED_VIRTUAL_MEMINFO: process, shared or real (any case), or a boolean (true = process,
+// false = real).
+std::optional<VirtualMemInfo> ParseVirtualMemInfo(const std::string& text);
 // Keeps [A-Za-z0-9_.-], maps anything else to '_', strips leading dots, limits length, so that
 // the result is one safe file name under /dev/shm.
 std::string SanitizeIpcName(const std::string& raw);

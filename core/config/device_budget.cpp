@@ -5,18 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
-namespace kvcached {
+#include "core/common/format_bytes.h"
 
-std::string FormatConfigBytes(std::uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  int unit = 0;
-  while (unit < 6 && bytes >= (std::uint64_t{1} << (10 * (unit + 1)))) ++unit;
-  if (unit == 0) return fmt::format("{} B", bytes);
-  const std::uint64_t scale = std::uint64_t{1} << (10 * unit);
-  if (bytes % scale == 0) return fmt::format("{} {}", bytes / scale, kUnits[unit]);
-  return fmt::format("{:.2f} {}", static_cast<double>(bytes) / static_cast<double>(scale),
-                     kUnits[unit]);
-}
+namespace kvcached {
 
 std::uint64_t MinimumBudgetBytes(const Config& config) {
   const std::uint64_t reserve = config.page_prealloc ? config.min_reserved_pages : 0;
@@ -30,9 +21,9 @@ std::string BudgetTooSmall(const Config& config, std::uint64_t budget) {
       "below the minimum of {} (zero memory {} + {} reserve pool pages "
       "(KVCACHED_MIN_RESERVED_PAGES) + {} working pages of {}); every allocation would wait for "
       "pages that never come",
-      FormatConfigBytes(minimum), FormatConfigBytes(config.zero_memory_bytes()),
+      FormatBytes(minimum), FormatBytes(config.zero_memory_bytes()),
       config.page_prealloc ? config.min_reserved_pages : 0, kMinWorkingPages,
-      FormatConfigBytes(config.page_size()));
+      FormatBytes(config.page_size()));
 }
 
 Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_total_bytes,
@@ -48,8 +39,8 @@ Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_tot
       out.warning = fmt::format(
           "KVCACHED_BUDGET={} is more than GPU {}'s {}: the budget is the whole GPU ({}); set "
           "KVCACHED_BUDGET to at most {} (or unset it and use KVCACHED_GPU_UTILIZATION)",
-          FormatConfigBytes(*config.budget_bytes), ordinal, FormatConfigBytes(gpu_total_bytes),
-          FormatConfigBytes(out.bytes), FormatConfigBytes(gpu_total_bytes));
+          FormatBytes(*config.budget_bytes), ordinal, FormatBytes(gpu_total_bytes),
+          FormatBytes(out.bytes), FormatBytes(gpu_total_bytes));
     }
   } else {
     out.bytes = static_cast<std::uint64_t>(
@@ -58,12 +49,11 @@ Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_tot
   }
   if (const std::string why = BudgetTooSmall(config, out.bytes); !why.empty()) {
     const std::string source =
-        config.budget_bytes
-            ? fmt::format("KVCACHED_BUDGET={}", FormatConfigBytes(*config.budget_bytes))
-            : fmt::format("KVCACHED_GPU_UTILIZATION={}", config.gpu_utilization);
-    return Status(Errc::kInvalid, fmt::format("{} gives GPU {} ({}) a budget of {}, {}. Raise it",
-                                              source, ordinal, FormatConfigBytes(gpu_total_bytes),
-                                              FormatConfigBytes(out.bytes), why));
+        config.budget_bytes ? fmt::format("KVCACHED_BUDGET={}", FormatBytes(*config.budget_bytes))
+                            : fmt::format("KVCACHED_GPU_UTILIZATION={}", config.gpu_utilization);
+    return Status(Errc::kInvalid,
+                  fmt::format("{} gives GPU {} ({}) a budget of {}, {}. Raise it", source, ordinal,
+                              FormatBytes(gpu_total_bytes), FormatBytes(out.bytes), why));
   }
   return out;
 }

@@ -34,7 +34,4 @@ struct DeviceBudget {
 Result<DeviceBudget> BudgetForDevice(const Config& config, std::uint64_t gpu_total_bytes,
                                      int ordinal);
 
-// "1.50 GiB", "24 MiB", "4096 B" (binary units, as ParseSize reads them).
-std::string FormatConfigBytes(std::uint64_t bytes);
-
 }  // namespace kvcached

@@ -200,7 +200,11 @@ Status ReadHooks(const Reader& env, Config& config) {
   std::uint64_t capture_mb = 0;
   KVC_RETURN_IF_ERROR(env.Unsigned("KVCACHED_CAPTURE_MIN_MB", 0, 1048576, capture_mb));
   config.capture_min_bytes = capture_mb << 20U;
-  KVC_RETURN_IF_ERROR(env.Bool("KVCACHED_VIRTUAL_MEMINFO", config.virtual_meminfo));
+  if (const auto raw = env.Get("KVCACHED_VIRTUAL_MEMINFO")) {
+    const auto mode = ParseVirtualMemInfo(*raw);
+    if (!mode) return Invalid("KVCACHED_VIRTUAL_MEMINFO", *raw);
+    config.virtual_meminfo = *mode;
+  }
   if (const auto raw = env.Get("KVCACHED_LABEL")) {
     config.label = config_detail::SanitizeLabel(*raw);
   }

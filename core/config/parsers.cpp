@@ -194,6 +194,16 @@ std::optional<bool> ParseBool(const std::string& text) {
   return std::nullopt;
 }
 
+std::optional<VirtualMemInfo> ParseVirtualMemInfo(const std::string& text) {
+  const std::string v = config_detail::Lower(config_detail::Trim(text));
+  if (v == "process") return VirtualMemInfo::kProcess;
+  if (v == "shared") return VirtualMemInfo::kShared;
+  if (v == "real") return VirtualMemInfo::kReal;
+  const auto on = ParseBool(v);
+  if (!on) return std::nullopt;
+  return *on ? VirtualMemInfo::kProcess : VirtualMemInfo::kReal;
+}
+
 std::string SanitizeIpcName(const std::string& raw) {
   constexpr std::size_t kMaxIpcName = 64;
   std::string out;

@@ -83,9 +83,12 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "an integer number of MiB from 0 to 1048576 (0 = off)",
        "Allocations at or above this size outside a KV window become fully backed regions, so "
        "they count in the budget."},
-      {"KVCACHED_VIRTUAL_MEMINFO", T::kBool, S::kShim, "false",
-       "true/false, 1/0, yes/no, on/off (any case)",
-       "cudaMemGetInfo/cuMemGetInfo report this process's budget instead of the whole GPU."},
+      {"KVCACHED_VIRTUAL_MEMINFO", T::kChoice, S::kShim, "false",
+       "process, shared or real (any case), or a boolean: true/false, 1/0, yes/no, on/off "
+       "(true = process, false = real)",
+       "What cudaMemGetInfo/cuMemGetInfo report: process = this process's budget as if it had "
+       "the GPU to itself; shared = its budget, free = what the shared budget still grants it; "
+       "real = the driver's values."},
       {"KVCACHED_LABEL", T::kText, S::kShim, "unset",
        "up to 63 printable ASCII characters (longer values are cut, other characters become "
        "'_')",
@@ -153,6 +156,8 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "Marks a test's child process (tests/support)."},
       {"KVCACHED_TEST_SHIM", T::kPath, S::kDevelopment, "unset (set by ctest)",
        "a path to the built shim", "The shim the Python tests load."},
+      {"KVCACHED_TEST_KVCTL", T::kPath, S::kDevelopment, "unset (set by ctest)",
+       "a path to the built kvctl", "The kvctl the Python tests run to read what the shim shows."},
       {"KVCACHED_TEST_VLLM_VERSION", T::kText, S::kDevelopment, "unset (set by ctest)",
        "a vLLM version such as 0.24.0", "The vLLM version a Python engine test expects."},
       {"KVCACHED_TEST_SANITY_BUDGET", T::kSize, S::kDevelopment, "384M", "a size",

@@ -462,6 +462,7 @@ void LedgerBudget::Reattach() {
     Atomic(s.in_use).store(in_use_.load());
     Atomic(s.other).store(other_.load());
     Atomic(s.peak).store(held);
+    PublishEngineSteps(s);
   });
   if (!ran) return;
   if (!slot.ok()) {
@@ -547,6 +548,24 @@ void LedgerBudget::ReportShare(std::uint64_t bytes, std::uint64_t requests) {
     Atomic(s.share_preempted)
         .store(SatAdd(LoadRelaxed(s.share_preempted), requests), std::memory_order_relaxed);
   });
+}
+
+void LedgerBudget::ReportEngineSteps(const EngineSteps& totals) {
+  engine_steps_.store(totals.steps, std::memory_order_relaxed);
+  engine_hook_ns_.store(totals.hook_ns, std::memory_order_relaxed);
+  engine_hook_c_calls_.store(totals.c_calls, std::memory_order_relaxed);
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (!Owns()) return;  // a fork child, or lost: Reattach publishes the totals kept above
+    PublishEngineSteps(Slot());
+  });
+}
+
+void LedgerBudget::PublishEngineSteps(LedgerSlot& s) const {
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  Atomic(s.engine_steps).store(engine_steps_.load(kRelaxed), kRelaxed);
+  Atomic(s.engine_hook_ns).store(engine_hook_ns_.load(kRelaxed), kRelaxed);
+  Atomic(s.engine_hook_c_calls).store(engine_hook_c_calls_.load(kRelaxed), kRelaxed);
 }
 
 BudgetView LedgerBudget::View() const {

@@ -51,6 +51,7 @@ class LedgerBudget final : public Budget {
   [[nodiscard]] BudgetView View() const override;
   [[nodiscard]] ShareVerdict Share() const override;
   void ReportShare(std::uint64_t bytes, std::uint64_t requests) override;
+  void ReportEngineSteps(const EngineSteps& totals) override;
 
   // The engine's share (KVCACHED_SHARE_WEIGHT in thousandths, KVCACHED_SHARE_MIN), its page size
   // (shares are whole pages) and the preemption bound (KVCACHED_SHARE_PREEMPT_MS). Written into
@@ -74,6 +75,7 @@ class LedgerBudget final : public Budget {
   [[nodiscard]] LedgerSlot& Slot() const;
   [[nodiscard]] std::uint64_t EffectiveLimit() const;
   bool MaybeReclaim(bool force);
+  void PublishEngineSteps(LedgerSlot& slot) const;
   void Reattach();
   // The admission protocol on the shared slot (runs under the fault guard).
   bool ChargeShared(std::uint64_t bytes);
@@ -103,6 +105,10 @@ class LedgerBudget final : public Budget {
   // The slot's share words when last read (a re-registration keeps them).
   mutable std::atomic<std::uint64_t> share_weight_seen_{0};
   mutable std::atomic<std::uint64_t> share_min_seen_{0};
+  // The engine's last reported totals (a re-registration publishes them in the new slot).
+  std::atomic<std::uint64_t> engine_steps_{0};
+  std::atomic<std::uint64_t> engine_hook_ns_{0};
+  std::atomic<std::uint64_t> engine_hook_c_calls_{0};
   std::atomic<std::uint64_t> share_granule_{2ULL << 20U};
   std::atomic<std::uint64_t> preempt_after_ns_{500ULL * 1000 * 1000};
   std::atomic<bool> local_{false};

@@ -12,7 +12,9 @@
 namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: activity counters; 3: shares (LedgerSlot)
+// 2: activity counters; 3: shares; 4: engine step statistics (all in LedgerSlot). kvctl names a
+// segment of another version as such (ledger_validate.h: OtherLayoutVersion), never as corrupt.
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
@@ -99,7 +101,12 @@ struct LedgerSlot {
   std::uint64_t pages_unmapped;   // pages swapped out (real -> zero)
   std::uint64_t sync_maps;        // of pages_mapped: done on the engine's thread (map-ahead miss)
   std::uint64_t budget_refusals;  // requests the budget refused
-  std::uint8_t spare1[32];
+  // The engine hook's cumulative totals (kvcached_report_engine_steps), stored as reported: the
+  // last report wins. 0/0/0 = never reported. Statistics only, like the activity counters.
+  std::uint64_t engine_steps;         // engine steps the hook saw
+  std::uint64_t engine_hook_ns;       // wall time spent inside the hook over those steps
+  std::uint64_t engine_hook_c_calls;  // kvcached C API calls the hook made over those steps
+  std::uint8_t spare1[8];
 };
 
 static_assert(std::is_trivially_copyable_v<SegmentHeader> &&
@@ -109,6 +116,7 @@ static_assert(sizeof(SegmentHeader) == 256);
 static_assert(sizeof(LedgerSlot) == 256);
 static_assert(offsetof(LedgerSlot, pidns) == 64 && offsetof(LedgerSlot, label) == 128);
 static_assert(offsetof(LedgerSlot, pages_mapped) == 192);
+static_assert(offsetof(LedgerSlot, engine_steps) == 224);
 static_assert(offsetof(LedgerSlot, share_weight) == 80 && offsetof(LedgerSlot, share_given) == 120);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "ledger words must be lock-free: a lock could be held by a killed process");

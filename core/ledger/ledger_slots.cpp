@@ -26,6 +26,12 @@ void ZeroActivity(LedgerSlot& s) {
   Atomic(s.budget_refusals).store(0, std::memory_order_relaxed);
 }
 
+void ZeroEngineSteps(LedgerSlot& s) {
+  Atomic(s.engine_steps).store(0, std::memory_order_relaxed);
+  Atomic(s.engine_hook_ns).store(0, std::memory_order_relaxed);
+  Atomic(s.engine_hook_c_calls).store(0, std::memory_order_relaxed);
+}
+
 void ZeroSlot(LedgerSlot& s) {
   // Counters first: the slot must hold nothing before it is seen free (the validator and the
   // admission sum both rely on "free implies zero").
@@ -39,6 +45,7 @@ void ZeroSlot(LedgerSlot& s) {
   Atomic(s.pidns).store(0);
   Atomic(s.attached_ns).store(0);
   ZeroActivity(s);
+  ZeroEngineSteps(s);
   ZeroShare(s);
   WriteLabel(s, {});
 }
@@ -84,6 +91,7 @@ Result<std::uint32_t> ClaimSlot(Segment& segment, const ProcessIdentity& me,
       Atomic(s.attached_ns).store(RealtimeNs());
       Atomic(s.heartbeat_ns).store(BoottimeNs());
       ZeroActivity(s);
+      ZeroEngineSteps(s);
       ZeroShare(s);
       Atomic(s.share_weight).store(kDefaultWeightMilli, std::memory_order_relaxed);
       WriteLabel(s, label);

@@ -53,6 +53,11 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     out.pages_unmapped = s.pages_unmapped;
     out.sync_maps = s.sync_maps;
     out.budget_refusals = s.budget_refusals;
+    out.engine_steps = s.engine_steps;
+    out.engine_hook_ns = s.engine_hook_ns;
+    out.engine_hook_c_calls = s.engine_hook_c_calls;
+    out.engine_reported =
+        s.engine_steps != 0 || s.engine_hook_ns != 0 || s.engine_hook_c_calls != 0;
     out.weight_milli = s.share_weight == 0 ? kDefaultWeightMilli : s.share_weight;
     out.share_min = s.share_min;
     if (s.starved_since_ns != 0 && s.starved_last_ns >= s.starved_since_ns &&

@@ -32,6 +32,12 @@ struct SlotSnapshot {
   std::uint64_t pages_unmapped = 0;
   std::uint64_t sync_maps = 0;
   std::uint64_t budget_refusals = 0;
+  // The engine hook's totals (kvcached_report_engine_steps); engine_reported is false while all
+  // three are 0 (the engine never reported: kvctl shows them as unknown).
+  std::uint64_t engine_steps = 0;
+  std::uint64_t engine_hook_ns = 0;
+  std::uint64_t engine_hook_c_calls = 0;
+  bool engine_reported = false;
   std::uint64_t weight_milli = kDefaultWeightMilli;  // share (docs/sharing.md)
   std::uint64_t share_min = 0;
   std::uint64_t starved_since_ns = 0;  // CLOCK_BOOTTIME; 0 unless starved now (fresh refusal)

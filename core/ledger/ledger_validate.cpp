@@ -52,6 +52,9 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
         s.share_given != 0) {
       return "it is free but holds a share";
     }
+    if (s.engine_steps != 0 || s.engine_hook_ns != 0 || s.engine_hook_c_calls != 0) {
+      return "it is free but holds engine step statistics";
+    }
     return {};
   }
   if (OwnerPid(s.owner) == 0) return "it is owned by pid 0";
@@ -89,8 +92,9 @@ Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::st
     return Bad(path, fmt::format("it is not a kvcached ledger (magic {:#x})", h.magic));
   }
   if (h.version != kLayoutVersion) {
-    return Bad(path, fmt::format("it has layout version {}, this build reads version {} (engines "
-                                 "of different kvcached versions cannot share a segment)",
+    return Bad(path, fmt::format("it has layout version {} (made by another kvcached version), "
+                                 "this build reads version {} (engines of different kvcached "
+                                 "versions cannot share a segment)",
                                  h.version, kLayoutVersion));
   }
   if (h.header_size != sizeof(SegmentHeader) || h.slot_size != sizeof(LedgerSlot)) {

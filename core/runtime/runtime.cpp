@@ -342,6 +342,13 @@ Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t reque
   return Status::Ok();
 }
 
+Status Runtime::ReportEngineSteps(int device, const EngineSteps& totals) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  state.value()->budget->ReportEngineSteps(totals);
+  return Status::Ok();
+}
+
 void Runtime::NotePassthrough(int device, std::int64_t delta_bytes) noexcept {
   if (device < 0 || device >= Impl::kCountedDevices) return;
   Impl::Passthrough& p = impl_->passthrough[static_cast<std::size_t>(device)];

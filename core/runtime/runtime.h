@@ -87,6 +87,8 @@ class Runtime {
   // What the sharing policy asks of this process on `device` (see Budget::Share).
   Result<ShareVerdict> Share(int device);
   Status ReportShare(int device, std::uint64_t bytes, std::uint64_t requests);
+  // The engine hook's cumulative totals on `device` (see Budget::ReportEngineSteps).
+  Status ReportEngineSteps(int device, const EngineSteps& totals);
   // Accounting of allocations passed through to the real allocator (signed delta). Lock-free
   // and never creates the device's state: bytes noted before it exists reach the budget when
   // something else creates it (a region, a C API call, a virtual cudaMemGetInfo).

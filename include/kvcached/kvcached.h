@@ -128,11 +128,13 @@ KVCACHED_API kvcached_status kvcached_set_label(const char* label);
 /* What cudaMemGetInfo / cuMemGetInfo report in this process from now on (overrides
  * KVCACHED_VIRTUAL_MEMINFO; docs/configuration.md describes the modes). */
 typedef enum kvcached_meminfo_mode {
-  KVCACHED_MEMINFO_REAL = 0,    /* the driver's values */
+  KVCACHED_MEMINFO_REAL = 0,    /* the driver's values (KVCACHED_VIRTUAL_MEMINFO=real or false) */
   KVCACHED_MEMINFO_PROCESS = 1, /* total = this process's limit, free = total - what it allocated;
-                                   other processes never change it (KVCACHED_VIRTUAL_MEMINFO=1) */
+                                   other processes never change it
+                                   (KVCACHED_VIRTUAL_MEMINFO=process or true) */
   KVCACHED_MEMINFO_SHARED = 2   /* total = this process's limit, free = what the shared GPU budget
-                                   still grants it after every other process's charge */
+                                   still grants it after every other process's charge
+                                   (KVCACHED_VIRTUAL_MEMINFO=shared) */
 } kvcached_meminfo_mode;
 KVCACHED_API kvcached_status kvcached_set_meminfo_mode(int mode);
 
@@ -169,6 +171,22 @@ KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_v
 /* The engine gave back `bytes` and preempted `requests` because the verdict asked (shown by
  * kvctl list and kvctl metrics). */
 KVCACHED_API kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests);
+
+/* ---- engine hook statistics (docs/metrics.md) ---- */
+/* Publishes the engine hook's cumulative totals for this process on `device`: engine steps seen,
+ * nanoseconds spent inside the hook over them, and kvcached C API calls the hook made over them.
+ * Shown from outside the engine by `kvctl list` (hook us/step), `kvctl list --json`
+ * (engine_steps, engine_hook_ns, engine_hook_c_calls) and `kvctl metrics`
+ * (kvcached_process_engine_*_total counters).
+ *
+ * Totals, not increments: the last call wins. Keep them monotonic (Prometheus treats a smaller
+ * value as a counter reset); a smaller value is stored as given. Cheap (three relaxed stores into
+ * this process's ledger slot): call it every step or every few steps. Totals 0/0/0 read as "never
+ * reported". With a process-local budget (no shared ledger) nothing is kept and KVCACHED_OK is
+ * returned. Errors: KVCACHED_ERR_INVALID for a device that does not exist, KVCACHED_ERR_DISABLED
+ * when kvcached is not running. Returns a kvcached_status (an int through ctypes). */
+KVCACHED_API kvcached_status kvcached_report_engine_steps(int device, uint64_t steps,
+                                                          uint64_t hook_ns, uint64_t c_calls);
 
 #ifdef __cplusplus
 }

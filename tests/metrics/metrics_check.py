@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ SKIP = 77
 MiB = 1 << 20
 BUDGET = 128 * MiB  # room for both engines and their pools; a 200 MiB request is refused
 LOOPBACK = "127.0.0.1"
+LEDGER_MAGIC = 0x314752444C43564B  # "KVCLDRG1", the first word of every ledger segment
 
 
 class Failure(Exception):
@@ -241,7 +243,13 @@ def start_scene(run):
     b.send("acquire 0 16")
     b.send("acquire 16 200", want="refused")
     kvctl(run.args, "limit", str(b.pid), "100M", "--segment", run.segment)
+    # Engine a's hook reports its totals (B's never does: its engine_* series stay out).
+    a.send("steps %d %d %d" % HOOK_TOTALS[0])
     return a, b
+
+
+# (steps, hook ns, C calls) engine a reports at the start and after its release.
+HOOK_TOTALS = [(100, 2_500_000, 300), (250, 5_000_000_123, 700)]
 
 
 # ---------------------------------------------------------------- expected values
@@ -255,6 +263,7 @@ def expected_series(seg):
         out[(name, frozenset(labels.items()))] = float(value)
 
     put("kvcached_segment_status", dict(base, status=seg["status"]), 1)
+    put("kvcached_segment_layout_version", base, seg["layout_version"])
     put("kvcached_segment_gpu_memory_bytes", base, seg["gpu_total_bytes"])
     put("kvcached_segment_budget_bytes", base, seg["budget_bytes"])
     put("kvcached_segment_used_bytes", base, seg["used_bytes"])
@@ -277,6 +286,10 @@ def expected_series(seg):
         put("kvcached_process_pages_unmapped_total", labels, p["pages_unmapped"])
         put("kvcached_process_sync_maps_total", labels, p["sync_maps"])
         put("kvcached_process_budget_refusals_total", labels, p["budget_refusals"])
+        if p["engine_steps"] is not None:  # left out until the engine's hook reports
+            put("kvcached_process_engine_steps_total", labels, p["engine_steps"])
+            put("kvcached_process_engine_hook_seconds_total", labels, p["engine_hook_ns"] / 1e9)
+            put("kvcached_process_engine_hook_c_calls_total", labels, p["engine_hook_c_calls"])
         put("kvcached_process_share_weight", labels, p["weight"])
         put("kvcached_process_share_min_bytes", labels, p["share_min_bytes"])
         put("kvcached_process_fair_share_bytes", labels, p["fair_share_bytes"])
@@ -564,6 +577,11 @@ def case_prometheus(args):
         open(abandoned, "w").close()
         run.files.append(abandoned)
         os.utime(abandoned, (time.time() - 60, time.time() - 60))
+        # ...and one made by another kvcached release (layout version 3): other_version, not corrupt.
+        older = "/dev/shm/kvcached_test_metrics_layout3_%d" % os.getpid()
+        with open(older, "wb") as f:
+            f.write(struct.pack("<QI", LEDGER_MAGIC, 3).ljust(256 + 64 * 256, b"\0"))
+        run.files.append(older)
         exporter = Exporter(args)
         run.procs.append(exporter.proc)
         prom = Prometheus(run, exporter.port)
@@ -580,7 +598,17 @@ def case_prometheus(args):
         a.send("release 0 20")
         a.send("trim")
         b.send("release 0 8")
+        a.send("steps %d %d %d" % HOOK_TOTALS[1])
         _, after = wait_until_prometheus_matches(prom, run, [a, b], "released")
+        for i, (name, scale) in enumerate((("kvcached_process_engine_steps_total", 1),
+                                           ("kvcached_process_engine_hook_seconds_total", 1e9),
+                                           ("kvcached_process_engine_hook_c_calls_total", 1))):
+            expect(value_of(before, name, "engine-a") == [HOOK_TOTALS[0][i] / scale]
+                   and value_of(after, name, "engine-a") == [HOOK_TOTALS[1][i] / scale]
+                   and value_of(after, name, LABEL_B) == [],
+                   "%s: before %s, after %s (engine b never reported: %s)"
+                   % (name, value_of(before, name, "engine-a"), value_of(after, name, "engine-a"),
+                      value_of(after, name, LABEL_B)))
         expect(value_of(before, "kvcached_process_in_use_bytes", "engine-a") == [20 * MiB]
                and value_of(after, "kvcached_process_in_use_bytes", "engine-a") == [0]
                and value_of(after, "kvcached_process_pages_unmapped_total", "engine-a") == [10],
@@ -604,6 +632,12 @@ def case_prometheus(args):
         status = prom.query('kvcached_segment_status{segment="%s"}' % os.path.basename(abandoned))
         expect([r["metric"].get("status") for r in status] == ["corrupt"],
                "the abandoned segment's status: %s" % status)
+        name = os.path.basename(older)
+        status = prom.query('kvcached_segment_status{segment="%s"}' % name)
+        version = prom.query('kvcached_segment_layout_version{segment="%s"}' % name)
+        expect([r["metric"].get("status") for r in status] == ["other_version"]
+               and [r["value"][1] for r in version] == ["3"],
+               "the layout-3 segment: status %s, version %s" % (status, version))
         log("prometheus case took %.1f s" % (time.time() - started))
     finally:
         run.close()

@@ -7,6 +7,7 @@
 //   trim                give back every page not in use now
 //   alloc KB            a small cuMemAlloc (passed through to the driver: "other" memory)
 //   stats               the shim's own counters for device 0, as JSON
+//   steps N NS CALLS    report the engine hook's totals (kvcached_report_engine_steps, device 0)
 // It prints "ready <pid>" first and exits on EOF.
 #include <cuda.h>
 #include <dlfcn.h>
@@ -45,6 +46,7 @@ struct Api {
   decltype(&kvcached_trim) trim;
   decltype(&kvcached_stats_get) stats;
   decltype(&kvcached_last_error) last_error;
+  decltype(&kvcached_report_engine_steps) report_steps;
   CUresult (*mem_alloc)(CUdeviceptr*, size_t);
 };
 
@@ -56,6 +58,7 @@ Api Load() {
   a.trim = Need<decltype(a.trim)>(RTLD_DEFAULT, "kvcached_trim");
   a.stats = Need<decltype(a.stats)>(RTLD_DEFAULT, "kvcached_stats_get");
   a.last_error = Need<decltype(a.last_error)>(RTLD_DEFAULT, "kvcached_last_error");
+  a.report_steps = Need<decltype(a.report_steps)>(RTLD_DEFAULT, "kvcached_report_engine_steps");
   void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
   if (driver == nullptr) {
     std::fprintf(stderr, "metrics_engine: dlopen(libcuda.so.1): %s\n", dlerror());
@@ -92,7 +95,8 @@ int main() {
     std::string cmd;
     std::uint64_t a = 0;
     std::uint64_t b = 0;
-    in >> cmd >> a >> b;
+    std::uint64_t c = 0;
+    in >> cmd >> a >> b >> c;
     std::string reply;
     if (cmd == "region") {
       reply = Answer(api, api.region_create(0, a * kMiB, KVCACHED_REGION_LAZY, &base));
@@ -105,6 +109,8 @@ int main() {
     } else if (cmd == "alloc") {
       CUdeviceptr p = 0;
       reply = api.mem_alloc(&p, a * 1024) == CUDA_SUCCESS ? "ok" : "error cuMemAlloc failed";
+    } else if (cmd == "steps") {
+      reply = Answer(api, api.report_steps(0, a, b, c));
     } else if (cmd == "stats") {
       kvcached_stats s{};
       const kvcached_status st = api.stats(0, &s);

@@ -180,6 +180,31 @@ TEST(MetricsText, ShareValuesMatchTheSnapshot) {
   EXPECT_EQ(m.at("kvcached_process_share_preemptions_total" + l), "9");
 }
 
+TEST(MetricsText, EngineHookCountersAppearOnceReportedAndSecondsAreExact) {
+  auto entries = Sample();
+  auto& a = entries[0].snapshot->slots[0];
+  a.engine_reported = true;
+  a.engine_steps = 1200;
+  a.engine_hook_ns = 18'446'744'073'709'551'615ULL;  // the largest total: no rounding
+  a.engine_hook_c_calls = 3600;
+  const auto m = ParseExposition(RenderMetrics(entries));
+  const std::string l =
+      R"({segment="kvcached_gpu_A",gpu_uuid="GPU-aaaa",slot="0",pid="101",label="vllm \"a\"\\x"})";
+  EXPECT_EQ(m.at("kvcached_process_engine_steps_total" + l), "1200");
+  EXPECT_EQ(m.at("kvcached_process_engine_hook_seconds_total" + l), "18446744073.709551615");
+  EXPECT_EQ(m.at("kvcached_process_engine_hook_c_calls_total" + l), "3600");
+  // The dead process never reported: no series for it (unknown, not 0).
+  for (const auto& [key, value] : m) {
+    if (key.starts_with("kvcached_process_engine_")) {
+      EXPECT_NE(key.find(R"(pid="101")"), std::string::npos) << key;
+    }
+  }
+  a.engine_hook_ns = 2'500'000;
+  EXPECT_EQ(
+      ParseExposition(RenderMetrics(entries)).at("kvcached_process_engine_hook_seconds_total" + l),
+      "0.002500000");
+}
+
 TEST(MetricsText, ProcessValuesCarryEscapedLabelsAndTheEffectiveLimit) {
   const auto m = ParseExposition(RenderMetrics(Sample()));
   const std::string a =
@@ -332,6 +357,41 @@ TEST(LedgerActivity, PublishedCountersAreReadBackAndClearedForTheNextOwner) {
   EXPECT_EQ(snap.slots[0].pages_mapped + snap.slots[0].pages_unmapped + snap.slots[0].sync_maps +
                 snap.slots[0].budget_refusals,
             0U);
+}
+
+// The engine hook's totals reach kvctl's JSON (null until reported) and the exposition.
+TEST(LedgerEngineSteps, ReportedTotalsReachJsonAndMetrics) {
+  ledger::testing::ScopedSegmentName name("metrics_engine_steps");
+  ledger::CreateParams params;
+  params.gpu_total = 16 * kGiB;
+  params.budget = 8 * kGiB;
+  params.gpu_uuid = "GPU-metrics-unit";
+  auto seg = ledger::Segment::OpenOrCreate(name.name(), params);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  std::shared_ptr<ledger::Segment> shared(std::move(seg).value());
+  auto budget = ledger::LedgerBudget::Attach(shared, "engine");
+  ASSERT_TRUE(budget.ok()) << budget.status().message();
+  auto process = [&] { return SegmentJson(Inspect(name.name()), true).at("processes").at(0); };
+  EXPECT_TRUE(process().at("engine_steps").is_null());
+  EXPECT_TRUE(process().at("engine_hook_ns").is_null());
+  EXPECT_TRUE(process().at("engine_hook_c_calls").is_null());
+  budget.value()->ReportEngineSteps({40, 1'000'000, 120});
+  EXPECT_EQ(process().at("engine_steps"), 40U);
+  EXPECT_EQ(process().at("engine_hook_ns"), 1'000'000U);
+  EXPECT_EQ(process().at("engine_hook_c_calls"), 120U);
+  const auto m = ParseExposition(RenderMetrics({Inspect(name.name())}));
+  int found = 0;
+  for (const auto& [key, value] : m) {
+    if (key.starts_with("kvcached_process_engine_steps_total{segment=\"" + name.name())) {
+      EXPECT_EQ(value, "40");
+      ++found;
+    }
+    if (key.starts_with("kvcached_process_engine_hook_seconds_total{segment=\"" + name.name())) {
+      EXPECT_EQ(value, "0.001000000");
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, 2);
 }
 
 }  // namespace

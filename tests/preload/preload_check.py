@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import shm_cleanup  # noqa: E402
+
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -50,6 +53,8 @@ class Runner:
         # Every run gets its own ledger segment, removed at the end, so that cases (and other
         # suites running at the same time) never share a budget.
         self.ipc_name = "preload_test_%d_%s" % (os.getpid(), case)
+        # Leftovers of runs killed by ctest's timeout (they never reached cleanup()).
+        shm_cleanup.remove_orphaned_segments("preload_test")
 
     def env(self, preload, extra):
         env = {k: v for k, v in os.environ.items()
@@ -346,6 +351,22 @@ def case_meminfo_process(runner):
             raise Failure("the neighbour did not start:\n" + hold.stderr.read())
         expect(meminfo(ask("read")) == (free0, total0),
                "a neighbour's 256 MiB changed this process's view (process mode)")
+        # The variable names the modes too: "shared" sees the neighbour, "process" does not,
+        # "real" is the driver's; a bad value stops the shim with one line naming the choices.
+        one_shot = runner.app("preload_runtime_app", "meminfo")
+        free_s, total_s = meminfo(runner.run(one_shot, env=dict(
+            budget, KVCACHED_VIRTUAL_MEMINFO="shared")).stdout)
+        expect(total_s == 1 << 30 and free_s <= (1 << 30) - (256 << 20),
+               "KVCACHED_VIRTUAL_MEMINFO=shared: free=%d total=%d" % (free_s, total_s))
+        expect(meminfo(runner.run(one_shot, env=dict(budget, KVCACHED_VIRTUAL_MEMINFO="Process"))
+                       .stdout) == (1 << 30, 1 << 30), "KVCACHED_VIRTUAL_MEMINFO=Process")
+        expect(meminfo(runner.run(one_shot, env=dict(budget, KVCACHED_VIRTUAL_MEMINFO="real"))
+                       .stdout)[1] == FAKE_TOTAL, "KVCACHED_VIRTUAL_MEMINFO=real")
+        bad = runner.run(one_shot, env=dict(budget, KVCACHED_VIRTUAL_MEMINFO="procss"), rc=None)
+        lines = [l for l in bad.stderr.splitlines() if "KVCACHED_VIRTUAL_MEMINFO" in l]
+        expect(len(lines) == 1 and all(w in lines[0] for w in ("procss", "process", "shared",
+                                                               "real")),
+               "KVCACHED_VIRTUAL_MEMINFO=procss: %r" % bad.stderr)
         # This process's own allocations do count, and their frees give the memory back.
         expect(ask("alloc 64").strip() == "ok", "alloc failed")
         free2, _ = meminfo(ask("read"))

@@ -15,6 +15,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+import shm_cleanup  # noqa: E402
 HOOKS = os.path.join(HERE, "..", "..", "hooks", "python")
 SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
 
@@ -28,6 +30,7 @@ def run_child(test, code: str, prefix: str, pythonpath: list, timeout: float, **
     """Runs `code` in a child process with its own ledger segment (a segment that exists keeps the
     budget it was made with), asserts it exited 0 and returns the JSON object on its last line."""
     name = f"{prefix}_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    shm_cleanup.remove_orphaned_segments(prefix)  # of earlier runs killed by ctest's timeout
     full = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath), TEST_DIR=HERE, KVCACHED_IPC_NAME=name, **env)
     try:
         done = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=timeout)

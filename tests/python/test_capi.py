@@ -260,6 +260,61 @@ for line in sys.stdin:
             if os.path.exists(f"/dev/shm/kvcached_{name}"):
                 os.remove(f"/dev/shm/kvcached_{name}")
 
+    def test_report_engine_steps_is_seen_by_kvctl(self):
+        """The hook's totals reach the process's ledger slot: kvctl list --json shows the last report
+        (totals, not increments), from outside the process."""
+        kvctl = os.environ.get("KVCACHED_TEST_KVCTL", "")
+        self.assertTrue(os.path.isfile(kvctl), "KVCACHED_TEST_KVCTL (the built kvctl) is not set")
+        engine = r"""
+import ctypes, sys
+from kvcached_hook import capi as C
+api = C.load(sys.argv[1])
+assert api is not None and api.enabled(), api.last_error() if api else "no shim"
+assert api._report_engine_steps._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # per-step: keeps the GIL
+assert api.report_engine_steps(0, 10, 1000, 30) == C.OK, api.last_error()
+assert api.report_engine_steps(0, 120, 3_600_000, 360) == C.OK, api.last_error()
+bad = api.report_engine_steps(999, 1, 1, 1)
+assert bad == C.ERR_INVALID and "999" in api.last_error(), (bad, api.last_error())
+print("reported", flush=True)
+sys.stdin.readline()
+api._report_engine_steps = None  # a shim that predates the call
+assert api.report_engine_steps(0, 1, 1, 1) == C.ERR_UNSUPPORTED
+print("done", flush=True)
+"""
+        name = f"pytest_steps_{os.getpid()}"
+        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name)
+        proc = subprocess.Popen([sys.executable, "-c", engine, SHIM], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(proc.stdout.readline().strip(), "reported",
+                             proc.stderr.read() if proc.poll() is not None else "")
+            listed = subprocess.run([kvctl, "list", "--json"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(listed.returncode, 0, listed.stderr)
+            segments = [s for s in json.loads(listed.stdout)["segments"] if s["name"] == "kvcached_" + name]
+            self.assertEqual(len(segments), 1, listed.stdout)
+            mine = [p for p in segments[0]["processes"] if p["pid"] == proc.pid]
+            self.assertEqual(len(mine), 1, segments[0])
+            self.assertEqual((mine[0]["engine_steps"], mine[0]["engine_hook_ns"], mine[0]["engine_hook_c_calls"]),
+                             (120, 3_600_000, 360))
+            text = subprocess.run([kvctl, "list"], capture_output=True, text=True, timeout=30).stdout
+            self.assertRegex(text, r"kvcached_%s\s+%d\s+\S+\s+120\s+30us\s+3\.00" % (name, proc.pid))
+            watched = subprocess.run([kvctl, "watch", "kvcached_" + name, "--count", "1"], capture_output=True,
+                                     text=True, timeout=30).stdout
+            self.assertIn("HOOK/STEP", watched)
+            self.assertRegex(watched, r"\n\s*%d\s.*\s30us\s+live" % proc.pid)
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            self.assertEqual(proc.stdout.readline().strip(), "done", proc.stderr.read() if proc.poll() is not None else "")
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if os.path.exists(f"/dev/shm/kvcached_{name}"):
+                os.remove(f"/dev/shm/kvcached_{name}")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -73,7 +73,8 @@ print(json.dumps({"same": out == base, "n": len(out), "snap": snap, "in_use_page
 )
 class RealShimEngineTest(unittest.TestCase):
     def run_child(self, **env):
-        return R.run_child(self, CHILD, "pytest_realshim", [R.HOOKS, R.HERE], timeout=600, **env)
+        # Each case takes ~15 s; 240 s lets a hung one fail (and clean up) within ctest's 600 s for both.
+        return R.run_child(self, CHILD, "pytest_realshim", [R.HOOKS, R.HERE], timeout=240, **env)
 
     def test_identical_outputs_and_pages_come_back(self):
         result = self.run_child(KVCACHED_HOOK_IDLE_TRIM_S="0.2", KEEP_S="1.5")

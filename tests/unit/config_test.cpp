@@ -176,7 +176,7 @@ bool BoolField(const Config& c, const std::string& name) {
   if (name == "KVCACHED_PAGE_PREALLOC_ENABLED") return c.page_prealloc;
   if (name == "KVCACHED_SANITY_CHECK") return c.sanity_check;
   if (name == "KVCACHED_CONTIGUOUS_LAYOUT") return c.contiguous_layout;
-  if (name == "KVCACHED_VIRTUAL_MEMINFO") return c.virtual_meminfo;
+  if (name == "KVCACHED_VIRTUAL_MEMINFO") return c.virtual_meminfo != VirtualMemInfo::kReal;
   ADD_FAILURE() << "unknown boolean " << name;
   return false;
 }
@@ -199,6 +199,32 @@ TEST(Config, BooleansRefuseOtherWords) {
     for (const std::string value : {"2", "truee", "y", "n", "enable", "-1", "01", "t rue"}) {
       const std::string message = ExpectRefused(name, value);
       EXPECT_NE(message.find("yes/no"), std::string::npos) << message;
+    }
+  }
+}
+
+// KVCACHED_VIRTUAL_MEMINFO takes the modes of kvcached_set_meminfo_mode by name, and booleans.
+TEST(Config, VirtualMemInfoTakesTheModesByNameAndBooleans) {
+  const std::vector<std::pair<std::string, VirtualMemInfo>> cases = {
+      {"process", VirtualMemInfo::kProcess}, {"PROCESS", VirtualMemInfo::kProcess},
+      {" Shared ", VirtualMemInfo::kShared}, {"shared", VirtualMemInfo::kShared},
+      {"real", VirtualMemInfo::kReal},       {"Real", VirtualMemInfo::kReal},
+      {"true", VirtualMemInfo::kProcess},    {"1", VirtualMemInfo::kProcess},
+      {"on", VirtualMemInfo::kProcess},      {"false", VirtualMemInfo::kReal},
+      {"off", VirtualMemInfo::kReal},        {"0", VirtualMemInfo::kReal}};
+  for (const auto& [value, mode] : cases) {
+    EXPECT_EQ(LoadOk({{"KVCACHED_VIRTUAL_MEMINFO", value}}).virtual_meminfo, mode) << value;
+  }
+  EXPECT_EQ(LoadOk({}).virtual_meminfo, VirtualMemInfo::kReal);
+  // The values match the C API's kvcached_meminfo_mode (0 real, 1 process, 2 shared).
+  EXPECT_EQ(static_cast<int>(VirtualMemInfo::kReal), 0);
+  EXPECT_EQ(static_cast<int>(VirtualMemInfo::kProcess), 1);
+  EXPECT_EQ(static_cast<int>(VirtualMemInfo::kShared), 2);
+  for (const std::string value : {"proc", "sharedd", "2", "virtual", "process,shared", "none"}) {
+    const std::string message = ExpectRefused("KVCACHED_VIRTUAL_MEMINFO", value);
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    for (const char* accepted : {"process", "shared", "real", "true/false"}) {
+      EXPECT_NE(message.find(accepted), std::string::npos) << accepted << ": " << message;
     }
   }
 }

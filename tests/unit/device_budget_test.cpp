@@ -67,13 +67,6 @@ TEST(DeviceBudget, MinimumFollowsPagesZeroMemoryAndPool) {
   EXPECT_FALSE(BudgetTooSmall(c, 320 * kMiB - 1).empty());
 }
 
-TEST(DeviceBudget, FormatsSizesAsParseSizeReadsThem) {
-  EXPECT_EQ(FormatConfigBytes(0), "0 B");
-  EXPECT_EQ(FormatConfigBytes(4096), "4 KiB");
-  EXPECT_EQ(FormatConfigBytes(3 * kMiB), "3 MiB");
-  EXPECT_EQ(FormatConfigBytes(1536 * kMiB), "1.50 GiB");
-}
-
 // The engine path: device 0 of the fake driver (8 GiB unless FAKECUDA_TOTAL_MB says otherwise).
 TEST(DeviceBudget, EngineRefusesATinyUtilizationAtStartWithTheSameLine) {
   Config c = testing::QuietConfig();

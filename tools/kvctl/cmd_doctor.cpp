@@ -1,9 +1,12 @@
 // kvctl doctor: checks everything the shim needs and reports each problem with its fix.
 #include <dlfcn.h>
 #include <fmt/core.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <iostream>
@@ -164,14 +167,56 @@ void CheckShm(std::vector<Check>& out) {
   out.push_back({"shm", level, detail});
 }
 
-void CheckSegments(std::vector<Check>& out) {
-  const auto entries = InspectAll();
+// Which segments the doctor judges (kvctl doctor --all / --segment).
+struct Scope {
+  bool all = false;                   // every segment in /dev/shm
+  std::vector<std::string> segments;  // only these (normalized names)
+};
+
+// The segments in scope; `skipped` counts those left out by the default scope.
+std::vector<SegmentEntry> SegmentsInScope(const Scope& scope, const kvcached::Config& config,
+                                          std::size_t& skipped) {
+  skipped = 0;
+  std::vector<SegmentEntry> out;
+  if (!scope.segments.empty()) {
+    for (const auto& name : scope.segments) out.push_back(Inspect(name));
+    return out;
+  }
+  const std::vector<std::string> engines = EngineSegmentNames(config);
+  const uid_t me = ::geteuid();
+  for (auto& e : InspectAll()) {
+    const bool engines_would_use =
+        std::find(engines.begin(), engines.end(), e.name) != engines.end();
+    if (scope.all || e.uid == me || engines_would_use) {
+      out.push_back(std::move(e));
+    } else {
+      ++skipped;
+    }
+  }
+  return out;
+}
+
+void CheckSegments(std::vector<Check>& out, const Scope& scope, const kvcached::Config& config) {
+  std::size_t skipped = 0;
+  const auto entries = SegmentsInScope(scope, config, skipped);
+  if (skipped > 0) {
+    out.push_back({"segments", Level::kOk,
+                   fmt::format("{} other segment(s) in /dev/shm not judged (other users', not "
+                               "for this user's engines); `kvctl doctor --all` judges every one",
+                               skipped)});
+  }
   if (entries.empty()) {
-    out.push_back({"segments", Level::kOk, "no kvcached segments yet"});
-    out.push_back({"permissions", Level::kOk, "no kvcached segments yet"});
+    if (skipped == 0) out.push_back({"segments", Level::kOk, "no kvcached segments yet"});
+    out.push_back({"permissions", Level::kOk, "no kvcached segments of this user yet"});
     return;
   }
   for (const auto& e : entries) {
+    struct stat st {};
+    if (!scope.segments.empty() && ::lstat(e.path.c_str(), &st) != 0 && errno == ENOENT) {
+      out.push_back(
+          {"segments", Level::kFail, fmt::format("no segment {} (see `kvctl list`)", e.path)});
+      continue;
+    }
     switch (e.status) {
       case SegmentStatus::kOk:
         out.push_back(
@@ -189,6 +234,12 @@ void CheckSegments(std::vector<Check>& out) {
         break;
       case SegmentStatus::kUnreadable:
         out.push_back({"segments", Level::kWarn, Printable(e.error)});
+        break;
+      case SegmentStatus::kOtherVersion:
+        out.push_back({"segments", Level::kWarn, Printable(e.error)});
+        break;
+      case SegmentStatus::kCreating:
+        out.push_back({"segments", Level::kOk, Printable(e.error)});
         break;
     }
     if ((e.mode & 0002) != 0) {
@@ -243,7 +294,15 @@ void CheckShim(std::vector<Check>& out) {
                              tried)});
 }
 
-int RunDoctor(bool json) {
+int RunDoctor(bool json, Scope scope) {
+  for (auto& name : scope.segments) {
+    auto normalized = kvcached::ledger::NormalizeSegmentName(name);
+    if (!normalized.ok()) {
+      PrintError(normalized.status().message());
+      return kExitUsage;
+    }
+    name = normalized.value();
+  }
   std::vector<Check> checks;
   kvcached::Config config;
   const bool config_ok = CheckConfig(checks, config);
@@ -251,9 +310,9 @@ int RunDoctor(bool json) {
   const DriverProbe probe = CheckDriver(checks, config);
   CheckBudgets(checks, config, config_ok, probe);
   CheckShm(checks);
-  CheckSegments(checks);
+  CheckSegments(checks, scope, config);
   // ---- ledger: the segments this user's engines would attach to (issue 12; doctor_ledger.cpp)
-  for (const auto& c : CheckEngineSegments(config)) {
+  for (const auto& c : CheckEngineSegments(config, scope.segments)) {
     checks.push_back({"ledger", c.ok ? Level::kOk : Level::kFail, c.detail});
   }
   // ---- end ledger
@@ -285,13 +344,21 @@ int RunDoctor(bool json) {
 
 void AddDoctorCommand(CLI::App& app, int& exit_code) {
   auto json = std::make_shared<bool>(false);
+  auto scope = std::make_shared<Scope>();
   auto* cmd = app.add_subcommand(
       "doctor",
       "Check the setup: CUDA driver and VMM support, /dev/shm, stale/corrupt segments, "
       "segment permissions, the shim library, KVCACHED_* variables (values, misspelled names, "
-      "each GPU's budget)");
+      "each GPU's budget). Segments judged: this user's and those this user's engines would "
+      "attach to (--all: every one; --segment: only those named)");
   cmd->add_flag("--json", *json, "Print JSON for scripts");
-  cmd->callback([json, &exit_code] { exit_code = RunDoctor(*json); });
+  auto* all = cmd->add_flag("--all", scope->all,
+                            "Judge every segment in /dev/shm (other users' and leftovers too)");
+  cmd->add_option("--segment", scope->segments,
+                  "Judge only this segment (NAME, kvcached_NAME or /dev/shm/kvcached_NAME); "
+                  "repeatable")
+      ->excludes(all);
+  cmd->callback([json, scope, &exit_code] { exit_code = RunDoctor(*json, *scope); });
 }
 
 }  // namespace kvctl

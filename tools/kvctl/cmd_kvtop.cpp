@@ -62,8 +62,7 @@ void Draw(double interval) {
   for (const auto& e : entries) {
     if (y >= LINES) break;
     if (!e.snapshot) {
-      Put(y++, 0,
-          fmt::format("{}  {}: {}", Printable(e.name), StatusName(e.status), Printable(e.error)),
+      Put(y++, 0, fmt::format("{}  {}: {}", Printable(e.name), StatusText(e), Printable(e.error)),
           has_colors() ? COLOR_PAIR(kBad) : A_BOLD);
       ++y;
       continue;

@@ -37,6 +37,31 @@ void PrintShares(const std::vector<SegmentEntry>& entries) {
   table.Print(std::cout);
 }
 
+// The engine hook of each live process that reported its totals (kvcached_report_engine_steps):
+// steps, mean hook time and C API calls per step. Left out while no engine reported.
+void PrintEngineHooks(const std::vector<SegmentEntry>& entries) {
+  Table table({"SEGMENT", "PID", "LABEL", "STEPS", "HOOK/STEP", "C CALLS/STEP"},
+              {false, true, false, true, true, true});
+  bool any = false;
+  for (const auto& e : entries) {
+    if (!e.snapshot) continue;
+    for (const auto& p : e.snapshot->slots) {
+      if (p.dead || !p.engine_reported) continue;
+      any = true;
+      const std::string calls =
+          p.engine_steps == 0 ? "-"
+                              : fmt::format("{:.2f}", static_cast<double>(p.engine_hook_c_calls) /
+                                                          static_cast<double>(p.engine_steps));
+      table.AddRow({Printable(e.name), std::to_string(p.pid),
+                    p.label.empty() ? "-" : Printable(p.label), std::to_string(p.engine_steps),
+                    FormatMicros(HookMicrosPerStep(p)), calls});
+    }
+  }
+  if (!any) return;
+  std::cout << '\n';
+  table.Print(std::cout);
+}
+
 int RunList(bool json) {
   const std::vector<SegmentEntry> entries = InspectAll();
   if (json) {
@@ -55,7 +80,7 @@ int RunList(bool json) {
   std::vector<std::string> notes;
   for (const auto& e : entries) {
     if (!e.snapshot) {
-      table.AddRow({Printable(e.name), "-", "-", "-", "-", "-", "-", StatusName(e.status)});
+      table.AddRow({Printable(e.name), "-", "-", "-", "-", "-", "-", StatusText(e)});
       notes.push_back(e.error);
       continue;
     }
@@ -76,6 +101,7 @@ int RunList(bool json) {
   }
   table.Print(std::cout);
   PrintShares(entries);
+  PrintEngineHooks(entries);
   for (const auto& n : notes) std::cout << "\n" << Printable(n) << '\n';
   return kExitOk;
 }

@@ -59,14 +59,30 @@ void PrintTable(const SegmentEntry& e) {
     std::cout << "no processes attached\n";
     return;
   }
-  Table table(
-      {"PID", "LABEL", "LIMIT", "IN-USE", "RESERVED", "PEAK", "OTHER", "HEARTBEAT", "STATE"},
-      {true, false, true, true, true, true, true, true, false});
+  // The hook column only once an engine reported its step totals (kvcached_report_engine_steps).
+  bool hooks = false;
+  for (const auto& slot : s.slots) hooks = hooks || slot.engine_reported;
+  std::vector<std::string> header = {"PID",  "LABEL", "LIMIT",     "IN-USE", "RESERVED",
+                                     "PEAK", "OTHER", "HEARTBEAT", "STATE"};
+  std::vector<bool> right = {true, false, true, true, true, true, true, true, false};
+  if (hooks) {
+    header.insert(header.end() - 1, "HOOK/STEP");
+    right.insert(right.end() - 1, true);
+  }
+  Table table(std::move(header), std::move(right));
   for (const auto& slot : s.slots) {
-    table.AddRow({std::to_string(slot.pid), Printable(slot.label), FormatLimit(slot.limit),
-                  FormatBytes(slot.in_use), FormatBytes(slot.reserved), FormatBytes(slot.peak),
-                  FormatBytes(slot.other), FormatAge(HeartbeatAge(slot)),
-                  std::string(SlotStateName(slot)) + (slot.other_pidns ? " (other pid ns)" : "")});
+    std::vector<std::string> row = {
+        std::to_string(slot.pid),
+        Printable(slot.label),
+        FormatLimit(slot.limit),
+        FormatBytes(slot.in_use),
+        FormatBytes(slot.reserved),
+        FormatBytes(slot.peak),
+        FormatBytes(slot.other),
+        FormatAge(HeartbeatAge(slot)),
+        std::string(SlotStateName(slot)) + (slot.other_pidns ? " (other pid ns)" : "")};
+    if (hooks) row.insert(row.end() - 1, FormatMicros(HookMicrosPerStep(slot)));
+    table.AddRow(std::move(row));
   }
   table.Print(std::cout);
 }
@@ -82,6 +98,14 @@ int RunWatch(WatchOptions& o) {
   for (std::uint64_t i = 0; o.count == 0 || i < o.count; ++i) {
     if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.interval));
     const SegmentEntry e = Inspect(name.value());
+    if (e.status == SegmentStatus::kCreating) {  // its creator is at it: show it at the next turn
+      if (o.json) {
+        std::cout << Dump(SegmentJson(e, true), -1) << std::endl;
+      } else {
+        std::cout << Printable(e.error) << std::endl;
+      }
+      continue;
+    }
     if (!e.snapshot) {
       PrintError(e.error);
       return kExitFailure;

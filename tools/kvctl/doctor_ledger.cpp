@@ -16,9 +16,20 @@ namespace kvctl {
 
 namespace ledger = kvcached::ledger;
 
-std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config) {
-  // Which names: each visible GPU's, plus every existing segment an engine of this user with
-  // this configuration could pick (their GPUs may be invisible here).
+namespace {
+
+// What every name an engine of this user with this configuration may use starts with.
+std::string EnginePrefix(const kvcached::Config& config) {
+  if (!config.ipc_name.empty()) return ledger::SegmentNameFor(config.ipc_name, "", 0);
+  const std::string one = ledger::DefaultSegmentName(config, kvcached::DeviceIdentity{0, "x", 0});
+  return one.substr(0, one.size() - 1);  // without the "x" uuid
+}
+
+}  // namespace
+
+std::vector<std::string> EngineSegmentNames(const kvcached::Config& config) {
+  // Each visible GPU's, plus every existing segment an engine of this user with this
+  // configuration could pick (their GPUs may be invisible here).
   std::vector<std::string> names;
   const char* env = std::getenv("KVCACHED_CUDA_DRIVER");
   const DriverProbe probe =
@@ -27,25 +38,24 @@ std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config) {
     names.push_back(ledger::DefaultSegmentName(
         config, kvcached::DeviceIdentity{d.ordinal, d.uuid, d.total_bytes}));
   }
-  std::string prefix;  // what every name such an engine may use starts with
-  if (!config.ipc_name.empty()) {
-    prefix = ledger::SegmentNameFor(config.ipc_name, "", 0);
-  } else {
-    const std::string one = ledger::DefaultSegmentName(config, kvcached::DeviceIdentity{0, "x", 0});
-    prefix = one.substr(0, one.size() - 1);  // without the "x" uuid
-  }
+  const std::string prefix = EnginePrefix(config);
   for (const auto& name : SegmentNames()) {
     const bool ipc_match = name == prefix || name.starts_with(prefix + "_");
     if (config.ipc_name.empty() ? name.starts_with(prefix) : ipc_match) names.push_back(name);
   }
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
 
+std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config,
+                                             const std::vector<std::string>& only) {
+  const std::vector<std::string> names = only.empty() ? EngineSegmentNames(config) : only;
   std::vector<LedgerCheck> out;
   if (names.empty()) {
     out.push_back({true, fmt::format("no segment for this user's engines yet (they create {}* on "
                                      "first use)",
-                                     prefix)});
+                                     EnginePrefix(config))});
     return out;
   }
   for (const auto& name : names) {

@@ -17,6 +17,12 @@ struct LedgerCheck {
   std::string detail;
 };
 
-std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config);
+// The segments this user's engines would attach to: each visible GPU's default name, and every
+// existing segment an engine of this user with this configuration could pick.
+std::vector<std::string> EngineSegmentNames(const kvcached::Config& config);
+
+// `only` (kvctl doctor --segment): diagnose these names instead of EngineSegmentNames.
+std::vector<LedgerCheck> CheckEngineSegments(const kvcached::Config& config,
+                                             const std::vector<std::string>& only = {});
 
 }  // namespace kvctl

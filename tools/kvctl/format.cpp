@@ -7,19 +7,6 @@
 
 namespace kvctl {
 
-std::string FormatBytes(std::uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024.0 && unit < 6) {
-    value /= 1024.0;
-    ++unit;
-  }
-  if (value == std::floor(value)) return fmt::format("{:.0f} {}", value, kUnits[unit]);
-  return fmt::format("{:.2f} {}", value, kUnits[unit]);
-}
-
 std::string FormatLimit(std::uint64_t limit) {
   return limit == ~std::uint64_t{0} ? "none" : FormatBytes(limit);
 }
@@ -32,6 +19,13 @@ std::string FormatAge(double seconds) {
   if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
   if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60);
   return fmt::format("{}d{:02}h", s / 86400, (s / 3600) % 24);
+}
+
+std::string FormatMicros(std::optional<double> micros) {
+  if (!micros || !(*micros >= 0)) return "-";
+  if (*micros < 10) return fmt::format("{:.1f}us", *micros);
+  if (*micros < 1000) return fmt::format("{:.0f}us", *micros);
+  return fmt::format("{:.2f}ms", *micros / 1000.0);
 }
 
 std::string Printable(std::string_view text) {

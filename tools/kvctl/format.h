@@ -2,19 +2,25 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/common/format_bytes.h"
+
 namespace kvctl {
 
-// "0 B", "512 KiB", "1.50 GiB" (binary units, what ParseSize reads back).
-std::string FormatBytes(std::uint64_t bytes);
+// "0 B", "512 KiB", "1.5 GiB": the core's formatter, so that kvctl and the shim's messages say
+// sizes alike.
+using kvcached::FormatBytes;
 // "none" for no limit, else FormatBytes.
 std::string FormatLimit(std::uint64_t limit);
 // "0.4s", "12s", "3m02s", "2h05m"; "-" for negative/unknown.
 std::string FormatAge(double seconds);
+// "3.2us", "41us", "1.20ms" for a mean hook time per step; "-" when unknown.
+std::string FormatMicros(std::optional<double> micros);
 // Text from a segment, made safe for a terminal: control and non-ASCII bytes become \xNN.
 std::string Printable(std::string_view text);
 // A bar of `width` cells: '#' for in_use, '+' for reserved, '.' for the rest of `total`.

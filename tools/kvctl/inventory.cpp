@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <ctime>
 
 #include "core/ledger/ledger_name.h"
 #include "core/ledger/ledger_process.h"
 #include "core/ledger/ledger_segment.h"
+#include "tools/kvctl/segment_peek.h"
 
 namespace kvctl {
 
@@ -24,8 +26,20 @@ const char* StatusName(SegmentStatus status) {
       return "corrupt";
     case SegmentStatus::kUnreadable:
       return "unreadable";
+    case SegmentStatus::kOtherVersion:
+      return "other_version";
+    case SegmentStatus::kCreating:
+      return "creating";
   }
   return "?";
+}
+
+std::string StatusText(const SegmentEntry& e) {
+  if (e.status == SegmentStatus::kOtherVersion && e.layout_version) {
+    return fmt::format("other version (layout {})", *e.layout_version);
+  }
+  if (e.status == SegmentStatus::kCreating) return "being created";
+  return StatusName(e.status);
 }
 
 std::vector<std::string> SegmentNames() {
@@ -57,6 +71,28 @@ SegmentEntry Inspect(const std::string& name) {
       return entry;
     }
   }
+  const HeaderPeek peek = PeekHeader(entry.path);
+  if (peek.opened && peek.regular && !peek.finished) {
+    entry.unfinished = true;
+    if (std::time(nullptr) - peek.st.st_mtime <= kUnfinishedGrace.count()) {
+      entry.status = SegmentStatus::kCreating;
+      entry.error = fmt::format("{} is being created (its creator has not written the header yet)",
+                                entry.path);
+      return entry;
+    }
+    entry.status = SegmentStatus::kCorrupt;
+    entry.error = fmt::format(
+        "{} was never initialised ({} bytes, no header): its creator died while creating it; "
+        "remove it with `kvctl delete {}`",
+        entry.path, peek.st.st_size, name);
+    return entry;
+  }
+  if (peek.header) entry.layout_version = peek.header->version;
+  if (const auto version = OtherLayoutVersion(peek)) {
+    entry.status = SegmentStatus::kOtherVersion;
+    entry.error = OtherVersionMessage(entry.path, name, *version);
+    return entry;
+  }
   auto seg = ledger::Segment::Open(name, ledger::Segment::Access::kReadOnly);
   if (!seg.ok()) {
     const int err = seg.status().driver_code();
@@ -79,6 +115,11 @@ double HeartbeatAge(const ledger::SlotSnapshot& slot) {
   const std::uint64_t now = ledger::BoottimeNs();
   if (slot.heartbeat_ns == 0 || slot.heartbeat_ns > now) return -1;
   return static_cast<double>(now - slot.heartbeat_ns) / 1e9;
+}
+
+std::optional<double> HookMicrosPerStep(const ledger::SlotSnapshot& slot) {
+  if (!slot.engine_reported || slot.engine_steps == 0) return std::nullopt;
+  return static_cast<double>(slot.engine_hook_ns) / 1e3 / static_cast<double>(slot.engine_steps);
 }
 
 const char* SlotStateName(const ledger::SlotSnapshot& slot) {
@@ -104,6 +145,13 @@ nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
   j["pages_unmapped"] = s.pages_unmapped;
   j["sync_maps"] = s.sync_maps;
   j["budget_refusals"] = s.budget_refusals;
+  // The engine hook's totals (kvcached_report_engine_steps); null until the engine reports.
+  auto engine = [&](std::uint64_t v) {
+    return s.engine_reported ? nlohmann::json(v) : nlohmann::json(nullptr);
+  };
+  j["engine_steps"] = engine(s.engine_steps);
+  j["engine_hook_ns"] = engine(s.engine_hook_ns);
+  j["engine_hook_c_calls"] = engine(s.engine_hook_c_calls);
   j["weight"] = static_cast<double>(s.weight_milli) / 1000.0;  // sharing (docs/sharing.md)
   j["share_min_bytes"] = s.share_min;
   j["fair_share_bytes"] = s.fair_share;
@@ -125,6 +173,8 @@ nlohmann::json SegmentJson(const SegmentEntry& e, bool with_processes) {
   j["owner_uid"] = e.uid;
   j["group_gid"] = e.gid;
   j["mode"] = fmt::format("{:04o}", e.mode);
+  j["layout_version"] =
+      e.layout_version ? nlohmann::json(*e.layout_version) : nlohmann::json(nullptr);
   if (e.snapshot) {
     const auto& s = *e.snapshot;
     j["gpu_uuid"] = s.gpu_uuid;

@@ -48,14 +48,32 @@ ProcessValue Slot(std::uint64_t (*get)(const ledger::SlotSnapshot&)) {
                const ledger::SlotSnapshot& s) -> std::optional<std::string> { return Int(get(s)); };
 }
 
+// A value of the engine hook's totals, left out until the engine reported them.
+ProcessValue Engine(std::string (*get)(const ledger::SlotSnapshot&)) {
+  return [get](const ledger::SegmentSnapshot&,
+               const ledger::SlotSnapshot& s) -> std::optional<std::string> {
+    if (!s.engine_reported) return std::nullopt;
+    return get(s);
+  };
+}
+
 const std::vector<Family>& Families() {
   static const std::vector<Family> families = {
       {"kvcached_segment_status",
        "gauge",
-       "1 for the status of each ledger segment in /dev/shm (ok, stale, corrupt, unreadable; "
-       "see kvctl list)",
+       "1 for the status of each ledger segment in /dev/shm (ok, stale, corrupt, unreadable, "
+       "other_version; see kvctl list)",
        [](const SegmentEntry& e) -> std::vector<SegmentSample> {
          return {{{{"status", StatusName(e.status)}}, "1"}};
+       },
+       {}},
+      {"kvcached_segment_layout_version",
+       "gauge",
+       "Ledger layout version of the segment (a segment of another version than this kvctl "
+       "reads has status other_version: made by another kvcached release)",
+       [](const SegmentEntry& e) -> std::vector<SegmentSample> {
+         if (!e.layout_version) return {};
+         return {{{}, Int(*e.layout_version)}};
        },
        {}},
       {"kvcached_segment_gpu_memory_bytes",
@@ -166,6 +184,27 @@ const std::vector<Family>& Families() {
        "Requests of the process that the budget refused (the engine was told to wait)",
        {},
        Slot([](const auto& s) { return s.budget_refusals; })},
+      // The engine hook's totals (kvcached_report_engine_steps); left out until it reports.
+      {"kvcached_process_engine_steps_total",
+       "counter",
+       "Engine steps the process's engine hook saw (reported by the hook)",
+       {},
+       Engine([](const auto& s) { return Int(s.engine_steps); })},
+      {"kvcached_process_engine_hook_seconds_total",
+       "counter",
+       "Seconds the process's engine hook spent over those steps (hook time per step = "
+       "rate of this / rate of kvcached_process_engine_steps_total)",
+       {},
+       Engine([](const auto& s) {
+         // Exact decimal seconds (a double would round large totals).
+         return fmt::format("{}.{:09}", s.engine_hook_ns / 1'000'000'000,
+                            s.engine_hook_ns % 1'000'000'000);
+       })},
+      {"kvcached_process_engine_hook_c_calls_total",
+       "counter",
+       "kvcached C API calls the process's engine hook made over those steps",
+       {},
+       Engine([](const auto& s) { return Int(s.engine_hook_c_calls); })},
       // Sharing (docs/sharing.md).
       {"kvcached_process_share_weight",
        "gauge",

@@ -227,9 +227,10 @@ class CApi:
         )
         self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
         self._set_meminfo_mode = self._fn("kvcached_set_meminfo_mode", c_int, [c_int], required=False)
+        # Called every few engine steps: holds the GIL like the other per-step calls.
         self._report_engine_steps = self._fn(
             "kvcached_report_engine_steps", c_int, [c_int, u64, u64, u64], required=False, hold_gil=True
-        )  # called from the engine's step path (rate-limited): hold the GIL like the per-step calls
+        )
         # Entry points for torch.cuda.memory.CUDAPluggableAllocator: only their presence matters here.
         self.has_torch_allocator = hasattr(self.lib, TORCH_MALLOC) and hasattr(self.lib, TORCH_FREE)
 
@@ -382,10 +383,11 @@ class CApi:
             return OK
         return int(self._share_report(device, int(given_bytes), int(preempted_requests)))
 
+    # ---- engine hook statistics (docs/metrics.md) ----
     def report_engine_steps(self, device: int, steps: int, hook_ns: int, c_calls: int) -> int:
-        """Cumulative engine steps, hook nanoseconds and hook C calls of this process on `device`
-        (kvctl list --json: engine_steps, engine_hook_ns, engine_hook_c_calls). ERR_UNSUPPORTED
-        when the shim predates kvcached_report_engine_steps."""
+        """Publishes the hook's cumulative totals on `device` (steps seen, ns spent in the hook, C API
+        calls it made) for kvctl list/metrics; the last call wins, so pass running totals. Returns the
+        status; ERR_UNSUPPORTED when the shim predates kvcached_report_engine_steps."""
         if self._report_engine_steps is None:
             return ERR_UNSUPPORTED
         return int(self._report_engine_steps(device, int(steps), int(hook_ns), int(c_calls)))
