@@ -6,7 +6,7 @@
 # it rides along with the last vLLM part (scripts/gpu/sharing/README.md).
 #
 #   scripts/gpu/sharing/prepare.sh             newest kvcached on PyPI (0.1.6 on 2026-12-05)
-#   KVCACHED_VERSION=0.1.5 scripts/gpu/sharing/prepare.sh
+#   PEER_VERSION=0.1.5 scripts/gpu/sharing/prepare.sh
 #
 # vLLM 0.24.0 (the release kvcached is compared on) comes from scripts/gpu/vllm/prepare.sh:
 #   scripts/gpu/build-for-gpu.sh && VLLM_VERSION=0.24.0 scripts/gpu/vllm/prepare.sh
@@ -22,10 +22,10 @@ if [ -z "$py" ]; then
   done
 fi
 [ -n "$py" ] || { echo "prepare: no python with pip and torch (kvcached's setup.py imports torch); set PYTHON" >&2; exit 1; }
-version=${KVCACHED_VERSION:-}
+version=${PEER_VERSION:-}  # the peer's release (not a KVCACHED_* name: those are this shim's)
 if [ -z "$version" ]; then
   version=$("$py" -m pip index versions kvcached 2>/dev/null | sed -n 's/^kvcached (\(.*\))$/\1/p')
-  [ -n "$version" ] || { echo "prepare: could not read kvcached's newest version from PyPI; set KVCACHED_VERSION" >&2; exit 1; }
+  [ -n "$version" ] || { echo "prepare: could not read kvcached's newest version from PyPI; set PEER_VERSION" >&2; exit 1; }
 fi
 rm -rf "$out"
 mkdir -p "$out"
