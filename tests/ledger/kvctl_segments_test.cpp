@@ -14,29 +14,11 @@
 
 #include "core/ledger/ledger_layout.h"
 #include "core/ledger/ledger_segment.h"
+#include "tests/ledger/kvctl_run.h"
 #include "tests/ledger/test_util.h"
 
 namespace kvcached::ledger::testing {
 namespace {
-
-RunResult Kvctl(std::vector<std::string> args, std::vector<std::string> env = {}) {
-  args.insert(args.begin(), KvctlPath());
-  return Run(args, env, std::chrono::seconds(30));
-}
-
-bool Has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-nlohmann::json ListEntry(const std::string& name) {
-  const RunResult r = Kvctl({"list", "--json"});
-  EXPECT_EQ(r.rc, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);  // (a loop over parse(...).at() would dangle)
-  for (const auto& s : j.at("segments")) {
-    if (s.at("name") == name) return s;
-  }
-  return nullptr;
-}
 
 // Doctor checks named `check` whose detail mentions `part`.
 std::vector<nlohmann::json> DoctorChecks(const nlohmann::json& doctor, const std::string& check,

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/ledger/ledger_segment.h"
+#include "tests/ledger/kvctl_run.h"
 #include "tests/ledger/test_util.h"
 
 namespace kvcached::ledger::testing {
@@ -20,26 +21,6 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1ULL << 20;
 constexpr std::uint64_t kGiB = 1ULL << 30;
-
-RunResult Kvctl(std::vector<std::string> args, std::vector<std::string> env = {}) {
-  args.insert(args.begin(), KvctlPath());
-  return Run(args, env, std::chrono::seconds(30));
-}
-
-bool Has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-// The JSON of one segment from `kvctl list --json` (null when absent).
-nlohmann::json ListEntry(const std::string& name) {
-  const RunResult r = Kvctl({"list", "--json"});
-  EXPECT_EQ(r.rc, 0) << r.err;
-  const auto j = nlohmann::json::parse(r.out);
-  for (const auto& s : j.at("segments")) {
-    if (s.at("name") == name) return s;
-  }
-  return nullptr;
-}
 
 nlohmann::json ProcessEntry(const nlohmann::json& segment, pid_t pid) {
   for (const auto& p : segment.at("processes")) {

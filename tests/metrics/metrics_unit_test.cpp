@@ -319,17 +319,24 @@ TEST(MetricsScan, AFreshUnfinishedSegmentIsLeftOutForNow) {
   EXPECT_TRUE(unfinished->name.empty());
 }
 
-// The counters an engine's pool thread publishes reach kvctl's snapshot, and a slot taken by the
-// next process starts from zero.
-TEST(LedgerActivity, PublishedCountersAreReadBackAndClearedForTheNextOwner) {
-  ledger::testing::ScopedSegmentName name("metrics_activity");
+// A 16 GiB GPU's segment with an 8 GiB budget (null, and a test failure, when it cannot be made).
+std::shared_ptr<ledger::Segment> OpenSegment(const std::string& name) {
   ledger::CreateParams params;
   params.gpu_total = 16 * kGiB;
   params.budget = 8 * kGiB;
   params.gpu_uuid = "GPU-metrics-unit";
-  auto seg = ledger::Segment::OpenOrCreate(name.name(), params);
-  ASSERT_TRUE(seg.ok()) << seg.status().message();
-  std::shared_ptr<ledger::Segment> shared(std::move(seg).value());
+  auto seg = ledger::Segment::OpenOrCreate(name, params);
+  EXPECT_TRUE(seg.ok()) << seg.status().message();
+  if (!seg.ok()) return nullptr;
+  return std::shared_ptr<ledger::Segment>(std::move(seg).value());
+}
+
+// The counters an engine's pool thread publishes reach kvctl's snapshot, and a slot taken by the
+// next process starts from zero.
+TEST(LedgerActivity, PublishedCountersAreReadBackAndClearedForTheNextOwner) {
+  ledger::testing::ScopedSegmentName name("metrics_activity");
+  const auto shared = OpenSegment(name.name());
+  ASSERT_TRUE(shared);
   {
     auto budget = ledger::LedgerBudget::Attach(shared, "engine");
     ASSERT_TRUE(budget.ok()) << budget.status().message();
@@ -362,13 +369,8 @@ TEST(LedgerActivity, PublishedCountersAreReadBackAndClearedForTheNextOwner) {
 // The engine hook's totals reach kvctl's JSON (null until reported) and the exposition.
 TEST(LedgerEngineSteps, ReportedTotalsReachJsonAndMetrics) {
   ledger::testing::ScopedSegmentName name("metrics_engine_steps");
-  ledger::CreateParams params;
-  params.gpu_total = 16 * kGiB;
-  params.budget = 8 * kGiB;
-  params.gpu_uuid = "GPU-metrics-unit";
-  auto seg = ledger::Segment::OpenOrCreate(name.name(), params);
-  ASSERT_TRUE(seg.ok()) << seg.status().message();
-  std::shared_ptr<ledger::Segment> shared(std::move(seg).value());
+  const auto shared = OpenSegment(name.name());
+  ASSERT_TRUE(shared);
   auto budget = ledger::LedgerBudget::Attach(shared, "engine");
   ASSERT_TRUE(budget.ok()) << budget.status().message();
   auto process = [&] { return SegmentJson(Inspect(name.name()), true).at("processes").at(0); };

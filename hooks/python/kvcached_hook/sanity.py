@@ -66,6 +66,14 @@ class SanityChecker:
         elif self.violation_count == _MAX_PRINTED + 1:
             important(f"sanity [{self.name}]: more violations; counting silently", logging.ERROR)
 
+    def counts(self) -> dict:
+        """The counters an adapter's snapshot carries (one set of names for every engine)."""
+        return {
+            "sanity_checks": self.checks,
+            "sanity_violations": self.violation_count,
+            "sanity_stray_writes": self.stray_writes,
+        }
+
     def summary(self) -> str:
         return (
             f"kvcached sanity [{self.name}]: {self.checks} checks, {self.violation_count} violations "

@@ -218,11 +218,7 @@ class CacheAdapter:
         data.update(self.timing.snapshot())
         data["step_reports"] = self.reporter.reports
         if self.sanity is not None:
-            data.update(
-                sanity_checks=self.sanity.checks,
-                sanity_violations=self.sanity.violation_count,
-                sanity_stray_writes=self.sanity.stray_writes,
-            )
+            data.update(self.sanity.counts())
         return data
 
 

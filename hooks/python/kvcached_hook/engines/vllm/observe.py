@@ -64,11 +64,7 @@ class Observer:
     def snapshot(self) -> dict:
         data = {"step_reports": self.reporter.reports}
         if self.sanity is not None:
-            data.update(
-                sanity_checks=self.sanity.checks,
-                sanity_violations=self.sanity.violation_count,
-                sanity_stray_writes=self.sanity.stray_writes,
-            )
+            data.update(self.sanity.counts())
         return data
 
 
