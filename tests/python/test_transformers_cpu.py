@@ -172,7 +172,9 @@ class TransformersAdapterTest(unittest.TestCase):
 
     def test_outputs_identical_and_every_row_backed(self):
         api = self.use_fake()
+        started = time.monotonic()
         outputs, errors, snaps = run(self.model, self.inputs)
+        elapsed = time.monotonic() - started
         self.assertEqual(errors, {})
         self.assertEqual(outputs, self.baseline)
         self.assertGreater(self.checks["rows"], 1000)
@@ -189,7 +191,10 @@ class TransformersAdapterTest(unittest.TestCase):
         # last totals are the steps that ran, the hook's time in them and its C calls.
         reports = api.step_reports
         self.assertGreaterEqual(len(reports), 1)
-        self.assertLess(len(reports), max(3, snap["steps"] // 4), "reported about every step")
+        # At most one report per 0.5 s of running, plus the idle and final ones: a bound in time, not
+        # in steps (on a loaded machine a step can take longer than the period).
+        # (test_vllm_observe checks the rate limit itself with a fake clock).
+        self.assertLessEqual(len(reports), elapsed / 0.5 + 3, "not rate-limited")
         self.assertEqual([r[1] for r in reports], sorted(r[1] for r in reports))
         adapter = run.last_adapter
         timing, tracker = adapter.timing, adapter.tracker
