@@ -171,6 +171,13 @@ KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_v
 /* The engine gave back `bytes` and preempted `requests` because the verdict asked (shown by
  * kvctl list and kvctl metrics). */
 KVCACHED_API kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests);
+/* The smallest amount of KV memory the engine takes or gives at a time on `device`, in bytes
+ * (e.g. a vLLM engine: one page in every KV tensor = pages per unit x page size); 0 = one page,
+ * the default. Its fair share is then reachable in whole units: it is starved only while it lacks
+ * at least one unit, and it is asked to give whole units. Whole pages, at most the GPU budget
+ * (else KVCACHED_ERR_INVALID). Call once, when the KV cache is made. Shown by kvctl list --json
+ * (share_unit_bytes). */
+KVCACHED_API kvcached_status kvcached_share_set_unit(int device, uint64_t unit_bytes);
 
 /* ---- engine hook statistics (docs/metrics.md) ---- */
 /* Publishes the engine hook's cumulative totals for this process on `device`: engine steps seen,
