@@ -32,13 +32,13 @@ struct ShareInput {
 // An engine's unit: its own, or `granule` (at least 1 byte) when it published none.
 std::uint64_t UnitOf(const ShareInput& engine, std::uint64_t granule);
 
-// Each engine's fair share in bytes, in the order of `engines`, within one of the engine's units
-// of the exact weighted share and never more than the budget in all. A share is what the engine
-// can reach in whole units: it differs from what the engine holds by a multiple of its unit (for
-// an engine that holds whole units, such as any engine holding nothing but its KV pages, a
-// multiple of the unit), or it is 0. Memory held outside the units (the shim's zero memory) thus
-// never leaves an engine a fraction of a unit short of, or above, its share. `granule` is the
-// unit of engines that published none (the page size; 1 for exact bytes).
+// Each engine's fair share in bytes, in the order of `engines`. What an engine holds beyond whole
+// units (held modulo its unit: e.g. part of the shim's zero memory) it can neither give nor add
+// to: that stays its own, outside the division. The rest of the budget is divided in whole units,
+// each engine's within one of its units of the exact weighted share, never more than the budget
+// in all. So a share always differs from what the engine holds by whole units: a starved engine
+// can reach it exactly. `granule` is the unit of engines that published none (the page size; 1
+// for exact bytes).
 std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::uint64_t budget,
                                       std::uint64_t granule);
 

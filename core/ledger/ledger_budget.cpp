@@ -9,12 +9,12 @@
 #include <random>
 #include <thread>
 
+#include "core/common/format_bytes.h"
 #include "core/ledger/ledger_atomics.h"
 #include "core/ledger/ledger_share.h"
 #include "core/ledger/ledger_slots.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
-#include "core/common/format_bytes.h"
 
 // Admission protocol (why the sum of `charged` over all slots never exceeds the budget, with no
 // lock anywhere).
@@ -538,7 +538,8 @@ Status LedgerBudget::SetShareUnit(std::uint64_t bytes) {
   std::shared_lock lock(slot_mu_);
   Status status = Status::Ok();
   (void)OnLedger([&] {
-    if (Owns()) status = SetSlotShareUnit(*segment_, slot_.load(), owner_word_.load(), PublishedUnit());
+    if (Owns())
+      status = SetSlotShareUnit(*segment_, slot_.load(), owner_word_.load(), PublishedUnit());
   });
   return status;
 }

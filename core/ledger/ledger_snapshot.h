@@ -40,7 +40,7 @@ struct SlotSnapshot {
   bool engine_reported = false;
   std::uint64_t weight_milli = kDefaultWeightMilli;  // share (docs/sharing.md)
   std::uint64_t share_min = 0;
-  std::uint64_t share_unit = 0;  // the engine's unit (bytes; 0 = not published)
+  std::uint64_t share_unit = 0;        // the engine's unit (bytes; 0 = not published)
   std::uint64_t starved_since_ns = 0;  // CLOCK_BOOTTIME; 0 unless starved now (fresh refusal)
   std::uint64_t share_preempted = 0;
   std::uint64_t share_given = 0;

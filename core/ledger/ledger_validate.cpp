@@ -64,8 +64,7 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
       return fmt::format("a counter ({}) exceeds the GPU total ({})", v, h.gpu_total);
   }
   if (s.share_unit > h.gpu_total) {
-    return fmt::format("its share unit ({}) exceeds the GPU total ({})", s.share_unit,
-                       h.gpu_total);
+    return fmt::format("its share unit ({}) exceeds the GPU total ({})", s.share_unit, h.gpu_total);
   }
   if (s.limit != kNoLimit && s.limit > h.budget) {
     return fmt::format("its limit ({}) exceeds the budget ({})", s.limit, h.budget);

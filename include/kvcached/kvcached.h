@@ -154,15 +154,15 @@ typedef enum kvcached_share_action {
 } kvcached_share_action;
 
 typedef struct kvcached_share_verdict {
-  int32_t action;             /* kvcached_share_action */
-  int32_t starved_pid;        /* the longest-starved engine (0 when none) */
-  uint64_t give_bytes;        /* what to give back (whole pages) */
-  uint64_t fair_share_bytes;  /* this engine's fair share now */
-  uint64_t held_bytes;        /* what it holds (in use + reserved) */
-  uint64_t deficit_bytes;     /* what the starved engines lack of their shares, together */
-  uint64_t starved_ms;        /* how long the longest-starved engine has been refused */
-  uint64_t weight_milli;      /* this engine's weight x 1000 */
-  uint64_t min_bytes;         /* its guaranteed minimum */
+  int32_t action;            /* kvcached_share_action */
+  int32_t starved_pid;       /* the longest-starved engine (0 when none) */
+  uint64_t give_bytes;       /* what to give back (whole pages) */
+  uint64_t fair_share_bytes; /* this engine's fair share now */
+  uint64_t held_bytes;       /* what it holds (in use + reserved) */
+  uint64_t deficit_bytes;    /* what the starved engines lack of their shares, together */
+  uint64_t starved_ms;       /* how long the longest-starved engine has been refused */
+  uint64_t weight_milli;     /* this engine's weight x 1000 */
+  uint64_t min_bytes;        /* its guaranteed minimum */
 } kvcached_share_verdict_t;
 
 /* What the sharing policy asks of this process on `device` now. Cheap enough for every engine

@@ -357,10 +357,10 @@ TEST(ShareVerdicts, StarvedOnlyWhileItLacksOneOfItsOwnUnits) {
   EXPECT_EQ(ShareIfAsking(e, 1, 100 * kPage, kPage), 48 * kPage);
   EXPECT_EQ(DecideShare(e, 0, 100 * kPage, kPage, kNow, 0).action, ShareAction::kOk);
   // In pages B would be 2 pages short, and A asked to give them.
-  EXPECT_NE(DecideShare(std::vector<ShareInput>{Content(52), Starved(48)}, 0, 100 * kPage, kPage,
-                        kNow, 0)
-                .action,
-            ShareAction::kOk);
+  EXPECT_NE(
+      DecideShare(std::vector<ShareInput>{Content(52), Starved(48)}, 0, 100 * kPage, kPage, kNow, 0)
+          .action,
+      ShareAction::kOk);
   // A (unit 3, holds 58: 1 page outside its units) and B (unit 4, holds 39: 3 outside): the
   // other 96 pages are split 48/48, whole units both: A 49, B 51. B lacks 12 pages; A gives what
   // it holds above its share, 9 pages, in its units.
@@ -390,7 +390,7 @@ TEST(ShareVerdicts, RandomEnginesMovingInTheirUnitsEndEveryEpisode) {
       in.weight_milli = 500 + 500 * (rng() % 4);
       in.unit = (1 + rng() % 4) * kPage;
       in.held = (rng() % 8) * kPage;  // zero memory, outside its units
-      in.starved_since_ns = kNow;      // everybody asks for more
+      in.starved_since_ns = kNow;     // everybody asks for more
       used += in.held;
     }
     if (used > budget) continue;
