@@ -283,6 +283,12 @@ kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t reque
   });
 }
 
+kvcached_status kvcached_share_set_unit(int device, uint64_t unit_bytes) {
+  return WithRuntime("kvcached_share_set_unit", [&](Runtime& runtime) {
+    return Report(runtime.SetShareUnit(device, unit_bytes));
+  });
+}
+
 kvcached_status kvcached_report_engine_steps(int device, uint64_t steps, uint64_t hook_ns,
                                              uint64_t c_calls) {
   return WithRuntime("kvcached_report_engine_steps", [&](Runtime& runtime) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/budget/fair_share.h"
+#include "core/common/status.h"
 
 namespace kvcached {
 
@@ -57,6 +58,11 @@ class Budget {
   // Records allocations that bypass the budget (passed through to the real allocator); signed.
   virtual void AddOther(std::int64_t delta_bytes) = 0;
 
+  // The engine asked for `bytes` of KV pages and the budget refused them (the page pool calls
+  // this; set-up reservations such as the zero memory and map-ahead do not): the refusal opens
+  // or continues its starvation episode when it is below its fair share (docs/sharing.md).
+  virtual void NoteRefused(std::uint64_t /*bytes*/) {}
+
   // Pressure: a refused process asks the others to give back reserved memory.
   virtual void RequestPressure(std::uint64_t bytes) = 0;
   // True once per new request from another process since the last call (polled by the pool's
@@ -80,6 +86,9 @@ class Budget {
   // Fairness between the engines sharing the budget (docs/sharing.md): what the policy asks of
   // this process now. A budget not shared with anyone never asks anything.
   [[nodiscard]] virtual ShareVerdict Share() const { return {}; }
+  // The smallest amount the engine takes or gives at a time, in bytes (0: the page size); shares
+  // are reachable in whole units. A budget not shared with anyone keeps nothing.
+  virtual Status SetShareUnit(std::uint64_t /*bytes*/) { return Status::Ok(); }
   // The engine gave back `bytes` and preempted `requests` because the policy asked (kvctl).
   virtual void ReportShare(std::uint64_t /*bytes*/, std::uint64_t /*requests*/) {}
   // Stores the engine hook's totals where kvctl reads them (the last report wins). A budget no

@@ -22,6 +22,10 @@ std::uint64_t AllocAt(std::uint64_t level, std::uint64_t weight, std::uint64_t m
 
 }  // namespace
 
+std::uint64_t UnitOf(const ShareInput& engine, std::uint64_t granule) {
+  return std::max<std::uint64_t>(engine.unit != 0 ? engine.unit : granule, 1);
+}
+
 std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::uint64_t budget,
                                       std::uint64_t granule) {
   const std::size_t n = engines.size();
@@ -29,29 +33,51 @@ std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::
   if (n == 0 || budget == 0) return shares;
   const std::uint64_t g = std::max<std::uint64_t>(granule, 1);
 
-  // Demands: a starved engine wants everything it can get; any other one what it holds.
+  // What an engine holds beyond whole units (held modulo its unit: part of the shim's zero
+  // memory, say) it can neither give nor add to: it stays the engine's, outside the division,
+  // and the rest of the budget is divided in whole units.
+  std::vector<std::uint64_t> unit(n);
+  std::vector<std::uint64_t> offset(n);
+  u128 offset_sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    unit[i] = UnitOf(engines[i], g);
+    offset[i] = engines[i].held % unit[i];
+    offset_sum += offset[i];
+  }
+  if (offset_sum > budget) {
+    // Only when the engines together hold more than the budget (never on a ledger): whole units.
+    std::fill(offset.begin(), offset.end(), 0);
+    offset_sum = 0;
+  }
+  const std::uint64_t pool = budget - static_cast<std::uint64_t>(offset_sum);
+
+  // Demands (beyond the offsets): a starved engine wants everything it can get; any other one
+  // what it holds.
   std::vector<std::uint64_t> demand(n);
   std::vector<std::uint64_t> weight(n);
   std::vector<std::uint64_t> min(n);
   u128 demand_sum = 0;
   u128 min_sum = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    demand[i] = engines[i].starved_since_ns != 0 ? budget : std::min(engines[i].held, budget);
+    const std::uint64_t wants =
+        engines[i].starved_since_ns != 0 ? budget : std::min(engines[i].held, budget);
+    demand[i] = std::min(wants - std::min(wants, offset[i]), pool);
     weight[i] = Weight(engines[i]);
-    min[i] = std::min(engines[i].min_bytes, demand[i]);
+    const std::uint64_t promised = engines[i].min_bytes;
+    min[i] = std::min(promised - std::min(promised, offset[i]), demand[i]);
     demand_sum += demand[i];
     min_sum += min[i];
   }
   // Promised minimums that do not fit are cut in proportion (an operator's over-promise must not
   // make the budget overflow).
-  if (min_sum > budget) {
+  if (min_sum > pool) {
     for (std::size_t i = 0; i < n; ++i) {
-      min[i] = static_cast<std::uint64_t>(static_cast<u128>(min[i]) * budget / min_sum);
+      min[i] = static_cast<std::uint64_t>(static_cast<u128>(min[i]) * pool / min_sum);
     }
   }
 
   std::vector<std::uint64_t> exact(n);
-  if (demand_sum <= budget) {
+  if (demand_sum <= pool) {
     exact = demand;  // everyone gets what it wants
   } else {
     // Highest level at which the allocations still fit: allocations grow with the level.
@@ -60,35 +86,37 @@ std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::
       for (std::size_t i = 0; i < n; ++i) sum += AllocAt(level, weight[i], min[i], demand[i]);
       return sum;
     };
-    std::uint64_t lo = 0;                               // fits (the minimums fit)
-    std::uint64_t hi = budget * kShareWeightScale + 1;  // weight >= 1/1000: over budget
-    if (budget > (~std::uint64_t{0} - 1) / kShareWeightScale) hi = ~std::uint64_t{0};
+    std::uint64_t lo = 0;                             // fits (the minimums fit)
+    std::uint64_t hi = pool * kShareWeightScale + 1;  // weight >= 1/1000: over budget
+    if (pool > (~std::uint64_t{0} - 1) / kShareWeightScale) hi = ~std::uint64_t{0};
     while (hi - lo > 1) {
       const std::uint64_t mid = lo + (hi - lo) / 2;
-      (total_at(mid) <= budget ? lo : hi) = mid;
+      (total_at(mid) <= pool ? lo : hi) = mid;
     }
     for (std::size_t i = 0; i < n; ++i) exact[i] = AllocAt(lo, weight[i], min[i], demand[i]);
   }
 
-  // Whole granules: round down, then hand the granules still free in the budget, one each, to
-  // the engines that lost the most by rounding (ties: the lower index), so that every share is
-  // within one granule of its exact value.
-  std::uint64_t used_granules = 0;
+  // Whole units: round down, then hand the units still free, one each, to the engines that lost
+  // the most by rounding (ties: the lower index) while one of theirs fits, so that every share
+  // is within one unit of its exact value.
+  u128 used = 0;
   std::vector<std::size_t> order(n);
   for (std::size_t i = 0; i < n; ++i) {
-    shares[i] = exact[i] / g * g;
-    used_granules += shares[i] / g;
+    shares[i] = exact[i] / unit[i] * unit[i];
+    used += shares[i];
     order[i] = i;
   }
-  std::uint64_t free_granules = budget / g > used_granules ? budget / g - used_granules : 0;
+  std::uint64_t free = used < pool ? pool - static_cast<std::uint64_t>(used) : 0;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
     return exact[a] - shares[a] > exact[b] - shares[b];
   });
   for (std::size_t i : order) {
-    if (free_granules == 0 || exact[i] == shares[i]) break;
-    shares[i] += g;
-    --free_granules;
+    if (exact[i] == shares[i]) break;  // sorted: nobody after it lost anything
+    if (unit[i] > free) continue;      // a smaller unit further on may still fit
+    shares[i] += unit[i];
+    free -= unit[i];
   }
+  for (std::size_t i = 0; i < n; ++i) shares[i] += offset[i];
   return shares;
 }
 
@@ -111,8 +139,8 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
   for (std::size_t j = 0; j < engines.size(); ++j) {
     const ShareInput& e = engines[j];
     if (j == self || e.starved_since_ns == 0) continue;
-    // Less than a granule short is as close as pages allow: not starved.
-    if (shares[j] < e.held || shares[j] - e.held < g) continue;
+    // Less than one of its own units short is as close as it can get: not starved.
+    if (shares[j] < e.held || shares[j] - e.held < UnitOf(e, g)) continue;
     v.others_deficit += shares[j] - e.held;
     if (earliest == 0 || e.starved_since_ns < earliest) {
       earliest = e.starved_since_ns;
@@ -121,15 +149,19 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
   }
   if (earliest != 0) v.starved_ns = now_ns > earliest ? now_ns - earliest : 0;
   if (v.others_deficit == 0 || v.held < v.fair_share) return v;  // never asked anything
-  if (v.held == v.fair_share) {
-    // At its share: nothing to give, but pages freed for the starved engine are not for it.
+
+  // In its own units: at least what is asked (a unit is the least it can give), never so much
+  // that it goes below its share.
+  const std::uint64_t unit = UnitOf(engines[self], g);
+  const std::uint64_t excess = v.held - v.fair_share;
+  const std::uint64_t give = std::min(excess, v.others_deficit);
+  v.give_bytes = std::min((give + unit - 1) / unit * unit, excess / unit * unit);
+  if (v.give_bytes == 0) {
+    // At its share (in its units): nothing to give, but pages freed for the starved engine are
+    // not for it.
     v.action = ShareAction::kStopAdmitting;
     return v;
   }
-
-  const std::uint64_t excess = v.held - v.fair_share;
-  const std::uint64_t give = std::min(excess, v.others_deficit);
-  v.give_bytes = (give + g - 1) / g * g;
   if (v.starved_ns >= preempt_after_ns) {
     v.action = ShareAction::kPreempt;
   } else if (v.give_bytes <= engines[self].reserved) {

@@ -24,11 +24,21 @@ struct ShareInput {
   std::uint64_t held = 0;              // charged + tentative
   std::uint64_t reserved = 0;          // part of `held` not in use (the pool gives it back itself)
   std::uint64_t starved_since_ns = 0;  // first refusal of the current episode; 0 = not starved
+  // The smallest amount the engine takes or gives at a time (a vLLM engine: one page in every KV
+  // tensor); 0 = the `granule` of the call (the page size).
+  std::uint64_t unit = 0;
 };
 
-// Each engine's fair share in bytes, in the order of `engines`: a multiple of `granule` (the page
-// size; 1 for exact bytes) within one granule of the exact weighted share, never more than the
-// budget in all.
+// An engine's unit: its own, or `granule` (at least 1 byte) when it published none.
+std::uint64_t UnitOf(const ShareInput& engine, std::uint64_t granule);
+
+// Each engine's fair share in bytes, in the order of `engines`. What an engine holds beyond whole
+// units (held modulo its unit: e.g. part of the shim's zero memory) it can neither give nor add
+// to: that stays its own, outside the division. The rest of the budget is divided in whole units,
+// each engine's within one of its units of the exact weighted share, never more than the budget
+// in all. So a share always differs from what the engine holds by whole units: a starved engine
+// can reach it exactly. `granule` is the unit of engines that published none (the page size; 1
+// for exact bytes).
 std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::uint64_t budget,
                                       std::uint64_t granule);
 
@@ -47,7 +57,7 @@ enum class ShareAction : int {
 
 struct ShareVerdict {
   ShareAction action = ShareAction::kOk;
-  std::uint64_t give_bytes = 0;      // what to give back (a multiple of the granule)
+  std::uint64_t give_bytes = 0;      // what to give back (a multiple of this engine's unit)
   std::uint64_t fair_share = 0;      // this engine's fair share
   std::uint64_t held = 0;            // what it holds
   std::uint64_t others_deficit = 0;  // what the starved engines lack of their shares, together
@@ -60,8 +70,9 @@ struct ShareVerdict {
 
 // The verdict for engine `self` at `now_ns`, judged with `self` asking for more too (its
 // fair_share is ShareIfAsking's): another engine counts as starved when it was refused
-// (starved_since_ns != 0) and lacks at least one granule of its fair share. `preempt_after_ns`
-// is the bound after which giving back cached memory is not enough.
+// (starved_since_ns != 0) and lacks at least one of its own units of its fair share. give_bytes
+// is in this engine's units and never takes it below its share. `preempt_after_ns` is the bound
+// after which giving back cached memory is not enough.
 ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
                          std::uint64_t budget, std::uint64_t granule, std::uint64_t now_ns,
                          std::uint64_t preempt_after_ns);

@@ -9,12 +9,12 @@
 #include <random>
 #include <thread>
 
+#include "core/common/format_bytes.h"
 #include "core/ledger/ledger_atomics.h"
 #include "core/ledger/ledger_share.h"
 #include "core/ledger/ledger_slots.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
-#include "core/common/format_bytes.h"
 
 // Admission protocol (why the sum of `charged` over all slots never exceeds the budget, with no
 // lock anywhere).
@@ -269,9 +269,8 @@ bool LedgerBudget::ChargeShared(std::uint64_t bytes) {
         reclaimed_once = true;
         continue;
       }
-      // Really full: if it is below its fair share, the engines above theirs must give.
-      (void)RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
-                          share_granule_.load(std::memory_order_relaxed), BoottimeNs());
+      // Really full. Whether this starts a starvation episode is the caller's to say
+      // (NoteRefused): a set-up reservation refused at start-up is no demand for KV memory.
       return false;
     }
     if (attempt + 1 >= kMaxAttempts) return false;
@@ -455,6 +454,7 @@ void LedgerBudget::Reattach() {
     Atomic(s.limit).store(limit_seen_.load());  // the operator's limit and share survive
     Atomic(s.share_weight).store(share_weight_seen_.load());
     Atomic(s.share_min).store(share_min_seen_.load());
+    Atomic(s.share_unit).store(PublishedUnit());
     Atomic(s.tentative).fetch_add(held);  // (W)
     sums = SumSlots(*segment_);           // (R)
     Atomic(s.charged).fetch_add(held);    // (C)
@@ -507,6 +507,43 @@ void LedgerBudget::SetLabel(const std::string& label) {
   });
 }
 
+void LedgerBudget::NoteRefused(std::uint64_t bytes) {
+  if (Forked()) return;
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (!Owns()) return;
+    // Refused by its own limit (kvctl limit): no engine giving would help it.
+    if (SatAdd(Load(Slot().charged), bytes) > EffectiveLimit()) return;
+    // If it is below its fair share, the engines above theirs must give.
+    (void)RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
+                        share_granule_.load(std::memory_order_relaxed), BoottimeNs());
+  });
+}
+
+std::uint64_t LedgerBudget::PublishedUnit() const {
+  const std::uint64_t unit = share_unit_.load(std::memory_order_relaxed);
+  return std::min(unit != 0 ? unit : share_granule_.load(std::memory_order_relaxed),
+                  segment_->budget());
+}
+
+Status LedgerBudget::SetShareUnit(std::uint64_t bytes) {
+  if (bytes > segment_->budget()) {
+    return Status(Errc::kInvalid,
+                  fmt::format("a share unit of {} bytes exceeds the GPU budget ({} bytes): the "
+                              "engine could never take one; give the bytes of its smallest "
+                              "allocation (pages per unit x page size)",
+                              bytes, segment_->budget()));
+  }
+  share_unit_.store(bytes);
+  std::shared_lock lock(slot_mu_);
+  Status status = Status::Ok();
+  (void)OnLedger([&] {
+    if (Owns())
+      status = SetSlotShareUnit(*segment_, slot_.load(), owner_word_.load(), PublishedUnit());
+  });
+  return status;
+}
+
 void LedgerBudget::ConfigureShare(std::uint64_t weight_milli, std::uint64_t min_bytes,
                                   std::uint64_t granule, std::uint64_t preempt_after_ns) {
   share_granule_.store(std::max<std::uint64_t>(granule, 1));
@@ -514,6 +551,7 @@ void LedgerBudget::ConfigureShare(std::uint64_t weight_milli, std::uint64_t min_
   std::shared_lock lock(slot_mu_);
   (void)OnLedger([&] {
     if (!Owns()) return;
+    (void)SetSlotShareUnit(*segment_, slot_.load(), owner_word_.load(), PublishedUnit());
     auto stored =
         SetSlotShare(*segment_, slot_.load(), owner_word_.load(), weight_milli, min_bytes);
     if (!stored.ok()) return;

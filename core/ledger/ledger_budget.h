@@ -42,6 +42,7 @@ class LedgerBudget final : public Budget {
   void MoveToInUse(std::uint64_t bytes) override;
   void MoveToReserved(std::uint64_t bytes) override;
   void AddOther(std::int64_t delta_bytes) override;
+  void NoteRefused(std::uint64_t bytes) override;
   void RequestPressure(std::uint64_t bytes) override;
   bool TakePressureSignal() override;
   [[nodiscard]] PressureInfo Pressure() const override;
@@ -50,12 +51,14 @@ class LedgerBudget final : public Budget {
   void SetLabel(const std::string& label) override;
   [[nodiscard]] BudgetView View() const override;
   [[nodiscard]] ShareVerdict Share() const override;
+  Status SetShareUnit(std::uint64_t bytes) override;
   void ReportShare(std::uint64_t bytes, std::uint64_t requests) override;
   void ReportEngineSteps(const EngineSteps& totals) override;
 
   // The engine's share (KVCACHED_SHARE_WEIGHT in thousandths, KVCACHED_SHARE_MIN), its page size
-  // (shares are whole pages) and the preemption bound (KVCACHED_SHARE_PREEMPT_MS). Written into
-  // the slot; `kvctl share` may change weight and minimum later.
+  // (its unit until the engine publishes one) and the preemption bound
+  // (KVCACHED_SHARE_PREEMPT_MS). Written into the slot; `kvctl share` may change weight and
+  // minimum later.
   void ConfigureShare(std::uint64_t weight_milli, std::uint64_t min_bytes, std::uint64_t granule,
                       std::uint64_t preempt_after_ns);
 
@@ -76,6 +79,8 @@ class LedgerBudget final : public Budget {
   [[nodiscard]] std::uint64_t EffectiveLimit() const;
   bool MaybeReclaim(bool force);
   void PublishEngineSteps(LedgerSlot& slot) const;
+  // The unit written into the slot: the engine's, else the page size (at most the budget).
+  [[nodiscard]] std::uint64_t PublishedUnit() const;
   void Reattach();
   // The admission protocol on the shared slot (runs under the fault guard).
   bool ChargeShared(std::uint64_t bytes);
@@ -110,6 +115,7 @@ class LedgerBudget final : public Budget {
   std::atomic<std::uint64_t> engine_hook_ns_{0};
   std::atomic<std::uint64_t> engine_hook_c_calls_{0};
   std::atomic<std::uint64_t> share_granule_{2ULL << 20U};
+  std::atomic<std::uint64_t> share_unit_{0};  // as published by the engine; 0: the granule
   std::atomic<std::uint64_t> preempt_after_ns_{500ULL * 1000 * 1000};
   std::atomic<bool> local_{false};
   std::atomic<std::uint64_t> local_limit_{0};

@@ -12,9 +12,10 @@
 namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
-// 2: activity counters; 3: shares; 4: engine step statistics (all in LedgerSlot). kvctl names a
-// segment of another version as such (ledger_validate.h: OtherLayoutVersion), never as corrupt.
-inline constexpr std::uint32_t kLayoutVersion = 4;
+// 2: activity counters; 3: shares; 4: engine step statistics; 5: share unit (all in LedgerSlot).
+// kvctl names a segment of another version as such (ledger_validate.h: OtherLayoutVersion), never
+// as corrupt.
+inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
@@ -106,7 +107,9 @@ struct LedgerSlot {
   std::uint64_t engine_steps;         // engine steps the hook saw
   std::uint64_t engine_hook_ns;       // wall time spent inside the hook over those steps
   std::uint64_t engine_hook_c_calls;  // kvcached C API calls the hook made over those steps
-  std::uint8_t spare1[8];
+  // Written by the owner: the smallest amount its engine takes or gives (docs/sharing.md), in
+  // bytes, at most the GPU total; 0 = not published (readers use their own page size).
+  std::uint64_t share_unit;
 };
 
 static_assert(std::is_trivially_copyable_v<SegmentHeader> &&
@@ -116,7 +119,7 @@ static_assert(sizeof(SegmentHeader) == 256);
 static_assert(sizeof(LedgerSlot) == 256);
 static_assert(offsetof(LedgerSlot, pidns) == 64 && offsetof(LedgerSlot, label) == 128);
 static_assert(offsetof(LedgerSlot, pages_mapped) == 192);
-static_assert(offsetof(LedgerSlot, engine_steps) == 224);
+static_assert(offsetof(LedgerSlot, engine_steps) == 224 && offsetof(LedgerSlot, share_unit) == 248);
 static_assert(offsetof(LedgerSlot, share_weight) == 80 && offsetof(LedgerSlot, share_given) == 120);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "ledger words must be lock-free: a lock could be held by a killed process");

@@ -48,6 +48,30 @@ Result<ShareSetting> SetSlotShare(Segment& segment, std::uint32_t index, std::ui
   return out;
 }
 
+Status SetSlotShareUnit(Segment& segment, std::uint32_t index, std::uint64_t owner_word,
+                        std::uint64_t unit_bytes) {
+  if (!segment.writable()) {
+    return Status(Errc::kInvalid, fmt::format("{} is open read-only", segment.path()));
+  }
+  if (index >= segment.slot_count()) {
+    return Status(Errc::kInvalid,
+                  fmt::format("slot {} does not exist in {}", index, segment.path()));
+  }
+  if (unit_bytes > segment.budget()) {
+    return Status(Errc::kInvalid,
+                  fmt::format("a share unit of {} bytes exceeds the GPU budget of {} bytes ({}): "
+                              "the engine could never take one; give a smaller unit",
+                              unit_bytes, segment.budget(), segment.path()));
+  }
+  LedgerSlot& s = segment.slot(index);
+  if (Load(s.owner) != owner_word) {
+    return Status(Errc::kNotFound,
+                  fmt::format("the process in slot {} of {} has exited", index, segment.path()));
+  }
+  Atomic(s.share_unit).store(unit_bytes, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t now_ns,
                                         std::vector<std::uint32_t>* indices) {
   std::vector<ShareInput> out;
@@ -61,6 +85,8 @@ std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t no
     const std::uint64_t charged = Load(s.charged);
     const std::uint64_t in_use = LoadRelaxed(s.in_use);
     in.held = SatAdd(Load(s.tentative), charged);
+    // Tolerant: a unit larger than the budget reads as the budget (0: the reader's granule).
+    in.unit = std::min(LoadRelaxed(s.share_unit), segment.budget());
     in.reserved = charged > in_use ? charged - in_use : 0;
     const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
     const std::uint64_t last = LoadRelaxed(s.starved_last_ns);
@@ -83,9 +109,10 @@ bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
   const std::uint64_t fresh_since = inputs[self].starved_since_ns;
   inputs[self].starved_since_ns = fresh_since != 0 ? fresh_since : now_ns;
   const std::vector<std::uint64_t> shares = FairShares(inputs, segment.budget(), granule);
-  const std::uint64_t g = std::max<std::uint64_t>(granule, 1);
+  const std::uint64_t unit = UnitOf(inputs[self], granule);
   LedgerSlot& s = segment.slot(index);
-  const bool below = shares[self] >= inputs[self].held && shares[self] - inputs[self].held >= g;
+  // Starved only while it lacks at least one of its own units (less it could not use).
+  const bool below = shares[self] >= inputs[self].held && shares[self] - inputs[self].held >= unit;
   if (!below) {
     // Refused at or above its share: its own business (it waits like anyone over its share).
     Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);

@@ -28,9 +28,14 @@ Result<ShareSetting> SetSlotShare(Segment& segment, std::uint32_t index, std::ui
                                   std::optional<std::uint64_t> weight_milli,
                                   std::optional<std::uint64_t> min_bytes);
 
+// Stores the engine's share unit (bytes, at most the budget; 0 = the page size) in slot `index`
+// if it still belongs to `owner_word`.
+Status SetSlotShareUnit(Segment& segment, std::uint32_t index, std::uint64_t owner_word,
+                        std::uint64_t unit_bytes);
+
 // The live slots as inputs of the policy, at `now_ns` (CLOCK_BOOTTIME): held = tentative +
-// charged; an episode counts only while its last refusal is fresh. `indices` (optional) gets the
-// slot index of each input.
+// charged; an episode counts only while its last refusal is fresh; units as published (0: none).
+// `indices` (optional) gets the slot index of each input.
 std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t now_ns,
                                         std::vector<std::uint32_t>* indices = nullptr);
 

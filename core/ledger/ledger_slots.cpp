@@ -17,6 +17,7 @@ void ZeroShare(LedgerSlot& s) {
   Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
   Atomic(s.share_preempted).store(0, std::memory_order_relaxed);
   Atomic(s.share_given).store(0, std::memory_order_relaxed);
+  Atomic(s.share_unit).store(0, std::memory_order_relaxed);
 }
 
 void ZeroActivity(LedgerSlot& s) {

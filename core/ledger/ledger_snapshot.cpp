@@ -60,6 +60,7 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
         s.engine_steps != 0 || s.engine_hook_ns != 0 || s.engine_hook_c_calls != 0;
     out.weight_milli = s.share_weight == 0 ? kDefaultWeightMilli : s.share_weight;
     out.share_min = s.share_min;
+    out.share_unit = s.share_unit;
     if (s.starved_since_ns != 0 && s.starved_last_ns >= s.starved_since_ns &&
         now - std::min(now, s.starved_last_ns) <= kStarvedFreshNs) {
       out.starved_since_ns = s.starved_since_ns;
@@ -78,21 +79,24 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     (out.dead ? snap.dead : snap.live) += 1;
     snap.slots.push_back(std::move(out));
   }
-  // Fair shares among the live engines, each as if it asked for more (what it may claim now);
-  // exact bytes: kvctl does not know the engines' pages.
+  // Fair shares among the live engines, each as if it asked for more (what it may claim now), in
+  // the units the engines published (exact bytes for a slot without one), as the engines do.
   std::vector<ShareInput> inputs;
   std::vector<SlotSnapshot*> live;
   for (SlotSnapshot& s : snap.slots) {
     if (s.dead) continue;
     inputs.push_back({std::min(s.weight_milli, kMaxWeightMilli), std::min(s.share_min, snap.budget),
-                      SatAdd(s.tentative, s.charged), s.reserved, s.starved_since_ns});
+                      SatAdd(s.tentative, s.charged), s.reserved, s.starved_since_ns,
+                      std::min(s.share_unit, snap.budget)});
     live.push_back(&s);
   }
   for (std::size_t i = 0; i < live.size(); ++i) {
     const std::uint64_t share = ShareIfAsking(inputs, i, snap.budget, 1);
     live[i]->fair_share = share;
     const std::uint64_t held = inputs[i].held;
-    live[i]->deficit = live[i]->starved_since_ns != 0 && share > held ? share - held : 0;
+    // Less than one of its units short is not starved (the engines' rule).
+    const bool short_by_a_unit = share > held && share - held >= UnitOf(inputs[i], 1);
+    live[i]->deficit = live[i]->starved_since_ns != 0 && short_by_a_unit ? share - held : 0;
   }
   return snap;
 }

@@ -40,10 +40,11 @@ struct SlotSnapshot {
   bool engine_reported = false;
   std::uint64_t weight_milli = kDefaultWeightMilli;  // share (docs/sharing.md)
   std::uint64_t share_min = 0;
+  std::uint64_t share_unit = 0;        // the engine's unit (bytes; 0 = not published)
   std::uint64_t starved_since_ns = 0;  // CLOCK_BOOTTIME; 0 unless starved now (fresh refusal)
   std::uint64_t share_preempted = 0;
   std::uint64_t share_given = 0;
-  std::uint64_t fair_share = 0;  // exact bytes, among the live slots, if it asked for more now
+  std::uint64_t fair_share = 0;  // among the live slots, if it asked for more now (in its units)
   std::uint64_t deficit = 0;     // fair_share - held while starved, else 0
   std::string label;
   bool dead = false;         // owner gone (the slot awaits reclamation)

@@ -223,6 +223,9 @@ Status PagePool::TakeHandles(std::size_t n, std::vector<driver::PhysicalHandle>&
 Status PagePool::Refuse(std::size_t pages) {
   const std::uint64_t bytes = pages * page_size_;
   counters_.budget_refusals.fetch_add(1, std::memory_order_relaxed);
+  // The engine asked for KV pages: this (and only this, not the zero memory or a set-up
+  // reservation) counts toward its starvation episode.
+  budget_.NoteRefused(bytes);
   budget_.RequestPressure(bytes);
   return Status(Errc::kNoMemory, RefusalMessage(bytes));
 }

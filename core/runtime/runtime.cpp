@@ -342,6 +342,19 @@ Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t reque
   return Status::Ok();
 }
 
+Status Runtime::SetShareUnit(int device, std::uint64_t bytes) {
+  const std::uint64_t page = impl_->config.page_size();
+  if (bytes % page != 0) {
+    return Status(Errc::kInvalid,
+                  fmt::format("a share unit of {} bytes is not whole pages of {} bytes "
+                              "(KVCACHED_PAGE_SIZE_MB): give pages per unit x page size",
+                              bytes, page));
+  }
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  return state.value()->budget->SetShareUnit(bytes);
+}
+
 Status Runtime::ReportEngineSteps(int device, const EngineSteps& totals) {
   auto state = impl_->Device(device);
   if (!state.ok()) return state.status();

@@ -87,6 +87,9 @@ class Runtime {
   // What the sharing policy asks of this process on `device` (see Budget::Share).
   Result<ShareVerdict> Share(int device);
   Status ReportShare(int device, std::uint64_t bytes, std::uint64_t requests);
+  // The engine's share unit on `device` (see Budget::SetShareUnit): whole pages, at most the
+  // budget; 0 = one page.
+  Status SetShareUnit(int device, std::uint64_t bytes);
   // The engine hook's cumulative totals on `device` (see Budget::ReportEngineSteps).
   Status ReportEngineSteps(int device, const EngineSteps& totals);
   // Accounting of allocations passed through to the real allocator (signed delta). Lock-free

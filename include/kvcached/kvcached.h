@@ -154,15 +154,15 @@ typedef enum kvcached_share_action {
 } kvcached_share_action;
 
 typedef struct kvcached_share_verdict {
-  int32_t action;             /* kvcached_share_action */
-  int32_t starved_pid;        /* the longest-starved engine (0 when none) */
-  uint64_t give_bytes;        /* what to give back (whole pages) */
-  uint64_t fair_share_bytes;  /* this engine's fair share now */
-  uint64_t held_bytes;        /* what it holds (in use + reserved) */
-  uint64_t deficit_bytes;     /* what the starved engines lack of their shares, together */
-  uint64_t starved_ms;        /* how long the longest-starved engine has been refused */
-  uint64_t weight_milli;      /* this engine's weight x 1000 */
-  uint64_t min_bytes;         /* its guaranteed minimum */
+  int32_t action;            /* kvcached_share_action */
+  int32_t starved_pid;       /* the longest-starved engine (0 when none) */
+  uint64_t give_bytes;       /* what to give back (whole pages) */
+  uint64_t fair_share_bytes; /* this engine's fair share now */
+  uint64_t held_bytes;       /* what it holds (in use + reserved) */
+  uint64_t deficit_bytes;    /* what the starved engines lack of their shares, together */
+  uint64_t starved_ms;       /* how long the longest-starved engine has been refused */
+  uint64_t weight_milli;     /* this engine's weight x 1000 */
+  uint64_t min_bytes;        /* its guaranteed minimum */
 } kvcached_share_verdict_t;
 
 /* What the sharing policy asks of this process on `device` now. Cheap enough for every engine
@@ -171,6 +171,13 @@ KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_v
 /* The engine gave back `bytes` and preempted `requests` because the verdict asked (shown by
  * kvctl list and kvctl metrics). */
 KVCACHED_API kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests);
+/* The smallest amount of KV memory the engine takes or gives at a time on `device`, in bytes
+ * (e.g. a vLLM engine: one page in every KV tensor = pages per unit x page size); 0 = one page,
+ * the default. Its fair share is then reachable in whole units: it is starved only while it lacks
+ * at least one unit, and it is asked to give whole units. Whole pages, at most the GPU budget
+ * (else KVCACHED_ERR_INVALID). Call once, when the KV cache is made. Shown by kvctl list --json
+ * (share_unit_bytes). */
+KVCACHED_API kvcached_status kvcached_share_set_unit(int device, uint64_t unit_bytes);
 
 /* ---- engine hook statistics (docs/metrics.md) ---- */
 /* Publishes the engine hook's cumulative totals for this process on `device`: engine steps seen,

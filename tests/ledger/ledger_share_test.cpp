@@ -51,12 +51,16 @@ std::unique_ptr<LedgerBudget> Attach(std::shared_ptr<Segment> seg, const std::st
   return std::move(b).value();
 }
 
-// Charges `pages` one page at a time as engine data; returns how many were admitted.
-std::uint64_t Take(LedgerBudget& b, std::uint64_t pages) {
+// Charges `pages` one page at a time as engine data, as the page pool does for KV pages (a
+// refusal is noted as the engine's); returns how many were admitted.
+std::uint64_t Take(LedgerBudget& b, std::uint64_t pages, std::uint64_t step = kPage) {
   std::uint64_t got = 0;
-  for (; got < pages; ++got) {
-    if (!b.TryCharge(kPage)) break;
-    b.MoveToInUse(kPage);
+  for (; got < pages; got += step / kPage) {
+    if (!b.TryCharge(step)) {
+      b.NoteRefused(step);
+      break;
+    }
+    b.MoveToInUse(step);
   }
   return got;
 }
@@ -143,12 +147,20 @@ TEST(LedgerShare, ValidatorChecksTheShareWords) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("guaranteed minimum"), std::string::npos);
 
+  bytes = Image();
+  Slots(bytes)[0].share_unit = 200 * kPage;  // the GPU total: accepted
+  EXPECT_TRUE(ValidateSegment(bytes, "/dev/shm/x").ok());
+  Slots(bytes)[0].share_unit = 200 * kPage + 1;
+  r = ValidateSegment(bytes, "/dev/shm/x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("share unit"), std::string::npos) << r.status().message();
+
   // Words only the owner writes must be zero in a free slot.
-  for (int word = 0; word < 4; ++word) {
+  for (int word = 0; word < 5; ++word) {
     bytes = Image();
     LedgerSlot& free = Slots(bytes)[1];
     std::uint64_t* words[] = {&free.starved_since_ns, &free.starved_last_ns, &free.share_preempted,
-                              &free.share_given};
+                              &free.share_given, &free.share_unit};
     *words[word] = 1;
     r = ValidateSegment(bytes, "/dev/shm/x");
     ASSERT_FALSE(r.ok()) << word;
@@ -175,6 +187,7 @@ TEST(LedgerShare, ReleasedSlotsHoldNoShare) {
   const LedgerSlot& s = seg->slot(index);
   EXPECT_EQ(Load(s.share_weight), 0U);
   EXPECT_EQ(Load(s.share_min), 0U);
+  EXPECT_EQ(Load(s.share_unit), 0U);
   EXPECT_TRUE(ValidateSegment(seg->Copy(), seg->path()).ok());
 }
 
@@ -246,6 +259,70 @@ TEST(LedgerShare, TheEngineAboveItsShareIsAskedAndEscalatesAfterTheBound) {
     EXPECT_EQ(s.share_given, 50 * kPage);
     EXPECT_EQ(s.share_preempted, 3U);
     EXPECT_EQ(s.fair_share, 50 * kPage);
+  }
+}
+
+TEST(LedgerShare, ARefusedSetUpReservationOpensNoEpisode) {
+  // A process that starts while the budget is full: its zero memory (or any set-up
+  // reservation) is refused, but it has not asked for KV memory yet. Only a refusal the pool
+  // notes as the engine's (NoteRefused) opens the episode; the preemption bound starts there.
+  ScopedSegmentName name("share_setup");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  auto b = Attach(seg, "b");
+  ASSERT_EQ(Take(*a, 100), 100U);
+  ASSERT_FALSE(b->TryCharge(7 * kPage));  // the zero memory
+  const LedgerSlot& sb = seg->slot(b->slot_index());
+  EXPECT_EQ(Load(sb.starved_since_ns), 0U);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk) << "nobody asked for KV memory yet";
+  ASSERT_EQ(Take(*b, 1), 0U);  // its first KV page
+  EXPECT_NE(Load(sb.starved_since_ns), 0U);
+  EXPECT_EQ(a->Share().action, ShareAction::kGiveCached);
+  // Refused by its own limit (kvctl limit): no engine giving would help, no episode.
+  auto c = Attach(seg, "c");
+  Atomic(seg->slot(c->slot_index()).limit).store(0);
+  ASSERT_FALSE(c->TryCharge(kPage));
+  c->NoteRefused(kPage);
+  EXPECT_EQ(Load(seg->slot(c->slot_index()).starved_since_ns), 0U);
+}
+
+TEST(LedgerShare, EachEnginesUnitIsPublishedAndTheEpisodeEndsInWholeUnits) {
+  // 32 pages. A takes and gives 2 pages at a time (a vLLM engine: K and V) and holds 7 pages
+  // outside its units (its zero memory); B takes one page at a time and holds 7 too.
+  ScopedSegmentName name("share_units");
+  auto seg = Create(name.name(), 32);
+  auto a = Attach(seg, "a", 1, 0, 0);
+  auto b = Attach(seg, "b", 1, 0, 0);
+  EXPECT_EQ(Load(seg->slot(a->slot_index()).share_unit), kPage) << "the page until published";
+  ASSERT_TRUE(a->SetShareUnit(2 * kPage).ok());
+  EXPECT_EQ(Load(seg->slot(a->slot_index()).share_unit), 2 * kPage);
+  const Status too_big = a->SetShareUnit(33 * kPage);
+  EXPECT_EQ(too_big.code(), Errc::kInvalid);
+  EXPECT_NE(too_big.message().find("exceeds the GPU budget"), std::string::npos);
+  ASSERT_TRUE(a->TryCharge(7 * kPage));
+  ASSERT_TRUE(b->TryCharge(7 * kPage));
+  ASSERT_EQ(Take(*a, 18, 2 * kPage), 18U);
+  ASSERT_EQ(Take(*b, 1), 0U);  // B asks and is refused: starved
+  // A's odd page (outside its units) stays A's; the other 31 pages: 16 for A (whole units), 15
+  // for B.
+  ShareVerdict v = a->Share();
+  EXPECT_EQ(v.fair_share, 17 * kPage);
+  EXPECT_EQ(v.action, ShareAction::kPreempt);
+  EXPECT_EQ(v.give_bytes, 8 * kPage);
+  // A gives 4 units, B takes 8 pages: both at their shares, exactly.
+  Give(*a, 8);
+  ASSERT_EQ(Take(*b, 8), 8U);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk) << "the episode ended";
+  EXPECT_EQ(b->Share().action, ShareAction::kOk);
+  ASSERT_EQ(Take(*b, 1), 0U);  // at its share now: refused without starving
+  EXPECT_EQ(Load(seg->slot(b->slot_index()).starved_since_ns), 0U);
+  EXPECT_EQ(a->Share().action, ShareAction::kOk);
+  // kvctl computes the same shares from the published units.
+  for (const auto& s : TakeSnapshot(*seg).slots) {
+    if (s.index == a->slot_index()) {
+      EXPECT_EQ(s.share_unit, 2 * kPage);
+      EXPECT_EQ(s.fair_share, 17 * kPage);
+    }
   }
 }
 

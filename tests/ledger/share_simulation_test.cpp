@@ -93,6 +93,7 @@ class SimEngine {
         budget_->MoveToInUse(kPage);
         ++running_;
       } else {
+        budget_->NoteRefused(kPage);  // as the page pool notes a refused KV page
         refused_ = true;
         return;
       }

@@ -168,6 +168,11 @@ class FakeCApi:
         self.share_preempted = getattr(self, "share_preempted", 0) + preempted_requests
         return C.OK
 
+    def share_set_unit(self, device: int, unit_bytes: int) -> int:
+        self.share_units = getattr(self, "share_units", [])
+        self.share_units.append((device, unit_bytes))
+        return C.OK
+
 
     # ---- per-step costs for kvctl (kvcached_report_engine_steps): every call is kept ----
     def report_engine_steps(self, device: int, steps: int, hook_ns: int, c_calls: int) -> int:

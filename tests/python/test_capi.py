@@ -18,6 +18,39 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HEADER = os.path.join(ROOT, "include", "kvcached", "kvcached.h")
 HOOKS = os.path.join(ROOT, "hooks", "python")
 
+# A process on the C API: makes a lazy region and takes pages until refused (with a second
+# argument, "late": takes none yet), then obeys commands on stdin (one JSON line back each).
+ENGINE = r"""
+import json, sys
+from kvcached_hook import capi as C
+api = C.load(sys.argv[1])
+assert api is not None and api.enabled(), api.last_error() if api else "no shim"
+page = api.stats(0)["page_size"]
+base = api.region_create(0, 64 * page, C.REGION_LAZY)
+held = 0
+while len(sys.argv) < 3 and held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
+    held += 1
+print(json.dumps({"held": held, "page": page}), flush=True)
+for line in sys.stdin:
+    if line.strip() == "verdict":
+        v = api.share_verdict(0)
+        print(json.dumps(v.__dict__ if v else None), flush=True)
+    elif line.strip() == "report":
+        print(api.share_report(0, page, 1), flush=True)
+    elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
+        n = min(int(line.split()[1]), held)
+        assert api.release([(base + (held - i - 1) * page, page) for i in range(n)]) == C.OK, api.last_error()
+        held -= n
+        assert api.trim(0) == C.OK, api.last_error()
+        print(json.dumps({"held": held}), flush=True)
+    elif line.strip() == "grow":
+        while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
+            held += 1
+        print(json.dumps({"held": held}), flush=True)
+    else:
+        break
+"""
+
 
 def header_text():
     with open(HEADER, encoding="utf-8") as header:
@@ -164,36 +197,7 @@ print("roundtrip ok")
     def test_share_verdict_asks_the_engine_above_its_share(self):
         """Two processes on one small budget: A fills it, B is refused; A's verdict asks it to give
         and names B; B's says ok (a starved engine is never asked)."""
-        engine = r"""
-import json, sys
-from kvcached_hook import capi as C
-api = C.load(sys.argv[1])
-assert api is not None and api.enabled(), api.last_error() if api else "no shim"
-page = api.stats(0)["page_size"]
-base = api.region_create(0, 64 * page, C.REGION_LAZY)
-held = 0
-while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
-    held += 1
-print(json.dumps({"held": held, "page": page}), flush=True)
-for line in sys.stdin:
-    if line.strip() == "verdict":
-        v = api.share_verdict(0)
-        print(json.dumps(v.__dict__ if v else None), flush=True)
-    elif line.strip() == "report":
-        print(api.share_report(0, page, 1), flush=True)
-    elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
-        n = min(int(line.split()[1]), held)
-        assert api.release([(base + (held - i - 1) * page, page) for i in range(n)]) == C.OK, api.last_error()
-        held -= n
-        assert api.trim(0) == C.OK, api.last_error()
-        print(json.dumps({"held": held}), flush=True)
-    elif line.strip() == "grow":
-        while held < 64 and api.acquire([(base + held * page, page)]) == C.OK:
-            held += 1
-        print(json.dumps({"held": held}), flush=True)
-    else:
-        break
-"""
+        engine = ENGINE
         name = f"pytest_share_{os.getpid()}"
         env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
                    KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
@@ -259,6 +263,65 @@ for line in sys.stdin:
                     p.wait()
             if os.path.exists(f"/dev/shm/kvcached_{name}"):
                 os.remove(f"/dev/shm/kvcached_{name}")
+
+    def test_a_process_starting_on_a_full_budget_is_not_starved_until_it_asks_for_kv(self):
+        """B starts while A holds the whole budget: its zero memory is refused (it waits for the
+        others' spare pages, then counts it outside the budget, and works). That refusal is no
+        demand for KV memory: nobody is starved and A is asked nothing until B asks for a KV page;
+        the preemption bound is counted from there."""
+        import time
+
+        name = f"pytest_share_start_{os.getpid()}"
+        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
+                   KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
+                   KVCACHED_MAP_AHEAD_PAGES="0", KVCACHED_SHARE_PREEMPT_MS="60000")
+        procs = []
+
+        def command(p, text):
+            p.stdin.write(text + "\n")
+            p.stdin.flush()
+            return json.loads(p.stdout.readline() or "null")
+
+        try:
+            def start(*args):
+                p = subprocess.Popen([sys.executable, "-c", ENGINE, SHIM, *args], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                procs.append(p)
+                return p, json.loads(p.stdout.readline() or "null")
+
+            a, a_first = start()
+            self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
+            started = time.monotonic()
+            b, b_first = start("late")  # its zero memory: refused, then counted outside the budget
+            took = time.monotonic() - started
+            self.assertIsNotNone(b_first, b.stderr.read() if b.poll() is not None else "")
+            self.assertEqual(b_first["held"], 0)
+            self.assertLess(took, 30, "B's start-up hung on its zero memory")
+            va = command(a, "verdict")
+            self.assertIsNotNone(va, "the shim lacks kvcached_share_verdict")
+            self.assertEqual((va["action"], va["starved_pid"], va["deficit_bytes"]), ("ok", 0, 0), va)
+            # B asks for KV pages: refused, starved from now on.
+            self.assertEqual(command(b, "grow")["held"], 0)
+            va = command(a, "verdict")
+            self.assertIn(va["action"], ("stop_admitting", "give_cached"), va)
+            self.assertEqual(va["starved_pid"], b.pid, va)
+            self.assertLess(va["starved_ms"], 1000, va)
+        finally:
+            for p in procs:
+                try:
+                    p.stdin.write("exit\n")
+                    p.stdin.flush()
+                except OSError:
+                    pass
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            if os.path.exists(f"/dev/shm/kvcached_{name}"):
+                os.remove(f"/dev/shm/kvcached_{name}")
+        # It said why its zero memory is outside the budget.
+        self.assertIn("counted outside it", procs[1].stderr.read() if procs[1].stderr else "")
 
     def test_report_engine_steps_is_seen_by_kvctl(self):
         """The hook's totals reach the process's ledger slot: kvctl list --json shows the last report

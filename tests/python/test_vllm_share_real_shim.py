@@ -3,7 +3,9 @@ CUDA driver, device memory = host memory): engine A (vLLM's real Scheduler, its 
 lazy regions) fills a 64 MiB budget; then process B, a small program on the C API, asks for
 memory and is refused. A's verdicts come from the ledger: A stops admitting, gives cached blocks
 and/or preempts its newest requests, and B, asking again after each of A's steps, gets its fair
-share within a bounded number of A's steps; A never goes below its own share, every block A holds
+share within a bounded number of A's steps (exactly: A publishes its unit, one page in each KV tensor, and shares are in each
+engine's units), after which the episode ends (A's verdict is ok again); A never goes below its
+own share, every block A holds
 is IN_USE at every step, and all of A's requests finish with their full output.
 
 Runs in a child process (the shim starts once per process with the budget) when KVCACHED_TEST_SHIM
@@ -131,8 +133,9 @@ try:
                       "a_given": adapter.hooks.share.given_bytes // page, "a_held": va.held_bytes // page,
                       "units": sum(adapter.tracker.acq), "acq_calls": adapter.tracker.acquire_calls,
                       "rel_units": adapter.tracker.units_released, "sync": adapter.tracker.sync_backings,
-                      "a_share": va.fair_share_bytes // page, "b_held": b["held"], "b_share": b["share"]})
-        if reached is None and b["held"] >= b["share"] - 1:  # within one page, as the policy allows
+                      "a_share": va.fair_share_bytes // page, "a_verdict": va.action,
+                      "b_held": b["held"], "b_share": b["share"], "b_action": b["action"]})
+        if reached is None and b["held"] == b["share"]:  # exactly: shares are in each engine's units
             reached = n
         if reached is not None and n >= reached + 5:
             break
@@ -150,6 +153,7 @@ print(json.dumps({
     "unfinished": scheduler.get_num_unfinished_requests(),
     "outputs": sorted({len(r.output_token_ids) for r in long}),
     "share": {k: v for k, v in snap.items() if k.startswith("share_")}, "errors": snap["errors"],
+    "a_unit_published": adapter.hooks.share.unit_published, "a_unit": adapter.hooks.share.unit_bytes() // page,
 }))
 """
 
@@ -176,11 +180,15 @@ class VllmShareRealShimTest(unittest.TestCase):
         self.assertGreaterEqual(result["a_full_held"] + b_first["held"], 31, f"A did not fill the budget: {result}")
         self.assertLess(b_first["held"], b_first["share"] - 1, f"B was not refused: {result}")
         self.assertGreater(b_first["refused"], 0, b_first)
-        # B gets its share (the ledger's fair share, whole pages) within a bounded number of A's
+        # A published its unit (one page in each of its two KV tensors): shares are in each
+        # engine's units, so B can reach its share exactly.
+        self.assertTrue(result["a_unit_published"], result)
+        self.assertEqual(result["a_unit"], 2, result)
+        # B gets its share (the ledger's fair share, exactly) within a bounded number of A's
         # steps: the preemption bound (100 ms at ~5 ms a step) plus a few steps.
         self.assertIsNotNone(result["reached"], f"B never got its share: {trace[-3:]}")
         self.assertLessEqual(result["reached"], 40, trace)
-        self.assertGreaterEqual(b_first["share"], 15, b_first)  # half the budget, within a page
+        self.assertGreaterEqual(b_first["share"], 15, b_first)  # half the budget, within a unit
         # A acted: admissions held back, pages given (cached blocks and/or preemptions).
         share = result["share"]
         self.assertGreater(share["share_stopped_steps"], 0, share)
@@ -192,10 +200,15 @@ class VllmShareRealShimTest(unittest.TestCase):
         # A never went below its share.
         for row in trace:
             self.assertGreaterEqual(row["a_held"], row["a_share"], row)
-        # Once B has its share (within a page), A gives and preempts nothing more (what it could
-        # still be asked is less than one of its units: two pages, one per KV tensor), and B keeps
-        # its pages.
+        # The episode ends: once B has its share, A's verdict is ok again (from the ledger at once,
+        # and in A's own next step), B's too; A gives and preempts nothing more, and B keeps its
+        # pages.
         after = [row for row in trace if row["step"] >= result["reached"]]
+        self.assertEqual({row["a_verdict"] for row in after}, {"ok"}, after)
+        self.assertEqual({row["a_action"] for row in after if row["step"] > result["reached"]}, {"ok"}, after)
+        self.assertEqual({row["b_action"] for row in after}, {"ok"}, after)
+        self.assertEqual(share["share_action"], "ok", share)
+        self.assertEqual(share["share_episodes"], 1, share)
         self.assertEqual({(row["a_given"], row["a_preempted"]) for row in after}, {(after[0]["a_given"], after[0]["a_preempted"])})
         self.assertEqual(result["b_end"]["held"], trace[-1]["b_held"])
         # A finished every request in full, in what it had left.

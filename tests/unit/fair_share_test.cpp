@@ -107,7 +107,21 @@ TEST(FairShares, ZeroWeightReadsAsTheDefaultWeight) {
   EXPECT_EQ(Pages({unset, Starved(0)}, 100), (P{50, 50}));
 }
 
-// The properties that define weighted max-min with minimums, on random inputs.
+// A random unit: mostly whole pages (1-4, as engines publish), at times none (the page) or an odd
+// byte count (the arithmetic must not depend on pages).
+std::uint64_t RandomUnit(std::mt19937_64& rng) {
+  switch (rng() % 6) {
+    case 0:
+      return 0;
+    case 1:
+      return 1 + rng() % (3 * kPage);
+    default:
+      return (1 + rng() % 4) * kPage;
+  }
+}
+
+// The properties that define weighted max-min with minimums, on random inputs; each engine has its
+// own unit, and holds whole units plus memory outside them (the shim's zero memory).
 TEST(FairShares, RandomCasesAreWeightedMaxMinFair) {
   std::mt19937_64 rng(7);
   for (int round = 0; round < 3000; ++round) {
@@ -118,42 +132,80 @@ TEST(FairShares, RandomCasesAreWeightedMaxMinFair) {
       ShareInput in;
       in.weight_milli = 1 + rng() % 5000;
       in.min_bytes = (rng() % 3 == 0) ? (rng() % (budget_pages / 2 + 1)) * kPage : 0;
-      in.held = (rng() % (budget_pages + 1)) * kPage;
+      in.held = (rng() % (budget_pages + 1)) * kPage + (rng() % 2 == 0 ? rng() % kPage : 0);
       in.starved_since_ns = rng() % 2 == 0 ? kNow : 0;
+      in.unit = round < 500 ? 0 : RandomUnit(rng);  // the first rounds: pages, as before units
       e.push_back(in);
     }
     const std::uint64_t budget = budget_pages * kPage;
-    const auto a = FairShares(e, budget, kPage);
-    std::vector<double> demand(n), min(n);
-    double demand_sum = 0, min_sum = 0, sum = 0;
+    const auto shares = FairShares(e, budget, kPage);
+    // What an engine holds beyond whole units stays its own; the rest of the budget (the pool)
+    // is divided in units: the properties hold for the shares less those offsets.
+    std::vector<double> a(n), demand(n), min(n), unit(n);
+    std::uint64_t offset_sum = 0;
+    for (std::size_t i = 0; i < n; ++i) offset_sum += e[i].held % UnitOf(e[i], kPage);
+    const bool offsets = offset_sum <= budget;  // else (more held than the budget) whole units
+    if (!offsets) offset_sum = 0;
+    const double pool = double(budget - offset_sum);
+    double demand_sum = 0, min_sum = 0, sum = 0, unit_sum = 0;
     for (std::size_t i = 0; i < n; ++i) {
-      demand[i] = e[i].starved_since_ns != 0 ? double(budget) : double(std::min(e[i].held, budget));
-      min[i] = std::min(double(e[i].min_bytes), demand[i]);
+      const std::uint64_t u = UnitOf(e[i], kPage);
+      const std::uint64_t off = offsets ? e[i].held % u : 0;
+      ASSERT_GE(shares[i], off) << "below what it cannot give";
+      ASSERT_EQ((shares[i] - off) % u, 0U)
+          << "engine " << i << "'s share " << shares[i] << " is not what it holds (" << e[i].held
+          << ") plus or minus whole units of " << u;
+      a[i] = double(shares[i] - off);
+      const double wants =
+          e[i].starved_since_ns != 0 ? double(budget) : double(std::min(e[i].held, budget));
+      demand[i] = std::min(wants - double(off), pool);
+      min[i] = std::min(std::max(double(e[i].min_bytes) - double(off), 0.0), demand[i]);
+      unit[i] = double(u);
       demand_sum += demand[i];
       min_sum += min[i];
-      sum += double(a[i]);
+      sum += double(shares[i]);
+      unit_sum += unit[i];
     }
-    const double scale = min_sum > double(budget) ? double(budget) / min_sum : 1.0;
-    const double g = double(kPage);
+    const double scale = min_sum > pool ? pool / min_sum : 1.0;
     SCOPED_TRACE(::testing::Message() << "round " << round);
     ASSERT_LE(sum, double(budget));
-    if (demand_sum >= double(budget)) {
-      EXPECT_GE(sum + double(n) * g, double(budget)) << "work conserving";
+    if (demand_sum >= pool) {
+      EXPECT_GE(sum + unit_sum, double(budget)) << "work conserving";
     }
     for (std::size_t i = 0; i < n; ++i) {
-      EXPECT_LE(double(a[i]), demand[i] + g) << "more than it wants";
-      EXPECT_GE(double(a[i]) + g, min[i] * scale) << "minimum not honoured";
+      const double g = unit[i];
+      EXPECT_LE(a[i], demand[i] + g) << "more than it wants";
+      EXPECT_GE(a[i] + g, min[i] * scale) << "minimum not honoured";
       // Nobody unsatisfied may get less per weight than another engine gets beyond its minimum.
-      if (double(a[i]) + g >= demand[i]) continue;
+      if (a[i] + g >= demand[i]) continue;
       for (std::size_t j = 0; j < n; ++j) {
-        if (double(a[j]) <= min[j] * scale + g) continue;
-        // Up to a page each way for rounding, a byte for the level's integer steps.
-        const double per_i = (double(a[i]) + g) / double(e[i].weight_milli);
-        const double per_j = (double(a[j]) - g) / double(e[j].weight_milli);
+        if (a[j] <= min[j] * scale + unit[j]) continue;
+        // Up to a unit each way for rounding, a byte for the level's integer steps.
+        const double per_i = (a[i] + g) / double(e[i].weight_milli);
+        const double per_j = (a[j] - unit[j]) / double(e[j].weight_milli);
         EXPECT_GE(per_i + 1.0, per_j) << "engine " << i << " is short while " << j << " gets more";
       }
     }
   }
+}
+
+ShareInput WithUnit(ShareInput in, std::uint64_t unit_pages) {
+  in.unit = unit_pages * kPage;
+  return in;
+}
+
+TEST(FairShares, SharesAreReachableInEachEnginesUnits) {
+  // The real-shim case: 32 pages; A (vLLM, unit 2 pages: K and V) holds 25: its 7 pages of zero
+  // memory and 9 units, i.e. one page outside whole units; B (unit 1 page) holds its zero memory,
+  // 7 pages, and asks. A's odd page stays A's; the other 31 are divided: 15.5 each, A's rounded
+  // in its units (16, the larger loss), B's in pages (15). A: 16 + 1 = 17.
+  std::vector<ShareInput> asking = {WithUnit(Starved(25), 2), WithUnit(Starved(7), 1)};
+  EXPECT_EQ(Pages(asking, 32), (P{17, 15}));
+  // Units of 4 pages from 0: the exact 50/50 of 102 pages is 51; both round to 48, then one of
+  // them (the lower index on a tie) gets the next unit, 52: 100 of 102 pages.
+  EXPECT_EQ(Pages({WithUnit(Starved(0), 4), WithUnit(Starved(0), 4)}, 102), (P{52, 48}));
+  // What an engine holds outside whole units stays its own: 3 pages (unit 8) leave 1 of 4.
+  EXPECT_EQ(Pages({WithUnit(Starved(3), 8), WithUnit(Starved(0), 1)}, 4), (P{3, 1}));
 }
 
 // ---- verdicts ----
@@ -271,6 +323,112 @@ TEST(ShareVerdicts, WhenEveryEngineIsAtOrOverItsShareNobodyIsAsked) {
   const std::vector<ShareInput> s = {Starved(50), Starved(50)};
   EXPECT_EQ(DecideShare(s, 0, 100 * kPage, kPage, kNow, 0).action, ShareAction::kOk);
   EXPECT_EQ(DecideShare(s, 1, 100 * kPage, kPage, kNow, 0).action, ShareAction::kOk);
+}
+
+TEST(ShareVerdicts, TheStarvedEngineReachesItsShareInItsUnitsAndTheEpisodeEnds) {
+  // The real-shim case (see SharesAreReachableInEachEnginesUnits): A holds 25 pages, B is
+  // starved at its 7 pages of zero memory. A's share is 17, B's 15.
+  std::vector<ShareInput> e = {WithUnit(Content(25), 2), WithUnit(Starved(7), 1)};
+  ShareVerdict v = DecideShare(e, 0, 32 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(v.fair_share, 17 * kPage);
+  EXPECT_EQ(v.action, ShareAction::kPreempt);
+  EXPECT_EQ(v.give_bytes, 8 * kPage) << "four of A's units";
+  // A gives them, B takes them: both at their shares, nobody is asked anything more.
+  e[0].held -= 8 * kPage;
+  e[1].held += 8 * kPage;
+  v = DecideShare(e, 0, 32 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(v.action, ShareAction::kOk);
+  EXPECT_EQ(v.others_deficit, 0U);
+  EXPECT_EQ(DecideShare(e, 1, 32 * kPage, kPage, kNow, 0).action, ShareAction::kOk);
+  // In pages alone (no units published) the same state leaves B one page short of 16 and A one
+  // page above it: A is asked for a page that it, moving two at a time, cannot give without
+  // going below its share, and the episode never ends (the defect units fix).
+  const std::vector<ShareInput> pages = {Content(17), Starved(15)};
+  v = DecideShare(pages, 0, 32 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(v.fair_share, 16 * kPage);
+  EXPECT_EQ(v.give_bytes, kPage);
+  EXPECT_EQ(v.action, ShareAction::kPreempt);
+}
+
+TEST(ShareVerdicts, StarvedOnlyWhileItLacksOneOfItsOwnUnits) {
+  // 100 pages, half each. B's unit is 4 pages and it holds 48: its next point, 52, is past its
+  // 50, so 48 is its share and it is not starved; A, 2 pages above its 50, is asked nothing.
+  std::vector<ShareInput> e = {Content(52), WithUnit(Starved(48), 4)};
+  EXPECT_EQ(ShareIfAsking(e, 1, 100 * kPage, kPage), 48 * kPage);
+  EXPECT_EQ(DecideShare(e, 0, 100 * kPage, kPage, kNow, 0).action, ShareAction::kOk);
+  // In pages B would be 2 pages short, and A asked to give them.
+  EXPECT_NE(
+      DecideShare(std::vector<ShareInput>{Content(52), Starved(48)}, 0, 100 * kPage, kPage, kNow, 0)
+          .action,
+      ShareAction::kOk);
+  // A (unit 3, holds 58: 1 page outside its units) and B (unit 4, holds 39: 3 outside): the
+  // other 96 pages are split 48/48, whole units both: A 49, B 51. B lacks 12 pages; A gives what
+  // it holds above its share, 9 pages, in its units.
+  e = {WithUnit(Content(58), 3), WithUnit(Starved(39), 4)};
+  const ShareVerdict v = DecideShare(e, 0, 100 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(v.fair_share, 49 * kPage);
+  EXPECT_EQ(v.others_deficit, 12 * kPage);
+  EXPECT_EQ(v.give_bytes, 9 * kPage);
+  // B lacks less than one of A's units: A gives a whole unit (that keeps it at its share).
+  e = {WithUnit(Content(52), 3), Starved(48)};  // A: 1 + 48, B: 50 (99 pages: 48 and 49, +1)
+  const ShareVerdict w = DecideShare(e, 0, 100 * kPage, kPage, kNow, 0);
+  EXPECT_EQ(w.fair_share, 49 * kPage);
+  EXPECT_EQ(w.others_deficit, 2 * kPage);
+  EXPECT_EQ(w.give_bytes, 3 * kPage);
+}
+
+// Engines that move only in their own units (giving what they are asked, taking what they lack
+// while the budget has room) reach a state in which nobody is asked anything: every episode ends.
+TEST(ShareVerdicts, RandomEnginesMovingInTheirUnitsEndEveryEpisode) {
+  std::mt19937_64 rng(13);
+  for (int round = 0; round < 3000; ++round) {
+    const std::uint64_t budget = (16 + rng() % 200) * kPage;
+    const std::size_t n = 2 + rng() % 3;
+    std::vector<ShareInput> e(n);
+    std::uint64_t used = 0;
+    for (ShareInput& in : e) {
+      in.weight_milli = 500 + 500 * (rng() % 4);
+      in.unit = (1 + rng() % 4) * kPage;
+      in.held = (rng() % 8) * kPage;  // zero memory, outside its units
+      in.starved_since_ns = kNow;     // everybody asks for more
+      used += in.held;
+    }
+    if (used > budget) continue;
+    // The first engine takes the rest of the budget in its units.
+    const std::uint64_t first = (budget - used) / e[0].unit * e[0].unit;
+    e[0].held += first;
+    SCOPED_TRACE(::testing::Message() << "round " << round);
+    bool settled = false;
+    for (int step = 0; step < 20 && !settled; ++step) {
+      settled = true;
+      for (std::size_t i = 0; i < n; ++i) {
+        const ShareVerdict v = DecideShare(e, i, budget, kPage, kNow, 0);
+        ASSERT_EQ(v.give_bytes % e[i].unit, 0U) << "not in its units";
+        ASSERT_LE(v.give_bytes, v.held > v.fair_share ? v.held - v.fair_share : 0);
+        if (v.action != ShareAction::kOk) settled = false;
+        e[i].held -= v.give_bytes;
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint64_t sum = 0;
+        for (const ShareInput& x : e) sum += x.held;
+        const std::uint64_t share = ShareIfAsking(e, i, budget, kPage);
+        const std::uint64_t want = share > e[i].held ? share - e[i].held : 0;
+        const std::uint64_t room = budget - sum;
+        e[i].held += std::min(want, room) / e[i].unit * e[i].unit;
+      }
+    }
+    if (!settled) {
+      for (std::size_t i = 0; i < n; ++i) {
+        const ShareVerdict v = DecideShare(e, i, budget, kPage, kNow, 0);
+        ADD_FAILURE() << "engine " << i << " unit " << e[i].unit / kPage << " weight "
+                      << e[i].weight_milli << " held " << double(e[i].held) / kPage << " share "
+                      << double(v.fair_share) / kPage << " action " << ShareActionName(v.action)
+                      << " give " << double(v.give_bytes) / kPage << " deficit "
+                      << double(v.others_deficit) / kPage << " budget " << budget / kPage;
+      }
+    }
+    EXPECT_TRUE(settled) << "an episode never ends";
+  }
 }
 
 TEST(ShareVerdicts, ActionNamesAreTheDocumentedOnes) {

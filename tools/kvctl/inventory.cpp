@@ -155,6 +155,7 @@ nlohmann::json SlotJson(const ledger::SlotSnapshot& s) {
   j["weight"] = static_cast<double>(s.weight_milli) / 1000.0;  // sharing (docs/sharing.md)
   j["share_min_bytes"] = s.share_min;
   j["fair_share_bytes"] = s.fair_share;
+  j["share_unit_bytes"] = s.share_unit;
   j["deficit_bytes"] = s.deficit;
   j["starved"] = s.starved_since_ns != 0;
   j["share_given_bytes"] = s.share_given;

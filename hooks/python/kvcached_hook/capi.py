@@ -226,6 +226,7 @@ class CApi:
             "kvcached_share_verdict", c_int, [c_int, ctypes.POINTER(_ShareVerdict)], required=False, hold_gil=True
         )
         self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
+        self._share_set_unit = self._fn("kvcached_share_set_unit", c_int, [c_int, u64], required=False)
         self._set_meminfo_mode = self._fn("kvcached_set_meminfo_mode", c_int, [c_int], required=False)
         # Called every few engine steps: holds the GIL like the other per-step calls.
         self._report_engine_steps = self._fn(
@@ -382,6 +383,14 @@ class CApi:
         if self._share_report is None:
             return OK
         return int(self._share_report(device, int(given_bytes), int(preempted_requests)))
+
+    def share_set_unit(self, device: int, unit_bytes: int) -> int:
+        """Publishes the smallest amount the engine takes or gives on `device` (bytes, whole pages;
+        0 = one page), so that its fair share is reachable in whole units. Returns the status;
+        ERR_UNSUPPORTED when the shim predates kvcached_share_set_unit (shares are then whole pages)."""
+        if self._share_set_unit is None:
+            return ERR_UNSUPPORTED
+        return int(self._share_set_unit(device, int(unit_bytes)))
 
     # ---- engine hook statistics (docs/metrics.md) ----
     def report_engine_steps(self, device: int, steps: int, hook_ns: int, c_calls: int) -> int:

@@ -101,6 +101,11 @@ class KVLayout:
         last = min(self.num_blocks - 1, (hi - 1) // bb)
         return range(first, last + 1) if last >= first else range(0)
 
+    def smallest_unit_bytes(self) -> int:
+        """The least an engine on this layout takes or gives: one page in every tensor of its
+        smallest class (published to the sharing policy: kvcached_share_set_unit)."""
+        return min(len(spans) for spans in self.class_spans) * self.page_size
+
     # ---- unit -> byte ranges ----
     def unit_span_ranges(self, unit: int) -> list[tuple[int, int, int]]:
         """(span index, addr, length) of the unit's page in each tensor of its class, clipped to

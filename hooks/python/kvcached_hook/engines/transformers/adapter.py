@@ -87,6 +87,11 @@ class CacheAdapter:
             )
             self.sanity.arm()
         ctx.name_process(self.label)  # identity in kvctl
+        # Its unit for the sharing policy (docs/sharing.md): when starved it counts as such only
+        # while it lacks a whole unit. Absent from older shims and fakes: shares are then pages.
+        publish = getattr(self.api, "share_set_unit", None)
+        self.share_unit_published = publish is not None and publish(
+            self.device_index, self.layout.smallest_unit_bytes()) == 0
         # Take over the free deque last: nothing below can fail.
         self.tracker.adopt(list(manager._uninit_block_ids))
         self.tracker.evict_cached = self._evict_cached

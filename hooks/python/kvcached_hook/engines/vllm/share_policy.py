@@ -16,9 +16,12 @@ Once per schedule(), before vLLM schedules, the engine reads kvcached_share_verd
 
 The pages made empty are released at once, behind the fence (steps.py): a batch in flight keeps
 its pages until it was processed. The engine never gives more than would take it below its fair
-share (it gives whole pages of its cache, one page in every KV tensor, so the starved engine may
-get up to one such unit less than it lacks). What was given and preempted is reported to the
-ledger (kvcached_share_report) for kvctl.
+share. It gives whole pages of its cache, one page in every KV tensor (its unit); it publishes that
+unit once (kvcached_share_set_unit), so the shim computes its share in whole units and asks it for
+whole units, and a starved engine's episode ends once it lacks less than one of its own units.
+(With a shim that predates units the policy counts in pages, and the starved engine may get up to
+one unit less than it lacks.) What was given and preempted is reported to the ledger
+(kvcached_share_report) for kvctl.
 
 Progress rule: while admissions are stopped, an engine with no running request may still admit one
 request into pages it already holds (no page is acquired for it), except in a step in which it
@@ -89,6 +92,28 @@ class SharePolicy:
         self.given_bytes = 0
         self.cached_blocks_given = 0
         self.preempted = 0
+        self.unit_published = self.publish_unit()
+
+    def unit_bytes(self) -> int:
+        """The least this engine takes or gives: one page in every KV tensor of its smallest page
+        class (what _give can free at a time)."""
+        return self.adapter.tracker.layout.smallest_unit_bytes()
+
+    def publish_unit(self) -> bool:
+        """Tells the shim this engine's unit once, so that its fair share is reachable in whole units
+        (docs/sharing.md): without it the policy counts in pages, and a starved engine may stay one
+        page short of its share forever. False when the shim cannot take it (older shim, tensor
+        parallel, a fake without it); the policy then works in pages, as before."""
+        api = self.adapter.api
+        if isinstance(api, tp.RemoteApi):
+            return False  # tensor parallel: the pages are charged to the workers, not to this process
+        publish = getattr(api, "share_set_unit", None)
+        if publish is None:
+            return False
+        try:
+            return publish(self.device, self.unit_bytes()) == 0
+        except Exception:  # noqa: BLE001 - no unit: the policy counts in pages
+            return False
 
     # ------------------------------------------------------------------ the verdict
     def read(self):
@@ -188,7 +213,7 @@ class SharePolicy:
         empty_before = self._empty_bytes()
         cached_before = len(adapter.cached)
         preempted = []
-        smallest = min(len(spans) for spans in tracker.layout.class_spans) * tracker.layout.page_size
+        smallest = self.unit_bytes()
         if target > empty_before and empty_before + smallest > limit:
             # Any page it could free would take it below its share: nothing moves, and holding
             # admissions back would not help the starved engine; it admits into pages it holds.
