@@ -8,8 +8,9 @@
         prints one JSON line: prompts, identical, first differing prompt and token
     client.py load PORT N CONCURRENCY PROMPT_LEN MAX_TOKENS
         a serving load on `vllm serve` at PORT: tokens/s, errors (one JSON line)
-    client.py wait PORT TIMEOUT_S
-        waits for /health, prints the seconds it took (exit 1 on timeout)
+    client.py wait PORT TIMEOUT_S [PID]
+        waits for /health, prints the seconds it took (exit 1 on timeout, or at once when the server
+        PID has exited: a server that died is not waited for)
 """
 
 from __future__ import annotations
@@ -116,9 +117,26 @@ def load(port: int, n: int, concurrency: int, prompt_len: int, max_tokens: int) 
                       "tok_per_s": round(tokens / wall, 1), "errors": len(errors), "first_error": errors[:1]}))
 
 
-def wait(port: int, timeout_s: float) -> int:
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent shell) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait(port: int, timeout_s: float, pid: int | None = None) -> int:
     t0 = time.time()
-    while time.time() - t0 < timeout_s:
+    while time.time() - t0 < timeout_s and alive(pid):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
             print(f"{time.time() - t0:.1f}")
@@ -137,7 +155,7 @@ def main() -> int:
     elif mode == "load":
         load(*map(int, rest[:5]))
     elif mode == "wait":
-        return wait(int(rest[0]), float(rest[1]))
+        return wait(int(rest[0]), float(rest[1]), int(rest[2]) if len(rest) > 2 else None)
     else:
         print(__doc__)
         return 2

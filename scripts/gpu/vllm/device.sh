@@ -34,7 +34,6 @@ model=/tmp/vllm-proof-model
 shim=$kv/lib/libkvcached_shim.so
 kvctl=$kv/bin/kvctl
 py=python3
-mkdir -p "$out" "$site"
 export PYTHONPATH=$site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
   PYTHONUNBUFFERED=1 VLLM_PROOF_MODEL=$model
 # The V2 model runner's sampler imports flashinfer (not carried) unless this is 0.
@@ -151,7 +150,7 @@ step_serve() {  # proofs 1 and 8
       [ "$use_shim" = 1 ] && kind=shim
       name=serve-$k-$kind
       pid=$(serve_start "$name" 8100 "$use_shim" -- --gpu-memory-utilization 0.5)
-      ready=$($py "$here/client.py" wait 8100 300) || { note "$name: not ready in 300 s"; tail -30 "$out/$name.log"; serve_stop "$pid"; row 8 "$name ready" "no" FAIL; continue; }
+      ready=$($py "$here/client.py" wait 8100 300 "$pid") || { note "$name: not ready in 300 s"; tail -30 "$out/$name.log"; serve_stop "$pid"; row 8 "$name ready" "no" FAIL; continue; }
       note "$name: ready after ${ready}s (wall $((SECONDS - t0)) s)"
       if [ "$use_shim" = 1 ]; then shim_times+=("$ready"); else base_times+=("$ready"); fi
       if [ "$use_shim" = 1 ] && [ "$k" = 1 ]; then
@@ -238,7 +237,7 @@ step_throughput() {  # proof 5
   local base shim ratios=()
   base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
   shim=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
-  if ! $py "$here/client.py" wait 8200 400 >/dev/null || ! $py "$here/client.py" wait 8201 400 >/dev/null; then
+  if ! $py "$here/client.py" wait 8200 400 "$base" >/dev/null || ! $py "$here/client.py" wait 8201 400 "$shim" >/dev/null; then
     note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim"; return
   fi
   $py "$here/client.py" load 8200 64 64 256 64 >/dev/null; $py "$here/client.py" load 8201 64 64 256 64 >/dev/null  # warm-up
@@ -276,7 +275,7 @@ step_throughput() {  # proof 5
 step_sanity() {  # proof 4 under `vllm serve`
   local pid log=$out/sanity-serve.log
   pid=$(serve_start sanity-serve 8400 1 KVCACHED_SANITY_CHECK=1 KVCACHED_LABEL=sanity-serve -- --gpu-memory-utilization 0.3)
-  if ! $py "$here/client.py" wait 8400 400 >/dev/null; then
+  if ! $py "$here/client.py" wait 8400 400 "$pid" >/dev/null; then
     note "sanity: server not ready"; tail -30 "$log"; row 4 "sanity server ready" no FAIL; serve_stop "$pid"; return
   fi
   $py "$here/client.py" load 8400 256 64 512 128 >"$out/sanity-load.json"
@@ -306,14 +305,14 @@ step_multi() {  # proofs 6 and 7
     for k in $order; do
       pids+=("$(serve_start "multi-$order-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization 0.3)")
       ev "start vllm-$k"
-      $py "$here/client.py" wait "$(port_of "$k")" 300 >/dev/null || { row 6 "order $order: vllm-$k ready" no FAIL; }
+      $py "$here/client.py" wait "$(port_of "$k")" 300 "${pids[-1]}" >/dev/null || { row 6 "order $order: vllm-$k ready" no FAIL; }
     done
     for k in a b; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
     row 6 "order $order: both started and served" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")" info
     if [ "$order" = "b a" ]; then  # a third engine joins
       pids+=("$(serve_start multi-c 8302 1 "${common[@]}" KVCACHED_LABEL=vllm-c -- --gpu-memory-utilization 0.3)")
       ev "start vllm-c"
-      if $py "$here/client.py" wait 8302 300 >/dev/null; then row 6 "third engine started next to two" yes PASS; else row 6 "third engine started next to two" no FAIL; fi
+      if $py "$here/client.py" wait 8302 300 "${pids[-1]}" >/dev/null; then row 6 "third engine started next to two" yes PASS; else row 6 "third engine started next to two" no FAIL; fi
       for k in c a; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
       # 7: kill -9 of vllm-a's EngineCore while it is loaded; vllm-b and vllm-c ask for memory.
       $py "$here/client.py" load 8300 512 128 1500 256 >/dev/null 2>&1 &
@@ -340,6 +339,12 @@ print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/d
 }
 
 [ $# -gt 0 ] || { sed -n '2,25p' "$0"; exit 1; }
+for arg in "$@"; do  # every word checked before anything is received, installed or run
+  case $arg in recv | install | serve | identity | throughput | sanity | multi) ;; *)
+    echo "device.sh: unknown step '$arg' (recv, install, serve, identity, throughput, sanity, multi)" >&2; exit 1 ;;
+  esac
+done
+mkdir -p "$out" "$site"
 : >"$table"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -351,6 +356,11 @@ done
 [ $# -gt 0 ] || exit 0
 [ -f "$shim" ] || { echo "device.sh: nothing installed at $kv: run recv and install first" >&2; exit 3; }
 write_model
+# A call that outruns its limit is killed with nothing brought back: at DEADLINE_S (default 560 s,
+# under the 600 s a call may run) the table and logs so far go to $OUT, whatever is still running.
+( sleep "${DEADLINE_S:-560}"; note "deadline ${DEADLINE_S:-560}s reached; results so far follow"
+  row - "deadline reached during" "$*" FAIL; print_table ) &
+watchdog=$!
 for step in "$@"; do
   case $step in
     serve) step_serve ;;
@@ -361,4 +371,5 @@ for step in "$@"; do
     *) echo "device.sh: unknown step $step" >&2; exit 1 ;;
   esac
 done
+kill "$watchdog" 2>/dev/null
 print_table
