@@ -2,7 +2,7 @@
 """Drives vLLM for the device-side proofs (scripts/gpu/vllm/device.sh). Prompts are token-id lists
 (the model has random weights and no tokenizer), the same on every run.
 
-    client.py offline OUT.json [--fp8] [--eager] [--prompts N] [--max-tokens N] [--gpu-util F]
+    client.py offline OUT.json [--fp8] [--eager] [--prompts N] [--max-tokens N] [--gpu-util F] [--kv-bytes N]
         greedy outputs of vllm.LLM in this process (LD_PRELOAD and VLLM_* come from the caller)
     client.py compare A.json B.json
         prints one JSON line: prompts, identical, first differing prompt and token
@@ -45,6 +45,9 @@ def offline(path: str, argv: list[str]) -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--gpu-util", type=float, default=0.2)
     ap.add_argument("--max-num-seqs", type=int, default=64)
+    # A fixed KV size (bytes) instead of one derived from free memory: runs side by side, and runs
+    # under a budget far below the GPU, then get the same cache (and so the same schedule).
+    ap.add_argument("--kv-bytes", type=int, default=0)
     args = ap.parse_args(argv)
     from vllm import LLM, SamplingParams
 
@@ -63,6 +66,7 @@ def offline(path: str, argv: list[str]) -> None:
         gpu_memory_utilization=args.gpu_util,
         enforce_eager=args.eager,
         kv_cache_dtype="fp8" if args.fp8 else "auto",
+        **({"kv_cache_memory_bytes": args.kv_bytes} if args.kv_bytes else {}),
     )
     ready_s = time.time() - t0
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens, ignore_eos=True, detokenize=False)

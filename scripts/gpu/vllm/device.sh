@@ -233,6 +233,27 @@ step_identity() {  # proofs 2, 3, 4
   row 4 "sanity check violations" "${violations:-no report}" "$([ "${violations:-x}" = 0 ] && echo PASS || echo FAIL)"
 }
 
+step_probe() {  # diagnosis: PROBES="name|runner|flags|ENV=V ENV=V;..." offline runs at once, debug logs
+  local probes=${PROBES:-} job name runner flags envs
+  [ -n "$probes" ] || { row probe "PROBES" "empty" FAIL; return; }
+  IFS=';' read -r -a jobs <<<"$probes"
+  local pids=()
+  for job in "${jobs[@]}"; do
+    IFS='|' read -r name runner flags envs <<<"$job"
+    # shellcheck disable=SC2086  # envs and flags are words
+    ( identity_run "probe-$name" 1 "$runner" "$flags" KVCACHED_LOG_LEVEL=debug $envs; echo $? >"$out/probe-$name.rc" ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for job in "${jobs[@]}"; do
+    IFS='|' read -r name _ <<<"$job"
+    local log=$out/probe-$name.log
+    row probe "$name rc" "$(cat "$out/probe-$name.rc" 2>/dev/null)" info
+    row probe "$name kvcached lines" "$(grep -c 'kvcached' "$log")" info
+    row probe "$name first error" "$(grep -m1 -oE '(Error|error)[^|]{0,120}' "$log" | head -1)" info
+  done
+}
+
 step_throughput() {  # proof 5
   local base shim ratios=()
   base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
@@ -340,7 +361,7 @@ print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/d
 
 [ $# -gt 0 ] || { sed -n '2,25p' "$0"; exit 1; }
 for arg in "$@"; do  # every word checked before anything is received, installed or run
-  case $arg in recv | install | serve | identity | throughput | sanity | multi) ;; *)
+  case $arg in recv | install | serve | identity | throughput | sanity | multi | probe) ;; *)
     echo "device.sh: unknown step '$arg' (recv, install, serve, identity, throughput, sanity, multi)" >&2; exit 1 ;;
   esac
 done
@@ -368,6 +389,7 @@ for step in "$@"; do
     throughput) step_throughput ;;
     sanity) step_sanity ;;
     multi) step_multi ;;
+    probe) step_probe ;;
     *) echo "device.sh: unknown step $step" >&2; exit 1 ;;
   esac
 done
