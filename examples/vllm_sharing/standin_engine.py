@@ -20,6 +20,11 @@ tensors are lazy shim regions: the pages under the blocks in use are acquired an
 the C API, one batched call per step each way, the page under the null block (block 0) of every
 layer stays backed, and the sharing verdict is asked every step (stop admitting; preempt the newest
 requests until `give_bytes` are freed). Without the shim the blocks are only counted (a static cache).
+Under the shim the engine also does what the real hook does around each step, with the hook's own
+classes: it reports its step totals (kvcached_report_engine_steps, so `kvctl list --json` shows
+engine_steps, engine_hook_ns, engine_hook_c_calls) and, with KVCACHED_SANITY_CHECK=1, checks before
+every step that each block a request holds is backed (IN_USE) in the shim; the checker's summary
+line is logged at exit. scripts/gpu/vllm/dryrun.sh runs it as a fake `vllm` (tests/support/fake_vllm).
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class KvCache:
         self.free = list(range(1, num_blocks))  # block 0 is the null block (never handed out)
         heapq.heapify(self.free)
         self.c_calls = self.refusals = 0
+        self.c_ns = 0  # time spent in the shim's C calls (the step report's hook time)
+        self.is_free = bytearray(b"\x01") * num_blocks
+        self.is_free[0] = 0
         if api is None:
             return
         from kvcached_hook import capi as C
@@ -82,16 +90,21 @@ class KvCache:
         if n > len(self.free):
             return None
         blocks = [heapq.heappop(self.free) for _ in range(n)]
+        for b in blocks:
+            self.is_free[b] = 0
         if self.api is None:
             return blocks
         new_pages = sorted({b // self.per_page for b in blocks if self.page_users[b // self.per_page] == 0})
         if new_pages:
             self.c_calls += 1
+            t0 = time.perf_counter_ns()
             status = self.api.acquire([(base + p * self.page, self.page) for p in new_pages for base in self.bases])
+            self.c_ns += time.perf_counter_ns() - t0
             if status != 0:
                 self.refusals += 1
                 for b in blocks:
                     heapq.heappush(self.free, b)
+                    self.is_free[b] = 1
                 return None
         for b in blocks:
             self.page_users[b // self.per_page] += 1
@@ -102,6 +115,7 @@ class KvCache:
         emptied = []
         for b in blocks:
             heapq.heappush(self.free, b)
+            self.is_free[b] = 1
             if self.api is not None:
                 p = b // self.per_page
                 self.page_users[p] -= 1
@@ -110,8 +124,25 @@ class KvCache:
         if not emptied:
             return 0
         self.c_calls += 1
+        t0 = time.perf_counter_ns()
         self.api.release([(base + p * self.page, self.page) for p in emptied for base in self.bases])
+        self.c_ns += time.perf_counter_ns() - t0
         return len(emptied) * self.page * len(self.bases)
+
+    def sanity_view(self):
+        """What the hook's SanityChecker reads of an engine's page tracker (kvcached_hook.tracker):
+        the layout of the KV tensors, which blocks are free, which pages are acquired. One page of
+        every layer's tensor is one unit (the blocks of a page share it in every layer)."""
+        from kvcached_hook.pages import KVLayout, TensorSpan
+
+        size = len(self.page_users) * self.page
+        spans = [TensorSpan(base, size, base, f"KV[{i}]", (i,)) for i, base in enumerate(self.bases)]
+        view = type("StandinTracker", (), {})()
+        view.layout = KVLayout(spans, self.block_bytes, self.num_blocks, self.page)
+        view.managed = self.num_blocks
+        view.acq = view.count = self.page_users  # a page is acquired exactly while blocks on it are used
+        view.is_free = lambda block: bool(self.is_free[block])
+        return view
 
 
 class Engine:
@@ -121,6 +152,15 @@ class Engine:
         self.running: list[Request] = []
         self.steps = self.preemptions = 0
         self.next_id = 0
+        self.sanity = self.reporter = None
+        if api is not None:
+            from kvcached_hook.step_report import StepReporter
+
+            self.reporter = StepReporter(api, 0)
+            if os.environ.get("KVCACHED_SANITY_CHECK", "0") not in ("", "0"):
+                from kvcached_hook.sanity import SanityChecker
+
+                self.sanity = SanityChecker(cache.sanity_view(), api, os.environ.get("KVCACHED_LABEL", "standin"))
 
     def submit(self, prompt_len: int, max_tokens: int) -> Request:
         self.next_id += 1
@@ -162,11 +202,26 @@ class Engine:
                 return False
         return True
 
+    def report(self, final: bool = False) -> None:
+        """The step totals to the shim, rate-limited as the real hook does (StepReporter)."""
+        if self.reporter is not None:
+            totals = (self.steps, self.cache.c_ns, self.cache.c_calls)
+            if final:
+                self.reporter.flush(*totals, force=True)
+            else:
+                self.reporter.step(*totals)
+
     def step(self) -> None:
         self.steps += 1
         admit = True
+        if self.sanity is not None:  # before the step, as the hook's check in vLLM's scheduler
+            self.sanity.checks += 1
+            self.sanity.check_held({b: f"request {r.rid}" for r in self.running for b in r.blocks})
+            self.sanity.check_pinned([0])
         if self.api is not None:
+            t0 = time.perf_counter_ns()
             verdict = self.api.share_verdict(0)
+            self.cache.c_ns += time.perf_counter_ns() - t0
             if verdict is not None and verdict.action != "ok":
                 admit = False
                 if verdict.action == "preempt":
@@ -194,6 +249,7 @@ class Engine:
                 self.cache.release(req.blocks)
                 req.blocks = []
                 req.queue.put_nowait(("done", None))
+        self.report()
 
     async def loop(self) -> None:
         nxt = time.monotonic()
@@ -292,7 +348,8 @@ def metrics_text(engine: Engine, name: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-async def main_async(args) -> None:
+def make_engine(model_dir: str, kv_bytes: int, block_size: int, max_seqs: int, label: str) -> Engine:
+    """The engine with its KV cache: in shim regions when the shim is preloaded, else counted."""
     api = None
     if "libkvcached_shim" in os.environ.get("LD_PRELOAD", ""):
         from kvcached_hook import capi
@@ -300,14 +357,19 @@ async def main_async(args) -> None:
         api = capi.load()
         if api is None or not api.enabled():
             raise SystemExit("standin: the shim is preloaded but did not start: " + (api.last_error() if api else "?"))
-        api.set_label(os.environ.get("KVCACHED_LABEL", args.served_model_name or "standin"))
-    layers, kv_heads, head_dim = model_geometry(args.model)
-    block_bytes = args.block_size * 2 * kv_heads * head_dim * 2  # K and V, bf16, per layer
-    num_blocks = max(2, args.kv_cache_memory_bytes // (block_bytes * layers))
+        api.set_label(os.environ.get("KVCACHED_LABEL", label))
+    layers, kv_heads, head_dim = model_geometry(model_dir)
+    block_bytes = block_size * 2 * kv_heads * head_dim * 2  # K and V, bf16, per layer
+    num_blocks = max(2, kv_bytes // (block_bytes * layers))
     cache = KvCache(num_blocks, block_bytes, layers, api)
-    print(f"standin: GPU KV cache size: {(num_blocks - 1) * args.block_size:,} tokens "
+    print(f"standin: GPU KV cache size: {(num_blocks - 1) * block_size:,} tokens "
           f"({num_blocks} blocks, {layers} layers, {'shim regions' if api else 'static'})", flush=True)
-    engine = Engine(cache, args.block_size, args.max_num_seqs, float(os.environ.get("STANDIN_STEP_MS", "10")) / 1000, api)
+    return Engine(cache, block_size, max_seqs, float(os.environ.get("STANDIN_STEP_MS", "10")) / 1000, api)
+
+
+async def main_async(args) -> None:
+    engine = make_engine(args.model, args.kv_cache_memory_bytes, args.block_size, args.max_num_seqs,
+                         args.served_model_name or "standin")
     name = args.served_model_name or args.model
 
     async def handle(reader, writer):
@@ -335,6 +397,7 @@ async def main_async(args) -> None:
     async with server:
         await stop.wait()
     task.cancel()
+    engine.report(final=True)  # the last totals, as the hook's shutdown flush
 
 
 def main() -> int:

@@ -22,15 +22,18 @@
 #                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
 # Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
 # IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), START_PAIRS, PAIRS,
-# MULTI_BUDGET (default 24G), BUDGET_TINY (default 64M).
+# MULTI_BUDGET (default 24G), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
+# load, percent of the default; 100), DEADLINE_S (560). Elsewhere than the GPU machine (dryrun.sh):
+# KV_DIR (the shim's lib/ and bin/, default /tmp/kv), VLLM_SITE (what goes on PYTHONPATH, default
+# /tmp/vllm-site), VLLM_PROOFS (working files, default /tmp/vllm-proofs), VLLM_PROOF_MODEL.
 set -uo pipefail
 cd "$(dirname "$0")/../../.." || exit 1
 here=scripts/gpu/vllm
 payload=${VLLM_PAYLOAD:-$(find .gpu-payload -maxdepth 1 -name 'vllm-*' -type d 2>/dev/null | sort | tail -1)}
-site=/tmp/vllm-site
+site=${VLLM_SITE:-/tmp/vllm-site}
 kv=${KV_DIR:-/tmp/kv}
-out=/tmp/vllm-proofs  # working files; what comes back is copied to $OUT at the end
-model=/tmp/vllm-proof-model
+out=${VLLM_PROOFS:-/tmp/vllm-proofs}  # working files; what comes back is copied to $OUT at the end
+model=${VLLM_PROOF_MODEL:-/tmp/vllm-proof-model}
 shim=$kv/lib/libkvcached_shim.so
 kvctl=$kv/bin/kvctl
 py=python3
@@ -54,7 +57,8 @@ print_table() {
   echo "== results"
   column -t -s $'\t' "$table" 2>/dev/null || cat "$table"
 }
-gpu_used_mib() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+# requests N: a load's request count, LOAD_PCT percent of N (at least 1).
+requests() { local n=$(($1 * ${LOAD_PCT:-100} / 100)); echo $((n > 0 ? n : 1)); }
 
 chunks=/tmp/vllm-chunks  # the parts received so far (kept while the machine stays warm)
 
@@ -130,11 +134,15 @@ serve_stop() {  # serve_stop PID [SIGNAL]
   kill -KILL -- "-$1" 2>/dev/null
   wait "$1" 2>/dev/null
 }
-ledger_bytes() {  # ledger_bytes LABEL_PREFIX FIELD: the engine's bytes in the ledger now
+# ledger_bytes LABEL_PREFIX FIELD: the engine's bytes in the ledger now. Every segment counts, or
+# only kvcached_$KVCACHED_IPC_NAME where that is set (a dry run on a machine where other tests run).
+ledger_bytes() {
   "$kvctl" list --json 2>/dev/null | $py -c "
-import json, sys
+import json, os, sys
 d = json.load(sys.stdin)
-print(sum(p.get('$2', 0) for s in d.get('segments', []) for p in s.get('processes', []) if (p.get('label') or '').startswith('$1')))"
+ipc = os.environ.get('KVCACHED_IPC_NAME')
+segs = [s for s in d.get('segments', []) if not ipc or s.get('name') == 'kvcached_' + ipc]
+print(sum(p.get('$2') or 0 for s in segs for p in s.get('processes', []) if (p.get('label') or '').startswith('$1')))"
 }
 full_kv_bytes() {  # from vLLM's log line "GPU KV cache size: N tokens"
   local tokens
@@ -157,7 +165,7 @@ step_serve() {  # proofs 1 and 8
         local full idle busy loadres
         full=$(full_kv_bytes "$out/$name.log")
         idle=$(ledger_bytes "" charged_bytes)
-        $py "$here/client.py" load 8100 256 64 512 128 >"$out/serve-load.json" &
+        $py "$here/client.py" load 8100 "$(requests 256)" 64 512 128 >"$out/serve-load.json" &
         local lp=$! peak=0 now
         while kill -0 $lp 2>/dev/null; do now=$(ledger_bytes "" charged_bytes); [ "${now:-0}" -gt "$peak" ] && peak=$now; sleep 0.5; done
         loadres=$(cat "$out/serve-load.json")
@@ -165,7 +173,7 @@ step_serve() {  # proofs 1 and 8
         note "proof 1: full KV $((full >> 20)) MiB, backed idle $((idle >> 20)) MiB, peak under load $((busy >> 20)) MiB; load $loadres"
         "$kvctl" list >"$out/serve-kvctl.txt" 2>&1
         local errors; errors=$($py -c "import json; print(json.load(open('$out/serve-load.json'))['errors'])" 2>/dev/null || echo "?")
-        row 1 "serves 256 requests, errors" "$errors" "$([ "$errors" = 0 ] && echo PASS || echo FAIL)"
+        row 1 "serves $(requests 256) requests, errors" "$errors" "$([ "$errors" = 0 ] && echo PASS || echo FAIL)"
         row 1 "backed idle / full KV" "$((idle >> 20)) / $((full >> 20)) MiB" "$([ "$full" -gt 0 ] && [ "$idle" -lt $((full / 4)) ] && echo PASS || echo FAIL)"
         row 1 "backed peak under load" "$((busy >> 20)) MiB" info
       fi
@@ -177,10 +185,14 @@ step_serve() {  # proofs 1 and 8
 import statistics, sys
 b = [float(x) for x in '${base_times[*]}'.split()]; s = [float(x) for x in '${shim_times[*]}'.split()]
 if not b or not s: print('- FAIL'); sys.exit()
+if statistics.median(b) <= 0: print(f'{statistics.median(b):.1f}s/{statistics.median(s):.1f}s FAIL'); sys.exit()  # no ratio
 r = statistics.median(s) / statistics.median(b)
 print(f'{statistics.median(b):.1f}s/{statistics.median(s):.1f}s={r:.3f}', 'PASS' if r <= 1.05 else 'FAIL')")
   row 8 "ready base/shim (median of $pairs)" "${verdict% *}" "${verdict##* }"
 }
+
+# live_pids PID...: those still running (children of this shell).
+live_pids() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
 
 # identity_run NAME SHIM(0|1) RUNNER FLAGS ENV...: one vllm.LLM process
 identity_run() {
@@ -207,14 +219,15 @@ step_identity() {  # proofs 2, 3, 4
     jobs+=("id-budget-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_BUDGET=${BUDGET_TINY:-64M}"
            "id-sanity-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_SANITY_CHECK=1")
   fi
-  local running=0 job
+  # Waits name the runs' own pids: a bare `wait` would also wait for the watchdog (the whole call).
+  local running=() job
   for job in "${jobs[@]}"; do
     IFS='|' read -r name use_shim runner flags env1 <<<"$job"
     ( identity_run "$name" "$use_shim" "$runner" "$flags" ${env1:+"$env1"}; echo $? >"$out/$name.rc" ) &
-    running=$((running + 1))
-    if [ "$running" -ge "${PARALLEL:-6}" ]; then wait -n; running=$((running - 1)); fi
+    running+=($!)
+    if [ "${#running[@]}" -ge "${PARALLEL:-6}" ]; then wait -n "${running[@]}"; mapfile -t running < <(live_pids "${running[@]}"); fi
   done
-  wait
+  wait "${running[@]}"
   for entry in $matrix; do
     IFS=: read -r runner mode kvd <<<"$entry"
     local a=$out/id-$runner-$mode-$kvd-base.json b=$out/id-$runner-$mode-$kvd-shim.json cmp
@@ -255,13 +268,14 @@ step_probe() {  # diagnosis: PROBES="name|runner|flags|ENV=V ENV=V;..." offline 
 }
 
 step_throughput() {  # proof 5
-  local base shim ratios=()
+  # Not `shim`: a local of that name would hide the library path from serve_start (unset: set -u).
+  local base shim_pid ratios=()
   base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
-  shim=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
-  if ! $py "$here/client.py" wait 8200 400 "$base" >/dev/null || ! $py "$here/client.py" wait 8201 400 "$shim" >/dev/null; then
-    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim"; return
+  shim_pid=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
+  if ! $py "$here/client.py" wait 8200 400 "$base" >/dev/null || ! $py "$here/client.py" wait 8201 400 "$shim_pid" >/dev/null; then
+    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; return
   fi
-  $py "$here/client.py" load 8200 64 64 256 64 >/dev/null; $py "$here/client.py" load 8201 64 64 256 64 >/dev/null  # warm-up
+  $py "$here/client.py" load 8200 "$(requests 64)" 64 256 64 >/dev/null; $py "$here/client.py" load 8201 "$(requests 64)" 64 256 64 >/dev/null  # warm-up
   # Proof 5's per-step costs: the shim engine's cumulative totals, read from outside through kvctl.
   local steps=$out/throughput-ledger.jsonl sampler t0
   $py "$here/ledger_samples.py" record "$kvctl" "$steps" 0.5 &
@@ -271,18 +285,23 @@ step_throughput() {  # proof 5
     local order=(8200 8201) r=() port
     [ $((k % 2)) = 0 ] && order=(8201 8200)
     for port in "${order[@]}"; do
-      r[port - 8200]=$($py "$here/client.py" load "$port" 512 128 512 128 | tee -a "$out/throughput.jsonl" |
+      r[port - 8200]=$($py "$here/client.py" load "$port" "$(requests 512)" 128 512 128 | tee -a "$out/throughput.jsonl" |
         $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
     done
-    ratios+=("$($py -c "print(${r[1]} / ${r[0]})")")
+    ratios+=("$($py -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]))" "${r[1]}" "${r[0]}" 2>/dev/null)")
     note "throughput pair $k: base ${r[0]} shim ${r[1]} tok/s"
   done
   local t1; t1=$(date +%s.%N)
   sleep 1; kill "$sampler" 2>/dev/null
-  serve_stop "$base"; serve_stop "$shim"
+  serve_stop "$base"; serve_stop "$shim_pid"
   local med
-  med=$($py -c "import statistics; print(f'{statistics.median([${ratios[*]// /,}]):.3f}')")
-  row 5 "shim/base tok/s, median of ${PAIRS:-5} pairs" "$med" "$($py -c "print('PASS' if $med >= 0.99 else 'FAIL')")"
+  # One ratio a word: ${ratios[*]// /,} would edit each element, not the spaces between them.
+  # A pair whose load failed left an empty ratio: counted out, and no ratio at all is a FAIL.
+  med=$($py -c "
+import statistics, sys
+r = [float(x) for x in sys.argv[1:] if x]
+print(f'{statistics.median(r):.3f}' if r else 'none')" "${ratios[@]}")
+  row 5 "shim/base tok/s, median of ${PAIRS:-5} pairs" "$med" "$($py -c "print('PASS' if '$med' != 'none' and float('$med') >= 0.99 else 'FAIL')")"
   local costs
   if costs=$($py "$here/step_stats.py" "$steps" --label tp-shim --from "$t0" --to "$t1" --json); then
     echo "$costs" >"$out/throughput-step-costs.json"
@@ -299,7 +318,7 @@ step_sanity() {  # proof 4 under `vllm serve`
   if ! $py "$here/client.py" wait 8400 400 "$pid" >/dev/null; then
     note "sanity: server not ready"; tail -30 "$log"; row 4 "sanity server ready" no FAIL; serve_stop "$pid"; return
   fi
-  $py "$here/client.py" load 8400 256 64 512 128 >"$out/sanity-load.json"
+  $py "$here/client.py" load 8400 "$(requests 256)" 64 512 128 >"$out/sanity-load.json"
   sleep 2  # idle: the engine logs the summary of the run
   serve_stop "$pid"  # SIGINT: Scheduler.shutdown logs the last one
   local summary checks violations lines
@@ -308,7 +327,7 @@ step_sanity() {  # proof 4 under `vllm serve`
   checks=$(echo "$summary" | grep -oE '[0-9]+ checks' | cut -d' ' -f1)
   violations=$(echo "$summary" | grep -oE '[0-9]+ violations' | cut -d' ' -f1)
   lines=$(grep -c 'sanity violation' "$log")
-  row 4 "serve, 256 requests: load" "$(cat "$out/sanity-load.json")" info
+  row 4 "serve, $(requests 256) requests: load" "$(cat "$out/sanity-load.json")" info
   row 4 "serve: sanity checks (last summary)" "${checks:-no summary}" "$([ "${checks:-0}" -gt 100 ] && echo PASS || echo FAIL)"
   row 4 "serve: violations (summary; lines)" "${violations:-?}; $lines" "$([ "${violations:-x}" = 0 ] && [ "$lines" = 0 ] && echo PASS || echo FAIL)"
 }
@@ -324,42 +343,58 @@ step_multi() {  # proofs 6 and 7
   for order in "a b" "b a"; do  # two engines, both start orders
     pids=()
     for k in $order; do
-      pids+=("$(serve_start "multi-$order-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization 0.3)")
+      pids+=("$(serve_start "multi-${order// /}-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization 0.3)")
       ev "start vllm-$k"
       $py "$here/client.py" wait "$(port_of "$k")" 300 "${pids[-1]}" >/dev/null || { row 6 "order $order: vllm-$k ready" no FAIL; }
     done
-    for k in a b; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
+    for k in a b; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" "$(requests 256)" 64 1500 128 >>"$out/multi-load.jsonl"; done
     row 6 "order $order: both started and served" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")" info
     if [ "$order" = "b a" ]; then  # a third engine joins
       pids+=("$(serve_start multi-c 8302 1 "${common[@]}" KVCACHED_LABEL=vllm-c -- --gpu-memory-utilization 0.3)")
       ev "start vllm-c"
       if $py "$here/client.py" wait 8302 300 "${pids[-1]}" >/dev/null; then row 6 "third engine started next to two" yes PASS; else row 6 "third engine started next to two" no FAIL; fi
-      for k in c a; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" 256 64 1500 128 >>"$out/multi-load.jsonl"; done
+      for k in c a; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" "$(requests 256)" 64 1500 128 >>"$out/multi-load.jsonl"; done
       # 7: kill -9 of vllm-a's EngineCore while it is loaded; vllm-b and vllm-c ask for memory.
-      $py "$here/client.py" load 8300 512 128 1500 256 >/dev/null 2>&1 &
-      $py "$here/client.py" load 8301 512 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
+      local loads=()
+      $py "$here/client.py" load 8300 "$(requests 512)" 128 1500 256 >/dev/null 2>&1 &
+      loads+=($!)
+      $py "$here/client.py" load 8301 "$(requests 512)" 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
+      loads+=($!)
       sleep 8
-      local victim kill_t
+      local victim kill_t freed=None
+      # The vllm-a process holding the most (its EngineCore: the API server process carries the same
+      # label if it loads the shim too), from the samples read as step_stats.py reads them (the
+      # recorder may be writing the last line right now).
       victim=$($py -c "
-import json
-rows = [json.loads(l) for l in open('$samples')]
-print(next(p['pid'] for p in rows[-1]['procs'] if p['label'] == 'vllm-a'))" 2>/dev/null)
-      kill_t=$(date +%s.%N); kill -9 "$victim"; ev "kill -9 vllm-a ($victim)"
-      sleep 5
-      local freed
-      freed=$($py "$here/ledger_samples.py" freed "$samples" "$victim" "$kill_t" | $py -c 'import json,sys; print(json.load(sys.stdin)["freed_after_s"])')
-      row 7 "vllm-a's charge left the ledger after (s)" "$freed" "$($py -c "print('PASS' if '$freed' not in ('None', '') and float('$freed') <= 1.0 else 'FAIL')")"
-      wait
+import sys
+sys.path.insert(0, '$here')
+import ledger_samples
+rows = ledger_samples.samples('$samples')
+procs = [p for p in (rows[-1]['procs'] if rows else []) if p['label'] == 'vllm-a']
+print(max(procs, key=lambda p: p['charged'])['pid'] if procs else '')")
+      if [ -n "$victim" ]; then
+        kill_t=$(date +%s.%N); kill -9 "$victim"; ev "kill -9 vllm-a ($victim)"
+        sleep 5
+        freed=$($py "$here/ledger_samples.py" freed "$samples" "$victim" "$kill_t" | $py -c 'import json,sys; print(json.load(sys.stdin)["freed_after_s"])')
+      else
+        note "multi: no vllm-a in the last ledger sample; nothing killed"
+      fi
+      row 7 "vllm-a's charge left the ledger after (s)" "${freed:-None}" "$($py -c "print('PASS' if '$freed' not in ('None', '') and float('$freed') <= 1.0 else 'FAIL')")"
+      wait "${loads[@]}"  # not a bare wait: the sampler and the watchdog are children too
     fi
     for pid in "${pids[@]}"; do serve_stop "$pid"; done
     ev "stopped order $order"
   done
   kill "$sampler" 2>/dev/null
-  $py "$here/ledger_samples.py" plot "$samples" "$events" "$out/multi.png" && row 6 "plot" "$out/multi.png" info
+  if $py "$here/ledger_samples.py" plot "$samples" "$events" "$out/multi.png" 2>"$out/plot.err"; then
+    row 6 "plot" "$out/multi.png" info
+  else
+    row 6 "plot" "none: $(tail -1 "$out/plot.err")" info
+  fi
   row 6 "loads served without error" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")/$(grep -c '"n"' "$out/multi-load.jsonl")" info
 }
 
-[ $# -gt 0 ] || { sed -n '2,25p' "$0"; exit 1; }
+[ $# -gt 0 ] || { sed -n '/^set -uo/q; 2,$p' "$0"; exit 1; }
 for arg in "$@"; do  # every word checked before anything is received, installed or run
   case $arg in recv | install | serve | identity | throughput | sanity | multi | probe) ;; *)
     echo "device.sh: unknown step '$arg' (recv, install, serve, identity, throughput, sanity, multi)" >&2; exit 1 ;;
@@ -379,7 +414,12 @@ done
 write_model
 # A call that outruns its limit is killed with nothing brought back: at DEADLINE_S (default 560 s,
 # under the 600 s a call may run) the table and logs so far go to $OUT, whatever is still running.
-( sleep "${DEADLINE_S:-560}"; note "deadline ${DEADLINE_S:-560}s reached; results so far follow"
+# Its sleep is killed with it (the TERM trap): a sleep left behind would keep the call's output
+# open until the deadline, so every call would last DEADLINE_S.
+( sleep "${DEADLINE_S:-560}" & nap=$!
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  wait "$nap" || exit 0
+  note "deadline ${DEADLINE_S:-560}s reached; results so far follow"
   row - "deadline reached during" "$*" FAIL; print_table ) &
 watchdog=$!
 for step in "$@"; do

@@ -51,8 +51,12 @@ def samples(path: str) -> list[dict]:
     return rows
 
 
-def plot(path: str, events: str, png: str) -> None:
-    import matplotlib
+def plot(path: str, events: str, png: str) -> int:
+    try:
+        import matplotlib
+    except ImportError:  # not in every image: the samples travel back, plot them on another machine
+        print(f"no matplotlib here: plot {path} elsewhere with `ledger_samples.py plot`", file=sys.stderr)
+        return 3
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -87,6 +91,7 @@ def plot(path: str, events: str, png: str) -> None:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
+    return 0
 
 
 def freed(path: str, pid: int, kill_t: float) -> None:
@@ -114,7 +119,7 @@ def main() -> int:
     if mode == "record":
         record(rest[0], rest[1], float(rest[2]))
     elif mode == "plot":
-        plot(rest[0], rest[1], rest[2])
+        return plot(rest[0], rest[1], rest[2])
     elif mode == "freed":
         freed(rest[0], int(rest[1]), float(rest[2]))
     elif mode == "peak":
