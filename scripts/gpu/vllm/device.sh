@@ -21,7 +21,7 @@
 #   multi        6 + 7: two then three shimmed servers under one KVCACHED_BUDGET, started in two
 #                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
 # Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
-# IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), START_PAIRS, PAIRS,
+# IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), KV_BYTES (identity KV size, default 4 GiB), START_PAIRS, PAIRS,
 # MULTI_BUDGET (default 24G), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
 # load, percent of the default; 100), DEADLINE_S (560). Elsewhere than the GPU machine (dryrun.sh):
 # KV_DIR (the shim's lib/ and bin/, default /tmp/kv), VLLM_SITE (what goes on PYTHONPATH, default
@@ -209,15 +209,15 @@ step_identity() {  # proofs 2, 3, 4
   local jobs=() entry
   for entry in $matrix; do
     IFS=: read -r runner mode kvd <<<"$entry"
-    local flags="--gpu-util 0.1"
+    local flags="--gpu-util 0.1 --kv-bytes ${KV_BYTES:-4294967296}"
     [ "$mode" = eager ] && flags+=" --eager"
     [ "$kvd" = fp8 ] && flags+=" --fp8"
     jobs+=("id-$runner-$mode-$kvd-base|0|$runner|$flags|" "id-$runner-$mode-$kvd-shim|1|$runner|$flags|")
   done
   # 3: a budget far below demand (64 prompts x ~1000 tokens x 8 KiB ~ 500 MiB wanted); 4: sanity.
   if [ "${IDENTITY_EXTRAS:-1}" = 1 ]; then
-    jobs+=("id-budget-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_BUDGET=${BUDGET_TINY:-64M}"
-           "id-sanity-shim|1|v2|--gpu-util 0.1 --eager|KVCACHED_SANITY_CHECK=1")
+    jobs+=("id-budget-shim|1|v2|--gpu-util 0.1 --kv-bytes ${KV_BYTES:-4294967296} --eager|KVCACHED_BUDGET=${BUDGET_TINY:-64M}"
+           "id-sanity-shim|1|v2|--gpu-util 0.1 --kv-bytes ${KV_BYTES:-4294967296} --eager|KVCACHED_SANITY_CHECK=1")
   fi
   # Waits name the runs' own pids: a bare `wait` would also wait for the watchdog (the whole call).
   local running=() job
