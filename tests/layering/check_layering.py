@@ -15,6 +15,7 @@ Rules (a violation names the file, the line and the rule):
 """
 
 import os
+import subprocess
 import re
 import sys
 
@@ -43,6 +44,20 @@ def rules_for(path):
 
 
 def walk(source_dir):
+    # The project's files as git sees them (tracked, or new and not ignored): payloads, virtual
+    # environments and build trees that git ignores are other projects' code, not ours.
+    try:
+        listed = subprocess.run(
+            ["git", "-C", source_dir, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True, capture_output=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        listed = None  # not a git checkout (a source tarball): walk the tree
+    if listed is not None:
+        for rel in filter(None, listed):
+            full = os.path.join(source_dir, rel)
+            if os.path.isfile(full):
+                yield rel, full
+        return
     for root, dirs, files in os.walk(source_dir):
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith("build")]
         for name in files:
