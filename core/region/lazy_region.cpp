@@ -55,6 +55,7 @@ Status LazyRegion::Acquire(std::uint64_t offset, std::uint64_t length, SwappedPa
   std::size_t end = 0;
   KVC_RETURN_IF_ERROR(PageSpan(offset, length, first, end));
   std::unique_lock<std::mutex> lock(mu_);
+  acquired_once_ = true;
   for (;;) {
     if (dead_) return Gone();
     PageTable::RangeClass c = table_.Classify(first, end);
@@ -83,6 +84,8 @@ Status LazyRegion::AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t f
   for (std::size_t m : misses) table_.SetBusy(m, true);
   table_.Pin(first, end);  // the range's mapped pages must stay mapped until we commit
   ++ops_in_flight_;
+  const bool first_swap = !synced_once_;
+  synced_once_ = true;
   lock.unlock();
 
   pool_.NoteMiss();
@@ -99,6 +102,11 @@ Status LazyRegion::AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t f
   if (st.ok()) {
     auto scope = driver::ScopedContext::Enter(pool_.driver(), pool_.context());
     st = scope.status();
+    // The engine's zero fill of the new allocation may still be running through the aliases
+    // this swap replaces (acquired_once_): once per region, let the queued work finish first.
+    if (st.ok() && first_swap) {
+      st = pool_.driver().Check(pool_.driver().api().cuCtxSynchronize(), "cuCtxSynchronize");
+    }
     if (st.ok()) {
       in = swapper_.SwapIn(misses, handles, spare);
       st = in.status;
@@ -208,7 +216,7 @@ Status LazyRegion::SwapOutChosen(Select select, std::vector<driver::PhysicalHand
 Status LazyRegion::MapAhead(std::size_t target) {
   std::vector<std::size_t> pages;
   std::unique_lock<std::mutex> lock(mu_);
-  if (dead_ || table_.mapped_free_count() >= target) return Status::Ok();
+  if (dead_ || !acquired_once_ || table_.mapped_free_count() >= target) return Status::Ok();
   table_.LowestZero(target - table_.mapped_free_count(), pages);
   if (pages.empty()) return Status::Ok();
   for (std::size_t p : pages) table_.SetBusy(p, true);

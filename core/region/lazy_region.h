@@ -51,7 +51,8 @@ class LazyRegion final : public Region {
 
   // --- called by the pool ---
   // Maps the lowest ZERO pages until `target` pages are MAPPED_FREE (as far as the pool has
-  // pages). Returns the first driver error.
+  // pages). Returns the first driver error. Does nothing before the region's first acquire (see
+  // acquired_once_).
   Status MapAhead(std::size_t target);
   // Swaps out MAPPED_FREE pages free for at least delay_ns, keeping the `keep` lowest.
   Status TrimExpired(std::int64_t now_ns, std::int64_t delay_ns, std::size_t keep);
@@ -88,6 +89,14 @@ class LazyRegion final : public Region {
   std::condition_variable cv_;  // busy pages cleared / operations ended
   PageTable table_;
   std::size_t ops_in_flight_ = 0;
+  // Until the engine first acquires pages here, it may still be writing all over the region (a
+  // zero fill of the whole allocation, warm-up and graph capture into blocks it holds none of).
+  // Those writes land in the zero aliases, and replacing an alias opens a moment where its VA is
+  // unmapped: a kernel writing there then faults the whole context (seen with vLLM on an H200).
+  // So map-ahead stays out of a region until its first acquire, and the first swap-in waits for
+  // the work queued on the device before it.
+  bool acquired_once_ = false;
+  bool synced_once_ = false;
   bool dead_ = false;
   bool destroyed_ = false;
 };

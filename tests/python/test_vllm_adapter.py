@@ -22,6 +22,7 @@ if V.HAVE_VLLM:
     from kvcached_hook.engines.vllm import registry, scheduler_side, worker
     from kvcached_hook.engines.vllm import tp as tp_mod
     from kvcached_hook.patching import PatchSet, Target
+    import torch
     from vllm.v1.core import block_pool, kv_cache_manager
 
 PAGE = 8192  # uniform block = 2 x 16 tokens x 2 heads x 16 x 2 bytes = 2 KiB: 4 blocks per page
@@ -184,14 +185,27 @@ class VllmAdapterTest(PatchedVllmTest):
     def test_async_scheduling_held_blocks_are_backed_at_every_step(self):
         self.run_checked("uniform", async_scheduling=True)
 
-    def test_null_block_is_backed_before_the_scheduler_exists(self):
-        api, _, _ = self.worker_cache()
+    def test_null_block_is_backed_when_the_scheduler_takes_the_cache_and_not_before(self):
+        # Before the scheduler exists vLLM zero-fills, warms up and captures graphs, writing all
+        # over the cache; backing a page then would let the shim map pages ahead under those
+        # writes (a context-killing fault on the GPU). Nothing is backed until the scheduler.
+        api, vllm_config, config = self.worker_cache()
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
+        self.assertEqual(api.acquire_calls, 0, "a page was backed during start-up")
         for span in entry.layout.spans:
+            self.assertFalse(api.backed(span.addr, span.block_bytes), "block 0 backed during start-up")
+        self.assertEqual(api.label, "vllm:" + os.path.basename(V.model_dir()))
+        tensors = sorted(entry.tensors, key=lambda t: t.data_ptr())
+        for span, tensor in zip(entry.layout.spans, tensors):  # warm-up's writes into the block
+            tensor.view(-1).view(torch.uint8)[: span.block_bytes].fill_(7)
+        V.make_scheduler(vllm_config, config)
+        self.assertTrue(entry.pinned)
+        for span, tensor in zip(entry.layout.spans, tensors):
             self.assertTrue(api.backed(span.addr, span.block_bytes), "block 0 not backed")
             self.assertFalse(api.backed(span.addr + 8 * span.block_bytes), "more than block 0's page backed")
-        self.assertEqual(api.label, "vllm:" + os.path.basename(V.model_dir()))
+            self.assertEqual(int(tensor.view(-1).view(torch.uint8)[: span.block_bytes].abs().sum()), 0,
+                             "the null block does not read zeros")
 
     # ---------------------------------------------------------------- refusal
     def test_a_refusal_makes_allocate_slots_answer_none_and_preempts_never_raises(self):
@@ -325,28 +339,38 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assertIsNone(scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached"))
 
     def test_a_cache_that_must_be_backed_fully_but_is_refused_stops_with_the_fix(self):
-        # (views, what the shim answers to each acquire): the null block backed, then backing the
-        # whole cache refused; the null block refused, then backing the lazy tensors refused.
-        cases = ((V.kv_first_views, [C.OK, C.ERR_NO_MEMORY]), (V.blocks_first_views, [C.ERR_NO_MEMORY] * 2))
-        for reshape, answers in cases:
-            with self.subTest(reshape=reshape.__name__):
-                registry.clear()
-                api = FakeCApi(page_size=PAGE)
-                api.fail_next = list(answers)
-                worker.overrides["api"] = api
-                vllm_config = V.make_vllm_config(32)
-                with self.assertRaises(RuntimeError) as raised:
-                    V.build_worker_cache(vllm_config, V.kv_cache_config(vllm_config, "uniform"), reshape=reshape)
-                self.assertIn("must be backed fully", str(raised.exception))
-                self.assertIn("raise the GPU's budget (kvctl)", str(raised.exception))
-                self.assertEqual(api.fail_next, [])
+        # Views vLLM's attention cannot use page by page: backing the whole cache is refused.
+        registry.clear()
+        api = FakeCApi(page_size=PAGE)
+        api.fail_next = [C.ERR_NO_MEMORY]
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        with self.assertRaises(RuntimeError) as raised:
+            V.build_worker_cache(vllm_config, V.kv_cache_config(vllm_config, "uniform"), reshape=V.kv_first_views)
+        self.assertIn("must be backed fully", str(raised.exception))
+        self.assertIn("raise the GPU's budget (kvctl)", str(raised.exception))
+        self.assertEqual(api.fail_next, [])
+
+    def test_a_refused_null_block_stops_the_engine_with_the_fix(self):
+        registry.clear()
+        api = FakeCApi(page_size=PAGE)
+        worker.overrides["api"] = api
+        vllm_config = V.make_vllm_config(32)
+        config = V.kv_cache_config(vllm_config, "uniform")
+        V.build_worker_cache(vllm_config, config)
+        api.fail_next = [C.ERR_NO_MEMORY]
+        with self.assertRaises(RuntimeError) as raised:
+            V.make_scheduler(vllm_config, config)
+        self.assertIn("null KV block", str(raised.exception))
+        self.assertIn("budget is exhausted (see kvctl list)", str(raised.exception))
 
     def test_the_v1_runner_path_makes_the_same_lazy_cache(self):
         api, vllm_config, config = self.worker_cache(V.build_v1_worker_cache)
         (entry,) = registry.caches()
         self.assertTrue(entry.managed)
-        self.assertEqual(api.acquire_calls, 1, "only the null block is backed at allocation")
+        self.assertEqual(api.acquire_calls, 0, "a page was backed before the scheduler exists")
         scheduler = V.make_scheduler(vllm_config, config)
+        self.assertEqual(api.acquire_calls, 1, "the null block alone is backed when the scheduler takes the cache")
         self.assertIs(scheduler.kv_cache_manager.block_pool.__dict__["_kvcached"].entry, entry)
         registry.clear()
         V.build_v1_worker_cache(vllm_config, config, reshape=V.kv_first_views)

@@ -2,6 +2,7 @@
 // and eager regions.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -165,29 +166,51 @@ TEST_F(LazyRegionTest, BadRangesAreRejected) {
   EXPECT_EQ(StatsOf(rt()).maps, 0U);
 }
 
-TEST_F(LazyRegionTest, MapAheadBacksTheLowestZeroPagesAndWarmAcquiresMakeNoDriverCall) {
+TEST_F(LazyRegionTest, MapAheadWaitsForTheFirstAcquireThenBacksTheLowestZeroPages) {
   Config c = QuietConfig();
   c.map_ahead_pages = 2;
-  // Budget: the zero page and exactly the two mapped-ahead pages, so the worker cannot refill
-  // and any driver call during the acquire below would be the foreground's.
-  t_ = MakeRuntime(c, 3 * kPage);
+  // Budget: the zero page, the acquired page and exactly the two mapped-ahead pages, so the
+  // worker cannot refill and any driver call during the warm acquire below would be the
+  // foreground's.
+  t_ = MakeRuntime(c, 4 * kPage);
   std::uint64_t base = Create(6 * kPage, c);
+  // A fresh region may still be written all over by the engine (its zero fill): the worker maps
+  // nothing into it, however many passes it makes, until the engine's first acquire.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(StateOf(rt(), base), PageState::kZero);
+  EXPECT_EQ(StatsOf(rt()).maps, 0U);
+
+  ASSERT_TRUE(AcquireOne(rt(), base + 5 * kPage, 4096).ok());
+  EXPECT_EQ(StatsOf(rt()).sync_maps, 1U);
   ASSERT_TRUE(WaitFor([&] { return StateOf(rt(), base + kPage) == PageState::kMappedFree; }));
   EXPECT_EQ(StateOf(rt(), base), PageState::kMappedFree);
   EXPECT_EQ(StateOf(rt(), base + 2 * kPage), PageState::kZero);
-  EXPECT_EQ(StatsOf(rt()).sync_maps, 0U);
 
   std::uint64_t calls = VmmCalls();
   ASSERT_TRUE(AcquireOne(rt(), base, 4096).ok());
   EXPECT_EQ(VmmCalls(), calls);
   EXPECT_EQ(StateOf(rt(), base), PageState::kInUse);
-  EXPECT_EQ(StatsOf(rt()).sync_maps, 0U);
+  EXPECT_EQ(StatsOf(rt()).sync_maps, 1U);
 
   // Room for one more page: the worker maps the next lowest ZERO page ahead.
-  t_.budget->SetLimit(4 * kPage);
+  t_.budget->SetLimit(5 * kPage);
   ASSERT_TRUE(WaitFor([&] { return StateOf(rt(), base + 2 * kPage) == PageState::kMappedFree; }));
   EXPECT_EQ(StateOf(rt(), base + 3 * kPage), PageState::kZero);
-  EXPECT_EQ(StatsOf(rt()).maps, 3U);
+  EXPECT_EQ(StatsOf(rt()).maps, 4U);
+}
+
+TEST_F(LazyRegionTest, TheFirstSwapInOfARegionWaitsForTheWorkQueuedBeforeIt) {
+  // Work queued before the first acquire (the engine zero-filling the allocation) writes through
+  // the aliases the swap replaces; later swaps need no wait (nothing writes unheld pages then).
+  std::uint64_t a = Create(4 * kPage);
+  std::uint64_t b = Create(4 * kPage);
+  std::uint64_t syncs = CallCount("cuCtxSynchronize");
+  ASSERT_TRUE(AcquireOne(rt(), a, kPage).ok());
+  EXPECT_EQ(CallCount("cuCtxSynchronize") - syncs, 1U);
+  ASSERT_TRUE(AcquireOne(rt(), a + 2 * kPage, kPage).ok());
+  EXPECT_EQ(CallCount("cuCtxSynchronize") - syncs, 1U);
+  ASSERT_TRUE(AcquireOne(rt(), b + kPage, kPage).ok());
+  EXPECT_EQ(CallCount("cuCtxSynchronize") - syncs, 2U);
 }
 
 TEST_F(LazyRegionTest, DeferredTrimReturnsOldFreePagesToZero) {
@@ -212,8 +235,8 @@ TEST_F(LazyRegionTest, TrimKeepsTheMapAheadReserveOfLowestPages) {
   c.trim_delay_ms = 0;
   c.map_ahead_pages = 1;
   std::uint64_t base = Create(6 * kPage, c);
-  ASSERT_TRUE(WaitFor([&] { return StateOf(rt(), base) == PageState::kMappedFree; }));
   ASSERT_TRUE(AcquireOne(rt(), base + 2 * kPage, 3 * kPage).ok());  // pages 2..4
+  ASSERT_TRUE(WaitFor([&] { return StateOf(rt(), base) == PageState::kMappedFree; }));
   ASSERT_TRUE(ReleaseOne(rt(), base + 2 * kPage, 3 * kPage).ok());
   // The worker keeps the lowest MAPPED_FREE page (the reserve) and trims the rest.
   ASSERT_TRUE(WaitFor([&] {

@@ -23,7 +23,8 @@ class WorkerCache:
     num_blocks: int
     device_index: int
     label: str
-    pinned_units: list[int] = field(default_factory=list)  # the null block's pages, backed at allocation
+    pinned_units: list[int] = field(default_factory=list)  # the null block's pages
+    pinned: bool = False  # the null block backed (worker.pin_null_block, when a scheduler takes it)
     managed: bool = True  # False: backed fully (layout not understood); the scheduler leaves it alone
     claimed: bool = False
     tensors: list = field(default_factory=list)  # keeps the raw tensors alive as long as the entry

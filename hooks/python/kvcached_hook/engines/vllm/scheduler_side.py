@@ -57,7 +57,9 @@ def wrap_pool_init(orig):
                 entry = None
         if entry is None:
             return
-        from .worker import _back_fully
+        from .worker import _back_fully, pin_null_block
+
+        pin_null_block(entry)  # start-up is over: the null block backed for good (tp: describe did)
 
         for other in registry.unclaimed_others(entry):
             _back_fully(other, "a second KV cache in this process that no scheduler drives")

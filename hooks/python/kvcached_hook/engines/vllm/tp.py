@@ -49,7 +49,10 @@ def describe(worker):
     entry = _local_entry(worker)
     if entry is None:
         return None
+    from .worker import pin_null_block
+
     entry.claimed = True
+    pin_null_block(entry)  # the scheduler takes the cache now: start-up is over on this rank
     layout = entry.layout
     return {
         "num_blocks": entry.num_blocks,
@@ -189,5 +192,6 @@ def remote_cache(executor, num_blocks: int, local_api):
         device_index=0,
         label=first["label"],
         pinned_units=list(first["pinned_units"]),
+        pinned=True,  # every rank pinned its null block in describe()
         claimed=True,
     )

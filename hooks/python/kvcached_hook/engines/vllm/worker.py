@@ -253,26 +253,42 @@ def _adopt(ctx: VllmContext, kv_cache_config, tensors) -> registry.WorkerCache:
         pool=ctx.pool,
         remote=getattr(getattr(ctx.vllm_config, "parallel_config", None), "world_size", 1) > 1,
     )
-    # The null block: warm-up and graph capture write it before any request, and padded slots
-    # keep writing it: backed now, for good.
-    units = layout.block_units(0)
-    ranges = [r for unit in units for r in layout.unit_ranges(unit)]
-    status = ctx.api.acquire(ranges)
-    if status != C.OK:
-        raise RuntimeError(
-            f"kvcached: could not back vLLM's null KV block ({C.STATUS_NAMES.get(status, status)}: "
-            f"{ctx.api.last_error()}); the GPU's budget is exhausted (see kvctl list)"
-        )
-    entry.pinned_units = units
-    # vLLM zero-filled the cache before these pages existed: the null block must read zeros again
-    # (padded slots read it; garbage could turn into NaN through a masked product).
-    for (tensor, _), span in zip((seen[a] for a in sorted(seen)), spans):
-        flat = tensor.view(-1) if tensor.is_contiguous() else None
-        if flat is not None and tensor.data_ptr() == span.addr:
-            flat.view(torch.uint8)[: span.block_bytes].zero_()
+    # The null block (vLLM pads every step with it) is backed when a scheduler takes the cache
+    # (pin_null_block), not now: see there.
+    entry.pinned_units = layout.block_units(0)
     ctx.name_process(entry.label)
     logger.debug(
         "%s: KV cache %s: %d tensors x %d blocks, page %d bytes, %d units",
         ENGINE, entry.label, len(spans), num_blocks, page_size, layout.num_units,
     )
     return entry
+
+
+def pin_null_block(entry: registry.WorkerCache) -> None:
+    """Backs the null block for good and makes it read zeros; once, when a scheduler takes the
+    cache (registry.claim; tp.describe for tensor-parallel workers).
+
+    Not at allocation: vLLM's zero fill, warm-up and graph capture then still write all over the
+    cache (block 0 and real block ids alike) through the shim's zero aliases, and the first page
+    backed in a region lets the shim map pages ahead there, replacing aliases under those writes
+    (a fault that kills the CUDA context; seen on an H200). By the time a scheduler exists, start-up
+    is over; what it wrote into aliases was scratch."""
+    import torch
+
+    if entry.pinned or not entry.managed:
+        return
+    ranges = [r for unit in entry.pinned_units for r in entry.layout.unit_ranges(unit)]
+    status = entry.api.acquire(ranges)
+    if status != C.OK:
+        raise RuntimeError(
+            f"kvcached: could not back vLLM's null KV block ({C.STATUS_NAMES.get(status, status)}: "
+            f"{entry.api.last_error()}); the GPU's budget is exhausted (see kvctl list)"
+        )
+    entry.pinned = True
+    # The block read zeros at allocation and scratch since: padded slots read it (garbage could
+    # turn into NaN through a masked product), so zeros again.
+    by_addr = {t.untyped_storage().data_ptr(): t for t in entry.tensors}
+    for span in entry.layout.spans:
+        tensor = by_addr.get(span.addr)
+        if tensor is not None and tensor.is_contiguous() and tensor.data_ptr() == span.addr:
+            tensor.view(-1).view(torch.uint8)[: span.block_bytes].zero_()
