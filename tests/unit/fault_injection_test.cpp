@@ -201,6 +201,8 @@ TEST_F(FaultTest, MapAheadFailuresAreRetried) {
   c.map_ahead_pages = 2;
   t_ = MakeRuntime(c, kPage);  // room for the zero page only: the worker cannot map ahead yet
   std::uint64_t base = Lazy(4 * kPage);
+  // Map-ahead begins at the region's first acquire (refused here: no driver call).
+  ASSERT_EQ(AcquireOne(rt(), base + 3 * kPage, kPage).code(), Errc::kNoMemory);
   // Map-ahead of pages 0-1: the second real map fails (page 0 is rolled back); the next pass
   // gets one new page only (cuMemCreate:4) and its set-access fails; the pass after succeeds.
   ScopedFaults f("cuMemMap:2,cuMemSetAccess:3,cuMemCreate:4");
