@@ -142,7 +142,9 @@ import json, os, sys
 d = json.load(sys.stdin)
 ipc = os.environ.get('KVCACHED_IPC_NAME')
 segs = [s for s in d.get('segments', []) if not ipc or s.get('name') == 'kvcached_' + ipc]
-print(sum(p.get('$2') or 0 for s in segs for p in s.get('processes', []) if (p.get('label') or '').startswith('$1')))"
+# Live processes only: slots of engines that died (earlier steps' segments) still list charges.
+print(sum(p.get('$2') or 0 for s in segs for p in s.get('processes', [])
+          if p.get('state', 'live') == 'live' and (p.get('label') or '').startswith('$1')))"
 }
 full_kv_bytes() {  # from vLLM's log line "GPU KV cache size: N tokens"
   local tokens
