@@ -10,7 +10,7 @@ from ..._env import HookSettings
 from ..._log import important
 from ... import capi as C
 from . import observe, registry, tp
-from .blocks import PoolAdapter
+from .blocks import _NO_BLOCKS, PoolAdapter
 from .share_policy import BACKED_ONLY, REFUSE, RUN
 from .steps import StepHooks, start_idle_thread
 
@@ -155,8 +155,12 @@ def wrap_reset_prefix_cache(orig):
 def wrap_get_num_free_blocks(orig):
     def get_num_free_blocks(self):
         count = orig(self)
-        adapter = _adapter(self)
+        adapter = self.__dict__.get("_kvcached")
         if adapter is None:
+            return count
+        # vLLM asks once per request and step: with no allocation pending and no pressure the
+        # answer is vLLM's own (free_count's result), without the lock and the calls.
+        if not adapter.demand and not adapter.tracker.pressure:
             return count
         with adapter.lock:
             return adapter.free_count(count)
@@ -173,8 +177,11 @@ def wrap_get_num_blocks_to_allocate(orig):
             with adapter.lock:
                 if kwargs.get("apply_admission_cap"):
                     adapter.demand = None  # an admission estimate for the whole sequence: no backing
-                else:
+                elif count or any(new_computed_blocks or ()):
                     adapter.note_demand(count, new_computed_blocks)
+                else:  # a decode step inside its last block (most calls): nothing to back or protect
+                    adapter.demand = 0
+                    adapter.protected = _NO_BLOCKS
         return count
 
     return get_num_blocks_to_allocate
@@ -188,8 +195,9 @@ def wrap_allocate_slots(orig):
         with adapter.lock:
             hooks, tracker = adapter.hooks, adapter.tracker
             # The sharing policy may hold admissions back (share_policy.py): None, as for a full
-            # cache, before vLLM touches anything.
-            decision = hooks.share.admission(request, hooks.scheduler()) if hooks is not None else RUN
+            # cache, before vLLM touches anything. (Most steps: verdict ok, nothing to ask.)
+            share = hooks.share if hooks is not None else None
+            decision = share.admission(request, hooks.scheduler()) if share is not None and share.stopping else RUN
             if decision == REFUSE:
                 return None
             no_new_pages = tracker.no_new_pages
