@@ -36,6 +36,9 @@ import time
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's per-config INFO lines, once per run
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
+if "--hooks" in sys.argv:  # another tree's hook package (a before/after comparison): imported first
+    sys.path.insert(0, sys.argv[sys.argv.index("--hooks") + 1])
+    import kvcached_hook  # noqa: E402,F401 - fake_capi then finds this one in sys.modules
 
 import vllm_support as V  # noqa: E402
 from fake_capi import FakeCApi, SharedBudget  # noqa: E402
@@ -165,11 +168,15 @@ def main() -> None:
     parser.add_argument("--mode", choices=("sync", "async", "both"), default="both")
     parser.add_argument("--unaligned", action="store_true",
                         help="page grid at absolute addresses (the plain fake: tensors at odd page phases)")
+    parser.add_argument("--hooks", help="folder holding the kvcached_hook package to measure (default: this tree's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the hooked runs")
     args = parser.parse_args()
 
     worker.overrides.update(require_cuda=False, use_pool=False)
     scheduler_side.overrides["idle_thread"] = False  # off the step path; keeps runs deterministic
+    import kvcached_hook
+
+    print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
     print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent, prompt "
           f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({args.blocks_per_page} per page), "
           f"{args.layers} layers, "
