@@ -32,6 +32,7 @@ from ...tracker import KVPageTracker
 from . import registry
 
 LIVE: "weakref.WeakSet[PoolAdapter]" = weakref.WeakSet()
+_NO_BLOCKS: frozenset[int] = frozenset()
 
 
 class PoolAdapter:
@@ -55,7 +56,7 @@ class PoolAdapter:
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
         self.tracker.mark_units_acquired(entry.pinned_units)
         self.cached: dict[int, object] = {}  # block id -> block: ref 0 with a hash, LRU first
-        self.protected: frozenset[int] = frozenset()  # prefix hits of the allocation in progress
+        self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
         self.allocating = False  # inside KVCacheManager.allocate_slots
         self.in_flight: deque[int] = deque()  # steps scheduled with work, not yet processed
@@ -96,17 +97,22 @@ class PoolAdapter:
     def evict_cached(self, k: int) -> int:
         """Drops up to k cached blocks (LRU first, never a prefix hit being allocated) from the
         prefix cache; their pages become free backed blocks."""
-        dropped = 0
-        for bid in list(self.cached):
-            if dropped >= k:
-                break
-            if bid in self.protected:
-                continue
-            block = self.cached[bid]
-            self.pool._maybe_evict_cached_block(block)
+        if k <= 0:
+            return 0
+        # Only the first k candidates are read (the cache may hold ~100k blocks; this runs a few
+        # times per step when pages run short): collect them, then evict (sync edits the dict).
+        protected = self.protected
+        victims = []
+        for bid, block in self.cached.items():
+            if bid not in protected:
+                victims.append(block)
+                if len(victims) >= k:
+                    break
+        evict = self.pool._maybe_evict_cached_block
+        for block in victims:
+            evict(block)
             self.sync(block)
-            dropped += 1
-        return dropped
+        return len(victims)
 
     def drop_prefix_cache(self) -> int:
         return self.evict_cached(len(self.cached))
@@ -125,11 +131,11 @@ class PoolAdapter:
             for block in group:
                 if block.ref_cnt == 0 and not block.is_null:
                     hits.add(block.block_id)
-        self.protected = frozenset(hits)
+        self.protected = frozenset(hits) if hits else _NO_BLOCKS
         self.demand = max(0, num_blocks - len(hits))
 
     def end_allocation(self) -> None:
-        self.protected = frozenset()
+        self.protected = _NO_BLOCKS  # runs for every request every step: no new frozenset each time
         self.demand = None
 
     def choose(self, n: int) -> None:

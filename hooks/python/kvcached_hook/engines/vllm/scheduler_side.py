@@ -10,8 +10,8 @@ from ..._env import HookSettings
 from ..._log import important
 from ... import capi as C
 from . import observe, registry, tp
-from .blocks import PoolAdapter
-from .share_policy import BACKED_ONLY, REFUSE, RUN
+from .blocks import _NO_BLOCKS, PoolAdapter
+from .share_policy import BACKED_ONLY, OK, REFUSE, RUN
 from .steps import StepHooks, start_idle_thread
 
 overrides = {"idle_thread": True}
@@ -155,8 +155,12 @@ def wrap_reset_prefix_cache(orig):
 def wrap_get_num_free_blocks(orig):
     def get_num_free_blocks(self):
         count = orig(self)
-        adapter = _adapter(self)
+        adapter = self.__dict__.get("_kvcached")
         if adapter is None:
+            return count
+        # vLLM asks once per request and step: with no allocation pending and no pressure the
+        # answer is vLLM's own (free_count's result), without the lock and the calls.
+        if not adapter.demand and not adapter.tracker.pressure:
             return count
         with adapter.lock:
             return adapter.free_count(count)
@@ -168,13 +172,18 @@ def wrap_get_num_free_blocks(orig):
 def wrap_get_num_blocks_to_allocate(orig):
     def get_num_blocks_to_allocate(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs):
         count = orig(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs)
-        adapter = _adapter(getattr(self, "block_pool", None))
-        if adapter is not None and adapter.allocating:  # other callers only estimate
+        pool = getattr(self, "block_pool", None)  # _adapter(), inline: once per request and step
+        adapter = pool.__dict__.get("_kvcached") if pool is not None else None
+        if adapter is None or not adapter.allocating:  # other callers only estimate
+            return count
+        if kwargs.get("apply_admission_cap"):
+            adapter.demand = None  # an admission estimate for the whole sequence: no backing
+        elif count or any(new_computed_blocks or ()):
             with adapter.lock:
-                if kwargs.get("apply_admission_cap"):
-                    adapter.demand = None  # an admission estimate for the whole sequence: no backing
-                else:
-                    adapter.note_demand(count, new_computed_blocks)
+                adapter.note_demand(count, new_computed_blocks)
+        else:  # a decode step inside its last block (most calls): nothing to back or protect
+            adapter.demand = 0
+            adapter.protected = _NO_BLOCKS
         return count
 
     return get_num_blocks_to_allocate
@@ -182,18 +191,29 @@ def wrap_get_num_blocks_to_allocate(orig):
 
 def wrap_allocate_slots(orig):
     def allocate_slots(self, request, num_new_tokens, *args, **kwargs):
-        adapter = _adapter(getattr(self, "block_pool", None))
+        pool = getattr(self, "block_pool", None)
+        adapter = pool.__dict__.get("_kvcached") if pool is not None else None
         if adapter is None:
             return orig(self, request, num_new_tokens, *args, **kwargs)
         with adapter.lock:
             hooks, tracker = adapter.hooks, adapter.tracker
             # The sharing policy may hold admissions back (share_policy.py): None, as for a full
-            # cache, before vLLM touches anything.
-            decision = hooks.share.admission(request, hooks.scheduler()) if hooks is not None else RUN
+            # cache, before vLLM touches anything. (Most steps: verdict ok, nothing to ask.)
+            verdict = hooks.share.verdict if hooks is not None else None
+            stopping = verdict is not None and verdict.action != OK  # SharePolicy.stopping, inline
+            decision = hooks.share.admission(request, hooks.scheduler()) if stopping else RUN
             if decision == REFUSE:
                 return None
+            if decision != BACKED_ONLY:  # the usual case, once per request and step: the least work
+                adapter.allocating = True
+                try:
+                    return orig(self, request, num_new_tokens, *args, **kwargs)
+                finally:
+                    adapter.allocating = False
+                    adapter.protected = _NO_BLOCKS  # end_allocation(), inline
+                    adapter.demand = None
             no_new_pages = tracker.no_new_pages
-            tracker.no_new_pages = no_new_pages or decision == BACKED_ONLY
+            tracker.no_new_pages = True
             adapter.allocating = True
             try:
                 return orig(self, request, num_new_tokens, *args, **kwargs)

@@ -21,10 +21,6 @@ from .blocks import PoolAdapter
 from .share_policy import SharePolicy
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class StepHooks:
     """Attached to a PoolAdapter once its scheduler makes the first step."""
 
@@ -95,35 +91,56 @@ class StepHooks:
 
     # ---- demand ----
     def predict(self, scheduler) -> int:
-        """Blocks the coming schedule() may take from the pool (an estimate from above)."""
+        """Blocks the coming schedule() may take from the pool beyond the cached blocks it reuses
+        first (an estimate from above); 0 when what is backed certainly covers the step."""
         managers = scheduler.kv_cache_manager.coordinator.single_type_managers
         tracker = self.adapter.tracker
-
-        def need(request_id: str, tokens: int) -> int:
-            total = 0
-            for manager in managers:
-                have = len(manager.req_to_blocks.get(request_id, ()))
-                total += max(0, _cdiv(tokens, manager.block_size) - have)
-            return total
-
-        demand = 0
+        running, waiting = scheduler.running, scheduler.waiting
         budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
-        for request in list(scheduler.running):
-            new = max(1, request.num_tokens_with_spec + getattr(request, "num_output_placeholders", 0) - request.num_computed_tokens)
-            new = min(new, budget) if budget else new
-            budget -= new
-            demand += need(request.request_id, request.num_computed_tokens + new)
-        slots = int(getattr(scheduler, "max_num_running_reqs", 0) or 0) - len(scheduler.running)
-        for request in list(scheduler.waiting):
-            if budget <= 0 or slots <= 0:
+        slots = int(getattr(scheduler, "max_num_running_reqs", 0) or 0) - len(running)
+        spare = tracker.nbfree + (len(self.adapter.cached) if tracker.prefer_cached else 0)
+        if budget > 0 and (slots <= 0 or not waiting):
+            # O(1) bound first: a running request holds blocks for its computed tokens, so it needs
+            # at most cdiv(new, block) more per manager, and a step's new tokens are within the
+            # budget. When what is backed (and cached, reused first) covers that bound, the walk
+            # cannot lead to an acquire: skip it.
+            bound = sum(budget // m.block_size + len(running) for m in managers)
+            if bound <= spare:
+                return 0
+        return max(0, min(self._demand(managers, running, waiting, budget, slots) - (spare - tracker.nbfree), tracker.nfree))
+
+    @staticmethod
+    def _demand(managers, running, waiting, budget: int, slots: int) -> int:
+        """The walk over the requests vLLM will schedule: O(running + admitted). Each request's
+        tokens are clamped to what is left of the step's token budget (when it is known)."""
+        tables = [(manager.req_to_blocks, manager.block_size) for manager in managers]
+        limited = budget > 0
+        demand = 0
+        for request in list(running):
+            computed = request.num_computed_tokens
+            new = request.num_tokens_with_spec + getattr(request, "num_output_placeholders", 0) - computed
+            if new < 1:
+                new = 1
+            if limited:
+                if new > budget:
+                    new = budget
+                budget -= new
+            tokens = computed + new
+            rid = request.request_id
+            for table, size in tables:
+                need = -(-tokens // size) - len(table.get(rid, ()))
+                if need > 0:
+                    demand += need
+        for request in list(waiting):
+            if budget <= 0 or slots <= 0:  # no known budget: admissions are not predicted
                 break
             tokens = min(request.num_tokens - request.num_computed_tokens, budget)
             budget -= tokens
             slots -= 1
-            demand += need(request.request_id, request.num_computed_tokens + tokens)
-        if tracker.prefer_cached:
-            demand -= len(self.adapter.cached)  # reused before new pages are backed
-        return max(0, min(demand, tracker.nfree))
+            total = request.num_computed_tokens + tokens
+            for table, size in tables:
+                demand += max(0, -(-total // size) - len(table.get(request.request_id, ())))
+        return demand
 
     # ---- giving back ----
     def yield_to_pressure(self) -> None:

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""What the vLLM engine hook costs per engine step, on the CPU (a benchmark, not a test).
+
+Drives vLLM's real Scheduler (scheduler.schedule() + update_from_output() with fake model
+outputs, as tests/python/vllm_support.py does) through one load, with the hook (fake C API,
+tests/python/fake_capi.py) and without it (vLLM unpatched), alternating, several repeats, for
+synchronous and asynchronous scheduling. Per step it reports:
+
+  hook      the hook's own count (StepHooks.hook_ns_total / steps: what kvctl shows as
+            engine_hook_ns / engine_steps);
+  wall      time in schedule() + update_from_output() per schedule() call, with and without the
+            hook, and their difference (everything the hook adds, the BlockPool wrappers included).
+
+Medians over the repeats with their spread (min..max). Run it with the project's environment:
+
+  $(scripts/python-env.sh) bench/vllm_hook_cost.py                  # vLLM 0.26 (pinned)
+  PYTHONPATH=$(dirname $(scripts/python-env.sh))/../overlays/vllm-0.24.0 \
+      $(scripts/python-env.sh) bench/vllm_hook_cost.py              # vLLM 0.24
+
+--profile prints a cProfile of the hooked runs (cumulative, hook package lines first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import gc
+import io
+import os
+import pstats
+import statistics
+import sys
+import time
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's per-config INFO lines, once per run
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
+if "--hooks" in sys.argv:  # another tree's hook package (a before/after comparison): imported first
+    sys.path.insert(0, sys.argv[sys.argv.index("--hooks") + 1])
+    import kvcached_hook  # noqa: E402,F401 - fake_capi then finds this one in sys.modules
+
+import vllm_support as V  # noqa: E402
+from fake_capi import FakeCApi, SharedBudget  # noqa: E402
+
+if not V.HAVE_VLLM:
+    sys.exit(f"vllm_hook_cost: {V.SKIP_REASON}")
+
+import torch  # noqa: E402
+from kvcached_hook.engines import vllm as adapter_pkg  # noqa: E402
+from kvcached_hook.engines.vllm import registry, scheduler_side, worker  # noqa: E402
+from vllm.v1.core import kv_cache_utils  # noqa: E402
+from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
+from vllm.v1.outputs import ModelRunnerOutput  # noqa: E402
+
+
+class RegionPerTensor(FakeCApi):
+    """Every KV tensor starts its own shim region, as the shim's MemPool gives it on a GPU (one
+    page-aligned class of blocks); the plain fake puts the page grid at absolute addresses, so
+    CPU tensors would land at odd phases and take the layout's slower many-class path."""
+
+    def region_info(self, addr: int):
+        return dataclasses.replace(super().region_info(addr), base=addr)
+
+
+def make_config(args):
+    config = V.make_vllm_config(args.num_blocks, async_scheduling=args.async_sched, max_num_seqs=args.concurrency,
+                                max_tokens_per_step=args.tokens_per_step)
+    # Room for prompt + output (vllm_support's tiny model config stops at 512).
+    max_len = args.prompt + args.output + V.BLOCK
+    config.model_config.max_model_len = max_len
+    config.scheduler_config.max_model_len = max_len
+    return config
+
+
+BLOCK_BYTES = 512  # per block and layer: 16 tokens x K,V x 1 head x 8 x fp16 (small CPU tensors)
+
+
+def kv_config(vllm_config, layers: int):
+    """`layers` full-attention layers of BLOCK_BYTES per block; --blocks-per-page sets the page."""
+    specs = {f"layers.{i}.attn": FullAttentionSpec(block_size=V.BLOCK, num_kv_heads=1, head_size=8,
+                                                   dtype=torch.float16) for i in range(layers)}
+    per_block = sum(spec.page_size_bytes for spec in specs.values())
+    blocks = vllm_config.cache_config.num_gpu_blocks_override
+    return kv_cache_utils.get_kv_cache_configs(vllm_config, [specs], [per_block * (blocks + 8)])[0]
+
+
+def requests(args):
+    # Distinct prompts (no prefix hits), as a load generator with random prompts makes.
+    out = []
+    for i in range(args.requests):
+        prompt = [(i * 7919 + j * 31) % 500 + 1 for j in range(args.prompt)]
+        out.append(V.make_request(f"r{i}", prompt, args.output))
+    return out
+
+
+def run_once(args, hooked: bool, profiler=None) -> dict:
+    registry.clear()
+    vllm_config = make_config(args)
+    config = kv_config(vllm_config, args.layers)
+    if hooked:
+        api = (FakeCApi if args.unaligned else RegionPerTensor)(page_size=args.blocks_per_page * BLOCK_BYTES, budget=SharedBudget(None))
+        worker.overrides["api"] = api
+        V.build_worker_cache(vllm_config, config)
+    scheduler = V.make_scheduler(vllm_config, config)
+    if hooked and scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached") is None:
+        sys.exit("vllm_hook_cost: the hook did not take the BlockPool")
+    for request in requests(args):
+        scheduler.add_request(request)
+
+    in_flight = 2 if args.async_sched else 1
+    empty = ModelRunnerOutput(req_ids=[], req_id_to_index={})
+    pending = []
+    schedules = 0
+    spent = 0
+    perf = time.perf_counter_ns
+    gc.collect()
+    if profiler is not None:
+        profiler.enable()
+    # The loop of vllm_support.run_loop, timing only the scheduler's two calls.
+    while scheduler.has_requests() or pending:
+        scheduled = False
+        if len(pending) < in_flight and scheduler.has_requests():
+            t0 = perf()
+            out = scheduler.schedule()
+            spent += perf() - t0
+            schedules += 1
+            if out.total_num_scheduled_tokens > 0:
+                pending.append((out, V.fake_output(scheduler, out)))
+                scheduled = True
+            elif not pending:
+                t0 = perf()
+                scheduler.update_from_output(out, empty)
+                spent += perf() - t0
+        if pending and (len(pending) >= in_flight or not scheduled):
+            out, result = pending.pop(0)
+            t0 = perf()
+            scheduler.update_from_output(out, result)
+            spent += perf() - t0
+    if profiler is not None:
+        profiler.disable()
+    result = {"steps": schedules, "wall_us": spent / 1000 / schedules}
+    hooks = scheduler.__dict__.get("_kvcached_steps")
+    if hooked:
+        tracker = hooks.adapter.tracker
+        result.update(hook_us=hooks.hook_ns_total / 1000 / hooks.steps,
+                      c_calls=(tracker.acquire_calls + tracker.release_calls) / hooks.steps)
+    return result
+
+
+def spread(values) -> str:
+    return f"{statistics.median(values):7.1f} ({min(values):.1f}..{max(values):.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=64, help="max_num_seqs")
+    parser.add_argument("--prompt", type=int, default=512, help="prompt tokens")
+    parser.add_argument("--output", type=int, default=128, help="output tokens")
+    parser.add_argument("--blocks", default="4096,102400",
+                        help="KV cache sizes in blocks, comma-separated (the H200 serve run had 102697)")
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--blocks-per-page", type=int, default=128,
+                        help="blocks per shim page (H200 serve run: 16 KiB blocks, 2 MiB pages: 128)")
+    parser.add_argument("--tokens-per-step", type=int, default=8192, help="max_num_batched_tokens")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", choices=("sync", "async", "both"), default="both")
+    parser.add_argument("--unaligned", action="store_true",
+                        help="page grid at absolute addresses (the plain fake: tensors at odd page phases)")
+    parser.add_argument("--hooks", help="folder holding the kvcached_hook package to measure (default: this tree's)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the hooked runs")
+    args = parser.parse_args()
+
+    worker.overrides.update(require_cuda=False, use_pool=False)
+    scheduler_side.overrides["idle_thread"] = False  # off the step path; keeps runs deterministic
+    import kvcached_hook
+
+    print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
+    print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent, prompt "
+          f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({args.blocks_per_page} per page), "
+          f"{args.layers} layers, "
+          f"{args.repeats} repeats (hooked/unhooked alternating), CPU ({os.cpu_count()} cores), fake C API")
+    rows = []
+    cases = [(int(b), m) for b in args.blocks.split(",") for m in (("sync", "async") if args.mode == "both" else (args.mode,))]
+    for blocks, mode in cases:
+        args.async_sched, args.num_blocks = mode == "async", blocks
+        profiler = cProfile.Profile() if args.profile else None
+        hooked, plain = [], []
+        for rep in range(args.repeats + 1):  # the first pair warms up (imports, caches) and is dropped
+            order = (True, False) if rep % 2 == 0 else (False, True)
+            for with_hook in order:
+                if with_hook:
+                    if not adapter_pkg.patch():
+                        sys.exit(f"vllm_hook_cost: not patched: {adapter_pkg.PATCHES.reason}")
+                    res = run_once(args, True, profiler if rep else None)
+                    adapter_pkg.unpatch()
+                else:
+                    res = run_once(args, False)
+                if rep:
+                    (hooked if with_hook else plain).append(res)
+        diffs = [h["wall_us"] - p["wall_us"] for h, p in zip(hooked, plain)]
+        rows.append((f"{mode} {blocks}", hooked[0]["steps"], [h["hook_us"] for h in hooked], [h["wall_us"] for h in hooked],
+                     [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked)))
+        if profiler is not None:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats("kvcached_hook", 40)
+            print(f"---- cProfile, {mode}, {blocks} blocks, hooked runs (cumulative) ----")
+            print(text.getvalue())
+    print("per schedule() call, microseconds: median (min..max)")
+    print(f"{'mode blocks':12} {'steps':>5}  {'hook (own count)':>24}  {'wall with hook':>24}  {'wall unpatched':>24}"
+          f"  {'wall added':>24}  C calls/step")
+    for mode, steps, hook, with_hook, plain, diffs, calls in rows:
+        print(f"{mode:12} {steps:5}  {spread(hook):>24}  {spread(with_hook):>24}  {spread(plain):>24}"
+              f"  {spread(diffs):>24}  {calls:.3f}")
+
+
+if __name__ == "__main__":
+    main()
