@@ -141,6 +141,49 @@ SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
 
 @unittest.skipUnless(SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER"),
                      "set KVCACHED_TEST_SHIM (built shim) and KVCACHED_CUDA_DRIVER (fake driver) to run")
+class _SharingEngines:
+    """Engine processes (ENGINE) on one small shared budget, driven by commands on stdin; each
+    answers one JSON line. Ends them and removes the segment on exit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
+                        KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
+                        KVCACHED_MAP_AHEAD_PAGES="0", KVCACHED_SHARE_PREEMPT_MS="60000")
+        self.procs = []
+
+    def start(self, *args):
+        p = subprocess.Popen([sys.executable, "-c", ENGINE, SHIM, *args], env=self.env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p, json.loads(p.stdout.readline() or "null")
+
+    @staticmethod
+    def command(p, text):
+        p.stdin.write(text + "\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline() or "null")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            try:
+                p.stdin.write("exit\n")
+                p.stdin.flush()
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if os.path.exists(f"/dev/shm/kvcached_{self.name}"):
+            os.remove(f"/dev/shm/kvcached_{self.name}")
+        return False
+
+
 class RealShimTest(unittest.TestCase):
     """The bindings against the built shim on the fake driver (run in a child: the shim starts
     threads and a shared-memory segment, which must not outlive the test)."""
@@ -197,32 +240,16 @@ print("roundtrip ok")
     def test_share_verdict_asks_the_engine_above_its_share(self):
         """Two processes on one small budget: A fills it, B is refused; A's verdict asks it to give
         and names B; B's says ok (a starved engine is never asked)."""
-        engine = ENGINE
-        name = f"pytest_share_{os.getpid()}"
-        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
-                   KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
-                   KVCACHED_MAP_AHEAD_PAGES="0", KVCACHED_SHARE_PREEMPT_MS="60000")
-        procs = []
-        try:
-            def start():
-                p = subprocess.Popen([sys.executable, "-c", engine, SHIM], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                procs.append(p)
-                return p, json.loads(p.stdout.readline() or "null")
-
-            a, a_first = start()
+        with _SharingEngines(f"pytest_share_{os.getpid()}") as engines:
+            command = engines.command
+            a, a_first = engines.start()
             self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
             self.assertGreater(a_first["held"], 0)
-            b, b_first = start()
+            b, b_first = engines.start()
             self.assertIsNotNone(b_first)
             self.assertLess(b_first["held"], a_first["held"], "B was not refused")
 
-            def verdict(p):
-                p.stdin.write("verdict\n")
-                p.stdin.flush()
-                return json.loads(p.stdout.readline())
-
-            va, vb = verdict(a), verdict(b)
+            va, vb = command(a, "verdict"), command(b, "verdict")
             self.assertIsNotNone(va, "the shim lacks kvcached_share_verdict")
             self.assertIn(va["action"], ("stop_admitting", "give_cached"), va)
             self.assertGreater(va["give_bytes"], 0, va)
@@ -230,39 +257,17 @@ print("roundtrip ok")
             self.assertLess(va["fair_share_bytes"], va["held_bytes"], va)
             self.assertEqual(va["weight"], 1.0)
             self.assertEqual(vb["action"], "ok", vb)
-            a.stdin.write("report\n")
-            a.stdin.flush()
-            self.assertEqual(a.stdout.readline().strip(), str(C.OK))
+            self.assertEqual(command(a, "report"), C.OK)
 
             # A gives what it was asked; B, asking again, gets it: the pages moved.
             page = a_first["page"]
             give = va["give_bytes"] // page
-
-            def command(p, text):
-                p.stdin.write(text + "\n")
-                p.stdin.flush()
-                return json.loads(p.stdout.readline())
-
             self.assertEqual(command(a, "give %d" % give)["held"], a_first["held"] - give)
             b_after = command(b, "grow")["held"]
             self.assertGreaterEqual(b_after, b_first["held"] + give - 1, (b_first, give, b_after))
-            va = verdict(a)
+            va = command(a, "verdict")
             self.assertEqual(va["give_bytes"], 0, va)
             self.assertNotEqual(va["action"], "preempt", va)
-        finally:
-            for p in procs:
-                try:
-                    p.stdin.write("exit\n")
-                    p.stdin.flush()
-                except OSError:
-                    pass
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            if os.path.exists(f"/dev/shm/kvcached_{name}"):
-                os.remove(f"/dev/shm/kvcached_{name}")
 
     def test_a_process_starting_on_a_full_budget_is_not_starved_until_it_asks_for_kv(self):
         """B starts while A holds the whole budget: its zero memory is refused (it waits for the
@@ -271,28 +276,12 @@ print("roundtrip ok")
         the preemption bound is counted from there."""
         import time
 
-        name = f"pytest_share_start_{os.getpid()}"
-        env = dict(os.environ, PYTHONPATH=HOOKS, KVCACHED_IPC_NAME=name, KVCACHED_BUDGET="48M",
-                   KVCACHED_MIN_RESERVED_PAGES="0", KVCACHED_MAX_RESERVED_PAGES="1",
-                   KVCACHED_MAP_AHEAD_PAGES="0", KVCACHED_SHARE_PREEMPT_MS="60000")
-        procs = []
-
-        def command(p, text):
-            p.stdin.write(text + "\n")
-            p.stdin.flush()
-            return json.loads(p.stdout.readline() or "null")
-
-        try:
-            def start(*args):
-                p = subprocess.Popen([sys.executable, "-c", ENGINE, SHIM, *args], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                procs.append(p)
-                return p, json.loads(p.stdout.readline() or "null")
-
-            a, a_first = start()
+        with _SharingEngines(f"pytest_share_start_{os.getpid()}") as engines:
+            command = engines.command
+            a, a_first = engines.start()
             self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
             started = time.monotonic()
-            b, b_first = start("late")  # its zero memory: refused, then counted outside the budget
+            b, b_first = engines.start("late")  # its zero memory: refused, then counted outside the budget
             took = time.monotonic() - started
             self.assertIsNotNone(b_first, b.stderr.read() if b.poll() is not None else "")
             self.assertEqual(b_first["held"], 0)
@@ -306,22 +295,8 @@ print("roundtrip ok")
             self.assertIn(va["action"], ("stop_admitting", "give_cached"), va)
             self.assertEqual(va["starved_pid"], b.pid, va)
             self.assertLess(va["starved_ms"], 1000, va)
-        finally:
-            for p in procs:
-                try:
-                    p.stdin.write("exit\n")
-                    p.stdin.flush()
-                except OSError:
-                    pass
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            if os.path.exists(f"/dev/shm/kvcached_{name}"):
-                os.remove(f"/dev/shm/kvcached_{name}")
         # It said why its zero memory is outside the budget.
-        self.assertIn("counted outside it", procs[1].stderr.read() if procs[1].stderr else "")
+        self.assertIn("counted outside it", b.stderr.read() if b.stderr else "")
 
     def test_report_engine_steps_is_seen_by_kvctl(self):
         """The hook's totals reach the process's ledger slot: kvctl list --json shows the last report
