@@ -174,14 +174,20 @@ class _SharingEngines:
                 p.stdin.flush()
             except OSError:
                 pass
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if os.path.exists(f"/dev/shm/kvcached_{self.name}"):
-            os.remove(f"/dev/shm/kvcached_{self.name}")
+        _reap(self.procs, self.name)
         return False
+
+
+def _reap(procs, segment: str) -> None:
+    """Waits for engine processes told to end (killed after 20 s), then removes their segment."""
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if os.path.exists(f"/dev/shm/kvcached_{segment}"):
+        os.remove(f"/dev/shm/kvcached_{segment}")
 
 
 class RealShimTest(unittest.TestCase):
@@ -345,13 +351,7 @@ print("done", flush=True)
             self.assertEqual(proc.stdout.readline().strip(), "done", proc.stderr.read() if proc.poll() is not None else "")
         finally:
             proc.stdin.close()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if os.path.exists(f"/dev/shm/kvcached_{name}"):
-                os.remove(f"/dev/shm/kvcached_{name}")
+            _reap([proc], name)
 
 
 if __name__ == "__main__":
