@@ -204,22 +204,17 @@ def wrap_allocate_slots(orig):
             decision = hooks.share.admission(request, hooks.scheduler()) if stopping else RUN
             if decision == REFUSE:
                 return None
-            if decision != BACKED_ONLY:  # the usual case, once per request and step: the least work
-                adapter.allocating = True
-                try:
-                    return orig(self, request, num_new_tokens, *args, **kwargs)
-                finally:
-                    adapter.allocating = False
-                    adapter.protected = _NO_BLOCKS  # end_allocation(), inline
-                    adapter.demand = None
-            no_new_pages = tracker.no_new_pages
-            tracker.no_new_pages = True
+            backed_only = decision == BACKED_ONLY
+            if backed_only:
+                no_new_pages = tracker.no_new_pages
+                tracker.no_new_pages = True
             adapter.allocating = True
             try:
                 return orig(self, request, num_new_tokens, *args, **kwargs)
             finally:
                 adapter.allocating = False
-                tracker.no_new_pages = no_new_pages
+                if backed_only:
+                    tracker.no_new_pages = no_new_pages
                 adapter.end_allocation()
 
     return allocate_slots

@@ -224,8 +224,6 @@ def _back_raw_fully(api, tensors, why: str) -> None:
 
 
 def _adopt(ctx: VllmContext, kv_cache_config, tensors) -> registry.WorkerCache:
-    import torch
-
     num_blocks = int(kv_cache_config.num_blocks)
     seen: dict[int, object] = {}
     for tensor in tensors:
