@@ -168,6 +168,34 @@ class BackingTest(unittest.TestCase):
         self.assertTrue(expected_pages(api, layout, held) <= api.in_use_pages())
 
 
+class TakeFreeTest(unittest.TestCase):
+    def test_take_free_matches_take_one_by_one_and_leaves_held_blocks(self):
+        """The batch form used after an engine handed out several blocks: same counts, same pages,
+        same C calls as take() per block; a block already held is left alone, not an error."""
+        results = []
+        for batch in (False, True):
+            api, layout, tracker, _ = make(num_blocks=16)
+            self.assertTrue(tracker.ensure(4))  # blocks 0-3 in a backed page, 4.. not backed
+            tracker.take(9)  # held already (backed on the spot)
+            blocks = [0, 1, 9, 5]  # two backed, one held, one in an unbacked page
+            if batch:
+                tracker.take_free(blocks)
+            else:
+                for block in blocks:
+                    if tracker.is_free(block):
+                        tracker.take(block)
+            results.append((tracker.nfree, tracker.nbfree, list(tracker.count), api.acquire_calls,
+                            tracker.sync_backings, sorted(api.in_use_pages())))
+            self.assertFalse(any(tracker.is_free(b) for b in blocks))
+            self.assertEqual(sorted(api.in_use_pages()), sorted(expected_pages(api, layout, [0, 1, 5, 9])))
+        self.assertEqual(results[0], results[1])
+
+    def test_take_free_of_a_block_outside_the_cache_raises(self):
+        _, _, tracker, _ = make(num_blocks=8)
+        with self.assertRaises(ValueError):
+            tracker.take_free([8])
+
+
 class RefusalTest(unittest.TestCase):
     def test_refusal_is_no_free_blocks_not_an_exception(self):
         api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)  # 2 pages per unit

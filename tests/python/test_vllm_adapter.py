@@ -207,6 +207,134 @@ class VllmAdapterTest(PatchedVllmTest):
             self.assertEqual(int(tensor.view(-1).view(torch.uint8)[: span.block_bytes].abs().sum()), 0,
                              "the null block does not read zeros")
 
+    # ---------------------------------------------------------------- allocation fast path
+    def run_bounded(self, kind="uniform", lookahead=0, prompts=None, prepare=None, **config):
+        """Runs a load recording, for every allocate_slots call, allocation.py's bound, the blocks
+        the call took from the pool and whether it took the fast path. Returns the records."""
+        from kvcached_hook.engines.vllm import allocation
+
+        scheduler, adapter = self.engine(kind, num_blocks=192, **config)
+        if lookahead:
+            scheduler.num_lookahead_tokens = lookahead  # as a speculative decoder sets it
+        if prepare is not None:
+            prepare(adapter)
+        for i, prompt in enumerate(prompts or [[1 + i] * 70 for i in range(10)]):
+            scheduler.add_request(V.make_request(f"r{i}", prompt, 20))
+        hooked_allocate = kv_cache_manager.KVCacheManager.allocate_slots
+        hooked_get = block_pool.BlockPool.get_new_blocks
+        exact = allocation.allocate_exactly
+        taken, exact_calls, records = [], [], []
+
+        def get_new_blocks(self_, num_blocks, *args, **kwargs):
+            taken.append(num_blocks)
+            return hooked_get(self_, num_blocks, *args, **kwargs)
+
+        def allocate_exactly(*args, **kwargs):
+            exact_calls.append(1)
+            return exact(*args, **kwargs)
+
+        def allocate_slots(self_, request, num_new_tokens, *args, **kwargs):
+            taken.clear()
+            exact_calls.clear()
+            result = hooked_allocate(self_, request, num_new_tokens, *args, **kwargs)
+            records.append((allocation.bound(adapter, self_, num_new_tokens, kwargs), sum(taken), not exact_calls))
+            return result
+
+        kv_cache_manager.KVCacheManager.allocate_slots = allocate_slots
+        block_pool.BlockPool.get_new_blocks = get_new_blocks
+        allocation.allocate_exactly = allocate_exactly
+        try:
+            V.run_loop(scheduler, check=lambda stage, _o: self.assert_backed(adapter, stage),
+                       in_flight=2 if config.get("async_scheduling") else 1)
+        finally:
+            kv_cache_manager.KVCacheManager.allocate_slots = hooked_allocate
+            block_pool.BlockPool.get_new_blocks = hooked_get
+            allocation.allocate_exactly = exact
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        manager = scheduler.kv_cache_manager
+        self.assertNotIn("get_num_blocks_to_allocate", vars(manager.coordinator), "the exact path left its hook")
+        self.assertNotIn("get_num_free_blocks", vars(manager.block_pool), "the exact path left its hook")
+        return records
+
+    def assert_bound_holds(self, records, where):
+        over = [(bound, took) for bound, took, _ in records if took > bound]
+        self.assertEqual(over, [], f"{where}: calls that took more blocks than their bound")
+        fast = sum(1 for *_, was_fast in records if was_fast)
+        taken = sum(r[1] for r in records)
+        print(f"\n[{where}] allocate_slots calls {len(records)}, fast path {fast}, blocks taken {taken}")
+        self.assertGreater(fast, 0, f"{where}: the fast path was never taken")
+
+    def test_no_allocation_takes_more_blocks_than_its_fast_path_bound(self):
+        """The fast path runs vLLM's allocate_slots unhooked when the call's bound is free in
+        backed or cached blocks: the bound must hold for every call vLLM makes, for each cache
+        shape, with asynchronous scheduling, speculative lookahead slots and prefix hits."""
+        self.assert_bound_holds(self.run_bounded("uniform"), "uniform")
+        self.assert_bound_holds(self.run_bounded("hybrid"), "hybrid sliding window")
+        self.assert_bound_holds(self.run_bounded("mla"), "mla")
+        self.assert_bound_holds(self.run_bounded("uniform", async_scheduling=True), "uniform async")
+        self.assert_bound_holds(self.run_bounded("uniform", lookahead=5), "uniform lookahead 5")
+        shared = list(range(1, 49))  # three full blocks every prompt shares: prefix hits
+        prompts = [shared + [100 + i] * 30 for i in range(10)]
+        records = self.run_bounded("uniform", prompts=prompts)
+        self.assert_bound_holds(records, "prefix hits")
+
+    def test_a_cache_with_a_manager_without_a_bound_always_takes_the_exact_path(self):
+        from kvcached_hook.engines.vllm import allocation
+
+        def manager_of(*names):
+            managers = [type(name, (), {"block_size": 16})() for name in names]
+            return type("M", (), {"coordinator": type("C", (), {"single_type_managers": managers})()})()
+
+        self.assertEqual(allocation.group_block_sizes(manager_of("FullAttentionManager", "SlidingWindowManager")),
+                         (16, 16))
+        self.assertEqual(allocation.group_block_sizes(manager_of("FullAttentionManager", "MambaManager")), ())
+        self.assertEqual(allocation.group_block_sizes(manager_of("SinkFullAttentionManager")), ())
+
+        def no_bound(adapter):
+            adapter.group_sizes, adapter.single_size = (), 0  # as for a hybrid Mamba cache
+
+        records = self.run_bounded("uniform", prepare=no_bound)
+        self.assertGreater(len(records), 10)
+        self.assertEqual([r for r in records if r[2]], [], "a call took the fast path")
+
+    def test_a_step_that_admits_several_requests_backs_them_in_one_acquire(self):
+        """The prediction before schedule() backs the step's admissions in one C call; without it
+        each admission acquires on its own (allocate_slots' exact path)."""
+        calls = {}
+        for predict in (1, 0):
+            registry.clear()
+            with V.env(KVCACHED_HOOK_PREDICT=predict):
+                scheduler, adapter = self.engine("uniform", page=2048)  # one block per page
+            self.add(scheduler, 4, prompt_len=40)  # 3 blocks each, all admitted in the first step
+            before = self.api.acquire_calls
+            out = scheduler.schedule()
+            self.assertEqual(len(out.scheduled_new_reqs), 4)
+            calls[predict] = self.api.acquire_calls - before
+            self.assert_backed(adapter, f"predict={predict}")
+        self.assertEqual(calls[1], 1, "the predicted step did not back its admissions in one call")
+        self.assertGreater(calls[0], 1, "without prediction the step made one call too: the test proves nothing")
+
+    def test_cached_blocks_are_reused_before_a_page_is_acquired(self):
+        """Blocks the prefix cache keeps sit in backed pages: a new request takes them (vLLM
+        evicts them as it hands them out) before any page is acquired."""
+        with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=1000, KVCACHED_HOOK_PREDICT=0):
+            scheduler, adapter = self.engine("uniform", page=2048)  # one block per page
+        scheduler.add_request(V.make_request("a", list(range(1, 81)), 4))  # 5 full blocks
+        V.run_loop(scheduler)
+        cached = set(adapter.cached)
+        self.assertGreaterEqual(len(cached), 4, "the finished request left no cached blocks")
+        calls, pages = self.api.acquire_calls, self.api.in_use_pages()
+        request = V.make_request("b", [500 + i for i in range(60)], 4)  # no hit: 4 new blocks
+        scheduler.add_request(request)
+        scheduler.schedule()
+        got = set(scheduler.kv_cache_manager.get_block_ids("b")[0])
+        self.assertEqual(self.api.acquire_calls, calls, "a page was acquired while cached blocks were free")
+        self.assertEqual(self.api.in_use_pages(), pages)
+        self.assertTrue(got & cached, "the request got no cached block")
+        for bid in got:
+            self.assertNotIn(bid, adapter.cached)
+        self.assert_backed(adapter, "after the reuse")
+
     # ---------------------------------------------------------------- refusal
     def test_a_refusal_makes_allocate_slots_answer_none_and_preempts_never_raises(self):
         results = []

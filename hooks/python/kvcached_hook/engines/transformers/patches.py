@@ -6,7 +6,9 @@ vLLM imports PreTrainedModel in its own processes. So importing the module only 
 adapter: one small wrapper on PagedAttentionCache.__init__, installed when the full patch set
 matches this transformers. The first PagedAttentionCache built in the process -- continuous
 batching really running -- disarms it and installs the whole set. Processes that never build one
-(vLLM's) keep transformers exactly as it was, and never hear from this adapter above debug level.
+keep transformers exactly as it was, and never hear from this adapter above debug level. A process
+that imported vLLM is not armed at all: vLLM is the engine running there (its own adapter decides),
+and only the running engine is touched.
 
 `patch()` installs the whole set at once (explicit use, tests); `unpatch()` removes everything.
 """
@@ -72,6 +74,9 @@ def arm(_module=None) -> bool:
     with _lock:
         if PATCHES.applied or ARMING.applied:
             return True
+        if "vllm" in sys.modules:  # vLLM imports PreTrainedModel, hence this module, in its processes
+            logger.debug("%s: not armed in a vLLM process (vLLM's adapter manages its KV cache)", ENGINE)
+            return False
         try:
             problems = PATCHES.problems()
         except Exception as error:  # noqa: BLE001 - a hook must never break the host's import

@@ -66,13 +66,16 @@ TARGETS = [
     Target(_POOL, "BlockPool", "touch", ("self", "blocks"), S.wrap_touch),
     Target(_POOL, "BlockPool", "evict_blocks", ("self", "block_ids"), S.wrap_evict_blocks),
     Target(_POOL, "BlockPool", "reset_prefix_cache", ("self",), S.wrap_reset_prefix_cache),
-    Target(_POOL, "BlockPool", "get_num_free_blocks", ("self",), S.wrap_get_num_free_blocks),
+    Target(_POOL, "BlockPool", "get_num_free_blocks", ("self",)),  # shadowed per call (allocation.py)
     Target(_POOL, "BlockPool", "_maybe_evict_cached_block", ("self", "block")),
     Target(_QUEUE, "FreeKVCacheBlockQueue", "remove", ("self", "block")),
     Target(_QUEUE, "FreeKVCacheBlockQueue", "prepend_n", ("self", "blocks")),
     Target(_COORD, "KVCacheCoordinator", "get_num_blocks_to_allocate",
-           ("self", "request_id", "num_tokens", "new_computed_blocks"), S.wrap_get_num_blocks_to_allocate),
-    Target(_MANAGER, "KVCacheManager", "allocate_slots", ("self", "request", "num_new_tokens"), S.wrap_allocate_slots),
+           ("self", "request_id", "num_tokens", "new_computed_blocks")),  # shadowed per call (allocation.py)
+    # The fast path's bound reads these keyword arguments (allocation.py).
+    Target(_MANAGER, "KVCacheManager", "allocate_slots",
+           ("self", "request", "num_new_tokens", "num_new_computed_tokens", "new_computed_blocks", "num_lookahead_tokens",
+            "num_external_computed_tokens", "delay_cache_blocks", "num_encoder_tokens"), S.wrap_allocate_slots),
     Target(_SCHED, "Scheduler", "schedule", ("self",), S.wrap_schedule),
     Target(_SCHED, "Scheduler", "update_from_output", ("self", "scheduler_output", "model_runner_output"),
            S.wrap_update_from_output),

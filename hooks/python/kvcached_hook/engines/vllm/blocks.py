@@ -13,10 +13,11 @@ prepend_n, O(n)): free blocks in backed pages first; then, when those run short,
 in LRU order are evicted into free blocks (their pages are backed); then pages are acquired for the
 lowest free blocks. vLLM's own code then hands them out (ref counts, eviction events, metrics).
 
-Refusal: allocate_slots asks get_num_blocks_to_allocate, then get_num_free_blocks. The adapter
-remembers the first answer (less the prefix-hit blocks, which need no page) and backs exactly that
-many blocks when the second is asked; if the shim refuses, get_num_free_blocks answers only what
-is backed, so allocate_slots returns None and the scheduler preempts or stops admitting.
+Refusal: allocate_slots asks get_num_blocks_to_allocate, then get_num_free_blocks. On its exact
+path (allocation.py; most calls take a fast path that needs neither) the adapter remembers the
+first answer (less the prefix-hit blocks, which need no page) and backs exactly that many blocks
+when the second is asked; if the shim refuses, get_num_free_blocks answers only what is backed, so
+allocate_slots returns None and the scheduler preempts or stops admitting.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 
 from ..._env import HookSettings
 from ..._log import important
@@ -55,10 +56,18 @@ class PoolAdapter:
         )
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
         self.tracker.mark_units_acquired(entry.pinned_units)
-        self.cached: dict[int, object] = {}  # block id -> block: ref 0 with a hash, LRU first
+        # block id -> block: ref 0 with a hash, LRU first. An OrderedDict: eviction pops from the
+        # front, and a plain dict keeps a deleted entry's slot until it resizes, so its iteration
+        # from the front walks every block evicted since (measured: ~30 us per eviction).
+        self.cached: OrderedDict[int, object] = OrderedDict()
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
-        self.allocating = False  # inside KVCacheManager.allocate_slots
+        # allocation.py's fast path: blocks it may still hand out in this schedule() (-1: outside
+        # schedule(), or every call exact), and the KV cache groups' block sizes (None: not read yet).
+        self.room = -1
+        self.group_sizes: tuple[int, ...] | None = None
+        self.single_size = 0  # the block size when there is one group with a bound, else 0
+        self.taken_total = 0  # blocks get_new_blocks handed out (steps.py: recent use)
         self.in_flight: deque[int] = deque()  # steps scheduled with work, not yet processed
         self.sync_errors = 0
         free = [block.block_id for block in pool.blocks if block.ref_cnt == 0 and not block.is_null]
@@ -121,9 +130,20 @@ class PoolAdapter:
     def free_count(self, engine_free: int) -> int:
         """get_num_free_blocks: back the pending allocation exactly, then clamp under pressure."""
         demand, self.demand = self.demand, None
-        if demand:
-            self.tracker.ensure(demand)
-        return self.tracker.effective_free(engine_free)
+        tracker = self.tracker
+        if demand and demand > tracker.nbfree + self.reusable_cached():
+            tracker.ensure(demand)
+        return tracker.effective_free(engine_free)
+
+    def reusable_cached(self) -> int:
+        """Cached blocks that choose() may hand out now (elastic prefix cache): all but the prefix
+        hits of the allocation in progress."""
+        if not self.tracker.prefer_cached:
+            return 0
+        cached, protected = self.cached, self.protected
+        if not protected:
+            return len(cached)
+        return len(cached) - sum(1 for bid in protected if bid in cached)
 
     def note_demand(self, num_blocks: int, new_computed_blocks) -> None:
         hits = set()
@@ -139,15 +159,47 @@ class PoolAdapter:
         self.demand = None
 
     def choose(self, n: int) -> None:
-        """Moves the n blocks get_new_blocks should hand out to the head of vLLM's free queue."""
-        tracker = self.tracker
+        """Moves the n blocks get_new_blocks should hand out to the head of vLLM's free queue:
+        free blocks in backed pages (lowest first), then cached blocks (LRU first, never a prefix
+        hit of the allocation in progress; vLLM's get_new_blocks evicts them from the prefix cache
+        as it hands them out, as it does with any cached block at the head of its queue), and only
+        when those fall short, pages are backed for the lowest free blocks."""
         if n <= 0:
             return
-        if tracker.nbfree < n:
-            tracker.ensure(n)
-        fb, fu = tracker.fb, tracker.fu
+        tracker, blocks = self.tracker, self.pool.blocks
+        fb = tracker.fb
+        picked = []
+        if tracker.nbfree:
+            block = fb.find(1)
+            while block >= 0 and len(picked) < n:
+                picked.append(blocks[block])
+                block = fb.find(1, block + 1)
+        short = n - len(picked)
+        if short > 0 and self.reusable_cached() >= short:
+            protected = self.protected
+            for bid, block in self.cached.items():
+                if bid not in protected:
+                    picked.append(block)
+                    short -= 1
+                    if not short:
+                        break
+        if short > 0:
+            picked = self._choose_backing(n)
+            if picked is None:
+                return  # fewer free blocks than asked: vLLM raises its own error, as without the hook
+        queue = self.pool.free_block_queue
+        for block in picked:
+            queue.remove(block)
+        queue.prepend_n(picked)
+
+    def _choose_backing(self, n: int):
+        """choose() when backed and cached blocks fall short: back pages (tracker.ensure evicts
+        cached blocks first when the prefix cache is elastic), then the lowest free blocks, those
+        in backed pages first. None when fewer than n blocks are free."""
+        tracker = self.tracker
+        tracker.ensure(n)
         chosen: list[int] = []
-        for flags in (fb, fu):  # backed pages first; unbacked only if backing fell short
+        for flags in (tracker.fb, tracker.fu):  # unbacked only if backing fell short
             block = flags.find(1)
             while block >= 0 and len(chosen) < n:
                 chosen.append(block)
@@ -155,12 +207,33 @@ class PoolAdapter:
             if len(chosen) >= n:
                 break
         if len(chosen) < n:
-            return  # fewer free blocks than asked: vLLM raises its own error, as without the hook
-        queue, blocks = self.pool.free_block_queue, self.pool.blocks
-        picked = [blocks[b] for b in chosen]
-        for block in picked:
-            queue.remove(block)
-        queue.prepend_n(picked)
+            return None
+        blocks = self.pool.blocks
+        return [blocks[b] for b in chosen]
+
+    def taken(self, blocks) -> None:
+        """sync() for the blocks get_new_blocks handed out (each in use now, without a hash)."""
+        cached, tracker = self.cached, self.tracker
+        ids = [block.block_id for block in blocks]
+        if cached:
+            for bid in ids:
+                cached.pop(bid, None)
+        tracker.take_free(ids)
+        self.taken_total += len(ids)
+
+    def freed(self, blocks) -> None:
+        """sync() for the blocks free_blocks gave back: still in use (another request shares it),
+        cached (a hash: kept by the prefix cache, its page stays backed), or free."""
+        tracker, cached = self.tracker, self.cached
+        for block in blocks:
+            if block.ref_cnt > 0 or block.is_null:
+                continue
+            bid = block.block_id
+            if block.block_hash is not None:
+                if bid not in cached:
+                    cached[bid] = block
+            elif not tracker.is_free(bid):
+                tracker.give(bid)
 
     def snapshot(self) -> dict:
         data = self.tracker.snapshot()

@@ -10,8 +10,8 @@ from ..._env import HookSettings
 from ..._log import important
 from ... import capi as C
 from . import observe, registry, tp
-from .blocks import _NO_BLOCKS, PoolAdapter
-from .share_policy import BACKED_ONLY, OK, REFUSE, RUN
+from . import allocation as A
+from .blocks import PoolAdapter
 from .steps import StepHooks, start_idle_thread
 
 overrides = {"idle_thread": True}
@@ -82,8 +82,7 @@ def wrap_get_new_blocks(orig):
         with adapter.lock:
             adapter.choose(num_blocks)
             blocks = orig(self, num_blocks, *args, **kwargs)
-            for block in blocks:
-                adapter.sync(block)
+            adapter.taken(blocks)
             return blocks
 
     return get_new_blocks
@@ -97,8 +96,7 @@ def wrap_free_blocks(orig):
         blocks = list(ordered_blocks)  # vLLM may pass a one-shot iterator (reversed(...))
         with adapter.lock:
             result = orig(self, blocks, *args, **kwargs)
-            for block in blocks:
-                adapter.sync(block)
+            adapter.freed(blocks)
             return result
 
     return free_blocks
@@ -152,70 +150,29 @@ def wrap_reset_prefix_cache(orig):
     return reset_prefix_cache
 
 
-def wrap_get_num_free_blocks(orig):
-    def get_num_free_blocks(self):
-        count = orig(self)
-        adapter = self.__dict__.get("_kvcached")
-        if adapter is None:
-            return count
-        # vLLM asks once per request and step: with no allocation pending and no pressure the
-        # answer is vLLM's own (free_count's result), without the lock and the calls.
-        if not adapter.demand and not adapter.tracker.pressure:
-            return count
-        with adapter.lock:
-            return adapter.free_count(count)
-
-    return get_num_free_blocks
-
-
-# ---- KVCacheCoordinator / KVCacheManager ----
-def wrap_get_num_blocks_to_allocate(orig):
-    def get_num_blocks_to_allocate(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs):
-        count = orig(self, request_id, num_tokens, new_computed_blocks, *args, **kwargs)
-        pool = getattr(self, "block_pool", None)  # _adapter(), inline: once per request and step
-        adapter = pool.__dict__.get("_kvcached") if pool is not None else None
-        if adapter is None or not adapter.allocating:  # other callers only estimate
-            return count
-        if kwargs.get("apply_admission_cap"):
-            adapter.demand = None  # an admission estimate for the whole sequence: no backing
-        elif count or any(new_computed_blocks or ()):
-            with adapter.lock:
-                adapter.note_demand(count, new_computed_blocks)
-        else:  # a decode step inside its last block (most calls): nothing to back or protect
-            adapter.demand = 0
-            adapter.protected = _NO_BLOCKS
-        return count
-
-    return get_num_blocks_to_allocate
-
-
+# ---- KVCacheManager (allocation.py: the fast path and the exact path) ----
 def wrap_allocate_slots(orig):
     def allocate_slots(self, request, num_new_tokens, *args, **kwargs):
         pool = getattr(self, "block_pool", None)
         adapter = pool.__dict__.get("_kvcached") if pool is not None else None
         if adapter is None:
             return orig(self, request, num_new_tokens, *args, **kwargs)
-        with adapter.lock:
-            hooks, tracker = adapter.hooks, adapter.tracker
-            # The sharing policy may hold admissions back (share_policy.py): None, as for a full
-            # cache, before vLLM touches anything. (Most steps: verdict ok, nothing to ask.)
-            verdict = hooks.share.verdict if hooks is not None else None
-            stopping = verdict is not None and verdict.action != OK  # SharePolicy.stopping, inline
-            decision = hooks.share.admission(request, hooks.scheduler()) if stopping else RUN
-            if decision == REFUSE:
-                return None
-            backed_only = decision == BACKED_ONLY
-            if backed_only:
-                no_new_pages = tracker.no_new_pages
-                tracker.no_new_pages = True
-            adapter.allocating = True
-            try:
-                return orig(self, request, num_new_tokens, *args, **kwargs)
-            finally:
-                adapter.allocating = False
-                if backed_only:
-                    tracker.no_new_pages = no_new_pages
-                adapter.end_allocation()
+        # Fast path (allocation.py): inside schedule(), whose wrapper holds the adapter's lock; no
+        # prefix hits; the call's bound within the room. Inline for one KV cache group.
+        room = adapter.room
+        if room > 0 and not args and kwargs.get("new_computed_blocks") is None:
+            size = adapter.single_size
+            if size:
+                get = kwargs.get
+                tokens = (num_new_tokens + get("num_lookahead_tokens", 0) + get("num_external_computed_tokens", 0)
+                          + get("num_encoder_tokens", 0))
+                need = -(-tokens // size) + 1
+            else:
+                need = A.bound(adapter, self, num_new_tokens, kwargs)
+            if need <= room:
+                adapter.room = room - need
+                return orig(self, request, num_new_tokens, **kwargs)
+        return A.allocate_exactly(orig, self, adapter, request, num_new_tokens, args, kwargs)
 
     return allocate_slots
 
@@ -233,8 +190,10 @@ def wrap_schedule(orig):
                 api.pending = []  # releases of this step ride on its SchedulerOutput
             try:
                 hooks.before_schedule(self)
+                hooks.adapter.room = A.room(hooks.adapter)
                 output = orig(self, *args, **kwargs)
             finally:
+                hooks.adapter.room = -1
                 if remote:
                     pending, api.pending = api.pending, None
             if remote and pending:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 
 from ..._log import important, logger
 from ...pressure_watch import PressureWatch
@@ -37,6 +38,8 @@ class StepHooks:
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
         self.on_idle = []  # callables(adapter) at each idle tick (observe.py: reports, summaries)
         self.share = SharePolicy(adapter, self)  # the sharing policy's verdicts (share_policy.py)
+        self.recent_taken: deque[int] = deque(maxlen=4)  # blocks handed out in each of the last steps
+        self._taken_mark = 0
 
     # ---- fence ----
     def _update_fence(self) -> None:
@@ -50,6 +53,8 @@ class StepHooks:
         adapter, tracker = self.adapter, self.adapter.tracker
         tracker.step_begin()
         self.steps += 1
+        self.recent_taken.append(adapter.taken_total - self._taken_mark)
+        self._taken_mark = adapter.taken_total
         self._update_fence()
         tracker.flush()
         if not self.share.before_schedule(scheduler):
@@ -99,6 +104,11 @@ class StepHooks:
         budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
         slots = int(getattr(scheduler, "max_num_running_reqs", 0) or 0) - len(running)
         spare = tracker.nbfree + (len(self.adapter.cached) if tracker.prefer_cached else 0)
+        if (slots <= 0 or not waiting) and spare >= 2 * max(self.recent_taken, default=0):
+            # Nothing to admit, and what is free covers twice what the last steps took: the walk
+            # would find nothing to back (decode steps). A step that takes more than this guess
+            # is still backed exactly, by allocate_slots' exact path (allocation.py).
+            return 0
         if budget > 0 and (slots <= 0 or not waiting):
             # O(1) bound first: a running request holds blocks for its computed tokens, so it needs
             # at most cdiv(new, block) more per manager, and a step's new tokens are within the
