@@ -2,10 +2,11 @@
 Scheduler on the CPU and a fake C API whose verdict the test scripts (run once per supported vLLM
 release): an ok verdict changes nothing; stop_admitting holds admissions back and lets running
 requests finish, and an engine with nothing running still makes progress in the pages it holds;
-give_cached frees whole pages worth what is asked, no more; preempt preempts the newest requests,
-which are recomputed and finish with their full output; no page is released before its fence
-under asynchronous scheduling; every held block stays backed at every step; one log line per
-episode; the pressure signal is the fallback only for a shim without verdicts.
+give_cached frees whole pages worth what is asked, no more; preempt preempts the holders of the
+page the fewest requests share (not simply the newest), which are recomputed and finish with their
+full output; no page is released before its fence under asynchronous scheduling; every held block
+stays backed at every step; one log line per episode; the pressure signal is the fallback only for
+a shim without verdicts.
 """
 
 import bisect
@@ -291,12 +292,12 @@ class VllmShareTest(base.PatchedVllmTest):
         V.run_loop(scheduler, check=check, in_flight=in_flight)
         return scheduler, adapter, requests, checks
 
-    def test_preempt_takes_the_newest_requests_which_are_recomputed_and_finish(self):
+    def test_preempt_takes_the_newest_among_equally_shared_pages_and_they_are_recomputed_and_finish(self):
         scheduler, adapter, requests, checks = self.run_preempt()
         preempted = checks["preempt_step"]
         self.assertTrue(preempted, "nothing was preempted")
         ids = [r.request_id for r in requests]
-        self.assertEqual(preempted, ids[len(ids) - len(preempted):], "not the newest first")
+        self.assertEqual(preempted, ids[len(ids) - len(preempted):], "pages equally shared: not the newest first")
         self.assertLess(len(preempted), len(ids), "preempted more than was asked")
         self.assertEqual(checks["preempted_scheduled"], [], "a preempted request was resumed in the same step")
         self.assertEqual(checks["preempted_ids"], set(preempted), "the model runner was not told")
@@ -306,6 +307,35 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertEqual(self.api.share_preempted, len(preempted))
         self.assertGreaterEqual(self.api.share_given, 4 * PAGE)
         self.assertEqual(adapter.snapshot()["share_preempted_requests"], len(preempted))
+
+    def test_preempt_empties_the_page_the_fewest_requests_share(self):
+        """Pages of 128 blocks (as 16 KiB blocks in 2 MiB pages): each holds the prompts of several
+        requests, and decode steps hand out blocks to every running request in turn. Preempting
+        the newest requests until a page empties took 15 of 24 requests for one unit; preempting
+        the holders of the page the fewest requests share takes a few."""
+        scheduler, adapter = self.engine(num_blocks=2048, page=PAGE * 32, api_cls=RegionPagesApi, max_num_seqs=32)
+        requests = self.add(scheduler, "r", 24, 300, 100)
+        unit = len(adapter.tracker.layout.spans)  # pages per unit: one per tensor
+        state = {"schedules": 0}
+
+        def check(stage, _out):
+            if stage != "scheduled":
+                return
+            state["schedules"] += 1
+            if state["schedules"] == 50:  # all prefilled, decode under way
+                state["held_before"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "preempt", state["held_before"] - unit)
+            elif state["schedules"] == 51:
+                state["preempted"] = sum(1 for r in requests if r.num_preemptions)
+                state["held_after"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "ok", 0)
+
+        V.run_loop(scheduler, check=check)
+        self.assertLessEqual(state["held_after"], state["held_before"] - unit, "no unit was freed")
+        self.assertGreater(state["preempted"], 0)
+        self.assertLessEqual(state["preempted"], 4, "preempted many requests to free one unit")
+        self.assertFalse(scheduler.has_requests())
+        self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
 
     def test_no_page_is_released_before_its_fence_when_preempting_under_async_scheduling(self):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):

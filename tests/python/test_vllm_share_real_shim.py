@@ -2,7 +2,7 @@
 CUDA driver, device memory = host memory): engine A (vLLM's real Scheduler, its KV cache in real
 lazy regions) fills a 64 MiB budget; then process B, a small program on the C API, asks for
 memory and is refused. A's verdicts come from the ledger: A stops admitting, gives cached blocks
-and/or preempts its newest requests, and B, asking again after each of A's steps, gets its fair
+and/or preempts requests, and B, asking again after each of A's steps, gets its fair
 share within a bounded number of A's steps (exactly: A publishes its unit, one page in each KV tensor, and shares are in each
 engine's units), after which the episode ends (A's verdict is ok again); A never goes below its
 own share, every block A holds
