@@ -29,6 +29,7 @@ sys.path.insert(0, HERE)
 import client  # noqa: E402
 import engines  # noqa: E402
 import metrics  # noqa: E402
+import steptimes  # noqa: E402
 import traces  # noqa: E402
 from sampler import Sampler, metrics_once  # noqa: E402
 
@@ -131,6 +132,8 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
     rec = base_record(cfg, es.setting, trace, repeat, shape)
     rec["idle_wait_s"] = wait_idle(es, cfg, Sampler)
     reqs = traces.make(trace, shape)
+    timer_dir = engines.steptimer_dir(cfg)
+    times_before = {name: steptimes.read(timer_dir, f"engine-{name}") for name in es.engines}
     sampler = Sampler(es.engines, cfg.kvctl if es.setting == "shim" else None, f"kvcached_{cfg.ipc_name}",
                       period_s=cfg.sample_ms / 1000)
     sampler.start()
@@ -162,6 +165,7 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
             row["per_step"] = metrics.per_step(ledger, name)
         else:
             row["handover"], row["handover_p50_s"], row["per_step"] = "n/a", None, "n/a"
+        row["scheduler"] = steptimes.per_step(times_before[name], steptimes.read(timer_dir, f"engine-{name}"))
         rec["engines"][name] = row
     rec["series"] = {"ledger": ledger, "metrics": mrows, "smi": smi}
     rec["requests"] = results

@@ -31,6 +31,12 @@ MODELS = {
 LAYERS, KV_HEADS, HEAD_DIM = 8, 8, 64
 KV_BYTES_PER_TOKEN = LAYERS * 2 * KV_HEADS * HEAD_DIM * 2
 PORTS = {"a": 0, "b": 1}
+# steptimer/sitecustomize.py: the scheduler's time per step in every setting (steptimes.py reads it).
+STEPTIMER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "steptimer")
+
+
+def steptimer_dir(cfg) -> str:
+    return os.path.join(cfg.work, "steptimer")
 
 
 def write_models(folder: str) -> dict[str, str]:
@@ -72,6 +78,10 @@ def engine_env(setting: str, name: str, cfg) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (kvcached_boot(cfg), cfg.kvcached_site, env.get("PYTHONPATH")) if p)
     else:
         raise SystemExit(f"unknown setting {setting!r} (static, shim, kvcached)")
+    # First on the path in every setting; it runs the sitecustomize it shadows (the peer's above;
+    # the shim's own boot folder comes before it and runs it in turn).
+    env.update(SHARING_STEPTIMER_DIR=steptimer_dir(cfg), SHARING_STEPTIMER_LABEL=f"engine-{name}")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (STEPTIMER, env.get("PYTHONPATH")) if p)
     return env
 
 
