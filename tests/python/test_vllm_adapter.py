@@ -504,6 +504,29 @@ class VllmAdapterTest(PatchedVllmTest):
         V.build_v1_worker_cache(vllm_config, config, reshape=V.kv_first_views)
         self.assertFalse(registry.caches()[0].managed, "the V1 path did not check the views")
 
+    def test_the_kv_connector_allocation_makes_a_lazy_cache_when_blocks_are_outermost(self):
+        """vLLM's KV-connector branch (allocate_uniform_kv_caches: one buffer for all layers) is
+        managed when its blocks dimension is outermost (a block is one byte range across layers),
+        and every held block is backed at every step; layers outermost backs it fully."""
+        api, vllm_config, config = self.worker_cache(V.build_v1_connector_cache)
+        (entry,) = registry.caches()
+        self.assertTrue(entry.managed, "the cross-layer cache was not made lazy")
+        self.assertEqual(len(entry.layout.spans), 1, "one buffer for all layers")
+        self.assertEqual(entry.layout.spans[0].block_bytes, sum(t.size for t in config.kv_cache_tensors) // config.num_blocks)
+        self.api = api
+        scheduler = V.make_scheduler(vllm_config, config)
+        adapter = scheduler.kv_cache_manager.block_pool.__dict__["_kvcached"]
+        self.add(scheduler, 4)
+        V.run_loop(scheduler, check=lambda stage, _o: self.assert_backed(adapter, stage))
+        self.assertFalse(scheduler.has_requests())
+        self.assertLess(adapter.tracker.snapshot()["units_acquired"], entry.layout.num_units, "backed fully")
+        registry.clear()
+        api, vllm_config, config = self.worker_cache(V.build_v1_connector_cache, blocks_first=False)
+        (entry,) = registry.caches()
+        self.assertFalse(entry.managed, "a layers-outermost buffer was managed page by page")
+        for span in entry.layout.spans:
+            self.assertTrue(api.backed(span.addr, span.nbytes), "not backed fully")
+
     def test_tensors_that_are_not_whole_blocks_back_the_whole_cache(self):
         import copy
 

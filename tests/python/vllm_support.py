@@ -147,6 +147,44 @@ def build_v1_worker_cache(vllm_config, config, reshape=blocks_first_views):
         return gmr.GPUModelRunner.initialize_kv_cache_tensors(runner, config, [BLOCK])
 
 
+class _CrossLayerBackend:
+    """What vLLM's KV-connector allocation (allocate_uniform_kv_caches) asks of an attention
+    backend: its per-layer KV shape, and the order of the cross-layer buffer's dimensions."""
+
+    blocks_first = True
+
+    @staticmethod
+    def get_kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size, cache_dtype_str="auto"):
+        return (num_blocks, 2, block_size, num_kv_heads, head_size)
+
+    @classmethod
+    def get_kv_cache_stride_order(cls, include_num_layers_dimension=False):
+        if not cls.blocks_first:
+            raise NotImplementedError  # vLLM then keeps the layers dimension outermost
+        return (1, 0, 2, 3, 4, 5)  # the blocks dimension outermost: a block is one byte range
+
+
+def build_v1_connector_cache(vllm_config, config, blocks_first=True):
+    """The V1 model runner's real initialize_kv_cache_tensors taking its KV-connector branch: vLLM's
+    real allocate_uniform_kv_caches makes one buffer for all layers (blocks outermost, or layers
+    outermost when the backend gives no order) and per-layer views of it."""
+    from types import SimpleNamespace
+
+    from vllm.v1.worker import gpu_model_runner as gmr
+
+    backend = type("Backend", (_CrossLayerBackend,), {"blocks_first": blocks_first})
+    group = SimpleNamespace(kv_cache_spec=config.kv_cache_groups[0].kv_cache_spec, backend=backend)
+    runner = object.__new__(gmr.GPUModelRunner)
+    runner.__dict__.update(
+        vllm_config=vllm_config, device=torch.device("cpu"), cache_config=vllm_config.cache_config,
+        model_config=vllm_config.model_config, attn_groups=[[group]], runner_only_attn_layers=set(),
+        shared_kv_cache_layers={}, kv_caches=[], compilation_config=SimpleNamespace(static_forward_context={}),
+        use_uniform_kv_cache=lambda *a, **k: True,
+    )
+    with mock.patch.object(gmr, "bind_kv_cache", lambda *a, **k: None):
+        return gmr.GPUModelRunner.initialize_kv_cache_tensors(runner, config, [BLOCK])
+
+
 def make_scheduler(vllm_config, config):
     cls = AsyncScheduler if vllm_config.scheduler_config.async_scheduling else Scheduler
     vllm_config.cache_config.num_gpu_blocks = config.num_blocks  # as EngineCore sets it
