@@ -124,7 +124,7 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "pages; keep: the engine's own block order (cached blocks dropped only when the budget "
        "refuses a page)."},
       {"KVCACHED_HOOK_IDLE_TRIM_S", T::kDecimal, S::kEngineHook, "1.0",
-       "a number of seconds from 0 to 86400, or off (also 0/false/no)",
+       "a number of seconds from 0 to 86400 (0: at once), or off (also false/no)",
        "After this many idle seconds the engine's cached blocks are dropped so that their pages "
        "go back to the budget."},
       {"KVCACHED_HOOK_RELEASE_DELAY_STEPS", T::kInteger, S::kEngineHook, "2",

@@ -120,5 +120,14 @@ class CacheContextTest(unittest.TestCase):
         self.assertEqual(ctx.api.labels, [], "the shim applied KVCACHED_LABEL itself")
 
 
+class SettingsTest(unittest.TestCase):
+    def test_idle_trim_zero_means_at_once_and_off_means_never(self):
+        """A number is a number: KVCACHED_HOOK_IDLE_TRIM_S=0 trims at once (it read as "off")."""
+        cases = {"0": 0.0, "2.5": 2.5, "off": -1.0, "no": -1.0, "": 1.0}
+        for raw, expected in cases.items():
+            with mock.patch.dict(os.environ, {"KVCACHED_HOOK_IDLE_TRIM_S": raw}):
+                self.assertEqual(cache_context.HookSettings().idle_trim_s, expected, raw)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -438,6 +438,31 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assertFalse(adapter.cached)
         self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter), "pages beyond the null block's stay")
 
+    def test_the_idle_thread_gives_pages_back_and_ends_with_its_scheduler(self):
+        """The thread an engine gets (tests otherwise call its tick): once nothing runs it gives
+        back every page but the null block's; it holds its scheduler weakly and ends after it."""
+        import gc
+        import time as clock
+
+        from kvcached_hook.engines.vllm.steps import start_idle_thread
+
+        with V.env(KVCACHED_HOOK_IDLE_TRIM_S=0):
+            scheduler, adapter = self.engine("uniform", page=2048)
+        scheduler.add_request(V.make_request("a", list(range(1, 65)), 4))
+        V.run_loop(scheduler)
+        self.assertGreater(len(self.api.in_use_pages()), len(pinned_pages(self.api, adapter)))
+        thread = start_idle_thread(adapter.hooks, period_s=0.02)
+        deadline = clock.monotonic() + 5
+        while self.api.in_use_pages() != pinned_pages(self.api, adapter) and clock.monotonic() < deadline:
+            clock.sleep(0.02)
+        self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter), "the idle thread gave nothing back")
+        self.assertTrue(thread.is_alive())
+        adapter.hooks = None
+        del scheduler, adapter
+        gc.collect()
+        thread.join(timeout=5)
+        self.assertFalse(thread.is_alive(), "the idle thread outlived its scheduler")
+
     def test_the_prefix_cache_is_given_back_when_another_process_is_refused(self):
         # A shim without the sharing policy (no verdict): the older pressure signal decides.
         # With a verdict, the policy does (test_vllm_share.py).

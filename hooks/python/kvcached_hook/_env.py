@@ -36,7 +36,8 @@ def get_float(name: str, default: float, lo: float, hi: float, off_value: float 
     if raw is None or raw.strip() == "":
         return default
     text = raw.strip().lower()
-    if off_value is not None and text in _FALSE:
+    # "0" is a number here (KVCACHED_HOOK_IDLE_TRIM_S=0: at once), not the boolean "off".
+    if off_value is not None and text in _FALSE - {"0"}:
         return off_value
     try:
         value = float(text)
