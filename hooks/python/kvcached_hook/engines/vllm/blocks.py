@@ -10,8 +10,9 @@ the pool whatever order vLLM calls it in.
 Block choice (get_new_blocks): vLLM's FreeKVCacheBlockQueue stays the one free list. Before vLLM
 pops n blocks from its head, the adapter moves n blocks of its choice there (queue.remove +
 prepend_n, O(n)): free blocks in backed pages first; then, when those run short, cached blocks
-in LRU order are evicted into free blocks (their pages are backed); then pages are acquired for the
-lowest free blocks. vLLM's own code then hands them out (ref counts, eviction events, metrics).
+in LRU order (their pages are backed; vLLM evicts them from the prefix cache as it pops them); then
+pages are acquired for the lowest free blocks. vLLM's own code then hands them out (ref counts,
+eviction events, metrics).
 
 Refusal: allocate_slots asks get_num_blocks_to_allocate, then get_num_free_blocks. On its exact
 path (allocation.py; most calls take a fast path that needs neither) the adapter remembers the
@@ -56,9 +57,9 @@ class PoolAdapter:
         )
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
         self.tracker.mark_units_acquired(entry.pinned_units)
-        # block id -> block: ref 0 with a hash, LRU first. An OrderedDict: eviction pops from the
-        # front, and a plain dict keeps a deleted entry's slot until it resizes, so its iteration
-        # from the front walks every block evicted since (measured: ~30 us per eviction).
+        # block id -> block: ref 0 with a hash, LRU first. An OrderedDict: blocks leave from the
+        # front, and a plain dict keeps a deleted entry's slot until it resizes, so iterating it
+        # from the front would walk the slots of every block that left since.
         self.cached: OrderedDict[int, object] = OrderedDict()
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
