@@ -53,7 +53,7 @@ class SharingBenchHarness(unittest.TestCase):
         common = ["--results", cls.results, "--work", os.path.join(cls.tmp, "work"), "--repeats", "1",
                   "--engine-cmd", f"{sys.executable} {os.path.join(BENCH, 'standin_engine.py')}",
                   "--budget", "128M", "--duration-s", "3", "--hi", "60", "--lo", "2", "--prompt", "128:512",
-                  "--output", "64:160", "--burst-s", "1", "--drain-s", "3", "--idle-after-s", "1",
+                  "--output", "64:160", "--burst-s", "1", "--drain-s", "5", "--idle-after-s", "1",
                   "--idle-wait-s", "5", "--sample-ms", "100", "--shim", SHIM, "--kvctl", KVCTL,
                   "--ipc-name", cls.ipc, "--kvcached-site", os.path.join(cls.tmp, "no-kvcached"),
                   "--python", sys.executable]
@@ -106,7 +106,8 @@ class SharingBenchHarness(unittest.TestCase):
             ledger = rec["series"]["ledger"]
             self.assertGreater(len(ledger), 20, trace)
             for name, e in rec["engines"].items():
-                self.assertGreater(e["served"], 0, (trace, name))
+                # Seen once in CI under load (alternating, engine a, 0 served): say why if it recurs.
+                self.assertGreater(e["served"], 0, (trace, name, e["arrived"], e["errors"], self.logs["shim"][1][-1500:]))
                 mem = e["memory"]
                 self.assertEqual(mem["source"], "ledger")
                 # The engine really backed KV beyond its pinned null-block pages (8 layers).
