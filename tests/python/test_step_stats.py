@@ -6,6 +6,7 @@ ledger_samples.py's recorder keeping the fields (a fake kvctl printing canned JS
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,7 +112,10 @@ print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [
 """)
             os.chmod(kvctl, 0o755)
             out = os.path.join(tmp, "samples.jsonl")
-            recorder = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, "ledger_samples.py"), "record", kvctl, out, "0.05"])
+            # Its own process group: the kvctl it is running when killed dies with it (else that
+            # one may write into tmp while tmp is being removed).
+            recorder = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, "ledger_samples.py"), "record", kvctl, out, "0.05"],
+                                        start_new_session=True)
             try:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
@@ -119,8 +123,15 @@ print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [
                     if os.path.exists(out) and sum(1 for _ in open(out)) >= 4:
                         break
             finally:
-                recorder.kill()
+                os.killpg(recorder.pid, signal.SIGKILL)
                 recorder.wait()
+                gone = time.monotonic() + 5  # until no member of the group is left (or 5 s)
+                while time.monotonic() < gone:
+                    try:
+                        os.killpg(recorder.pid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
             (e,) = step_stats.summarize(step_stats.load(out))
             self.assertGreaterEqual(e["windows"], 3)
             self.assertEqual(e["hook_us_per_step_median"], 25.0)
