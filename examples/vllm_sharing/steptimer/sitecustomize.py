@@ -21,7 +21,8 @@ _CORE = "vllm.v1.engine.core"
 
 class _AfterImport:
     """A sys.meta_path finder that answers only for one module: it lets the other finders find it,
-    then runs `callback(module)` once the module's code has run."""
+    then runs `callback(module)` once the module's code has run. (Not kvcached_hook.importhook:
+    importing that package patches vLLM, which the static and peer settings must not see.)"""
 
     def __init__(self, name, callback):
         self.name, self.callback, self.busy = name, callback, False
@@ -121,7 +122,8 @@ def _on_core(module):
 
 
 def _chain():
-    """Runs the sitecustomize that comes after this folder on sys.path, if any."""
+    """Runs the sitecustomize that comes after this folder on sys.path, if any (as the shim's own
+    boot folder does; that one is not importable as a library)."""
     import importlib.machinery
     import importlib.util
 
