@@ -359,6 +359,34 @@ class VllmAdapterTest(PatchedVllmTest):
         preempted = sum(r.num_preemptions for r in requests)
         self.assertGreater(preempted, 0, "no request was preempted")
 
+    def test_random_loads_under_tight_budgets_never_raise_and_keep_held_blocks_backed(self):
+        """The fast path must never let vLLM take a block that would need a page the shim then
+        refuses (that would raise inside vLLM's schedule()): random loads, budgets from far too
+        small to ample, both cache shapes, asynchronous scheduling, lookahead slots, prompts that
+        share prefixes. Every request finishes, nothing raises, every held block stays backed."""
+        import random
+
+        refused = 0
+        for seed in range(8):
+            rng = random.Random(seed)
+            registry.clear()
+            kind = rng.choice(["uniform", "hybrid"])
+            config = {"async_scheduling": rng.random() < 0.5}
+            scheduler, adapter = self.engine(kind, num_blocks=192, budget_pages=rng.choice([12, 16, 24, 48, None]),
+                                             **config)
+            scheduler.num_lookahead_tokens = rng.choice([0, 0, 2, 5])
+            shared = [rng.randint(1, 400) for _ in range(rng.choice([0, 16, 48]))]
+            for i in range(rng.randint(6, 14)):
+                prompt = shared + [rng.randint(1, 400) for _ in range(rng.randint(4, 120))]
+                scheduler.add_request(V.make_request(f"s{seed}r{i}", prompt, rng.randint(4, 60)))
+            where = f"seed {seed} ({kind}, {config}, lookahead {scheduler.num_lookahead_tokens})"
+            V.run_loop(scheduler, max_steps=4000, in_flight=2 if config["async_scheduling"] else 1,
+                       check=lambda stage, _o, w=where, a=adapter: self.assert_backed(a, f"{w} {stage}"))
+            self.assertFalse(scheduler.has_requests(), f"{where}: requests did not finish")
+            self.assertEqual(adapter.tracker.sync_backings, 0, f"{where}: a block was handed out unbacked")
+            refused += adapter.tracker.refusals
+        self.assertGreater(refused, 0, "no budget ever refused: the loads prove nothing about refusals")
+
     # ---------------------------------------------------------------- fence
     def test_no_page_is_released_while_a_batch_that_used_it_is_in_flight(self):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):
