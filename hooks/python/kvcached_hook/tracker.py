@@ -217,21 +217,13 @@ class KVPageTracker:
 
     def take_free(self, blocks) -> None:
         """take() for those of `blocks` that are free (the engine handed them out); a block held
-        already is left as it is. One lock for all; a block in a backed page is taken inline."""
+        already is left as it is. One lock for all."""
         with self.lock:
-            fb, fu, count, since = self.fb, self.fu, self.count, self.empty_since
-            units_of, managed = self.layout.block_units, self.managed
+            fb, fu, managed = self.fb, self.fu, self.managed
             for block in blocks:
                 if not 0 <= block < managed:
                     raise ValueError(f"block {block} outside 0..{managed - 1}")
-                if fb[block]:
-                    fb[block] = 0
-                    self.nbfree -= 1
-                    self.nfree -= 1
-                    for unit in units_of(block):
-                        count[unit] += 1
-                        since.pop(unit, None)
-                elif fu[block]:
+                if fb[block] or fu[block]:
                     self.take(block)
 
     def pick(self) -> int:
