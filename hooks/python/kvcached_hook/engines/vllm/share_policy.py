@@ -267,16 +267,12 @@ class SharePolicy:
         layout = tracker.layout
         if empty >= target or not adapter.cached:
             return empty
-        cached_in: dict[int, list[int]] = {}  # unit -> its cached blocks, units in LRU order
-        for bid in adapter.cached:
-            if bid in adapter.protected:
-                continue
-            for unit in layout.block_units(bid):
-                cached_in.setdefault(unit, []).append(bid)
-        for unit, blocks in cached_in.items():
+        protected = adapter.protected
+        for unit, blocks in self._cached_by_unit().items():
             if empty >= target:
                 break
-            blocks = [b for b in blocks if b in adapter.cached]  # an earlier unit's eviction took some
+            # An earlier unit's eviction may have taken some; a prefix hit being allocated stays.
+            blocks = [b for b in blocks if b in adapter.cached and b not in protected]
             if not blocks or not tracker.acq[unit] or tracker.count[unit] != len(blocks):
                 continue  # other held blocks (or a pin) keep this page: evicting frees nothing
             touched: dict[int, int] = {}
@@ -317,38 +313,41 @@ class SharePolicy:
                     for unit in layout.block_units(block.block_id):
                         holders.setdefault(unit, set()).add(index)
                         blocks_in.setdefault(unit, set()).add(block.block_id)
-        cached_in: dict[int, int] = {}
-        for bid in self.adapter.cached:
-            for unit in layout.block_units(bid):
-                cached_in[unit] = cached_in.get(unit, 0) + 1
-        best = None
+        cached_in = self._cached_by_unit()
+        order = self._preemption_order(scheduler, running)
+        best = None  # (holders, the newest holder's order key, holders' indexes)
         for unit, indexes in holders.items():
-            if not tracker.acq[unit] or tracker.count[unit] != len(blocks_in[unit]) + cached_in.get(unit, 0):
+            if not tracker.acq[unit] or tracker.count[unit] != len(blocks_in[unit]) + len(cached_in.get(unit, ())):
                 continue  # held by something besides running requests and the prefix cache
-            key = (len(indexes), -self._age_rank(running, indexes))
-            if best is None or key < best[0]:
-                best = (key, indexes)
+            newest = max(order(i) for i in indexes)
+            if best is None or len(indexes) < best[0] or (len(indexes) == best[0] and newest > best[1]):
+                best = (len(indexes), newest, indexes)
         if best is None:
             return [self._newest(scheduler)]
-        return [running[i] for i in sorted(best[1], reverse=True)]
+        return [running[i] for i in sorted(best[2], key=order, reverse=True)]
+
+    def _cached_by_unit(self) -> dict[int, list[int]]:
+        """Unit -> the cached blocks in it (every page of each), units in LRU order of their blocks."""
+        layout, out = self.adapter.tracker.layout, {}
+        for bid in self.adapter.cached:
+            for unit in layout.block_units(bid):
+                out.setdefault(unit, []).append(bid)
+        return out
 
     @staticmethod
-    def _age_rank(running, indexes) -> int:
-        """Larger for newer requests: the newest holder's position (running is in admission order;
-        under the priority policy, by priority then arrival)."""
-        if getattr(running[0], "priority", None) is not None and len({r.priority for r in running}) > 1:
-            order = sorted(range(len(running)), key=lambda i: (running[i].priority, running[i].arrival_time))
-            rank = {i: n for n, i in enumerate(order)}
-            return max(rank[i] for i in indexes)
-        return max(indexes)
-
-    @staticmethod
-    def _newest(scheduler):
-        """The request vLLM itself would preempt first: the lowest priority, latest arrival under
-        the priority policy; otherwise the last one admitted."""
+    def _preemption_order(scheduler, running):
+        """vLLM's own order of preemption as a key on indexes into `running`, larger for the request
+        it would preempt first: the lowest priority, latest arrival under the priority policy;
+        otherwise the last one admitted (running is in admission order)."""
         if getattr(scheduler.policy, "value", None) == "priority":
-            return max(scheduler.running, key=lambda r: (r.priority, r.arrival_time))
-        return scheduler.running[-1]
+            return lambda i: (running[i].priority, running[i].arrival_time)
+        return lambda i: i
+
+    @classmethod
+    def _newest(cls, scheduler):
+        """The request vLLM itself would preempt first."""
+        running = list(scheduler.running)
+        return running[max(range(len(running)), key=cls._preemption_order(scheduler, running))]
 
     # ------------------------------------------------------------------ episodes
     def _note(self, verdict) -> None:
