@@ -59,7 +59,7 @@ class Budget {
   virtual void AddOther(std::int64_t delta_bytes) = 0;
 
   // The engine asked for `bytes` of KV pages and the budget refused them (the page pool calls
-  // this; set-up reservations such as the zero memory and map-ahead do not): the refusal opens
+  // this; set-up reservations such as map-ahead do not): the refusal opens
   // or continues its starvation episode when it is below its fair share (docs/sharing.md).
   virtual void NoteRefused(std::uint64_t /*bytes*/) {}
 

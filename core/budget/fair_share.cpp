@@ -33,8 +33,8 @@ std::vector<std::uint64_t> FairShares(std::span<const ShareInput> engines, std::
   if (n == 0 || budget == 0) return shares;
   const std::uint64_t g = std::max<std::uint64_t>(granule, 1);
 
-  // What an engine holds beyond whole units (held modulo its unit: part of the shim's zero
-  // memory, say) it can neither give nor add to: it stays the engine's, outside the division,
+  // What an engine holds beyond whole units (held modulo its unit: a page outside its KV
+  // tensors, say) it can neither give nor add to: it stays the engine's, outside the division,
   // and the rest of the budget is divided in whole units.
   std::vector<std::uint64_t> unit(n);
   std::vector<std::uint64_t> offset(n);

@@ -33,7 +33,7 @@ struct ShareInput {
 std::uint64_t UnitOf(const ShareInput& engine, std::uint64_t granule);
 
 // Each engine's fair share in bytes, in the order of `engines`. What an engine holds beyond whole
-// units (held modulo its unit: e.g. part of the shim's zero memory) it can neither give nor add
+// units (held modulo its unit: e.g. a page outside its KV tensors) it can neither give nor add
 // to: that stays its own, outside the division. The rest of the budget is divided in whole units,
 // each engine's within one of its units of the exact weighted share, never more than the budget
 // in all. So a share always differs from what the engine holds by whole units: a starved engine

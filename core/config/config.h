@@ -52,7 +52,7 @@ struct Config {
   // memory in aligned chunks of 1, 2, 4 .. this many pages. 1 with pages of a size that is not
   // a power of two (chunks must stay aligned in the VA), and with KVCACHED_SANITY_CHECK on.
   [[nodiscard]] std::size_t zero_chunk_pages() const;
-  // Bytes of zero memory each process holds per GPU (charged to the budget): one handle of 1, 2,
+  // Bytes of zero memory each process holds per GPU (outside the budget): one handle of 1, 2,
   // 4 .. zero_chunk_pages() pages (ZeroPage::BytesFor agrees; a unit test checks it).
   [[nodiscard]] std::uint64_t zero_memory_bytes() const {
     return std::uint64_t{page_size()} * (2 * zero_chunk_pages() - 1);

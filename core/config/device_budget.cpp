@@ -11,18 +11,16 @@ namespace kvcached {
 
 std::uint64_t MinimumBudgetBytes(const Config& config) {
   const std::uint64_t reserve = config.page_prealloc ? config.min_reserved_pages : 0;
-  return config.zero_memory_bytes() + config.page_size() * (reserve + kMinWorkingPages);
+  return config.page_size() * (reserve + kMinWorkingPages);
 }
 
 std::string BudgetTooSmall(const Config& config, std::uint64_t budget) {
   const std::uint64_t minimum = MinimumBudgetBytes(config);
   if (budget >= minimum) return {};
   return fmt::format(
-      "below the minimum of {} (zero memory {} + {} reserve pool pages "
-      "(KVCACHED_MIN_RESERVED_PAGES) + {} working pages of {}); every allocation would wait for "
-      "pages that never come",
-      FormatBytes(minimum), FormatBytes(config.zero_memory_bytes()),
-      config.page_prealloc ? config.min_reserved_pages : 0, kMinWorkingPages,
+      "below the minimum of {} ({} reserve pool pages (KVCACHED_MIN_RESERVED_PAGES) + {} working "
+      "pages of {}); every allocation would wait for pages that never come",
+      FormatBytes(minimum), config.page_prealloc ? config.min_reserved_pages : 0, kMinWorkingPages,
       FormatBytes(config.page_size()));
 }
 

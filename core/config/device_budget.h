@@ -10,17 +10,18 @@
 
 namespace kvcached {
 
-// Fewest pages a budget must leave for the engine's own pages, beside its zero memory and its
-// reserve pool: below this every process waits for pages it can never get.
+// Fewest pages a budget must leave for the engine's own pages, beside its reserve pool: below this
+// every process waits for pages it can never get.
 inline constexpr std::uint64_t kMinWorkingPages = 4;
 
-// The smallest budget one engine can work with: its zero memory, the reserve pool it refills to
-// (KVCACHED_MIN_RESERVED_PAGES, when KVCACHED_PAGE_PREALLOC_ENABLED) and kMinWorkingPages pages.
-// Budgets below it are refused.
+// The smallest budget one engine can work with: the reserve pool it refills to
+// (KVCACHED_MIN_RESERVED_PAGES, when KVCACHED_PAGE_PREALLOC_ENABLED) and kMinWorkingPages pages
+// (its zero memory is outside the budget). Budgets below it are refused.
 std::uint64_t MinimumBudgetBytes(const Config& config);
 
-// Why `budget` bytes are too small ("below the minimum of 32 MiB (zero memory ...)"), or empty
-// when they are enough. LoadConfig refuses a small KVCACHED_BUDGET with it (no GPU needed).
+// Why `budget` bytes are too small ("below the minimum of 18 MiB (5 reserve pool pages ...)"),
+// or empty when they are enough. LoadConfig refuses a small KVCACHED_BUDGET with it (no GPU
+// needed).
 std::string BudgetTooSmall(const Config& config, std::uint64_t budget);
 
 struct DeviceBudget {

@@ -33,8 +33,8 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
       {"KVCACHED_BUDGET", T::kSize, S::kShim,
        "unset, meaning KVCACHED_GPU_UTILIZATION x GPU memory",
        "a size such as 40G, 512MiB, 1.5GiB or 1073741824 (bytes; binary units, 1K = 1024) of at "
-       "least the minimum (zero memory + KVCACHED_MIN_RESERVED_PAGES + 4 pages: 32 MiB with the "
-       "defaults); above the GPU's memory it means the whole GPU (warned once)",
+       "least the minimum (KVCACHED_MIN_RESERVED_PAGES + 4 pages: 18 MiB with the defaults); above "
+       "the GPU's memory it means the whole GPU (warned once)",
        "The shared budget in bytes; overrides KVCACHED_GPU_UTILIZATION."},
       {"KVCACHED_PAGE_SIZE_MB", T::kInteger, S::kShim, "2",
        "a power of two number of MiB from 2 to 1024 (2, 4, 8, 16, ... 1024): reservations are "
@@ -48,7 +48,8 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "one page with KVCACHED_SANITY_CHECK on)",
        "Largest zero alias: unbacked pages are aliased to the zero memory in aligned chunks of up "
        "to this size, so a burst unmaps one alias per chunk instead of one per page (each unmap "
-       "costs ~20 us). The zero memory held per GPU is about twice this size."},
+       "costs ~20 us). The zero memory held per GPU is about twice this size, counted outside the "
+       "budget."},
       {"KVCACHED_PAGE_PREALLOC_ENABLED", T::kBool, S::kShim, "true",
        "true/false, 1/0, yes/no, on/off (any case)",
        "Keep a pool of created physical pages ready so that backing new blocks needs no "

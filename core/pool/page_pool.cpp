@@ -33,40 +33,18 @@ PagePool::~PagePool() {
 }
 
 void PagePool::ChargeZeroPage() {
-  // The zero memory is physical memory too, and is charged when the budget allows. It is made when
-  // an engine creates its first KV region, usually at start-up, when another engine may hold the
-  // whole budget: waiting briefly lets the others' pools give back their reserves (pressure);
-  // after that it is counted outside the budget (as pass-through bytes, shown by kvctl),
-  // because an engine that cannot start is worse than a few MiB over budget per process. It then
-  // waits for KV memory like any engine whose budget is full.
-  const auto deadline = std::chrono::steady_clock::now() + kZeroPageWait;
-  bool asked = false;
-  while (!budget_.TryCharge(zero_bytes_)) {
-    if (MakeRoom(zero_bytes_) > 0 && budget_.TryCharge(zero_bytes_)) break;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      zero_outside_budget_ = true;
-      budget_.AddOther(static_cast<std::int64_t>(zero_bytes_));
-      KVC_LOG_WARN(
-          "GPU {}: the budget stayed full for {} ms; this process's zero memory ({}) is counted "
-          "outside it (as pass-through memory). {}",
-          ordinal_, kZeroPageWait.count(), FormatBytes(zero_bytes_), RefusalMessage(zero_bytes_));
-      break;
-    }
-    if (!asked) budget_.RequestPressure(zero_bytes_);
-    asked = true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  // The zero memory is fixed overhead of the process, like its CUDA context, not KV memory: it is
+  // counted with the pass-through bytes (kvctl's OTHER), outside the budget. Inside, each
+  // engine's few MiB would cost it a whole share unit (one page in every KV tensor) of the
+  // budget's division, and an engine starting next to one that holds the whole budget would have
+  // to wait for it.
+  budget_.AddOther(static_cast<std::int64_t>(zero_bytes_));
   counters_.AddPhysical(zero_bytes_);
 }
 
 void PagePool::UnchargeZeroPage() {
   counters_.SubPhysical(zero_bytes_);
-  if (zero_outside_budget_) {
-    budget_.AddOther(-static_cast<std::int64_t>(zero_bytes_));
-  } else {
-    budget_.Uncharge(zero_bytes_);
-  }
-  zero_outside_budget_ = false;
+  budget_.AddOther(-static_cast<std::int64_t>(zero_bytes_));
 }
 
 Status PagePool::EnsureLazyReady() {

@@ -36,8 +36,6 @@ class PagePool {
   static constexpr std::int64_t kHoldNs = 1'000'000'000;
   // The worker's longest sleep between passes.
   static constexpr std::chrono::milliseconds kPeriod{20};
-  // How long the first lazy region waits for budget room for the zero page (ChargeZeroPage).
-  static constexpr std::chrono::milliseconds kZeroPageWait{2000};
 
   PagePool(const driver::Driver& driver, Config config, int ordinal, CUdevice device, CUcontext ctx,
            Budget& budget);
@@ -158,7 +156,6 @@ class PagePool {
 
   std::mutex lazy_mu_;  // zero page creation and worker start
   std::optional<ZeroPage> zero_;
-  bool zero_outside_budget_ = false;  // guarded by lazy_mu_ (set before zero_ exists)
   std::atomic<bool> lazy_ready_{false};
 
   mutable std::mutex free_mu_;

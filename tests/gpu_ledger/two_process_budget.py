@@ -21,7 +21,6 @@ SHIM = os.path.join(BUILD, "lib", "libkvcached_shim.so")
 KVCTL = os.path.join(BUILD, "bin", "kvctl")
 PAGE = 2 << 20
 BUDGET_PAGES = 32
-ZERO_PAGES = 7  # each process's zero memory with the default KVCACHED_ZERO_CHUNK_MB (1+2+4 pages)
 IPC = f"twoproc_{os.getpid()}"
 
 CHILD = r"""
@@ -36,7 +35,7 @@ st = shim.kvcached_region_create(0, ctypes.c_uint64(256 * PAGE), 0, ctypes.byref
 if st != 0:
     say("ERROR create", st, shim.kvcached_last_error()); sys.exit(2)
 shim.kvcached_set_label(sys.argv[2].encode())
-say("ready")  # the region (and its zero page, charged to the budget) exists
+say("ready")  # the region (and its zero memory, outside the budget) exists
 held = []
 for line in sys.stdin:
     cmd = line.split()
@@ -119,16 +118,15 @@ def main() -> int:
     b = spawn("engine-B")
     steps = []
     try:
-        # Both regions exist before A fills the budget: a process's zero memory is charged too,
-        # so the budget left for pages is BUDGET_PAGES - 2 x ZERO_PAGES.
+        # Both regions exist before A fills the budget; a process's zero memory is outside the
+        # budget, so all of it is left for pages.
         for p in (a, b):
             line = p.stdout.readline().split()
             if line != ["ready"]:
                 raise RuntimeError(f"child did not start: {line}")
         filled = int(ask(a, "fill")[1])
-        room = BUDGET_PAGES - 2 * ZERO_PAGES
-        check(room - 1 <= filled <= room,
-              f"A filled the budget ({filled} pages of {room} left beside two zero memories)")
+        room = BUDGET_PAGES
+        check(room - 1 <= filled <= room, f"A filled the budget ({filled} pages of {room})")
         steps.append(("A full", procs_in_kvctl()))
         st = int(ask(b, "try")[1])
         check(st == 2, f"B refused while A holds the budget (status {st}, 2 = NO_MEMORY)")

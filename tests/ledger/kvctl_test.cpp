@@ -515,14 +515,14 @@ TEST(KvctlDoctor, ReportsSettingsThatWouldBreakAllocationAndMisspelledVariables)
 
   const std::string fake = FakeDriverPath();
   if (fake.empty() || ::access(fake.c_str(), R_OK) != 0) GTEST_SKIP() << "no fake driver";
-  // The fake GPU has 8 GiB: 0.000001 of it is 8 KiB, below the 32 MiB minimum.
+  // The fake GPU has 8 GiB: 0.000001 of it is 8 KiB, below the 18 MiB minimum.
   r = Kvctl({"doctor", "--json"},
             {"KVCACHED_CUDA_DRIVER=" + fake, "KVCACHED_GPU_UTILIZATION=0.000001"});
   d = nlohmann::json::parse(r.out);
   EXPECT_EQ(r.rc, 1);
   auto c = DoctorCheck(d, "budget", "KVCACHED_GPU_UTILIZATION=1e-06 gives GPU 0");
   EXPECT_EQ(c.value("status", ""), "fail") << r.out;
-  EXPECT_TRUE(Has(c.value("detail", ""), "below the minimum of 32 MiB")) << c;
+  EXPECT_TRUE(Has(c.value("detail", ""), "below the minimum of 18 MiB")) << c;
   r = Kvctl({"doctor", "--json"}, {"KVCACHED_CUDA_DRIVER=" + fake, "KVCACHED_BUDGET=100T"});
   d = nlohmann::json::parse(r.out);
   c = DoctorCheck(d, "budget", "KVCACHED_BUDGET=100 TiB is more than GPU 0's");

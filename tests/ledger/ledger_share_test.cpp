@@ -263,15 +263,15 @@ TEST(LedgerShare, TheEngineAboveItsShareIsAskedAndEscalatesAfterTheBound) {
 }
 
 TEST(LedgerShare, ARefusedSetUpReservationOpensNoEpisode) {
-  // A process that starts while the budget is full: its zero memory (or any set-up
-  // reservation) is refused, but it has not asked for KV memory yet. Only a refusal the pool
+  // A process that starts while the budget is full: a set-up reservation (pages mapped ahead)
+  // is refused, but it has not asked for KV memory yet. Only a refusal the pool
   // notes as the engine's (NoteRefused) opens the episode; the preemption bound starts there.
   ScopedSegmentName name("share_setup");
   auto seg = Create(name.name(), 100);
   auto a = Attach(seg, "a");
   auto b = Attach(seg, "b");
   ASSERT_EQ(Take(*a, 100), 100U);
-  ASSERT_FALSE(b->TryCharge(7 * kPage));  // the zero memory
+  ASSERT_FALSE(b->TryCharge(2 * kPage));  // map-ahead
   const LedgerSlot& sb = seg->slot(b->slot_index());
   EXPECT_EQ(Load(sb.starved_since_ns), 0U);
   EXPECT_EQ(a->Share().action, ShareAction::kOk) << "nobody asked for KV memory yet";
@@ -288,7 +288,8 @@ TEST(LedgerShare, ARefusedSetUpReservationOpensNoEpisode) {
 
 TEST(LedgerShare, EachEnginesUnitIsPublishedAndTheEpisodeEndsInWholeUnits) {
   // 32 pages. A takes and gives 2 pages at a time (a vLLM engine: K and V) and holds 7 pages
-  // outside its units (its zero memory); B takes one page at a time and holds 7 too.
+  // outside its units (say, pages of a tensor that is not KV); B takes one page at a time and
+  // holds 7 too.
   ScopedSegmentName name("share_units");
   auto seg = Create(name.name(), 32);
   auto a = Attach(seg, "a", 1, 0, 0);

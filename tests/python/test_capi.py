@@ -276,10 +276,10 @@ print("roundtrip ok")
             self.assertNotEqual(va["action"], "preempt", va)
 
     def test_a_process_starting_on_a_full_budget_is_not_starved_until_it_asks_for_kv(self):
-        """B starts while A holds the whole budget: its zero memory is refused (it waits for the
-        others' spare pages, then counts it outside the budget, and works). That refusal is no
-        demand for KV memory: nobody is starved and A is asked nothing until B asks for a KV page;
-        the preemption bound is counted from there."""
+        """B starts while A holds the whole budget: its zero memory is process overhead outside the
+        budget, so it starts at once and asks nobody for anything. Starting is no demand for KV
+        memory: nobody is starved and A is asked nothing until B asks for a KV page; the
+        preemption bound is counted from there."""
         import time
 
         with _SharingEngines(f"pytest_share_start_{os.getpid()}") as engines:
@@ -287,11 +287,11 @@ print("roundtrip ok")
             a, a_first = engines.start()
             self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
             started = time.monotonic()
-            b, b_first = engines.start("late")  # its zero memory: refused, then counted outside the budget
+            b, b_first = engines.start("late")
             took = time.monotonic() - started
             self.assertIsNotNone(b_first, b.stderr.read() if b.poll() is not None else "")
             self.assertEqual(b_first["held"], 0)
-            self.assertLess(took, 30, "B's start-up hung on its zero memory")
+            self.assertLess(took, 10, "B's start-up waited for the full budget")
             va = command(a, "verdict")
             self.assertIsNotNone(va, "the shim lacks kvcached_share_verdict")
             self.assertEqual((va["action"], va["starved_pid"], va["deficit_bytes"]), ("ok", 0, 0), va)
@@ -301,8 +301,6 @@ print("roundtrip ok")
             self.assertIn(va["action"], ("stop_admitting", "give_cached"), va)
             self.assertEqual(va["starved_pid"], b.pid, va)
             self.assertLess(va["starved_ms"], 1000, va)
-        # It said why its zero memory is outside the budget.
-        self.assertIn("counted outside it", b.stderr.read() if b.stderr else "")
 
     def test_report_engine_steps_is_seen_by_kvctl(self):
         """The hook's totals reach the process's ledger slot: kvctl list --json shows the last report

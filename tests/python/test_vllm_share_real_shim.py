@@ -38,7 +38,7 @@ for line in sys.stdin:
     if line.strip() != "grow":
         break
     while True:
-        verdict = api.share_verdict(0)  # held and share in bytes, its zero memory included
+        verdict = api.share_verdict(0)  # held and share in bytes (its zero memory is outside)
         if verdict.held_bytes + page > verdict.fair_share_bytes:
             break
         if api.acquire([(base + held * page, page)]) != C.OK:
@@ -90,7 +90,7 @@ def step():
     scheduler.update_from_output(out, V.fake_output(scheduler, out))
     check("processed", out)
 
-# B starts first (the shim charges its zero memory at start) and waits.
+# B starts first (its region exists; its zero memory is outside the budget) and waits.
 helper = subprocess.Popen([sys.executable, "-c", os.environ["SHARE_HELPER"]], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=os.environ)
 assert json.loads(helper.stdout.readline())["ready"]
@@ -176,7 +176,7 @@ class VllmShareRealShimTest(unittest.TestCase):
         self.assertEqual(result["violations"], [])
         self.assertEqual(result["errors"], 0)
         b_first = result["b_first"]
-        # A and B's zero memory fill the 32 pages (within the shim's one spare page).
+        # A fills the 32 pages (within the shim's one spare page).
         self.assertGreaterEqual(result["a_full_held"] + b_first["held"], 31, f"A did not fill the budget: {result}")
         self.assertLess(b_first["held"], b_first["share"] - 1, f"B was not refused: {result}")
         self.assertGreater(b_first["refused"], 0, b_first)

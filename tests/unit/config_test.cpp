@@ -254,24 +254,24 @@ TEST(Config, BudgetSizes) {
   }
 }
 
-// Below zero memory + reserve pool + a few pages every allocation of every process waited 2 s
-// for pages that never came (issue 12, defect 5): refused at start, naming the minimum.
+// Below the reserve pool + a few pages every allocation of every process waited 2 s for pages
+// that never came (issue 12, defect 5): refused at start, naming the minimum.
 TEST(Config, BudgetBelowTheMinimumIsRefusedNamingIt) {
-  for (const std::string value : {"1", "4096", "3M", "31M"}) {
+  for (const std::string value : {"1", "4096", "3M", "17M"}) {
     const std::string message = ExpectRefused("KVCACHED_BUDGET", value);
-    // Defaults: zero memory 14 MiB (1+2+4 pages of 2 MiB) + 5 reserved + 4 working pages.
-    EXPECT_NE(message.find("below the minimum of 32 MiB"), std::string::npos) << message;
-    EXPECT_NE(message.find("zero memory 14 MiB"), std::string::npos) << message;
+    // Defaults: 5 reserved + 4 working pages of 2 MiB (the zero memory is outside the budget).
+    EXPECT_NE(message.find("below the minimum of 18 MiB"), std::string::npos) << message;
+    EXPECT_NE(message.find("5 reserve pool pages"), std::string::npos) << message;
   }
   // The minimum follows the settings it is made of.
-  EXPECT_TRUE(Load({{"KVCACHED_BUDGET", "24M"}, {"KVCACHED_MIN_RESERVED_PAGES", "0"}}).ok());
-  EXPECT_TRUE(Load({{"KVCACHED_BUDGET", "24M"}, {"KVCACHED_PAGE_PREALLOC_ENABLED", "0"}}).ok());
+  EXPECT_TRUE(Load({{"KVCACHED_BUDGET", "8M"}, {"KVCACHED_MIN_RESERVED_PAGES", "0"}}).ok());
+  EXPECT_TRUE(Load({{"KVCACHED_BUDGET", "8M"}, {"KVCACHED_PAGE_PREALLOC_ENABLED", "0"}}).ok());
   auto big_pages = Load({{"KVCACHED_BUDGET", "100M"}, {"KVCACHED_PAGE_SIZE_MB", "64"}});
   ASSERT_FALSE(big_pages.ok());
-  EXPECT_NE(big_pages.status().message().find("the minimum of 640 MiB"), std::string::npos)
+  EXPECT_NE(big_pages.status().message().find("the minimum of 576 MiB"), std::string::npos)
       << big_pages.status().message();
   Config c;
-  EXPECT_EQ(MinimumBudgetBytes(c), std::uint64_t{32} << 20U);
+  EXPECT_EQ(MinimumBudgetBytes(c), std::uint64_t{18} << 20U);
 }
 
 TEST(ParseSize, UnitsAreBinaryAndCaseInsensitive) {

@@ -36,7 +36,7 @@ TEST(DeviceBudget, UtilizationThatRoundsBelowTheMinimumIsRefusedNamingIt) {
   ASSERT_FALSE(b.ok());
   const std::string m = b.status().message();
   EXPECT_TRUE(Has(m, "KVCACHED_GPU_UTILIZATION=1e-12 gives GPU 3 (80 GiB) a budget of 0 B")) << m;
-  EXPECT_TRUE(Has(m, "below the minimum of 32 MiB")) << m;
+  EXPECT_TRUE(Has(m, "below the minimum of 18 MiB")) << m;
   c.gpu_utilization = 0.0001;  // 8 MiB of 80 GiB
   EXPECT_FALSE(BudgetForDevice(c, 80 * kGiB, 0).ok());
   c.gpu_utilization = 0.001;  // 82 MiB
@@ -56,15 +56,15 @@ TEST(DeviceBudget, BudgetAboveTheGpuIsTheWholeGpuWithAWarningNamingBoth) {
   EXPECT_TRUE(BudgetForDevice(c, 80 * kGiB, 1).value().warning.empty());
 }
 
-TEST(DeviceBudget, MinimumFollowsPagesZeroMemoryAndPool) {
+TEST(DeviceBudget, MinimumFollowsPagesAndPool) {
   Config c;
-  EXPECT_EQ(MinimumBudgetBytes(c), 32 * kMiB);  // 14 MiB zero + (5 + 4) x 2 MiB
+  EXPECT_EQ(MinimumBudgetBytes(c), 18 * kMiB);  // (5 + 4) x 2 MiB; the zero memory is outside
   c.page_prealloc = false;
-  EXPECT_EQ(MinimumBudgetBytes(c), 22 * kMiB);
-  c.page_size_mb = 64;  // one-page zero alias
-  EXPECT_EQ(MinimumBudgetBytes(c), 64 * kMiB + 4 * 64 * kMiB);
-  EXPECT_TRUE(BudgetTooSmall(c, 320 * kMiB).empty());
-  EXPECT_FALSE(BudgetTooSmall(c, 320 * kMiB - 1).empty());
+  EXPECT_EQ(MinimumBudgetBytes(c), 8 * kMiB);
+  c.page_size_mb = 64;
+  EXPECT_EQ(MinimumBudgetBytes(c), 4 * 64 * kMiB);
+  EXPECT_TRUE(BudgetTooSmall(c, 256 * kMiB).empty());
+  EXPECT_FALSE(BudgetTooSmall(c, 256 * kMiB - 1).empty());
 }
 
 // The engine path: device 0 of the fake driver (8 GiB unless FAKECUDA_TOTAL_MB says otherwise).

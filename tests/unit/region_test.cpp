@@ -99,8 +99,9 @@ TEST_F(LazyRegionTest, CreationRoundsUpAndAliasesEveryPageToTheZeroPage) {
   for (int p = 0; p < 3; ++p) EXPECT_EQ(StateOf(rt(), base + p * kPage), PageState::kZero);
   // Zero page: map + set-access once to clear it; the region: one set-access for all pages.
   EXPECT_EQ(CallCount("cuMemSetAccess") - calls_before, 2U);
-  // Only the zero page is physical.
-  EXPECT_EQ(t_.budget->charged(), kPage);
+  // Only the zero page is physical, counted outside the budget (as pass-through bytes).
+  EXPECT_EQ(t_.budget->charged(), 0U);
+  EXPECT_EQ(t_.budget->View().others, kPage);
   EXPECT_EQ(Counts().handles - before_.handles, 1U);
   EXPECT_EQ(StatsOf(rt()).zero_page_bytes, kPage);
 }
@@ -122,7 +123,7 @@ TEST_F(LazyRegionTest, AcquireMissSwapsInAndReleaseKeepsThePageMapped) {
   EXPECT_EQ(s.mapped_free_bytes, kPage);
   EXPECT_EQ(s.in_use_bytes, 0U);
   EXPECT_EQ(t_.budget->View().in_use, 0U);
-  EXPECT_EQ(t_.budget->View().reserved, 2 * kPage);  // zero page + the mapped page
+  EXPECT_EQ(t_.budget->View().reserved, kPage);  // the mapped page
 
   // Acquiring it again is warm: no new swap.
   ASSERT_TRUE(AcquireOne(rt(), base + kPage, 4096).ok());
@@ -169,10 +170,9 @@ TEST_F(LazyRegionTest, BadRangesAreRejected) {
 TEST_F(LazyRegionTest, MapAheadWaitsForTheFirstAcquireThenBacksTheLowestZeroPages) {
   Config c = QuietConfig();
   c.map_ahead_pages = 2;
-  // Budget: the zero page, the acquired page and exactly the two mapped-ahead pages, so the
-  // worker cannot refill and any driver call during the warm acquire below would be the
-  // foreground's.
-  t_ = MakeRuntime(c, 4 * kPage);
+  // Budget: the acquired page and exactly the two mapped-ahead pages, so the worker cannot
+  // refill and any driver call during the warm acquire below would be the foreground's.
+  t_ = MakeRuntime(c, 3 * kPage);
   std::uint64_t base = Create(6 * kPage, c);
   // A fresh region may still be written all over by the engine (its zero fill): the worker maps
   // nothing into it, however many passes it makes, until the engine's first acquire.
@@ -227,7 +227,7 @@ TEST_F(LazyRegionTest, DeferredTrimReturnsOldFreePagesToZero) {
   DeviceStats s = StatsOf(rt());
   EXPECT_EQ(s.unmaps, 2U);
   EXPECT_EQ(s.mapped_free_bytes, 0U);
-  EXPECT_EQ(t_.budget->charged(), kPage);  // max_reserved_pages = 0: handles released
+  EXPECT_EQ(t_.budget->charged(), 0U);  // max_reserved_pages = 0: handles released
 }
 
 TEST_F(LazyRegionTest, TrimKeepsTheMapAheadReserveOfLowestPages) {
@@ -258,7 +258,7 @@ TEST_F(LazyRegionTest, RuntimeTrimGivesBackEveryFreePageNow) {
   for (int p = 1; p < 4; ++p) EXPECT_EQ(StateOf(rt(), base + p * kPage), PageState::kZero);
   DeviceStats s = StatsOf(rt());
   EXPECT_EQ(s.pool_bytes, 0U);  // nothing kept in reserve either
-  EXPECT_EQ(t_.budget->charged(), 2 * kPage);
+  EXPECT_EQ(t_.budget->charged(), kPage);
   EXPECT_EQ(s.unmaps, 3U);
 }
 
@@ -269,7 +269,8 @@ TEST_F(LazyRegionTest, DestroyReturnsEverythingEvenWithPagesInUse) {
   EXPECT_EQ(rt().Info(base).status().code(), Errc::kNotFound);
   EXPECT_EQ(AcquireOne(rt(), base, 1).code(), Errc::kNotFound);
   EXPECT_EQ(t_.budget->View().in_use, 0U);
-  EXPECT_EQ(t_.budget->charged(), kPage);  // the zero page stays while the pool lives
+  EXPECT_EQ(t_.budget->charged(), 0U);
+  EXPECT_EQ(t_.budget->View().others, kPage);  // the zero page stays while the pool lives
   EXPECT_EQ(rt().DestroyRegion(base).code(), Errc::kNotFound);
 }
 

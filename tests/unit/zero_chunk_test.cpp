@@ -47,7 +47,7 @@ class ZeroChunkTest : public LeakCheckedRuntimeTest {
   }
 };
 
-TEST_F(ZeroChunkTest, CreationAliasesInChunksAndChargesTheZeroMemory) {
+TEST_F(ZeroChunkTest, CreationAliasesInChunksAndCountsTheZeroMemoryOutsideTheBudget) {
   std::uint64_t base = 0;
   Calls c = Count([&] { base = Lazy(10 * kPage); });
   // Three zero handles, each mapped once to be cleared; then chunks [0,4) [4,8) [8,10) and one
@@ -55,20 +55,21 @@ TEST_F(ZeroChunkTest, CreationAliasesInChunksAndChargesTheZeroMemory) {
   EXPECT_EQ(c.maps, 3U + 3U);
   EXPECT_EQ(c.access, 3U + 1U);
   EXPECT_EQ(StatsOf(rt()).zero_page_bytes, kZeroBytes);
-  EXPECT_EQ(t_.budget->charged(), kZeroBytes);
+  EXPECT_EQ(t_.budget->charged(), 0U);
+  EXPECT_EQ(t_.budget->View().others, kZeroBytes);
   EXPECT_TRUE(AllReadable(base, 10));
 
   std::uint64_t second = 0;
   c = Count([&] { second = Lazy(3 * kPage); });  // [0,2) [2,3); the zero memory exists already
   EXPECT_EQ(c.maps, 2U);
   EXPECT_EQ(c.access, 1U);
-  EXPECT_EQ(t_.budget->charged(), kZeroBytes);
+  EXPECT_EQ(t_.budget->View().others, kZeroBytes);
   EXPECT_TRUE(AllReadable(second, 3));
 }
 
 // The first lazy region makes the three zero handles (each: create, reserve + map + access to
 // clear it, memset, sync, unmap, free) and then its own chunks. A failure anywhere is reported,
-// leaves no region and no charge, and the next attempt works.
+// leaves no region and no count, and the next attempt works.
 TEST_F(ZeroChunkTest, CreationFailuresLeaveNothingBehind) {
   const char* const specs[] = {
       "cuMemCreate:2",     // the 2-page zero handle
@@ -92,11 +93,12 @@ TEST_F(ZeroChunkTest, CreationFailuresLeaveNothingBehind) {
     // The zero memory stays only if it was made (the region's own calls failed).
     const std::uint64_t zero = StatsOf(rt()).zero_page_bytes;
     EXPECT_TRUE(zero == 0 || zero == kZeroBytes) << zero;
-    EXPECT_EQ(t_.budget->charged(), zero);
+    EXPECT_EQ(t_.budget->View().others, zero);
+    EXPECT_EQ(t_.budget->charged(), 0U);
     auto again = rt().CreateRegion(0, 10 * kPage, RegionKind::kLazy);
     ASSERT_TRUE(again.ok()) << again.status().message();
     EXPECT_TRUE(AllReadable(again.value(), 10));
-    EXPECT_EQ(t_.budget->charged(), kZeroBytes);
+    EXPECT_EQ(t_.budget->View().others, kZeroBytes);
   }
 }
 
@@ -195,7 +197,8 @@ TEST_F(ZeroChunkTest, EveryDriverFailureInASplitLeavesEveryPageReadable) {
     EXPECT_TRUE(AllReadable(base, 4));
     ASSERT_TRUE(rt().DestroyRegion(base).ok());
   }
-  EXPECT_EQ(t_.budget->charged(), kZeroBytes);
+  EXPECT_EQ(t_.budget->charged(), 0U);  // nothing leaked (the zero memory is outside)
+  EXPECT_EQ(t_.budget->View().others, kZeroBytes);
 }
 
 // Swap-out failures: an unmap that fails keeps the page backed; an alias that cannot be made is

@@ -152,7 +152,7 @@ const std::vector<Family>& Families() {
        Slot([](const auto& s) { return s.peak; })},
       {"kvcached_process_other_bytes",
        "gauge",
-       "Bytes the process allocated through the real allocator (passed through, not budgeted)",
+       "Bytes outside the budget: passed through to the real allocator, and the shim's zero memory",
        {},
        Slot([](const auto& s) { return s.other; })},
       {"kvcached_process_heartbeat_age_seconds",
