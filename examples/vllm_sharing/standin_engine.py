@@ -25,6 +25,11 @@ classes: it reports its step totals (kvcached_report_engine_steps, so `kvctl lis
 engine_steps, engine_hook_ns, engine_hook_c_calls) and, with KVCACHED_SANITY_CHECK=1, checks before
 every step that each block a request holds is backed (IN_USE) in the shim; the checker's summary
 line is logged at exit. scripts/gpu/vllm/dryrun.sh runs it as a fake `vllm` (tests/support/fake_vllm).
+
+STANDIN_CORE=vllm replaces that scheduler by vLLM's own (standin_vllm.py: vLLM's real Scheduler, or
+AsyncScheduler with STANDIN_ASYNC=1, and under the shim the real engine hook with its sharing
+policy); only the model is simulated (STANDIN_STEP_MS per step plus STANDIN_TOKEN_US per scheduled
+token). It needs vLLM importable; the HTTP side is the same.
 """
 
 from __future__ import annotations
@@ -43,13 +48,19 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "hooks", "python"))
 
 
 class Request:
-    def __init__(self, rid: int, prompt_len: int, max_tokens: int):
-        self.rid, self.prompt_len, self.max_tokens = rid, prompt_len, max_tokens
+    def __init__(self, rid: int, prompt_len: int, max_tokens: int, prompt: list[int] | None = None):
+        self.rid, self.prompt_len, self.max_tokens, self.prompt = rid, prompt_len, max_tokens, prompt
         self.generated = 0
         self.sent = 0  # tokens streamed to the client
         self.blocks: list[int] = []
         self.queue: asyncio.Queue = asyncio.Queue()
         self.admitted_at = 0.0
+
+    def prompt_ids(self) -> list[int]:
+        """The prompt's token ids: the client's, or distinct ones (no prefix shared by chance)."""
+        if self.prompt and all(isinstance(t, int) for t in self.prompt):
+            return list(self.prompt)
+        return [1] + [(self.rid * 7919 + k) % 30000 + 100 for k in range(self.prompt_len - 1)]
 
     def tokens_needed(self) -> int:  # KV slots once the next token is written
         return self.prompt_len + self.generated + 1
@@ -151,7 +162,6 @@ class Engine:
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self.steps = self.preemptions = 0
-        self.next_id = 0
         self.sanity = self.reporter = None
         if api is not None:
             from kvcached_hook.step_report import StepReporter
@@ -162,11 +172,13 @@ class Engine:
 
                 self.sanity = SanityChecker(cache.sanity_view(), api, os.environ.get("KVCACHED_LABEL", "standin"))
 
-    def submit(self, prompt_len: int, max_tokens: int) -> Request:
-        self.next_id += 1
-        req = Request(self.next_id, prompt_len, max_tokens)
+    def submit(self, req: Request) -> None:
         self.waiting.append(req)
-        return req
+
+    def gauges(self) -> dict:
+        return {"usage": self.cache.used_blocks() / max(1, self.cache.num_blocks - 1), "running": len(self.running),
+                "waiting": len(self.waiting), "steps": self.steps, "c_calls": self.cache.c_calls,
+                "preemptions": self.preemptions}
 
     def abort(self, req: Request) -> None:
         """The client went away (vLLM aborts such a request too): its blocks go back."""
@@ -309,10 +321,17 @@ async def stream_tokens(req: Request, writer, stream: bool, created: int, name: 
             await writer.drain()
 
 
-async def completions(engine: Engine, name: str, body: dict, writer) -> None:
+_next_rid = 0
+
+
+async def completions(engine, name: str, body: dict, writer) -> None:
+    global _next_rid
     prompt = body.get("prompt") or []
     prompt_len = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
-    req = engine.submit(max(1, prompt_len), int(body.get("max_tokens") or 16))
+    _next_rid += 1
+    req = Request(_next_rid, max(1, prompt_len), int(body.get("max_tokens") or 16),
+                  prompt if isinstance(prompt, list) else None)
+    engine.submit(req)
     created = int(time.time())
     stream = bool(body.get("stream"))
     if stream:
@@ -335,21 +354,23 @@ async def completions(engine: Engine, name: str, body: dict, writer) -> None:
                                             "usage": usage}).encode())
 
 
-def metrics_text(engine: Engine, name: str) -> bytes:
-    usage = engine.cache.used_blocks() / max(1, engine.cache.num_blocks - 1)
+def metrics_text(engine, name: str) -> bytes:
+    g = engine.gauges()
     lines = [
-        f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {usage}',
-        f'vllm:num_requests_running{{model_name="{name}"}} {len(engine.running)}',
-        f'vllm:num_requests_waiting{{model_name="{name}"}} {len(engine.waiting)}',
-        f'standin:steps_total {engine.steps}',
-        f'standin:kv_c_calls_total {engine.cache.c_calls}',
-        f'standin:preemptions_total {engine.preemptions}',
+        f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {g["usage"]}',
+        f'vllm:num_requests_running{{model_name="{name}"}} {g["running"]}',
+        f'vllm:num_requests_waiting{{model_name="{name}"}} {g["waiting"]}',
+        f'standin:steps_total {g["steps"]}',
+        f'standin:kv_c_calls_total {g["c_calls"]}',
+        f'standin:preemptions_total {g["preemptions"]}',
     ]
     return ("\n".join(lines) + "\n").encode()
 
 
-def make_engine(model_dir: str, kv_bytes: int, block_size: int, max_seqs: int, label: str) -> Engine:
-    """The engine with its KV cache: in shim regions when the shim is preloaded, else counted."""
+def make_engine(model_dir: str, kv_bytes: int, block_size: int, max_seqs: int, label: str,
+                max_tokens_per_step: int = 2048):
+    """The engine with its KV cache: in shim regions when the shim is preloaded, else counted;
+    STANDIN_CORE=vllm puts vLLM's own Scheduler (and the real engine hook) in its place."""
     api = None
     if "libkvcached_shim" in os.environ.get("LD_PRELOAD", ""):
         from kvcached_hook import capi
@@ -358,7 +379,15 @@ def make_engine(model_dir: str, kv_bytes: int, block_size: int, max_seqs: int, l
         if api is None or not api.enabled():
             raise SystemExit("standin: the shim is preloaded but did not start: " + (api.last_error() if api else "?"))
         api.set_label(os.environ.get("KVCACHED_LABEL", label))
-    layers, kv_heads, head_dim = model_geometry(model_dir)
+    geometry = model_geometry(model_dir)
+    core = os.environ.get("STANDIN_CORE", "standin")
+    if core == "vllm":
+        from standin_vllm import VllmCore
+
+        return VllmCore(model_dir, kv_bytes, block_size, max_seqs, max_tokens_per_step, api, geometry)
+    if core != "standin":
+        raise SystemExit(f"standin: STANDIN_CORE={core!r} is not a core; use standin (the default) or vllm")
+    layers, kv_heads, head_dim = geometry
     block_bytes = block_size * 2 * kv_heads * head_dim * 2  # K and V, bf16, per layer
     num_blocks = max(2, kv_bytes // (block_bytes * layers))
     cache = KvCache(num_blocks, block_bytes, layers, api)
@@ -369,7 +398,7 @@ def make_engine(model_dir: str, kv_bytes: int, block_size: int, max_seqs: int, l
 
 async def main_async(args) -> None:
     engine = make_engine(args.model, args.kv_cache_memory_bytes, args.block_size, args.max_num_seqs,
-                         args.served_model_name or "standin")
+                         args.served_model_name or "standin", args.max_num_batched_tokens)
     name = args.served_model_name or args.model
 
     async def handle(reader, writer):
@@ -408,6 +437,7 @@ def main() -> int:
     ap.add_argument("--kv-cache-memory-bytes", type=int, default=64 << 20)
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--served-model-name", default="")
     args, ignored = ap.parse_known_args()
     if ignored:

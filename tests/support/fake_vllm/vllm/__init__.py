@@ -49,7 +49,9 @@ class LLM:
         each prompt with ids derived from it."""
         engine = self.engine
         ids = [list(p["prompt_token_ids"]) for p in prompts]
-        reqs = [engine.submit(len(p), params.max_tokens) for p in ids]
+        reqs = [_standin.standin_engine.Request(i + 1, len(p), params.max_tokens, p) for i, p in enumerate(ids)]
+        for req in reqs:
+            engine.submit(req)
         t0, steps0, pre0 = time.time(), engine.steps, engine.preemptions
         while engine.running or engine.waiting:
             engine.step()
