@@ -35,8 +35,10 @@ async def _read_plain(reader):
         yield data
 
 
-async def stream_completion(port: int, model: str, prompt: list[int], max_tokens: int, on_first) -> tuple[int, str | None]:
-    """One streamed completion; calls on_first() at the first token. Returns (tokens, error)."""
+async def stream_completion(port: int, model: str, prompt: list[int], max_tokens: int, on_first,
+                            on_tokens=None) -> tuple[int, str | None]:
+    """One streamed completion; calls on_first() at the first token and on_tokens(n) as tokens
+    arrive. Returns (tokens, error)."""
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
@@ -69,6 +71,8 @@ async def stream_completion(port: int, model: str, prompt: list[int], max_tokens
                             on_first()
                         ids = msg["choices"][0].get("token_ids")
                         counted += len(ids) if ids else 1
+                        if on_tokens is not None:
+                            on_tokens(len(ids) if ids else 1)
                     if msg.get("usage"):
                         usage = msg["usage"].get("completion_tokens")
         return (usage if usage is not None else counted), None
@@ -81,12 +85,14 @@ async def replay(targets: dict[str, tuple[int, str]], trace: dict[str, list[dict
     """Sends every request of `trace` at t0 + its t to targets[engine] = (port, model name).
     Requests still running at t0 + duration_s + drain_s are cancelled (counted as not served).
     Returns per engine one record per request: t (arrival, s from t0), ttft, end (s from t0, or
-    None), tokens, error."""
+    None), tokens, window_tokens (those streamed before t0 + duration_s: the service while the
+    trace's load lasts, which a long drain cannot even out), error."""
     deadline = t0 + duration_s + drain_s
+    window_end = t0 + duration_s
     results: dict[str, list[dict]] = {e: [] for e in trace}
 
     async def one(engine: str, req: dict) -> None:
-        rec = {"t": req["t"], "ttft": None, "end": None, "tokens": 0, "error": None,
+        rec = {"t": req["t"], "ttft": None, "end": None, "tokens": 0, "window_tokens": 0, "error": None,
                "prompt_len": req["prompt_len"], "max_tokens": req["max_tokens"]}
         results[engine].append(rec)
         await asyncio.sleep(max(0.0, t0 + req["t"] - time.time()))
@@ -96,10 +102,14 @@ async def replay(targets: dict[str, tuple[int, str]], trace: dict[str, list[dict
         def first() -> None:
             rec["ttft"] = round(time.time() - sent, 4)
 
+        def streamed(n: int) -> None:
+            if time.time() <= window_end:
+                rec["window_tokens"] += n
+
         port, model = targets[engine]
         try:
             rec["tokens"], rec["error"] = await asyncio.wait_for(
-                stream_completion(port, model, traces.prompt_ids(req, vocab), req["max_tokens"], first),
+                stream_completion(port, model, traces.prompt_ids(req, vocab), req["max_tokens"], first, streamed),
                 timeout=max(0.1, deadline - time.time()))
         except asyncio.TimeoutError:
             rec["error"] = "not finished by the drain deadline"

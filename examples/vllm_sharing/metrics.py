@@ -16,7 +16,9 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def service(records: list[dict], duration_s: float) -> dict:
-    """served/arrived, output tokens/s over the trace's duration, TTFT p50/p99 of served requests."""
+    """served/arrived, output tokens/s over the trace's duration (of the served requests, whenever
+    they finished), tokens/s under load (every token streamed before the trace's end, over its
+    duration: what a long drain cannot even out), TTFT p50/p99 of served requests."""
     served = [r for r in records if r["error"] is None and r["end"] is not None]
     ttfts = [r["ttft"] for r in served if r["ttft"] is not None]
     tokens = sum(r["tokens"] for r in served)
@@ -27,6 +29,8 @@ def service(records: list[dict], duration_s: float) -> dict:
             errors[key] = errors.get(key, 0) + 1
     return {"arrived": len(records), "served": len(served), "out_tokens": tokens,
             "tok_s": tokens / duration_s if duration_s else None,
+            "window_tok_s": (sum(r.get("window_tokens", 0) for r in records) / duration_s
+                             if duration_s and all("window_tokens" in r for r in records) else None),
             "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "errors": errors}
 
 
@@ -36,32 +40,42 @@ def handovers(ledger: list[dict], engine: str, page_bytes: int) -> list[dict]:
     An episode starts at the first sample with the ledger's `starved` flag set (the engine was
     refused below its fair share; sampling error up to one period) - or, with no such field, with a
     rise of `budget_refusals` while below the fair share. It ends at the first sample where the
-    engine's charged bytes reach its fair share less one page ("share"), or where the flag clears
-    first ("episode_ended": its demand was met below the share, or it stopped asking).
+    engine's charged bytes reach its fair share less one page ("share"); or, when the flag clears
+    first, at the first sample after the last one in which the engine was still refused (its
+    `budget_refusals` rose): by then what it asked for was backed ("served": its demand was met
+    below its share, or it stopped asking). The flag itself stays set for a while after the last refusal (the ledger's
+    freshness window, 1 s), so its clearing is not when the engine was served.
     """
     out: list[dict] = []
     start = None
+    served_at = None  # the first sample after the latest refusal of the episode
     prev_refusals = None
     for row in ledger:
         e = row.get(engine)
         if not e:
             continue
         charged, fair = e.get("charged_bytes", 0), e.get("fair_share_bytes", 0)
+        refusals = e.get("budget_refusals", 0)
+        rose = prev_refusals is not None and refusals > prev_refusals
         if "starved" in e:
             starved = e["starved"]
         else:
-            rose = prev_refusals is not None and e.get("budget_refusals", 0) > prev_refusals
             starved = rose and charged + page_bytes < fair
-        prev_refusals = e.get("budget_refusals", 0)
+        prev_refusals = refusals
         if start is None:
             if starved:
-                start = row["t"]
+                start, served_at = row["t"], None
             continue
+        if rose:
+            served_at = None
+        elif served_at is None:
+            served_at = row["t"]
         if fair and charged + page_bytes >= fair:
             out.append({"start": start, "end": row["t"], "seconds": round(row["t"] - start, 3), "ended_by": "share"})
             start = None
         elif not starved and "starved" in e:
-            out.append({"start": start, "end": row["t"], "seconds": round(row["t"] - start, 3), "ended_by": "episode_ended"})
+            end = served_at if served_at is not None else row["t"]
+            out.append({"start": start, "end": end, "seconds": round(end - start, 3), "ended_by": "served"})
             start = None
     if start is not None:
         out.append({"start": start, "end": None, "seconds": None, "ended_by": "still_starved_at_end"})
