@@ -62,6 +62,10 @@ class Budget {
   // this; set-up reservations such as map-ahead do not): the refusal opens
   // or continues its starvation episode when it is below its fair share (docs/sharing.md).
   virtual void NoteRefused(std::uint64_t /*bytes*/) {}
+  // The engine's request for KV pages was granted: during a starvation episode it is not being
+  // refused now, so nobody gives for it any more; a refusal soon after continues the episode
+  // (the preemption bound keeps counting from its first refusal). Cheap when not starved.
+  virtual void NoteServed() {}
 
   // Pressure: a refused process asks the others to give back reserved memory.
   virtual void RequestPressure(std::uint64_t bytes) = 0;

@@ -141,7 +141,8 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
     if (j == self || e.starved_since_ns == 0) continue;
     // Less than one of its own units short is as close as it can get: not starved.
     if (shares[j] < e.held || shares[j] - e.held < UnitOf(e, g)) continue;
-    v.others_deficit += shares[j] - e.held;
+    const std::uint64_t lacks = shares[j] - e.held;
+    v.others_deficit += e.want != 0 ? std::min(lacks, e.want) : lacks;
     if (earliest == 0 || e.starved_since_ns < earliest) {
       earliest = e.starved_since_ns;
       v.starved_index = j;
@@ -150,15 +151,20 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
   if (earliest != 0) v.starved_ns = now_ns > earliest ? now_ns - earliest : 0;
   if (v.others_deficit == 0 || v.held < v.fair_share) return v;  // never asked anything
 
+  // What is free in the budget (given back and not taken yet) goes to the starved engines first.
+  u128 held_sum = 0;
+  for (const ShareInput& e : engines) held_sum += e.held;
+  const std::uint64_t free = held_sum < budget ? budget - static_cast<std::uint64_t>(held_sum) : 0;
+  const std::uint64_t asked = v.others_deficit > free ? v.others_deficit - free : 0;
   // In its own units: at least what is asked (a unit is the least it can give), never so much
   // that it goes below its share.
   const std::uint64_t unit = UnitOf(engines[self], g);
   const std::uint64_t excess = v.held - v.fair_share;
-  const std::uint64_t give = std::min(excess, v.others_deficit);
+  const std::uint64_t give = std::min(excess, asked);
   v.give_bytes = std::min((give + unit - 1) / unit * unit, excess / unit * unit);
   if (v.give_bytes == 0) {
-    // At its share (in its units): nothing to give, but pages freed for the starved engine are
-    // not for it.
+    // At its share (in its units), or what is free already covers what the starved engines
+    // asked for: nothing to give, but pages freed for them are not for it.
     v.action = ShareAction::kStopAdmitting;
     return v;
   }

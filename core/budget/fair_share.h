@@ -27,6 +27,10 @@ struct ShareInput {
   // The smallest amount the engine takes or gives at a time (a vLLM engine: one page in every KV
   // tensor); 0 = the `granule` of the call (the page size).
   std::uint64_t unit = 0;
+  // While starved: what its latest refused request asked for, so the others give that, not its
+  // whole deficit (a quiet engine asking for one unit must not make a busy one preempt half the
+  // budget); 0 = not known: the deficit.
+  std::uint64_t want = 0;
 };
 
 // An engine's unit: its own, or `granule` (at least 1 byte) when it published none.
@@ -60,7 +64,7 @@ struct ShareVerdict {
   std::uint64_t give_bytes = 0;      // what to give back (a multiple of this engine's unit)
   std::uint64_t fair_share = 0;      // this engine's fair share
   std::uint64_t held = 0;            // what it holds
-  std::uint64_t others_deficit = 0;  // what the starved engines lack of their shares, together
+  std::uint64_t others_deficit = 0;  // what the starved engines lack (at most what they asked)
   std::uint64_t starved_ns = 0;      // how long the longest-starved of them has waited
   std::size_t starved_index = 0;     // that engine (valid when others_deficit > 0)
   std::uint64_t weight_milli = kShareWeightScale;  // this engine's weight and minimum
@@ -70,9 +74,11 @@ struct ShareVerdict {
 
 // The verdict for engine `self` at `now_ns`, judged with `self` asking for more too (its
 // fair_share is ShareIfAsking's): another engine counts as starved when it was refused
-// (starved_since_ns != 0) and lacks at least one of its own units of its fair share. give_bytes
-// is in this engine's units and never takes it below its share. `preempt_after_ns` is the bound
-// after which giving back cached memory is not enough.
+// (starved_since_ns != 0) and lacks at least one of its own units of its fair share. What the
+// starved engines lack (others_deficit) is each one's deficit, at most what it asked for (want);
+// give_bytes is that less what is free in the budget already, in this engine's units, and never
+// takes it below its share. `preempt_after_ns` is the bound after which giving back cached
+// memory is not enough.
 ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
                          std::uint64_t budget, std::uint64_t granule, std::uint64_t now_ns,
                          std::uint64_t preempt_after_ns);

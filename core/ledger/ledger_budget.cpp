@@ -515,8 +515,19 @@ void LedgerBudget::NoteRefused(std::uint64_t bytes) {
     // Refused by its own limit (kvctl limit): no engine giving would help it.
     if (SatAdd(Load(Slot().charged), bytes) > EffectiveLimit()) return;
     // If it is below its fair share, the engines above theirs must give.
-    (void)RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
-                        share_granule_.load(std::memory_order_relaxed), BoottimeNs());
+    starved_.store(RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
+                                 share_granule_.load(std::memory_order_relaxed), BoottimeNs(),
+                                 bytes),
+                   std::memory_order_relaxed);
+  });
+}
+
+void LedgerBudget::NoteServed() {
+  if (!starved_.load(std::memory_order_relaxed) || Forked()) return;
+  starved_.store(false, std::memory_order_relaxed);
+  std::shared_lock lock(slot_mu_);
+  (void)OnLedger([&] {
+    if (Owns()) RecordServed(*segment_, slot_.load(std::memory_order_relaxed), BoottimeNs());
   });
 }
 

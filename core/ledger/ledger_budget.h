@@ -43,6 +43,7 @@ class LedgerBudget final : public Budget {
   void MoveToReserved(std::uint64_t bytes) override;
   void AddOther(std::int64_t delta_bytes) override;
   void NoteRefused(std::uint64_t bytes) override;
+  void NoteServed() override;
   void RequestPressure(std::uint64_t bytes) override;
   bool TakePressureSignal() override;
   [[nodiscard]] PressureInfo Pressure() const override;
@@ -117,6 +118,7 @@ class LedgerBudget final : public Budget {
   std::atomic<std::uint64_t> share_granule_{2ULL << 20U};
   std::atomic<std::uint64_t> share_unit_{0};  // as published by the engine; 0: the granule
   std::atomic<std::uint64_t> preempt_after_ns_{500ULL * 1000 * 1000};
+  std::atomic<bool> starved_{false};  // the latest refusal opened or continued an episode
   std::atomic<bool> local_{false};
   std::atomic<std::uint64_t> local_limit_{0};
   std::atomic<bool> unlinked_reported_{false};

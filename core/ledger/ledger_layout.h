@@ -12,10 +12,10 @@
 namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
-// 2: activity counters; 3: shares; 4: engine step statistics; 5: share unit (all in LedgerSlot).
-// kvctl names a segment of another version as such (ledger_validate.h: OtherLayoutVersion), never
-// as corrupt.
-inline constexpr std::uint32_t kLayoutVersion = 5;
+// 2: activity counters; 3: shares; 4: engine step statistics; 5: share unit; 6: what a starved
+// engine asks for, and spare words (all in LedgerSlot). kvctl names a segment of another version
+// as such (ledger_validate.h: OtherLayoutVersion), never as corrupt.
+inline constexpr std::uint32_t kLayoutVersion = 6;
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
@@ -110,16 +110,22 @@ struct LedgerSlot {
   // Written by the owner: the smallest amount its engine takes or gives (docs/sharing.md), in
   // bytes, at most the GPU total; 0 = not published (readers use their own page size).
   std::uint64_t share_unit;
+  // Fifth line. Written by the owner with starved_last_ns: what its latest refused request for
+  // KV pages asked for (bytes, at most the GPU total): the others give no more than this for it.
+  // 0 = not known (the whole deficit).
+  std::uint64_t starved_want;
+  std::uint64_t spare[7];  // 0; for later words without a new layout version
 };
 
 static_assert(std::is_trivially_copyable_v<SegmentHeader> &&
               std::is_standard_layout_v<SegmentHeader>);
 static_assert(std::is_trivially_copyable_v<LedgerSlot> && std::is_standard_layout_v<LedgerSlot>);
 static_assert(sizeof(SegmentHeader) == 256);
-static_assert(sizeof(LedgerSlot) == 256);
+static_assert(sizeof(LedgerSlot) == 320);
 static_assert(offsetof(LedgerSlot, pidns) == 64 && offsetof(LedgerSlot, label) == 128);
 static_assert(offsetof(LedgerSlot, pages_mapped) == 192);
 static_assert(offsetof(LedgerSlot, engine_steps) == 224 && offsetof(LedgerSlot, share_unit) == 248);
+static_assert(offsetof(LedgerSlot, starved_want) == 256);
 static_assert(offsetof(LedgerSlot, share_weight) == 80 && offsetof(LedgerSlot, share_given) == 120);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "ledger words must be lock-free: a lock could be held by a killed process");

@@ -89,9 +89,9 @@ std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t no
     in.unit = std::min(LoadRelaxed(s.share_unit), segment.budget());
     in.reserved = charged > in_use ? charged - in_use : 0;
     const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
-    const std::uint64_t last = LoadRelaxed(s.starved_last_ns);
-    if (since != 0 && last >= since && now_ns - std::min(now_ns, last) <= kStarvedFreshNs) {
+    if (StarvedNow(since, LoadRelaxed(s.starved_last_ns), now_ns)) {
       in.starved_since_ns = since;
+      in.want = std::min(LoadRelaxed(s.starved_want), segment.gpu_total());
     }
     out.push_back(in);
     if (indices != nullptr) indices->push_back(i);
@@ -100,13 +100,19 @@ std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t no
 }
 
 bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
-                   std::uint64_t now_ns) {
+                   std::uint64_t now_ns, std::uint64_t asked_bytes) {
   std::vector<std::uint32_t> indices;
   std::vector<ShareInput> inputs = ReadShareInputs(segment, now_ns, &indices);
   const std::size_t self = Position(indices, index);
   if (self >= inputs.size()) return false;
   // As a starved engine (it asked for more and was refused): is it below the share it would get?
-  const std::uint64_t fresh_since = inputs[self].starved_since_ns;
+  // The episode goes on if its latest refusal, or the grant that followed it, is fresh.
+  const LedgerSlot& own = segment.slot(index);
+  const std::uint64_t raw_since = LoadRelaxed(own.starved_since_ns);
+  const std::uint64_t raw_last = LoadRelaxed(own.starved_last_ns) & ~kServedBit;
+  const bool open = raw_since != 0 && raw_last >= raw_since &&
+                    now_ns - std::min(now_ns, raw_last) <= kStarvedFreshNs;
+  const std::uint64_t fresh_since = open ? raw_since : 0;
   inputs[self].starved_since_ns = fresh_since != 0 ? fresh_since : now_ns;
   const std::vector<std::uint64_t> shares = FairShares(inputs, segment.budget(), granule);
   const std::uint64_t unit = UnitOf(inputs[self], granule);
@@ -117,13 +123,22 @@ bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
     // Refused at or above its share: its own business (it waits like anyone over its share).
     Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);
     Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
+    Atomic(s.starved_want).store(0, std::memory_order_relaxed);
     return false;
   }
   // The episode's start is kept while refusals keep coming, so the preemption bound is measured
   // from the first refusal.
   if (fresh_since == 0) Atomic(s.starved_since_ns).store(now_ns, std::memory_order_relaxed);
+  Atomic(s.starved_want)
+      .store(std::min(asked_bytes, segment.gpu_total()), std::memory_order_relaxed);
   Atomic(s.starved_last_ns).store(now_ns, std::memory_order_relaxed);
   return true;
+}
+
+void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns) {
+  LedgerSlot& s = segment.slot(index);
+  if (LoadRelaxed(s.starved_since_ns) == 0) return;
+  Atomic(s.starved_last_ns).store(now_ns | kServedBit, std::memory_order_relaxed);
 }
 
 ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,

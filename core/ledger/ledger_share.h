@@ -16,6 +16,18 @@ namespace kvcached::ledger {
 // A refusal older than this ends the engine's starvation episode: an engine that stopped asking
 // is not starved any more, whatever it holds.
 inline constexpr std::uint64_t kStarvedFreshNs = 1'000'000'000;
+// Set in `starved_last_ns` when the engine's latest request for KV pages was granted: it is not
+// being refused now (nobody is asked to give for it), but a refusal within kStarvedFreshNs
+// continues the episode, so the preemption bound still counts from its first refusal. Boot times
+// stay below 2^63 ns (292 years).
+inline constexpr std::uint64_t kServedBit = std::uint64_t{1} << 63U;
+
+// Whether an episode with these words is starving its engine at `now_ns`: refused, not served
+// since, and the latest refusal fresh.
+constexpr bool StarvedNow(std::uint64_t since, std::uint64_t last, std::uint64_t now_ns) {
+  return since != 0 && (last & kServedBit) == 0 && last >= since &&
+         now_ns - (now_ns < last ? now_ns : last) <= kStarvedFreshNs;
+}
 
 struct ShareSetting {
   std::uint64_t weight_milli = kDefaultWeightMilli;
@@ -39,11 +51,17 @@ Status SetSlotShareUnit(Segment& segment, std::uint32_t index, std::uint64_t own
 std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t now_ns,
                                         std::vector<std::uint32_t>* indices = nullptr);
 
-// Called by the owner of slot `index` when the budget refused it: opens (or continues) its
-// starvation episode when it is below its fair share (as a starved engine), ends it otherwise.
-// Returns true when the engine is starved.
+// Called by the owner of slot `index` when the budget refused it: opens (or continues: the last
+// refusal or grant of the episode is fresh) its starvation episode when it is below its fair
+// share (as a starved engine), ends it otherwise. `asked_bytes` is what the refused request
+// asked for (the others give no more than that for it; 0 = not known). Returns true when the
+// engine is starved.
 bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
-                   std::uint64_t now_ns);
+                   std::uint64_t now_ns, std::uint64_t asked_bytes = 0);
+
+// Called by the owner of slot `index` when a request of its engine for KV pages was granted
+// during an episode: not starved now (kServedBit), the episode's start kept.
+void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns);
 
 // The policy's verdict for the owner of slot `index`.
 ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,

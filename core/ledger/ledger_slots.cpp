@@ -15,6 +15,7 @@ void ZeroShare(LedgerSlot& s) {
   Atomic(s.share_min).store(0, std::memory_order_relaxed);
   Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);
   Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
+  Atomic(s.starved_want).store(0, std::memory_order_relaxed);
   Atomic(s.share_preempted).store(0, std::memory_order_relaxed);
   Atomic(s.share_given).store(0, std::memory_order_relaxed);
   Atomic(s.share_unit).store(0, std::memory_order_relaxed);

@@ -61,8 +61,7 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     out.weight_milli = s.share_weight == 0 ? kDefaultWeightMilli : s.share_weight;
     out.share_min = s.share_min;
     out.share_unit = s.share_unit;
-    if (s.starved_since_ns != 0 && s.starved_last_ns >= s.starved_since_ns &&
-        now - std::min(now, s.starved_last_ns) <= kStarvedFreshNs) {
+    if (StarvedNow(s.starved_since_ns, s.starved_last_ns, now)) {
       out.starved_since_ns = s.starved_since_ns;
     }
     out.share_preempted = s.share_preempted;

@@ -48,8 +48,8 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
     }
     // Only the owner writes these. (The weight and minimum may be stored by a `kvctl share` that
     // raced with the owner's exit, like the limit: they are bounded below, and reset at claim.)
-    if (s.starved_since_ns != 0 || s.starved_last_ns != 0 || s.share_preempted != 0 ||
-        s.share_given != 0 || s.share_unit != 0) {
+    if (s.starved_since_ns != 0 || s.starved_last_ns != 0 || s.starved_want != 0 ||
+        s.share_preempted != 0 || s.share_given != 0 || s.share_unit != 0) {
       return "it is free but holds a share";
     }
     if (s.engine_steps != 0 || s.engine_hook_ns != 0 || s.engine_hook_c_calls != 0) {
@@ -65,6 +65,10 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
   }
   if (s.share_unit > h.gpu_total) {
     return fmt::format("its share unit ({}) exceeds the GPU total ({})", s.share_unit, h.gpu_total);
+  }
+  if (s.starved_want > h.gpu_total) {
+    return fmt::format("what it asks for while starved ({}) exceeds the GPU total ({})",
+                       s.starved_want, h.gpu_total);
   }
   if (s.limit != kNoLimit && s.limit > h.budget) {
     return fmt::format("its limit ({}) exceeds the budget ({})", s.limit, h.budget);

@@ -192,10 +192,15 @@ Status PagePool::TakeHandles(std::size_t n, std::vector<driver::PhysicalHandle>&
     }
     out.push_back(std::move(handle).value());
   }
-  if (steal == 0) return Status::Ok();
+  if (steal == 0) return Served();
   if (!gpu_full.ok() && StealablePages(steal) < steal) return gpu_full;
-  if (Steal(steal, out) >= steal) return Status::Ok();
+  if (Steal(steal, out) >= steal) return Served();
   return gpu_full.ok() ? Refuse(want - out.size()) : gpu_full;
+}
+
+Status PagePool::Served() {
+  budget_.NoteServed();  // the engine got the KV pages it asked for: it is not refused now
+  return Status::Ok();
 }
 
 Status PagePool::Refuse(std::size_t pages) {

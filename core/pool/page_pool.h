@@ -80,6 +80,8 @@ class PagePool {
   bool CanBack(std::size_t n);
   // Counts a refusal of `pages`, asks other processes to give back, returns kNoMemory.
   Status Refuse(std::size_t pages);
+  // The engine's request was granted: tells the budget (a starvation episode is not refused now).
+  Status Served();
   // Takes every non-empty handle of `handles` (cleared): to the free list up to the maximum,
   // released otherwise.
   void GiveHandles(std::vector<driver::PhysicalHandle>& handles);

@@ -237,15 +237,26 @@ TEST(LedgerShare, TheEngineAboveItsShareIsAskedAndEscalatesAfterTheBound) {
   auto b = Attach(seg, "b", 1, 0, 30 * kMs);
   ASSERT_EQ(Take(*a, 100), 100U);
   EXPECT_EQ(a->Share().action, ShareAction::kOk) << "nobody starved yet";
-  ASSERT_EQ(Take(*b, 1), 0U);
+  // B asks for 4 pages: A is asked for those 4, not for B's whole deficit of 50.
+  ASSERT_EQ(Take(*b, 4, 4 * kPage), 0U);
   ShareVerdict v = a->Share();
   EXPECT_EQ(v.action, ShareAction::kGiveCached);
-  EXPECT_EQ(v.give_bytes, 50 * kPage);
+  EXPECT_EQ(v.give_bytes, 4 * kPage);
+  EXPECT_EQ(v.others_deficit, 4 * kPage);
   EXPECT_EQ(v.fair_share, 50 * kPage);
   EXPECT_EQ(v.starved_pid, ::getpid());
+  // Once A gave them (free, not taken yet), A is asked nothing more for that request.
+  Give(*a, 4);
+  EXPECT_EQ(a->Share().action, ShareAction::kStopAdmitting);
+  EXPECT_EQ(a->Share().give_bytes, 0U);
+  ASSERT_EQ(Take(*a, 4), 4U);  // (as if A took them back: pages freed for B are not A's)
+  // B asks for 60: A gives B's deficit, 50, no more.
+  ASSERT_EQ(Take(*b, 60, 60 * kPage), 0U);
+  v = a->Share();
+  EXPECT_EQ(v.give_bytes, 50 * kPage);
   EXPECT_EQ(b->Share().action, ShareAction::kOk) << "the starved engine gives nothing";
   std::this_thread::sleep_for(std::chrono::milliseconds(40));
-  ASSERT_EQ(Take(*b, 1), 0U);  // still refused: the episode goes on
+  ASSERT_EQ(Take(*b, 60, 60 * kPage), 0U);  // still refused: the episode goes on
   EXPECT_EQ(a->Share().action, ShareAction::kPreempt);
   // A gives; B takes its share; nobody is asked any more.
   Give(*a, 50);
@@ -303,7 +314,7 @@ TEST(LedgerShare, EachEnginesUnitIsPublishedAndTheEpisodeEndsInWholeUnits) {
   ASSERT_TRUE(a->TryCharge(7 * kPage));
   ASSERT_TRUE(b->TryCharge(7 * kPage));
   ASSERT_EQ(Take(*a, 18, 2 * kPage), 18U);
-  ASSERT_EQ(Take(*b, 1), 0U);  // B asks and is refused: starved
+  ASSERT_EQ(Take(*b, 8, 8 * kPage), 0U);  // B asks for 8 pages at once and is refused: starved
   // A's odd page (outside its units) stays A's; the other 31 pages: 16 for A (whole units), 15
   // for B.
   ShareVerdict v = a->Share();
@@ -325,6 +336,42 @@ TEST(LedgerShare, EachEnginesUnitIsPublishedAndTheEpisodeEndsInWholeUnits) {
       EXPECT_EQ(s.fair_share, 17 * kPage);
     }
   }
+}
+
+TEST(LedgerShare, AGrantedRequestStopsTheGivingAndARefusalSoonAfterKeepsTheBound) {
+  // B, starved, is granted what it asked for (the page pool notes it): A is asked nothing more
+  // at once, not for the ledger's freshness window. B refused again soon after: the same
+  // episode, its bound still counted from the first refusal, so A is told to preempt at once.
+  ScopedSegmentName name("share_served");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a", 1, 0, 30 * kMs);
+  auto b = Attach(seg, "b", 1, 0, 30 * kMs);
+  ASSERT_EQ(Take(*a, 100), 100U);
+  ASSERT_EQ(Take(*b, 1), 0U);
+  const LedgerSlot& sb = seg->slot(b->slot_index());
+  const std::uint64_t first = Load(sb.starved_since_ns);
+  ASSERT_NE(first, 0U);
+  EXPECT_EQ(a->Share().action, ShareAction::kGiveCached);
+  Give(*a, 2);  // A frees two pages; B takes one and is served
+  ASSERT_EQ(Take(*b, 1), 1U);
+  b->NoteServed();
+  EXPECT_EQ(a->Share().action, ShareAction::kOk) << "B has what it asked for: nobody gives more";
+  for (const auto& slot : TakeSnapshot(*seg).slots) {
+    if (slot.index == b->slot_index()) EXPECT_EQ(slot.starved_since_ns, 0U) << "kvctl: not starved";
+  }
+  b->NoteServed();  // a second grant changes nothing
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  ASSERT_EQ(Take(*a, 1), 1U);  // A takes the free page back
+  ASSERT_EQ(Take(*b, 1), 0U);  // B asks again: refused
+  EXPECT_EQ(Load(sb.starved_since_ns), first) << "the same episode";
+  EXPECT_EQ(a->Share().action, ShareAction::kPreempt) << "the bound ran on while B was served";
+  // A grant long ago ends the episode: a refusal then opens a new one.
+  b->NoteServed();
+  Atomic(seg->slot(b->slot_index()).starved_last_ns)
+      .store((BoottimeNs() - kStarvedFreshNs - 10 * kMs) | kServedBit);
+  ASSERT_EQ(Take(*b, 1), 0U);
+  EXPECT_GT(Load(sb.starved_since_ns), first) << "a new episode";
+  EXPECT_NE(a->Share().action, ShareAction::kPreempt) << "its bound starts again";
 }
 
 TEST(LedgerShare, AStaleEpisodeStarvesNobody) {

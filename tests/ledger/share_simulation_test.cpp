@@ -58,15 +58,19 @@ class SimEngine {
         break;
       case ShareAction::kStopAdmitting:
         break;
-      case ShareAction::kGiveCached:
-        budget_->ReportShare(FreeCached(give) * kPage, 0);
+      case ShareAction::kGiveCached: {
+        const std::uint64_t freed = FreeCached(give);
+        given_ += freed;
+        budget_->ReportShare(freed * kPage, 0);
         break;
+      }
       case ShareAction::kPreempt: {
         const std::uint64_t from_cache = FreeCached(give);
         const std::uint64_t preempt = std::min(give - from_cache, running_);
         running_ -= preempt;  // recomputed later: the demand stays
         Release(preempt);
         preempted_ += preempt;
+        given_ += from_cache + preempt;
         budget_->ReportShare((from_cache + preempt) * kPage, preempt);
         break;
       }
@@ -75,6 +79,7 @@ class SimEngine {
 
   [[nodiscard]] std::uint64_t held() const { return running_ + cached_; }
   [[nodiscard]] std::uint64_t preempted() const { return preempted_; }
+  [[nodiscard]] std::uint64_t given() const { return given_; }
   [[nodiscard]] std::uint64_t asked() const { return asked_; }
   [[nodiscard]] std::uint64_t asked_at_or_below_own_share() const {
     return asked_at_or_below_own_share_;
@@ -83,8 +88,11 @@ class SimEngine {
   [[nodiscard]] bool refused() const { return refused_; }
 
  private:
+  // As an engine's step: what it still needs, asked for (and noted when refused) as a whole,
+  // as the page pool notes a refused request; a request met in full is noted as served.
   void Admit(std::uint64_t demand) {
     refused_ = false;
+    const bool asked = running_ < demand;
     while (running_ < demand) {
       if (cached_ > 0) {  // evict a cached block for a new one
         --cached_;
@@ -93,11 +101,12 @@ class SimEngine {
         budget_->MoveToInUse(kPage);
         ++running_;
       } else {
-        budget_->NoteRefused(kPage);  // as the page pool notes a refused KV page
+        budget_->NoteRefused((demand - running_) * kPage);
         refused_ = true;
         return;
       }
     }
+    if (asked) budget_->NoteServed();
   }
   std::uint64_t FreeCached(std::uint64_t pages) {
     const std::uint64_t n = std::min(pages, cached_);
@@ -114,6 +123,7 @@ class SimEngine {
   std::uint64_t running_ = 0;
   std::uint64_t cached_ = 0;
   std::uint64_t preempted_ = 0;
+  std::uint64_t given_ = 0;
   std::uint64_t asked_ = 0;
   std::uint64_t asked_at_or_below_own_share_ = 0;
   std::uint64_t asked_below_reference_ = 0;
@@ -267,6 +277,32 @@ TEST_F(ShareSimulation, AlternatingBurstsMoveCachedPagesWithoutPreempting) {
   EXPECT_LE(Distance(a.held(), kBudgetPages / 2), 1U);
   EXPECT_LE(Distance(b.held(), kBudgetPages / 2), 1U);
   EXPECT_EQ(a.asked_at_or_below_own_share() + b.asked_at_or_below_own_share(), 0U);
+}
+
+TEST_F(ShareSimulation, AQuietNeighbourIsGivenWhatItAsksForNotHalfTheBudget) {
+  // A busy with the whole budget; B quiet: one more page every 25 steps (one request at a
+  // time). A gives about what B asks for, not B's deficit of half the budget each time, and
+  // stops giving once B has it (not after the ledger's freshness window).
+  auto seg = MakeSegment();
+  SimEngine a(seg, "a", 1);
+  SimEngine b(seg, "b", 1);
+  for (int step = 0; step < 20; ++step) {
+    a.Step(kBudgetPages);
+    b.Step(0);
+    Pause();
+  }
+  ASSERT_EQ(a.held(), kBudgetPages);
+  std::uint64_t b_demand = 0;
+  for (int step = 0; step < 250; ++step) {
+    if (step % 25 == 0) ++b_demand;
+    a.Step(kBudgetPages);
+    b.Step(b_demand);
+    Pause();
+  }
+  EXPECT_EQ(b.held(), b_demand) << "B got every page it asked for";
+  EXPECT_LE(a.given(), b_demand + 2) << "A gave more than B asked for";
+  EXPECT_LE(a.preempted(), b_demand + 2);
+  EXPECT_EQ(a.held() + b.held(), kBudgetPages);
 }
 
 TEST_F(ShareSimulation, WithoutContentionNobodyIsAskedAnything) {

@@ -265,15 +265,26 @@ print("roundtrip ok")
             self.assertEqual(vb["action"], "ok", vb)
             self.assertEqual(command(a, "report"), C.OK)
 
-            # A gives what it was asked; B, asking again, gets it: the pages moved.
+            # B asks one page at a time: A is asked for that page, not for B's whole deficit.
             page = a_first["page"]
-            give = va["give_bytes"] // page
-            self.assertEqual(command(a, "give %d" % give)["held"], a_first["held"] - give)
-            b_after = command(b, "grow")["held"]
-            self.assertGreaterEqual(b_after, b_first["held"] + give - 1, (b_first, give, b_after))
-            va = command(a, "verdict")
+            self.assertEqual(va["give_bytes"], page, va)
+            # A gives what it is asked; B, asking again, gets it and asks for the next page; until
+            # B has its share: the pages moved, and A is asked nothing more.
+            given, held_a = 0, a_first["held"]
+            for _ in range(64):
+                give = va["give_bytes"] // page
+                if give == 0:
+                    break
+                held_a -= give
+                self.assertEqual(command(a, "give %d" % give)["held"], held_a)
+                given += give
+                command(b, "grow")
+                va = command(a, "verdict")
             self.assertEqual(va["give_bytes"], 0, va)
             self.assertNotEqual(va["action"], "preempt", va)
+            b_after = command(b, "grow")["held"]
+            self.assertGreaterEqual(b_after, b_first["held"] + given - 1, (b_first, given, b_after))
+            self.assertGreaterEqual(b_after * page, va["fair_share_bytes"] - page, (b_after, va))
 
     def test_a_process_starting_on_a_full_budget_is_not_starved_until_it_asks_for_kv(self):
         """B starts while A holds the whole budget: its zero memory is process overhead outside the

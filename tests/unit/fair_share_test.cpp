@@ -259,6 +259,39 @@ TEST(ShareVerdicts, AboveShareWhileAnotherIsStarvedGivesTheSmallerOfExcessAndDef
   EXPECT_EQ(DecideShare(e, 2, 100 * kPage, kPage, kNow, 500 * kMs).give_bytes, 0U);
 }
 
+TEST(ShareVerdicts, WhatTheStarvedEngineAskedForBoundsTheGiftAndFreeMemoryCountsFirst) {
+  // A 90 of 100, B 10 and starved (share 50): asking for 3 pages, it is given 3, not its 40.
+  ShareInput b = Starved(10);
+  b.want = 3 * kPage;
+  ShareVerdict v = DecideShare(std::vector<ShareInput>{Content(90), b}, 0, 100 * kPage, kPage,
+                               kNow, 500 * kMs);
+  EXPECT_EQ(v.others_deficit, 3 * kPage);
+  EXPECT_EQ(v.give_bytes, 3 * kPage);
+  EXPECT_EQ(v.action, ShareAction::kGiveCached);
+  // A gave them and B has not taken them yet (A 87, 3 free): nothing more to give, but A admits
+  // nothing (those pages are B's).
+  v = DecideShare(std::vector<ShareInput>{Content(87), b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(v.give_bytes, 0U);
+  EXPECT_EQ(v.action, ShareAction::kStopAdmitting);
+  // Part free: only the rest is asked (B asks 5, 2 are free: 3).
+  b.want = 5 * kPage;
+  v = DecideShare(std::vector<ShareInput>{Content(88), b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(v.give_bytes, 3 * kPage);
+  // Asking for more than its deficit: the deficit (40); not known (0): the deficit too.
+  b.want = 70 * kPage;
+  v = DecideShare(std::vector<ShareInput>{Content(90), b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(v.give_bytes, 40 * kPage);
+  b.want = 0;
+  v = DecideShare(std::vector<ShareInput>{Content(90), b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(v.give_bytes, 40 * kPage);
+  // In the giver's units: asked for 3 pages, an engine of 2-page units gives 4.
+  ShareInput a = Content(90);
+  a.unit = 2 * kPage;
+  b.want = 3 * kPage;
+  v = DecideShare(std::vector<ShareInput>{a, b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(v.give_bytes, 4 * kPage);
+}
+
 TEST(ShareVerdicts, AtItsShareItStopsAdmittingButGivesNothing) {
   // A holds exactly its 45 pages while B is refused at 10: freed pages are for B.
   const std::vector<ShareInput> e = {Content(45), Starved(10), Content(10)};
