@@ -515,10 +515,10 @@ void LedgerBudget::NoteRefused(std::uint64_t bytes) {
     // Refused by its own limit (kvctl limit): no engine giving would help it.
     if (SatAdd(Load(Slot().charged), bytes) > EffectiveLimit()) return;
     // If it is below its fair share, the engines above theirs must give.
-    starved_.store(RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
-                                 share_granule_.load(std::memory_order_relaxed), BoottimeNs(),
-                                 bytes),
-                   std::memory_order_relaxed);
+    starved_.store(
+        RecordRefusal(*segment_, slot_.load(std::memory_order_relaxed),
+                      share_granule_.load(std::memory_order_relaxed), BoottimeNs(), bytes),
+        std::memory_order_relaxed);
   });
 }
 
