@@ -9,12 +9,12 @@
 #include <cmath>
 
 #include "core/budget/local_budget.h"
+#include "core/common/format_bytes.h"
 #include "core/ledger/ledger_budget.h"
 #include "core/ledger/ledger_name.h"
 #include "core/ledger/ledger_snapshot.h"
 #include "core/ledger/ledger_validate.h"
 #include "core/log/log.h"
-#include "core/common/format_bytes.h"
 
 namespace kvcached::ledger {
 namespace {
