@@ -27,7 +27,8 @@ struct ShareInput {
   // The smallest amount the engine takes or gives at a time (a vLLM engine: one page in every KV
   // tensor); 0 = the `granule` of the call (the page size).
   std::uint64_t unit = 0;
-  // While starved: what its latest refused request asked for, so the others give that, not its
+  // While starved: what its refused requests since its last grant asked for (the largest), so the
+  // others give that, not its
   // whole deficit (a quiet engine asking for one unit must not make a busy one preempt half the
   // budget); 0 = not known: the deficit.
   std::uint64_t want = 0;

@@ -54,8 +54,8 @@ std::vector<ShareInput> ReadShareInputs(const Segment& segment, std::uint64_t no
 // Called by the owner of slot `index` when the budget refused it: opens (or continues: the last
 // refusal or grant of the episode is fresh) its starvation episode when it is below its fair
 // share (as a starved engine), ends it otherwise. `asked_bytes` is what the refused request
-// asked for (the others give no more than that for it; 0 = not known). Returns true when the
-// engine is starved.
+// asked for: the others give no more than the largest request refused since the engine's last
+// grant (0 = not known). Returns true when the engine is starved.
 bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
                    std::uint64_t now_ns, std::uint64_t asked_bytes = 0);
 

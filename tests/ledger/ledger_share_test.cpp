@@ -374,6 +374,25 @@ TEST(LedgerShare, AGrantedRequestStopsTheGivingAndARefusalSoonAfterKeepsTheBound
   EXPECT_NE(a->Share().action, ShareAction::kPreempt) << "its bound starts again";
 }
 
+TEST(LedgerShare, WhatAStarvedEngineAsksForIsItsLargestRefusedRequestSinceItsLastGrant) {
+  // A vLLM step asks for all it could admit, then for one request at a time: the step's worth is
+  // what it lacks, not the last small request.
+  ScopedSegmentName name("share_want");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  auto b = Attach(seg, "b");
+  ASSERT_EQ(Take(*a, 100), 100U);
+  ASSERT_EQ(Take(*b, 6, 6 * kPage), 0U);
+  ASSERT_EQ(Take(*b, 1), 0U);
+  EXPECT_EQ(a->Share().give_bytes, 6 * kPage);
+  Give(*a, 6);
+  ASSERT_EQ(Take(*b, 1), 1U);  // granted: what it asked before no longer counts
+  b->NoteServed();
+  ASSERT_EQ(Take(*a, 5), 5U);  // (the rest taken back)
+  ASSERT_EQ(Take(*b, 2, 2 * kPage), 0U);
+  EXPECT_EQ(a->Share().give_bytes, 2 * kPage);
+}
+
 TEST(LedgerShare, AStaleEpisodeStarvesNobody) {
   ScopedSegmentName name("share_stale");
   auto seg = Create(name.name(), 100);
