@@ -127,7 +127,8 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
       {"KVCACHED_HOOK_IDLE_TRIM_S", T::kDecimal, S::kEngineHook, "1.0",
        "a number of seconds from 0 to 86400 (0: at once), or off (also false/no)",
        "After this many idle seconds the engine's cached blocks are dropped so that their pages "
-       "go back to the budget."},
+       "go back to the budget; when another process is refused memory, cached blocks unused for "
+       "this long go back too (vLLM)."},
       {"KVCACHED_HOOK_RELEASE_DELAY_STEPS", T::kInteger, S::kEngineHook, "2",
        "an integer from 0 to 1000",
        "Pages that became empty are given back after this many engine steps (2 or more keeps "

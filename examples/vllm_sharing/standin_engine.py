@@ -364,6 +364,8 @@ def metrics_text(engine, name: str) -> bytes:
         f'standin:kv_c_calls_total {g["c_calls"]}',
         f'standin:preemptions_total {g["preemptions"]}',
     ]
+    # The vLLM core's adapter counters (standin_vllm.py), for diagnosis.
+    lines += [f"standin:hook_{k} {v}" for k, v in sorted(g.get("extra", {}).items()) if isinstance(v, (int, float))]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -110,7 +110,7 @@ class VllmCore:
         manager = self.scheduler.kv_cache_manager
         return {"usage": manager.usage, "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
                 "steps": self.steps, "c_calls": self.adapter.tracker.acquire_calls if self.adapter else 0,
-                "preemptions": self.preemptions}
+                "preemptions": self.preemptions, "extra": self.adapter.snapshot() if self.adapter else {}}
 
     def report(self, final: bool = False) -> None:
         """The hook reports its own step totals (and flushes them when the scheduler shuts down)."""

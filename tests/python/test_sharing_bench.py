@@ -90,6 +90,10 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertGreater(e["arrived"], 0, name)
                 self.assertGreater(e["served"], 0, name)
                 self.assertGreater(e["tok_s"], 0, name)
+                # What streamed while the trace lasted: some, and no more than everything served.
+                self.assertGreater(e["window_tok_s"], 0, name)
+                self.assertLessEqual(e["window_tok_s"] * rec["config"]["trace_shape"]["duration_s"],
+                                     sum(r["tokens"] for r in rec["requests"][name]) + 0.5, name)
                 self.assertIsNotNone(e["ttft_p50"], name)
                 self.assertEqual(e["memory"]["source"], "static allocation")
                 self.assertGreater(e["memory"]["engine_usage_peak"], 0, name)
@@ -146,6 +150,7 @@ class SharingBenchHarness(unittest.TestCase):
             text = f.read()
         self.assertIn("| a_then_b | shim | b | 1 |", text)
         self.assertIn("| symmetric | static | a | 1 |", text)
+        self.assertIn("| tokens/s under load |", text)
         self.assertIn("| a_then_b | kvcached | - | 0 of 1 | not_available", text)
         self.assertIn("**kvcached: not_available**", text)
         rows = [line for line in text.splitlines() if line.startswith("| hand-over p50 < 1 s | shim, a_then_b")]

@@ -391,7 +391,7 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertEqual(self.outputs(requests), {r.request_id: 30 for r in requests})
 
     # ---------------------------------------------------------------- below its share, pressure, logs
-    def test_below_its_share_the_engine_keeps_its_prefix_cache_under_pressure(self):
+    def test_below_its_share_the_engine_keeps_its_fresh_prefix_cache_under_pressure(self):
         with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep"):  # only the pressure signal could evict
             scheduler, adapter = self.engine(page=2048)
         seq = [1]
@@ -408,6 +408,43 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertEqual(adapter.hooks.pressure_trims, 0, "the pressure signal dropped the cache despite the verdict")
         self.assertGreaterEqual(len(adapter.cached), cached)
         self.assertEqual(adapter.snapshot()["share_episodes"], 0)
+
+    def test_below_its_share_stale_cached_blocks_go_back_under_pressure_and_fresh_ones_stay(self):
+        # Cached blocks count toward the engine's share; those unused for KVCACHED_HOOK_IDLE_TRIM_S
+        # go back when another process is refused, oldest first, so an engine whose requests are
+        # done does not hold its neighbour at its share with an old prefix cache. (Block ids are
+        # reused: blocks are told apart by when they became cached.)
+        import time
+
+        with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep", KVCACHED_HOOK_IDLE_TRIM_S="1"):
+            scheduler, adapter = self.engine(page=2048)
+        seq = [1]
+        self.api.pressure = lambda device: (seq[0], os.getpid() + 1)
+        self.api.share_verdict = Script(self.api, "give_cached", 10**6)  # far below its share: ok
+
+        def cached_before(t):
+            return [b for b in adapter.cached if adapter.cached_at[b] <= t]
+
+        scheduler.add_request(V.make_request("old", list(range(1, 65)), 2))
+        V.run_loop(scheduler)
+        old_end = time.monotonic()
+        self.assertGreater(len(cached_before(old_end)), 0)
+        time.sleep(1.2)
+        # No new refusal: nothing goes, however old.
+        scheduler.add_request(V.make_request("quiet", [7] * 20, 2))
+        V.run_loop(scheduler)
+        self.assertGreater(len(cached_before(old_end)), 0, "dropped without pressure")
+        fresh = len(adapter.cached) - len(cached_before(old_end))
+        self.assertGreater(fresh, 0)
+        # Another process is refused: the old blocks go, the fresh ones stay.
+        seq[0] += 1
+        scheduler.add_request(V.make_request("next", [9] * 20, 2))
+        V.run_loop(scheduler)
+        self.assertEqual(cached_before(old_end), [], "stale cached blocks stayed under pressure")
+        self.assertGreaterEqual(len(adapter.cached), fresh, "fresh cached blocks went")
+        self.assertGreaterEqual(adapter.hooks.stale_gives, 1)
+        self.assertEqual(adapter.snapshot()["stale_gives"], adapter.hooks.stale_gives)
+        self.assert_backed(adapter, "after")
 
     def test_one_log_line_per_episode(self):
         scheduler, adapter = self.engine()

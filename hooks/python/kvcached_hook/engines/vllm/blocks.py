@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict, deque
 
@@ -61,6 +62,9 @@ class PoolAdapter:
         # front, and a plain dict keeps a deleted entry's slot until it resizes, so iterating it
         # from the front would walk the slots of every block that left since.
         self.cached: OrderedDict[int, object] = OrderedDict()
+        # block id -> when it became cached (the step's clock, `now`): the same order as `cached`.
+        self.cached_at: dict[int, float] = {}
+        self.now = time.monotonic()  # set once per step (steps.py)
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
         # allocation.py's fast path: blocks it may still hand out in this schedule() (-1: outside
@@ -76,6 +80,7 @@ class PoolAdapter:
         for block in pool.blocks:
             if not block.is_null and block.ref_cnt == 0 and block.block_hash is not None:
                 self.cached[block.block_id] = block
+                self.cached_at[block.block_id] = self.now
         self.tracker.evict_cached = self.evict_cached
         self.tracker.cached_count = lambda: len(self.cached)
         self.hooks = None  # steps.StepHooks, once the scheduler made its first step
@@ -97,6 +102,7 @@ class PoolAdapter:
         if block.ref_cnt == 0 and hashed:
             if bid not in self.cached:
                 self.cached[bid] = block
+                self.cached_at[bid] = self.now
         else:
             self.cached.pop(bid, None)
 
@@ -126,6 +132,17 @@ class PoolAdapter:
 
     def drop_prefix_cache(self) -> int:
         return self.evict_cached(len(self.cached))
+
+    def stale_cached(self, before: float) -> int:
+        """How many cached blocks have been unused since before `before` (the oldest first: they
+        lead `cached`)."""
+        at = self.cached_at
+        n = 0
+        for bid in self.cached:
+            if at.get(bid, 0.0) >= before:
+                break
+            n += 1
+        return n
 
     # ------------------------------------------------------------------ allocation
     def free_count(self, engine_free: int) -> int:
@@ -233,6 +250,7 @@ class PoolAdapter:
             if block.block_hash is not None:
                 if bid not in cached:
                     cached[bid] = block
+                    self.cached_at[bid] = self.now
             elif not tracker.is_free(bid):
                 tracker.give(bid)
 
@@ -247,6 +265,7 @@ class PoolAdapter:
             steps=hooks.steps if hooks else 0,
             idle_trims=hooks.idle_trims if hooks else 0,
             pressure_trims=hooks.pressure_trims if hooks else 0,
+            stale_gives=hooks.stale_gives if hooks else 0,
             hook_time_s=(hooks.hook_ns_total / 1e9) if hooks else 0.0,
             page_size=self.tracker.layout.page_size,
             tensors=len(self.tracker.layout.spans),

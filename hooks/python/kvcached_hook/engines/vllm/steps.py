@@ -33,6 +33,7 @@ class StepHooks:
         self.idle_trims = 0
         self.pressure = PressureWatch(adapter.api, adapter.entry.device_index)
         self.pressure_trims = 0
+        self.stale_gives = 0  # steps that gave back stale cached blocks under pressure
         self.hook_ns_total = 0  # before_schedule + after_schedule + C calls made inside schedule()
         self._c_ns_mark = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
@@ -57,8 +58,11 @@ class StepHooks:
         self._taken_mark = adapter.taken_total
         self._update_fence()
         tracker.flush()
+        adapter.now = time.monotonic()
         if not self.share.before_schedule(scheduler):
             self.yield_to_pressure()  # a shim without the sharing policy: the older signal
+        elif not self.share.stopping:
+            self.give_stale_cached()
         if scheduler.has_requests():
             self.idle_since = None
             # Under a verdict the step's pages come from what is held (no speculative backing).
@@ -162,6 +166,21 @@ class StepHooks:
             return
         if adapter.cached and adapter.drop_prefix_cache():
             self.pressure_trims += 1
+
+    def give_stale_cached(self) -> None:
+        """Another process was refused memory while this engine owes nothing (verdict ok): its
+        cached blocks unused for KVCACHED_HOOK_IDLE_TRIM_S go back, oldest first. Cached blocks
+        count toward an engine's share, so without this an engine whose requests are done keeps
+        its old prefix cache, up to its share, while its neighbour is held at its own."""
+        if not self.pressure.poll():
+            return
+        adapter = self.adapter
+        trim_s = adapter.settings.idle_trim_s
+        if trim_s < 0 or not adapter.cached:
+            return
+        stale = adapter.stale_cached(adapter.now - trim_s)
+        if stale and adapter.evict_cached(stale):
+            self.stale_gives += 1
 
     def idle_tick(self, now: float | None = None) -> None:
         """Called from the idle thread (and tests): nothing in flight and nothing to run: give back
