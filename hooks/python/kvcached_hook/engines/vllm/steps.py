@@ -172,13 +172,16 @@ class StepHooks:
         cached blocks unused for KVCACHED_HOOK_IDLE_TRIM_S go back, oldest first. Cached blocks
         count toward an engine's share, so without this an engine whose requests are done keeps
         its old prefix cache, up to its share, while its neighbour is held at its own."""
-        if not self.pressure.poll():
-            return
         adapter = self.adapter
         trim_s = adapter.settings.idle_trim_s
         if trim_s < 0 or not adapter.cached:
             return
-        stale = adapter.stale_cached(adapter.now - trim_s)
+        cutoff = adapter.now - trim_s
+        if adapter.cached_at.get(next(iter(adapter.cached)), 0.0) >= cutoff:
+            return  # nothing stale (the oldest leads): no C call for the pressure signal
+        if not self.pressure.poll():
+            return
+        stale = adapter.stale_cached(cutoff)
         if stale and adapter.evict_cached(stale):
             self.stale_gives += 1
 
