@@ -106,20 +106,16 @@ bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
   const std::size_t self = Position(indices, index);
   if (self >= inputs.size()) return false;
   // As a starved engine (it asked for more and was refused): is it below the share it would get?
-  // The episode goes on if its latest refusal, or the grant that followed it, is fresh.
   const LedgerSlot& own = segment.slot(index);
   const std::uint64_t raw_since = LoadRelaxed(own.starved_since_ns);
-  const std::uint64_t last_word = LoadRelaxed(own.starved_last_ns);
-  const std::uint64_t raw_last = last_word & ~kServedBit;
-  const bool open = raw_since != 0 && raw_last >= raw_since &&
-                    now_ns - std::min(now_ns, raw_last) <= kStarvedFreshNs;
+  const std::uint64_t last = LoadRelaxed(own.starved_last_ns);
   // What it asks for: the largest request refused since its last grant (an engine's step asks
   // for all it could admit, then for one request at a time; the step's worth is what it lacks).
-  const bool unserved = open && (last_word & kServedBit) == 0;
+  const bool unserved = StarvedNow(raw_since, last, now_ns);
   const std::uint64_t want =
       std::min(unserved ? std::max(asked_bytes, LoadRelaxed(own.starved_want)) : asked_bytes,
                segment.gpu_total());
-  const std::uint64_t fresh_since = open ? raw_since : 0;
+  const std::uint64_t fresh_since = EpisodeOpen(raw_since, last, now_ns) ? raw_since : 0;
   inputs[self].starved_since_ns = fresh_since != 0 ? fresh_since : now_ns;
   const std::vector<std::uint64_t> shares = FairShares(inputs, segment.budget(), granule);
   const std::uint64_t unit = UnitOf(inputs[self], granule);

@@ -22,11 +22,17 @@ inline constexpr std::uint64_t kStarvedFreshNs = 1'000'000'000;
 // stay below 2^63 ns (292 years).
 inline constexpr std::uint64_t kServedBit = std::uint64_t{1} << 63U;
 
-// Whether an episode with these words is starving its engine at `now_ns`: refused, not served
-// since, and the latest refusal fresh.
+// Whether an episode with these words goes on at `now_ns`: its latest refusal, or the grant
+// that followed it, is fresh.
+constexpr bool EpisodeOpen(std::uint64_t since, std::uint64_t last, std::uint64_t now_ns) {
+  const std::uint64_t at = last & ~kServedBit;
+  return since != 0 && at >= since && now_ns - (now_ns < at ? now_ns : at) <= kStarvedFreshNs;
+}
+
+// Whether it is starving its engine at `now_ns`: the episode goes on and nothing was granted
+// since its latest refusal.
 constexpr bool StarvedNow(std::uint64_t since, std::uint64_t last, std::uint64_t now_ns) {
-  return since != 0 && (last & kServedBit) == 0 && last >= since &&
-         now_ns - (now_ns < last ? now_ns : last) <= kStarvedFreshNs;
+  return (last & kServedBit) == 0 && EpisodeOpen(since, last, now_ns);
 }
 
 struct ShareSetting {

@@ -40,12 +40,17 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def require_shim_and_kvctl() -> None:
+    """The harness tests need the built shim, kvctl and the fake driver (ctest sets them)."""
+    if not (SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER") and os.access(KVCTL, os.X_OK)):
+        raise AssertionError("needs KVCACHED_TEST_SHIM (the built shim, with bin/kvctl beside lib/) and "
+                             "KVCACHED_CUDA_DRIVER (the fake driver): run through ctest")
+
+
 class SharingBenchHarness(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not (SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER") and os.access(KVCTL, os.X_OK)):
-            raise AssertionError("needs KVCACHED_TEST_SHIM (the built shim, with bin/kvctl beside lib/) and "
-                                 "KVCACHED_CUDA_DRIVER (the fake driver): run through ctest")
+        require_shim_and_kvctl()
         cls.tmp = tempfile.mkdtemp(prefix="sharing_bench_")
         cls.results = os.path.join(cls.tmp, "results")
         cls.ipc = f"sbtest_{os.getpid()}"

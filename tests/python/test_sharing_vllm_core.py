@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "examples", "vllm_sharing")
 sys.path.insert(0, HERE)
 
-from test_sharing_bench import KVCTL, SHIM, free_port_pair  # noqa: E402
+from test_sharing_bench import KVCTL, SHIM, free_port_pair, require_shim_and_kvctl  # noqa: E402
 
 try:
     import vllm  # noqa: F401
@@ -40,9 +40,7 @@ PAGE = 2 << 20
 class SharingWithVllmCore(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not (SHIM and os.path.isfile(SHIM) and os.environ.get("KVCACHED_CUDA_DRIVER") and os.access(KVCTL, os.X_OK)):
-            raise AssertionError("needs KVCACHED_TEST_SHIM (with bin/kvctl beside lib/) and KVCACHED_CUDA_DRIVER: "
-                                 "run through ctest")
+        require_shim_and_kvctl()
         if not HAVE_VLLM:
             raise AssertionError("vLLM is not importable: run through ctest (the test command installs it)")
         cls.tmp = tempfile.mkdtemp(prefix="sharing_vllm_")
