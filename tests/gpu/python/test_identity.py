@@ -22,7 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_common as G  # noqa: E402
 
-WAIT_BUDGET = os.environ.get("KVCACHED_TEST_WAIT_BUDGET", "160M")
+# The KV room the waiting run had when the zero memory (14 MiB) was inside the budget's 160 MiB.
+WAIT_BUDGET = os.environ.get("KVCACHED_TEST_WAIT_BUDGET", "146M")
 
 CONFIGS = [
     (
