@@ -309,6 +309,9 @@ Status PagePool::GiveBackAll() {
 }
 
 Status PagePool::TrimNow() {
+  // The engine asked (idle): its regions rest until their next acquire, so map-ahead does not
+  // refill them once the hold ends; the reserve of unmapped pages refills to its minimum.
+  for (const auto& region : Snapshot()) region->Rest();
   return GiveBackAll();
 }
 

@@ -113,7 +113,8 @@ class PagePool {
   [[nodiscard]] bool foreground_busy() const {
     return foreground_.load(std::memory_order_relaxed) > 0;
   }
-  // Gives back now everything not in use: every mapped-ahead page and the free list.
+  // Gives back now everything not in use: every mapped-ahead page and the free list; each lazy
+  // region maps nothing ahead again until its next acquire (an idle engine).
   Status TrimNow();
   // Stops the background thread for good (before regions are torn down at shutdown).
   void StopWorker();

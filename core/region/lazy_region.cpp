@@ -56,6 +56,7 @@ Status LazyRegion::Acquire(std::uint64_t offset, std::uint64_t length, SwappedPa
   KVC_RETURN_IF_ERROR(PageSpan(offset, length, first, end));
   std::unique_lock<std::mutex> lock(mu_);
   acquired_once_ = true;
+  resting_ = false;
   for (;;) {
     if (dead_) return Gone();
     PageTable::RangeClass c = table_.Classify(first, end);
@@ -216,7 +217,9 @@ Status LazyRegion::SwapOutChosen(Select select, std::vector<driver::PhysicalHand
 Status LazyRegion::MapAhead(std::size_t target) {
   std::vector<std::size_t> pages;
   std::unique_lock<std::mutex> lock(mu_);
-  if (dead_ || !acquired_once_ || table_.mapped_free_count() >= target) return Status::Ok();
+  if (dead_ || !acquired_once_ || resting_ || table_.mapped_free_count() >= target) {
+    return Status::Ok();
+  }
   table_.LowestZero(target - table_.mapped_free_count(), pages);
   if (pages.empty()) return Status::Ok();
   for (std::size_t p : pages) table_.SetBusy(p, true);
@@ -250,6 +253,11 @@ Status LazyRegion::TrimExpired(std::int64_t now_ns, std::int64_t delay_ns, std::
   return SwapOutChosen(
       [&](std::vector<std::size_t>& out) { table_.TrimCandidates(now_ns, delay_ns, keep, out); },
       nullptr);
+}
+
+void LazyRegion::Rest() {
+  std::lock_guard<std::mutex> lock(mu_);
+  resting_ = true;
 }
 
 Status LazyRegion::GiveBackFree() {

@@ -52,12 +52,14 @@ class LazyRegion final : public Region {
   // --- called by the pool ---
   // Maps the lowest ZERO pages until `target` pages are MAPPED_FREE (as far as the pool has
   // pages). Returns the first driver error. Does nothing before the region's first acquire (see
-  // acquired_once_).
+  // acquired_once_), nor while it rests.
   Status MapAhead(std::size_t target);
   // Swaps out MAPPED_FREE pages free for at least delay_ns, keeping the `keep` lowest.
   Status TrimExpired(std::int64_t now_ns, std::int64_t delay_ns, std::size_t keep);
   // Swaps out every MAPPED_FREE page that no acquire is using.
   Status GiveBackFree();
+  // The engine trimmed it (idle): no map-ahead until its next acquire.
+  void Rest();
   // Swaps out up to n MAPPED_FREE pages (highest first) and hands their handles to `out`.
   std::size_t StealFree(std::size_t n, std::vector<driver::PhysicalHandle>& out);
   // Re-aliases pages left without a zero alias by a double driver failure.
@@ -96,6 +98,9 @@ class LazyRegion final : public Region {
   // So map-ahead stays out of a region until its first acquire, and the first swap-in waits for
   // the work queued on the device before it.
   bool acquired_once_ = false;
+  // Set by Rest (the engine trimmed its memory when idle), cleared by its next acquire: an idle
+  // engine's regions keep no pages mapped ahead.
+  bool resting_ = false;
   bool synced_once_ = false;
   bool dead_ = false;
   bool destroyed_ = false;

@@ -178,9 +178,12 @@ def targets(runs: list[dict]) -> list[str]:
         bound = 2 * cfg["layers"] * cfg["page_bytes"]
         worst = max((e["memory"].get("idle_in_use_bytes") or 0 for r in shim_runs for e in r["engines"].values()), default=0)
         worst_ch = max((e["memory"].get("idle_kv_bytes") or 0 for r in shim_runs for e in r["engines"].values()), default=0)
+        # Judged on what the engine holds of the budget (in use, its reserve, pages mapped ahead):
+        # physical memory, as nvidia-smi would count it for kvcached.
         add(f"idle {cfg['idle_after_s']:g} s after traffic <= pinned + 1 page/layer ({bound // MIB} MiB)",
-            f"shim, worst engine of {len(shim_runs)} runs (in use; charged incl. reserve pool {worst_ch / MIB:.0f} MiB)",
-            f"{worst / MIB:.0f} MiB", "PASS" if worst <= bound else f"FAIL ({worst / bound:.2f}x the bound)")
+            f"shim, worst engine of {len(shim_runs)} runs (charged: in use, reserve, mapped ahead; in use alone "
+            f"{worst / MIB:.0f} MiB)",
+            f"{worst_ch / MIB:.0f} MiB", "PASS" if worst_ch <= bound else f"FAIL ({worst_ch / bound:.2f}x the bound)")
     # 5. per-step bookkeeping below kvcached's: what each adds to the scheduler's time per step over
     # static's (steptimer: the same measure in every setting), medians over every run and engine.
     def sched(setting):

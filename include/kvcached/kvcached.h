@@ -108,7 +108,8 @@ KVCACHED_API kvcached_status kvcached_page_state_get(uint64_t addr, kvcached_pag
 
 /* ---- pool and stats ---- */
 KVCACHED_API kvcached_status kvcached_stats_get(int device, kvcached_stats* out);
-/* Give back now every physical page not in use on this device (pool and mapped-ahead). */
+/* Give back now every physical page not in use on this device (pool and mapped-ahead); each KV
+   region maps no page ahead again until its next acquire (for an engine going idle). */
 KVCACHED_API kvcached_status kvcached_trim(int device);
 
 /* Pressure on this device's shared budget: *seq grows with every request made by a process that

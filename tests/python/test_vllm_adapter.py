@@ -165,9 +165,15 @@ class VllmAdapterTest(PatchedVllmTest):
         # Page-aware choice: every block was handed out already backed (by the batched acquire),
         # none had to be backed on the spot.
         self.assertEqual(snap["sync_backings"], 0)
-        # Only the null block's pages stay once everything is released.
+        # Only the null block's pages stay once everything is released; idle long enough, the
+        # shim is asked once (per idle spell) to give back its pages mapped ahead and its reserve.
+        trims = []
+        self.api.trim = lambda device: trims.append(device) or C.OK
         adapter.hooks.idle_tick(now=0.0)
+        self.assertEqual(trims, [], "trimmed before KVCACHED_HOOK_IDLE_TRIM_S")
         adapter.hooks.idle_tick(now=1e6)  # idle past KVCACHED_HOOK_IDLE_TRIM_S: the prefix cache goes too
+        adapter.hooks.idle_tick(now=2e6)
+        self.assertEqual(trims, [0], "not once per idle spell")
         self.assertEqual(self.api.in_use_pages(), pinned_pages(self.api, adapter))
         return scheduler, adapter
 

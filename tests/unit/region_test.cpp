@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/pool/page_pool.h"
 #include "core/region/page_table.h"
 #include "tests/unit/runtime_test_fixture.h"
 
@@ -260,6 +261,26 @@ TEST_F(LazyRegionTest, RuntimeTrimGivesBackEveryFreePageNow) {
   EXPECT_EQ(s.pool_bytes, 0U);  // nothing kept in reserve either
   EXPECT_EQ(t_.budget->charged(), kPage);
   EXPECT_EQ(s.unmaps, 3U);
+}
+
+TEST_F(LazyRegionTest, AnExplicitTrimLeavesMapAheadOffUntilTheRegionsNextAcquire) {
+  // An engine going idle trims: its regions keep no pages mapped ahead, also once the pool's
+  // hold after a give-back has ended; the next acquire brings map-ahead back.
+  Config c = QuietConfig();
+  c.map_ahead_pages = 2;
+  std::uint64_t base = Create(8 * kPage, c);
+  ASSERT_TRUE(AcquireOne(rt(), base, kPage).ok());
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(rt()).mapped_free_bytes == 2 * kPage; }));
+  ASSERT_TRUE(ReleaseOne(rt(), base, kPage).ok());
+  ASSERT_TRUE(rt().Trim(0).ok());
+  EXPECT_EQ(StatsOf(rt()).mapped_free_bytes, 0U);
+  std::this_thread::sleep_for(std::chrono::nanoseconds(PagePool::kHoldNs) +
+                              std::chrono::milliseconds(300));
+  EXPECT_EQ(StatsOf(rt()).mapped_free_bytes, 0U) << "map-ahead refilled a resting region";
+  EXPECT_EQ(t_.budget->charged(), 0U);
+  ASSERT_TRUE(AcquireOne(rt(), base + 4 * kPage, kPage).ok());
+  EXPECT_TRUE(WaitFor([&] { return StatsOf(rt()).mapped_free_bytes == 2 * kPage; }))
+      << "map-ahead did not resume at the next acquire";
 }
 
 TEST_F(LazyRegionTest, DestroyReturnsEverythingEvenWithPagesInUse) {

@@ -34,6 +34,7 @@ class StepHooks:
         self.pressure = PressureWatch(adapter.api, adapter.entry.device_index)
         self.pressure_trims = 0
         self.stale_gives = 0  # steps that gave back stale cached blocks under pressure
+        self.idle_trimmed = False  # kvcached_trim done in this idle spell
         self.hook_ns_total = 0  # before_schedule + after_schedule + C calls made inside schedule()
         self._c_ns_mark = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
@@ -187,7 +188,10 @@ class StepHooks:
 
     def idle_tick(self, now: float | None = None) -> None:
         """Called from the idle thread (and tests): nothing in flight and nothing to run: give back
-        every empty page now, and the prefix cache after KVCACHED_HOOK_IDLE_TRIM_S."""
+        every empty page now, and after KVCACHED_HOOK_IDLE_TRIM_S the prefix cache and, once per
+        idle spell, the shim's pages mapped ahead and its reserve (kvcached_trim: the KV regions
+        map nothing ahead again until the next acquire), so an idle engine holds its pinned
+        pages only."""
         adapter = self.adapter
         scheduler = self.scheduler()
         if scheduler is None:
@@ -195,6 +199,7 @@ class StepHooks:
         with adapter.lock:
             if adapter.in_flight or scheduler.has_requests():
                 self.idle_since = None
+                self.idle_trimmed = False
                 return
             now = time.monotonic() if now is None else now
             if self.idle_since is None:
@@ -202,11 +207,17 @@ class StepHooks:
             if not self.share.idle():
                 self.yield_to_pressure()
             trim_s = adapter.settings.idle_trim_s
-            if trim_s >= 0 and now - self.idle_since >= trim_s and adapter.cached:
+            idle_long = trim_s >= 0 and now - self.idle_since >= trim_s
+            if idle_long and adapter.cached:
                 adapter.drop_prefix_cache()
                 self.idle_trims += 1
             self._update_fence()
             adapter.tracker.flush(force=True)
+            if idle_long and not self.idle_trimmed:
+                self.idle_trimmed = True
+                trim = getattr(adapter.api, "trim", None)  # absent from some test fakes
+                if trim is not None:
+                    trim(adapter.entry.device_index)
             for hook in list(self.on_idle):
                 hook(adapter)
 
