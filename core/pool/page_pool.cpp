@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <thread>
 
 #include "core/common/clock.h"
 #include "core/common/format_bytes.h"

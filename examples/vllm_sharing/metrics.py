@@ -43,8 +43,8 @@ def handovers(ledger: list[dict], engine: str, page_bytes: int) -> list[dict]:
     engine's charged bytes reach its fair share less one page ("share"); or, when the flag clears
     first, at the first sample after the last one in which the engine was still refused (its
     `budget_refusals` rose): by then what it asked for was backed ("served": its demand was met
-    below its share, or it stopped asking). The flag itself stays set for a while after the last refusal (the ledger's
-    freshness window, 1 s), so its clearing is not when the engine was served.
+    below its share, or it stopped asking). The flag itself stays set for a while after the last
+    refusal (the ledger's freshness window, 1 s), so its clearing is not when the engine was served.
     """
     out: list[dict] = []
     start = None

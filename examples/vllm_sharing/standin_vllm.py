@@ -133,25 +133,15 @@ class VllmCore:
 
     def step(self) -> float:
         """One engine step; returns the simulated model time of the batch it launched."""
-        from vllm.v1.outputs import ModelRunnerOutput
-
         self.steps += 1
-        in_flight = 2 if self.async_sched else 1
-        model_s = 0.0
-        scheduled = False
-        if len(self.pending) < in_flight and self.scheduler.has_requests():
-            out = self.scheduler.schedule()
-            self.preemptions += len(out.preempted_req_ids or ())
-            if out.total_num_scheduled_tokens > 0:
-                self.pending.append((out, self.V.fake_output(self.scheduler, out)))
-                model_s = self.step_s + self.token_s * out.total_num_scheduled_tokens
-                scheduled = True
-            elif not self.pending:
-                self._deliver(self.scheduler.update_from_output(out, ModelRunnerOutput(req_ids=[], req_id_to_index={})))
-        if self.pending and (len(self.pending) >= in_flight or not scheduled):
-            out, result = self.pending.pop(0)
-            self._deliver(self.scheduler.update_from_output(out, result))
-        return model_s
+        out, results = self.V.advance(self.scheduler, self.pending, 2 if self.async_sched else 1)
+        for outputs in results:
+            self._deliver(outputs)
+        if out is None:
+            return 0.0
+        self.preemptions += len(out.preempted_req_ids or ())
+        tokens = out.total_num_scheduled_tokens
+        return self.step_s + self.token_s * tokens if tokens > 0 else 0.0
 
     async def loop(self) -> None:
         while True:

@@ -218,31 +218,42 @@ def fake_output(scheduler, scheduler_output, token_of=lambda request: 7) -> "Mod
                              sampled_token_ids=sampled)
 
 
+def advance(scheduler, pending: list, in_flight: int = 1, check=None, token_of=lambda request: 7):
+    """One turn of vLLM's EngineCore loop: schedule (when fewer than `in_flight` batches are
+    outstanding in `pending`; 2 = asynchronous scheduling), then update_from_output for the oldest
+    outstanding batch, answered by the fake model runner. check(stage, output) after each call.
+    Returns (what schedule() returned, or None when it was not called; the values
+    update_from_output returned)."""
+    out = None
+    results = []
+    scheduled = False
+    if len(pending) < in_flight and scheduler.has_requests():
+        out = scheduler.schedule()
+        if check:
+            check("scheduled", out)
+        if out.total_num_scheduled_tokens > 0:
+            pending.append((out, fake_output(scheduler, out, token_of)))
+            scheduled = True
+        elif not pending:
+            results.append(scheduler.update_from_output(out, ModelRunnerOutput(req_ids=[], req_id_to_index={})))
+    if pending and (len(pending) >= in_flight or not scheduled):
+        done, result = pending.pop(0)
+        if check:
+            check("processing", done)
+        results.append(scheduler.update_from_output(done, result))
+        if check:
+            check("processed", done)
+    return out, results
+
+
 def run_loop(scheduler, *, max_steps: int = 2000, in_flight: int = 1, check=None, token_of=lambda request: 7):
-    """Drives the scheduler like vLLM's EngineCore: schedule, (model), update_from_output, with up
-    to `in_flight` batches outstanding (2 = asynchronous scheduling). check(stage) after each call."""
+    """Drives the scheduler like vLLM's EngineCore (advance) until every request is done. Returns
+    the number of turns."""
     pending = []
     steps = 0
-    empty = ModelRunnerOutput(req_ids=[], req_id_to_index={})
     while (scheduler.has_requests() or pending) and steps < max_steps:
         steps += 1
-        scheduled = False
-        if len(pending) < in_flight and scheduler.has_requests():
-            out = scheduler.schedule()
-            if check:
-                check("scheduled", out)
-            if out.total_num_scheduled_tokens > 0:
-                pending.append((out, fake_output(scheduler, out, token_of)))
-                scheduled = True
-            elif not pending:
-                scheduler.update_from_output(out, empty)
-        if pending and (len(pending) >= in_flight or not scheduled):
-            out, result = pending.pop(0)
-            if check:
-                check("processing", out)
-            scheduler.update_from_output(out, result)
-            if check:
-                check("processed", out)
+        advance(scheduler, pending, in_flight, check, token_of)
     return steps
 
 
