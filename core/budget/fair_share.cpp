@@ -156,11 +156,20 @@ ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,
   for (const ShareInput& e : engines) held_sum += e.held;
   const std::uint64_t free = held_sum < budget ? budget - static_cast<std::uint64_t>(held_sum) : 0;
   const std::uint64_t asked = v.others_deficit > free ? v.others_deficit - free : 0;
-  // In its own units: at least what is asked (a unit is the least it can give), never so much
-  // that it goes below its share.
-  const std::uint64_t unit = UnitOf(engines[self], g);
+  // Every engine above its share reads the same request: each gives its part, in proportion to
+  // its excess, so that together they give it once (three engines: not twice what was asked).
   const std::uint64_t excess = v.held - v.fair_share;
-  const std::uint64_t give = std::min(excess, asked);
+  u128 excess_sum = 0;
+  for (std::size_t j = 0; j < engines.size(); ++j) {
+    if (engines[j].held > shares[j]) excess_sum += engines[j].held - shares[j];
+  }
+  const u128 part = excess_sum == 0 ? asked
+                                    : (static_cast<u128>(asked) * excess + excess_sum - 1) /
+                                          excess_sum;  // rounded up: the parts cover `asked`
+  // In its own units: at least its part (a unit is the least it can give), never so much that
+  // it goes below its share.
+  const std::uint64_t unit = UnitOf(engines[self], g);
+  const std::uint64_t give = static_cast<std::uint64_t>(std::min<u128>(excess, part));
   v.give_bytes = std::min((give + unit - 1) / unit * unit, excess / unit * unit);
   if (v.give_bytes == 0) {
     // At its share (in its units), or what is free already covers what the starved engines

@@ -77,7 +77,8 @@ struct ShareVerdict {
 // fair_share is ShareIfAsking's): another engine counts as starved when it was refused
 // (starved_since_ns != 0) and lacks at least one of its own units of its fair share. What the
 // starved engines lack (others_deficit) is each one's deficit, at most what it asked for (want);
-// give_bytes is that less what is free in the budget already, in this engine's units, and never
+// give_bytes is this engine's part of that less what is free in the budget already (the engines
+// above their shares split it in proportion to their excess), in this engine's units, and never
 // takes it below its share. `preempt_after_ns` is the bound after which giving back cached
 // memory is not enough.
 ShareVerdict DecideShare(std::span<const ShareInput> engines, std::size_t self,

@@ -357,7 +357,9 @@ TEST(LedgerShare, AGrantedRequestStopsTheGivingAndARefusalSoonAfterKeepsTheBound
   b->NoteServed();
   EXPECT_EQ(a->Share().action, ShareAction::kOk) << "B has what it asked for: nobody gives more";
   for (const auto& slot : TakeSnapshot(*seg).slots) {
-    if (slot.index == b->slot_index()) EXPECT_EQ(slot.starved_since_ns, 0U) << "kvctl: not starved";
+    if (slot.index == b->slot_index()) {
+      EXPECT_EQ(slot.starved_since_ns, 0U) << "kvctl: not starved";
+    }
   }
   b->NoteServed();  // a second grant changes nothing
   std::this_thread::sleep_for(std::chrono::milliseconds(40));

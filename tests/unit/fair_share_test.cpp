@@ -292,6 +292,21 @@ TEST(ShareVerdicts, WhatTheStarvedEngineAskedForBoundsTheGiftAndFreeMemoryCounts
   EXPECT_EQ(v.give_bytes, 4 * kPage);
 }
 
+TEST(ShareVerdicts, SeveralEnginesAboveTheirSharesSplitWhatWasAskedForOnce) {
+  // A 50 and C 40 of 100 (shares about 33 each), B 10 and starved, asking for 12 pages: A and C
+  // each read the same request; together they give it once (not 12 each), A the larger part.
+  ShareInput b = Starved(10);
+  b.want = 12 * kPage;
+  const std::vector<ShareInput> e = {Content(50), b, Content(40)};
+  const ShareVerdict a = DecideShare(e, 0, 100 * kPage, kPage, kNow, 500 * kMs);
+  const ShareVerdict c = DecideShare(e, 2, 100 * kPage, kPage, kNow, 500 * kMs);
+  EXPECT_EQ(a.others_deficit, 12 * kPage);
+  EXPECT_GT(c.give_bytes, 0U);
+  EXPECT_GT(a.give_bytes, c.give_bytes);
+  EXPECT_GE(a.give_bytes + c.give_bytes, 12 * kPage) << "the parts cover the request";
+  EXPECT_LE(a.give_bytes + c.give_bytes, 14 * kPage) << "each part rounds up by at most a page";
+}
+
 TEST(ShareVerdicts, AtItsShareItStopsAdmittingButGivesNothing) {
   // A holds exactly its 45 pages while B is refused at 10: freed pages are for B.
   const std::vector<ShareInput> e = {Content(45), Starved(10), Content(10)};
