@@ -412,12 +412,18 @@ void LedgerBudget::Heartbeat() {
 }
 
 void LedgerBudget::PublishActivity(const PoolActivity& activity) {
-  if (!Owns()) return;  // a fork child, or lost: the next heartbeat re-attaches, then we publish
-  LedgerSlot& s = Slot();
-  Atomic(s.pages_mapped).store(activity.pages_mapped, std::memory_order_relaxed);
-  Atomic(s.pages_unmapped).store(activity.pages_unmapped, std::memory_order_relaxed);
-  Atomic(s.sync_maps).store(activity.sync_maps, std::memory_order_relaxed);
-  Atomic(s.budget_refusals).store(activity.budget_refusals, std::memory_order_relaxed);
+  if (Forked()) return;
+  std::shared_lock lock(slot_mu_);
+  // Guarded like every access to the mapping: the file may have been truncated under it (this
+  // one, unguarded, killed a GPU engine with SIGBUS after `truncate -s 0` of its segment).
+  (void)OnLedger([&] {
+    if (!Owns()) return;  // lost: the next heartbeat re-attaches, then we publish
+    LedgerSlot& s = Slot();
+    Atomic(s.pages_mapped).store(activity.pages_mapped, std::memory_order_relaxed);
+    Atomic(s.pages_unmapped).store(activity.pages_unmapped, std::memory_order_relaxed);
+    Atomic(s.sync_maps).store(activity.sync_maps, std::memory_order_relaxed);
+    Atomic(s.budget_refusals).store(activity.budget_refusals, std::memory_order_relaxed);
+  });
 }
 
 void LedgerBudget::Reattach() {

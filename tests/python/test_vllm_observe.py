@@ -169,6 +169,29 @@ class VllmObserveTest(A.PatchedVllmTest):
         self.assertEqual(self.api.step_reports[-1][1], adapter.hooks.steps)
         self.assertGreater(adapter.hooks.steps, 5)
 
+    def test_shutdown_says_where_the_hooks_time_per_step_goes(self):
+        # The phases add up to the hook's total; vLLM's own schedule() is timed apart; the line
+        # goes to the log when vLLM shuts the scheduler down.
+        class SlowApi(FakeCApi):
+            def acquire(self, ranges):
+                time.sleep(0.002)
+                return super().acquire(ranges)
+
+        scheduler, adapter = self.engine(api_cls=SlowApi)
+        self.add(scheduler, 6)
+        V.run_loop(scheduler)
+        hooks = adapter.hooks
+        self.assertEqual(sum(hooks.phase_ns), hooks.hook_ns_total)
+        self.assertGreater(hooks.phase_ns[2] + hooks.phase_ns[3], 2_000_000, "the acquires' time is in no phase")
+        self.assertGreater(hooks.schedule_ns_total, 0)
+        with self.assertLogs("kvcached", level="INFO") as logs:
+            scheduler.shutdown()
+        line = [r for r in logs.output if "us/step" in r]
+        self.assertEqual(len(line), 1, logs.output)
+        self.assertIn(f"over {hooks.steps} steps", line[0])
+        self.assertIn("sharing policy", line[0])
+        self.assertIn("vLLM's schedule() itself", line[0])
+
     # ---------------------------------------------------------------- sanity check
     def sane_run(self, kind="uniform", num_blocks=64, **config):
         with V.env(KVCACHED_SANITY_CHECK=1):

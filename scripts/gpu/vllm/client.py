@@ -6,8 +6,10 @@
         greedy outputs of vllm.LLM in this process (LD_PRELOAD and VLLM_* come from the caller)
     client.py compare A.json B.json
         prints one JSON line: prompts, identical, first differing prompt and token
-    client.py load PORT N CONCURRENCY PROMPT_LEN MAX_TOKENS
-        a serving load on `vllm serve` at PORT: tokens/s, errors (one JSON line)
+    client.py load PORT N CONCURRENCY PROMPT_LEN MAX_TOKENS [SET]
+        a serving load on `vllm serve` at PORT: tokens/s, errors (one JSON line). SET (default 0)
+        picks the prompts: loads of different sets share no prefix block (as a benchmark's random
+        prompts), loads of the same set repeat every prompt (prefix-cache hits)
     client.py wait PORT TIMEOUT_S [PID]
         waits for /health, prints the seconds it took (exit 1 on timeout, or at once when the server
         PID has exited: a server that died is not waited for)
@@ -106,8 +108,12 @@ def request(port: int, prompt: list[int], max_tokens: int) -> dict:
         return json.load(f)
 
 
-def load(port: int, n: int, concurrency: int, prompt_len: int, max_tokens: int) -> None:
-    prompts = [[1] + [(k * 7919 + j * 31) % (VOCAB - 200) + 100 for j in range(prompt_len - 1)] for k in range(n)]
+def load(port: int, n: int, concurrency: int, prompt_len: int, max_tokens: int, prompt_set: int = 0) -> None:
+    # Prompt k of set s starts with its own token (a block of 16 is never the same in two prompts
+    # or two sets); the rest is a fixed walk through the vocabulary.
+    first = lambda k: (prompt_set * 1_000_003 + k) % (VOCAB - 200) + 100  # noqa: E731
+    prompts = [[1, first(k)] + [(k * 7919 + prompt_set * 104_729 + j * 31) % (VOCAB - 200) + 100
+                                for j in range(prompt_len - 2)] for k in range(n)]
     t0 = time.time()
     errors, tokens = [], 0
     with cf.ThreadPoolExecutor(concurrency) as pool:
@@ -157,7 +163,7 @@ def main() -> int:
     elif mode == "compare":
         compare(rest[0], rest[1])
     elif mode == "load":
-        load(*map(int, rest[:5]))
+        load(*map(int, rest[:6]))
     elif mode == "wait":
         return wait(int(rest[0]), float(rest[1]), int(rest[2]) if len(rest) > 2 else None)
     else:

@@ -58,6 +58,8 @@ class Observer:
 
     def shutdown(self) -> None:
         self.reporter.flush(*self.totals(), force=True)
+        if self.hooks.steps:
+            important(f"vllm [{self.hooks.adapter.label}]: {self.hooks.cost_line()}", logging.INFO)
         if self.sanity is not None:
             self.sanity.log_summary("shutdown")
 

@@ -5,6 +5,7 @@ not make lazy), so vLLM runs as it would without the hook."""
 from __future__ import annotations
 
 import logging
+import time
 
 from ..._env import HookSettings
 from ..._log import important
@@ -191,7 +192,9 @@ def wrap_schedule(orig):
             try:
                 hooks.before_schedule(self)
                 hooks.adapter.room = A.room(hooks.adapter)
+                started = time.perf_counter_ns()
                 output = orig(self, *args, **kwargs)
+                hooks.schedule_ns_total += time.perf_counter_ns() - started
             finally:
                 hooks.adapter.room = -1
                 if remote:

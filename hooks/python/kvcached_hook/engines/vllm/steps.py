@@ -36,6 +36,10 @@ class StepHooks:
         self.stale_gives = 0  # steps that gave back stale cached blocks under pressure
         self.idle_trimmed = False  # kvcached_trim done in this idle spell
         self.hook_ns_total = 0  # before_schedule + after_schedule + C calls made inside schedule()
+        # hook_ns_total by phase (flush, sharing policy, prediction, after), and vLLM's own
+        # schedule() time without the hook: the shutdown line says where a step's time goes.
+        self.phase_ns = [0, 0, 0, 0]
+        self.schedule_ns_total = 0
         self._c_ns_mark = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
         self.on_idle = []  # callables(adapter) at each idle tick (observe.py: reports, summaries)
@@ -60,10 +64,15 @@ class StepHooks:
         self._update_fence()
         tracker.flush()
         adapter.now = time.monotonic()
+        phase = self.phase_ns
+        flushed = time.perf_counter_ns()
+        phase[0] += flushed - start
         if not self.share.before_schedule(scheduler):
             self.yield_to_pressure()  # a shim without the sharing policy: the older signal
         elif not self.share.stopping:
             self.give_stale_cached()
+        shared = time.perf_counter_ns()
+        phase[1] += shared - flushed
         if scheduler.has_requests():
             self.idle_since = None
             # Under a verdict the step's pages come from what is held (no speculative backing).
@@ -76,7 +85,9 @@ class StepHooks:
                 if demand > tracker.nbfree:
                     tracker.ensure(demand, best_effort=True)
         self._c_ns_mark = tracker.c_ns_total
-        self.hook_ns_total += time.perf_counter_ns() - start
+        end = time.perf_counter_ns()
+        phase[2] += end - shared
+        self.hook_ns_total += end - start
 
     def after_schedule(self, scheduler, output) -> None:
         start = time.perf_counter_ns()
@@ -89,7 +100,9 @@ class StepHooks:
         tracker.record_step_costs()  # C time and calls of this step (docs/vllm.md: per-step costs)
         # Also the C calls the wrappers made inside vLLM's schedule() (an allocation the prediction
         # missed); the sanity check below is a diagnostic and not counted.
-        self.hook_ns_total += time.perf_counter_ns() - start + tracker.c_ns_total - self._c_ns_mark
+        spent = time.perf_counter_ns() - start + tracker.c_ns_total - self._c_ns_mark
+        self.phase_ns[3] += spent
+        self.hook_ns_total += spent
         for hook in list(self.on_step):
             hook(adapter, output)
 
@@ -98,6 +111,15 @@ class StepHooks:
         if getattr(scheduler_output, "total_num_scheduled_tokens", 0) > 0 and adapter.in_flight:
             adapter.in_flight.popleft()
         self._update_fence()
+
+    def cost_line(self) -> str:
+        """Where the hook's time per step goes (logged at shutdown): its phases, and vLLM's own
+        schedule() for scale."""
+        n = max(self.steps, 1)
+        flush, share, predict, after = (ns / n / 1000 for ns in self.phase_ns)
+        return (f"hook {self.hook_ns_total / n / 1000:.1f} us/step over {self.steps} steps (release "
+                f"{flush:.1f}, sharing policy {share:.1f}, prediction {predict:.1f}, after schedule() "
+                f"{after:.1f}); vLLM's schedule() itself {self.schedule_ns_total / n / 1000:.1f} us/step")
 
     # ---- demand ----
     def predict(self, scheduler) -> int:
