@@ -64,7 +64,8 @@ class RegionPerTensor(FakeCApi):
 
 
 def make_config(args):
-    config = V.make_vllm_config(args.num_blocks, async_scheduling=args.async_sched, max_num_seqs=args.concurrency,
+    config = V.make_vllm_config(args.num_blocks, async_scheduling=args.async_sched,
+                                max_num_seqs=args.max_num_seqs or args.concurrency,
                                 max_tokens_per_step=args.tokens_per_step)
     # Room for prompt + output (vllm_support's tiny model config stops at 512).
     max_len = args.prompt + args.output + V.BLOCK
@@ -105,8 +106,18 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     scheduler = V.make_scheduler(vllm_config, config)
     if hooked and scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached") is None:
         sys.exit("vllm_hook_cost: the hook did not take the BlockPool")
-    for request in requests(args):
-        scheduler.add_request(request)
+    # All at once (a queue the scheduler admits from), or with --max-num-seqs a closed loop: a
+    # client that keeps `concurrency` requests in flight, each finished one replaced at once.
+    queue = requests(args)
+    if not args.max_num_seqs:
+        for request in queue:
+            scheduler.add_request(request)
+        queue = []
+    else:
+        for request in queue[: args.concurrency]:
+            scheduler.add_request(request)
+        queue = queue[args.concurrency:]
+    queue.reverse()
 
     in_flight = 2 if args.async_sched else 1
     empty = ModelRunnerOutput(req_ids=[], req_id_to_index={})
@@ -137,6 +148,8 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
             t0 = perf()
             scheduler.update_from_output(out, result)
             spent += perf() - t0
+            while queue and scheduler.get_num_unfinished_requests() < args.concurrency:
+                scheduler.add_request(queue.pop())
     if profiler is not None:
         profiler.disable()
     result = {"steps": schedules, "wall_us": spent / 1000 / schedules}
@@ -155,7 +168,10 @@ def spread(values) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=256)
-    parser.add_argument("--concurrency", type=int, default=64, help="max_num_seqs")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="max_num_seqs, every request queued at once; with --max-num-seqs, requests in flight")
+    parser.add_argument("--max-num-seqs", type=int, default=0,
+                        help="vLLM's max_num_seqs, and a closed-loop client (a serving load: few waiting)")
     parser.add_argument("--prompt", type=int, default=512, help="prompt tokens")
     parser.add_argument("--output", type=int, default=128, help="output tokens")
     parser.add_argument("--blocks", default="4096,102400",
@@ -177,7 +193,8 @@ def main() -> None:
     import kvcached_hook
 
     print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
-    print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent, prompt "
+    loop = f" (closed loop, max_num_seqs {args.max_num_seqs})" if args.max_num_seqs else ""
+    print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent{loop}, prompt "
           f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({args.blocks_per_page} per page), "
           f"{args.layers} layers, "
           f"{args.repeats} repeats (hooked/unhooked alternating), CPU ({os.cpu_count()} cores), fake C API")

@@ -284,6 +284,79 @@ class VllmAdapterTest(PatchedVllmTest):
         records = self.run_bounded("uniform", prompts=prompts)
         self.assert_bound_holds(records, "prefix hits")
 
+    # ---------------------------------------------------------------- whole steps
+    def run_whole(self, kind="uniform", lookahead=0, prompts=None, arrivals=(), budget_pages=None,
+                  num_blocks=512, **config):
+        """Runs a load recording, for every schedule(), whether it ran with vLLM's own
+        allocate_slots (allocation.whole_step), the room it was judged against, the blocks it took
+        and the acquire calls made inside it. `arrivals`: (step, prompt) pairs added mid-run, as a
+        serving client does. Returns the records."""
+        from kvcached_hook.engines.vllm import allocation
+
+        config.setdefault("max_num_seqs", 24)  # enough running requests for the walk (allocation.py)
+        scheduler, adapter = self.engine(kind, num_blocks=num_blocks, budget_pages=budget_pages, **config)
+        if lookahead:
+            scheduler.num_lookahead_tokens = lookahead  # as a speculative decoder sets it
+        for i, prompt in enumerate(prompts or [[1 + i] * 70 for i in range(24)]):
+            scheduler.add_request(V.make_request(f"r{i}", prompt, 20))
+        judged = allocation.whole_step
+        marks, records, later = [], [], sorted(arrivals, key=lambda a: a[0])
+        turn = [0]
+
+        def whole_step(adapter_, scheduler_):
+            whole = judged(adapter_, scheduler_)
+            marks.append((whole, adapter_.room, adapter_.taken_total, adapter_.tracker.acquire_calls))
+            return whole
+
+        def check(stage, _out):
+            self.assert_backed(adapter, stage)
+            if stage == "scheduled":
+                whole, room, taken, acquires = marks.pop()
+                records.append((whole, room, adapter.taken_total - taken, adapter.tracker.acquire_calls - acquires))
+                turn[0] += 1
+                while later and later[0][0] <= turn[0]:
+                    _, prompt = later.pop(0)
+                    scheduler.add_request(V.make_request(f"late{turn[0]}-{len(later)}", prompt, 20))
+
+        allocation.whole_step = whole_step
+        try:
+            V.run_loop(scheduler, check=check, in_flight=2 if config.get("async_scheduling") else 1)
+        finally:
+            allocation.whole_step = judged
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        self.assertNotIn("allocate_slots", vars(scheduler.kv_cache_manager), "a whole step left vLLM's method behind")
+        self.assertEqual(adapter.whole_steps, sum(1 for r in records if r[0]))
+        return records
+
+    def assert_whole_steps_safe(self, records, where, expect_some=True):
+        over = [(room, took) for whole, room, took, _ in records if whole and took > room]
+        self.assertEqual(over, [], f"{where}: whole steps that took more blocks than their room")
+        backing = [acq for whole, _, _, acq in records if whole and acq]
+        self.assertEqual(backing, [], f"{where}: whole steps that had to back pages inside schedule()")
+        whole = sum(1 for r in records if r[0])
+        print(f"\n[{where}] schedule() calls {len(records)}, whole steps {whole}")
+        if expect_some:
+            self.assertGreater(whole, 0, f"{where}: no step ran whole")
+
+    def test_a_whole_step_never_takes_more_than_its_room_nor_backs_a_page(self):
+        """A schedule() run with vLLM's own allocate_slots (no hook per request) must find every
+        block it takes backed already: for each cache shape, asynchronous scheduling, lookahead
+        slots, prefix hits and requests arriving while others run."""
+        self.assert_whole_steps_safe(self.run_whole("uniform"), "uniform")
+        self.assert_whole_steps_safe(self.run_whole("hybrid"), "hybrid sliding window")
+        self.assert_whole_steps_safe(self.run_whole("mla"), "mla")
+        self.assert_whole_steps_safe(self.run_whole("uniform", async_scheduling=True), "uniform async")
+        self.assert_whole_steps_safe(self.run_whole("uniform", lookahead=5), "uniform lookahead 5")
+        shared = list(range(1, 49))  # three full blocks every prompt shares: prefix hits
+        late = [(4 + k, shared + [300 + k] * 30) for k in range(12)]
+        self.assert_whole_steps_safe(
+            self.run_whole("uniform", prompts=[shared + [100 + i] * 30 for i in range(20)], arrivals=late),
+            "prefix hits, arrivals")
+        # A budget that refuses: steps short of room take the per-call path; none backs inside.
+        records = self.run_whole("uniform", budget_pages=12, num_blocks=256)
+        self.assert_whole_steps_safe(records, "small budget", expect_some=False)
+        self.assertTrue(any(not r[0] for r in records), "small budget: every step ran whole")
+
     def test_a_cache_with_a_manager_without_a_bound_always_takes_the_exact_path(self):
         from kvcached_hook.engines.vllm import allocation
 

@@ -22,7 +22,7 @@
 #                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
 # Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
 # IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), KV_BYTES (identity KV size, default 4 GiB), START_PAIRS, PAIRS,
-# MULTI_BUDGET (default 24G), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
+# MULTI_BUDGET (default 3G), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
 # load, percent of the default; 100), DEADLINE_S (560). Elsewhere than the GPU machine (dryrun.sh):
 # KV_DIR (the shim's lib/ and bin/, default /tmp/kv), VLLM_SITE (what goes on PYTHONPATH, default
 # /tmp/vllm-site), VLLM_PROOFS (working files, default /tmp/vllm-proofs), VLLM_PROOF_MODEL.
@@ -361,7 +361,9 @@ step_multi() {  # proofs 6 and 7
   $py "$here/ledger_samples.py" record "$kvctl" "$samples" 0.1 &
   local sampler=$!
   ev() { printf '%s\t%s\n' "$(date +%s.%N)" "$1" >>"$events"; note "$1"; }
-  local common=("KVCACHED_BUDGET=${MULTI_BUDGET:-24G}" KVCACHED_IPC_NAME=proof_multi)
+  # One budget smaller than two loads at once (each ~1.7 GiB at 128 requests of ~1750 tokens):
+  # memory must move between the engines, and after the kill the others take the victim's.
+  local common=("KVCACHED_BUDGET=${MULTI_BUDGET:-3G}" KVCACHED_IPC_NAME=proof_multi)
   for order in "a b" "b a"; do  # two engines, both start orders
     pids=()
     for k in $order; do
@@ -383,7 +385,7 @@ step_multi() {  # proofs 6 and 7
       $py "$here/client.py" load 8301 "$(requests 512)" 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
       loads+=($!)
       sleep 8
-      local victim kill_t freed=None
+      local victim kill_t freed=None gained=None
       # The vllm-a process holding the most (its EngineCore: the API server process carries the same
       # label if it loads the shim too), from the samples read as step_stats.py reads them (the
       # recorder may be writing the last line right now).
@@ -397,18 +399,22 @@ print(max(procs, key=lambda p: p['charged'])['pid'] if procs else '')")
       if [ -n "$victim" ]; then
         kill_t=$(date +%s.%N); kill -9 "$victim"; ev "kill -9 vllm-a ($victim)"
         sleep 5
-        freed=$($py "$here/ledger_samples.py" freed "$samples" "$victim" "$kill_t" | $py -c 'import json,sys; print(json.load(sys.stdin)["freed_after_s"])')
+        local kill_json; kill_json=$($py "$here/ledger_samples.py" freed "$samples" "$victim" "$kill_t")
+        echo "$kill_json" >"$out/multi-kill.json"
+        freed=$(echo "$kill_json" | $py -c 'import json,sys; print(json.load(sys.stdin)["freed_after_s"])')
+        gained=$(echo "$kill_json" | $py -c 'import json,sys; print(json.load(sys.stdin)["others_gained_after_s"])')
       else
         note "multi: no vllm-a in the last ledger sample; nothing killed"
       fi
       row 7 "vllm-a's charge left the ledger after (s)" "${freed:-None}" "$($py -c "print('PASS' if '$freed' not in ('None', '') and float('$freed') <= 1.0 else 'FAIL')")"
+      row 7 "vllm-b and vllm-c held more than before the kill after (s)" "${gained:-None}" "$($py -c "print('PASS' if '$gained' not in ('None', '') and float('$gained') <= 1.0 else 'FAIL')")"
       wait "${loads[@]}"  # not a bare wait: the sampler and the watchdog are children too
     fi
     for pid in "${pids[@]}"; do serve_stop "$pid"; done
     ev "stopped order $order"
   done
   kill "$sampler" 2>/dev/null
-  if $py "$here/ledger_samples.py" plot "$samples" "$events" "$out/multi.png" 2>"$out/plot.err"; then
+  if $py "$here/ledger_samples.py" plot "$samples" "$events" "$out/multi.png" kvcached_proof_multi 2>"$out/plot.err"; then
     row 6 "plot" "$out/multi.png" info
   else
     row 6 "plot" "none: $(tail -1 "$out/plot.err")" info

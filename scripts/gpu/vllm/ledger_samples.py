@@ -51,7 +51,9 @@ def samples(path: str) -> list[dict]:
     return rows
 
 
-def plot(path: str, events: str, png: str) -> int:
+def plot(path: str, events: str, png: str, segment: str | None = None) -> int:
+    """Each engine's charge over time; with `segment`, only the engines of that segment and its
+    budget (the samples hold every segment on the machine, earlier steps' dead engines too)."""
     try:
         import matplotlib
     except ImportError:  # not in every image: the samples travel back, plot them on another machine
@@ -67,6 +69,8 @@ def plot(path: str, events: str, png: str) -> int:
     for row in rows:
         seen = set()
         for p in row["procs"]:
+            if segment and p.get("segment") != segment:
+                continue
             key = f"{p['label']} ({p['pid']})"
             seen.add(key)
             xs, ys = series.setdefault(key, ([], []))
@@ -75,7 +79,8 @@ def plot(path: str, events: str, png: str) -> int:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for key, (xs, ys) in sorted(series.items()):
         ax.plot(xs, ys, label=key)
-    budget = max((b or 0 for row in rows for b in row.get("budgets", {}).values()), default=0)
+    budget = max((b or 0 for row in rows for name, b in row.get("budgets", {}).items()
+                  if not segment or name == segment), default=0)
     if budget:
         ax.axhline(budget / 2**30, color="grey", linestyle="--", label="budget")
     try:
@@ -95,14 +100,26 @@ def plot(path: str, events: str, png: str) -> int:
 
 
 def freed(path: str, pid: int, kill_t: float) -> None:
-    """First sample after kill_t in which pid holds nothing, and how the others' charges moved."""
-    rows = [r for r in samples(path) if r["t"] >= kill_t]
+    """First sample after kill_t in which pid holds nothing, and when the other engines of its
+    segment first held more than they did at any sample in the second before the kill (they got
+    its memory: null when they never did, e.g. none of them was asking)."""
+    every = samples(path)
+    victim_segment = next((p.get("segment") for r in every for p in r["procs"] if p["pid"] == pid), None)
+
+    def others(row) -> int:
+        return sum(p["charged"] for p in row["procs"] if p["pid"] != pid and p.get("segment") == victim_segment)
+
+    before = max((others(r) for r in every if kill_t - 1.0 <= r["t"] < kill_t), default=0)
+    rows = [r for r in every if r["t"] >= kill_t]
+    out = {"pid": pid, "freed_after_s": None, "others_gained_after_s": None, "others_before": before,
+           "samples_after_kill": len(rows)}
     for row in rows:
-        mine = [p for p in row["procs"] if p["pid"] == pid and p["charged"] > 0]
-        if not mine:
-            print(json.dumps({"pid": pid, "freed_after_s": round(row["t"] - kill_t, 3)}))
-            return
-    print(json.dumps({"pid": pid, "freed_after_s": None, "samples_after_kill": len(rows)}))
+        if out["freed_after_s"] is None and not [p for p in row["procs"] if p["pid"] == pid and p["charged"] > 0]:
+            out["freed_after_s"] = round(row["t"] - kill_t, 3)
+        if out["others_gained_after_s"] is None and others(row) > before:
+            out["others_gained_after_s"] = round(row["t"] - kill_t, 3)
+            out["others_then"] = others(row)
+    print(json.dumps(out))
 
 
 def peak(path: str, prefix: str) -> None:
@@ -119,7 +136,7 @@ def main() -> int:
     if mode == "record":
         record(rest[0], rest[1], float(rest[2]))
     elif mode == "plot":
-        return plot(rest[0], rest[1], rest[2])
+        return plot(rest[0], rest[1], rest[2], rest[3] if len(rest) > 3 else None)
     elif mode == "freed":
         freed(rest[0], int(rest[1]), float(rest[2]))
     elif mode == "peak":

@@ -23,9 +23,21 @@ take the exact path too: their hits are cached blocks that must not be reused fo
 The exact path hooks the coordinator's and the pool's methods on the instances, for the duration
 of one call (an instance attribute shadows the class's method), so vLLM's classes stay unpatched
 for every other caller and the fast path costs nothing inside vLLM.
+
+Whole steps: even the fast path is a Python call per scheduled request (~1 us each, 100+ a step
+under load). When a bound of the blocks the whole schedule() can take is free in backed (and,
+with no admission, cached) blocks, schedule() runs with vLLM's own allocate_slots on the manager
+instance: no hook at all per request. Per KV cache group of block size B, with R requests
+scheduled (the running ones plus what may be admitted), each adding t_i = new_i + lookahead
+tokens, sum(new_i) <= the step's token budget: the blocks taken are at most
+sum(cdiv(t_i, B) + 1) <= (budget + R * (lookahead + B - 1)) // B + R. Admissions may hit the
+prefix cache, and their hits come out of the cached blocks: with one possible, only free backed
+blocks count. Not for caches whose managers take encoder or external (KV connector) tokens.
 """
 
 from __future__ import annotations
+
+import types
 
 from .blocks import _NO_BLOCKS, PoolAdapter
 from .share_policy import BACKED_ONLY, OK, REFUSE, RUN
@@ -63,6 +75,106 @@ def bound(adapter: PoolAdapter, manager, num_new_tokens: int, kwargs: dict) -> i
     tokens = (num_new_tokens + get("num_lookahead_tokens", 0) + get("num_external_computed_tokens", 0)
               + get("num_encoder_tokens", 0))
     return sum(-(-tokens // size) + 1 for size in sizes)
+
+
+_STEP_BOUNDED = _BOUNDED - {"CrossAttentionManager"}  # encoder tokens are outside the budget
+
+
+def step_block_sizes(scheduler) -> tuple[int, ...]:
+    """Block sizes of the KV cache groups when a whole step has a bound (module docstring); ()
+    when it has none (a manager outside _STEP_BOUNDED, a KV connector)."""
+    try:
+        if getattr(scheduler, "connector", None) is not None:
+            return ()
+        managers = scheduler.kv_cache_manager.coordinator.single_type_managers
+        if managers and all(type(m).__name__ in _STEP_BOUNDED for m in managers):
+            return tuple(int(m.block_size) for m in managers)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return ()
+
+
+_WALK_MIN = 16  # running requests from which walking them costs less than the per-call path
+
+
+def whole_step(adapter: PoolAdapter, scheduler) -> bool:
+    """True when no allocate_slots call of this step can need a page or a refusal (the module
+    docstring): the blocks the step can take are within the room (adapter.room, set just
+    before). First the O(1) bound; when it is too coarse and enough requests run, a walk over
+    them (each one's blocks for its next tokens, as vLLM counts them, unclamped by the budget)."""
+    room_now = adapter.room
+    if room_now <= 0:
+        return False
+    sizes = adapter.step_sizes
+    if sizes is None:
+        sizes = adapter.step_sizes = step_block_sizes(scheduler)
+    budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
+    if not sizes or budget <= 0:
+        return False
+    running = scheduler.running
+    n_running = len(running)
+    queued = len(scheduler.waiting) + len(getattr(scheduler, "skipped_waiting", None) or ())
+    slots = int(scheduler.max_num_running_reqs) - n_running
+    if queued > max(slots, 0) and slots > 0:
+        return False  # a queue longer than the free slots: which ones are admitted is vLLM's choice
+    lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
+    admit_need = 0
+    admitted = min(queued, max(slots, 0))
+    if admitted:
+        # Every queued request may be admitted; its prefix hits come out of the cached blocks.
+        hits = 0
+        for queue in (getattr(scheduler, "skipped_waiting", None) or (), scheduler.waiting):
+            for request in queue:
+                tokens = min(request.num_tokens, request.num_computed_tokens + budget) + lookahead
+                for size in sizes:
+                    admit_need += -(-tokens // size) + 1
+                    hits += request.num_tokens // size
+        nbfree = adapter.tracker.nbfree
+        room_now = nbfree + max(0, room_now - nbfree - hits)
+    r = n_running + admitted
+    if r == 0:
+        return False
+    need = 0
+    for size in sizes:
+        need += (budget + r * (lookahead + size - 1)) // size + r
+    if need <= room_now:
+        return True
+    if n_running < _WALK_MIN or admit_need > room_now:
+        return False
+    # Cheaper than vLLM's count, and still from above: a request with at most one token to go
+    # (decoding; with asynchronous scheduling its computed tokens may run ahead) adds at most
+    # 1 + 2 * lookahead tokens (its new and speculative tokens, and the lookahead slots) to the
+    # computed ones its blocks already cover; every other one (a prefill, a resumed request) is
+    # within the step's token budget, counted above. Only integers and two attributes a request.
+    decode_tokens = 1 + 2 * lookahead
+    need = admit_need
+    for size in sizes:  # one group, mostly: the loop over the requests is the cost
+        long = edge = 0
+        for request in running:
+            computed = request.num_computed_tokens
+            if request.num_tokens - computed > 1:
+                long += 1
+            else:
+                edge += (computed + decode_tokens + size - 1) // size - (computed + size - 1) // size
+        need += edge
+        if long:
+            need += (budget + long * (lookahead + size - 1)) // size + long
+        if need > room_now:
+            return False
+    return True
+
+
+def unhook_for_step(manager):
+    """Puts vLLM's own allocate_slots on the manager instance for one schedule(); returns what
+    restore_after_step needs (None: the class's method is not the hook's, nothing done)."""
+    original = getattr(getattr(type(manager), "allocate_slots", None), "__wrapped__", None)
+    if original is None:
+        return None
+    return _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))
+
+
+def restore_after_step(manager, saved) -> None:
+    _restore(manager, "allocate_slots", saved)
 
 
 def room(adapter: PoolAdapter) -> int:

@@ -72,6 +72,8 @@ class PoolAdapter:
         self.room = -1
         self.group_sizes: tuple[int, ...] | None = None
         self.single_size = 0  # the block size when there is one group with a bound, else 0
+        self.step_sizes: tuple[int, ...] | None = None  # allocation.whole_step's groups (None: not read yet)
+        self.whole_steps = 0  # schedule() calls run with vLLM's own allocate_slots (allocation.py)
         self.taken_total = 0  # blocks get_new_blocks handed out (steps.py: recent use)
         self.in_flight: deque[int] = deque()  # steps scheduled with work, not yet processed
         self.sync_errors = 0
@@ -266,6 +268,7 @@ class PoolAdapter:
             idle_trims=hooks.idle_trims if hooks else 0,
             pressure_trims=hooks.pressure_trims if hooks else 0,
             stale_gives=hooks.stale_gives if hooks else 0,
+            whole_steps=self.whole_steps,
             hook_time_s=(hooks.hook_ns_total / 1e9) if hooks else 0.0,
             page_size=self.tracker.layout.page_size,
             tensors=len(self.tracker.layout.spans),

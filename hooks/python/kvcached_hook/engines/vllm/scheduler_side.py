@@ -175,6 +175,7 @@ def wrap_allocate_slots(orig):
                 return orig(self, request, num_new_tokens, **kwargs)
         return A.allocate_exactly(orig, self, adapter, request, num_new_tokens, args, kwargs)
 
+    allocate_slots.__wrapped__ = orig  # whole steps put it back on the instance (allocation.py)
     return allocate_slots
 
 
@@ -186,17 +187,27 @@ def wrap_schedule(orig):
             return orig(self, *args, **kwargs)
         api = hooks.adapter.api
         remote = isinstance(api, tp.RemoteApi)
-        with hooks.adapter.lock:
+        adapter = hooks.adapter
+        with adapter.lock:
             if remote:
                 api.pending = []  # releases of this step ride on its SchedulerOutput
+            manager, saved = self.kv_cache_manager, None
             try:
                 hooks.before_schedule(self)
-                hooks.adapter.room = A.room(hooks.adapter)
+                judged = time.perf_counter_ns()
+                adapter.room = A.room(adapter)
+                if A.whole_step(adapter, self):
+                    saved = A.unhook_for_step(manager)
+                    if saved is not None:
+                        adapter.whole_steps += 1
                 started = time.perf_counter_ns()
+                hooks.count_step_bound(started - judged)  # the hook's time too
                 output = orig(self, *args, **kwargs)
                 hooks.schedule_ns_total += time.perf_counter_ns() - started
             finally:
-                hooks.adapter.room = -1
+                if saved is not None:
+                    A.restore_after_step(manager, saved)
+                adapter.room = -1
                 if remote:
                     pending, api.pending = api.pending, None
             if remote and pending:

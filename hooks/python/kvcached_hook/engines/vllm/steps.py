@@ -36,8 +36,8 @@ class StepHooks:
         self.stale_gives = 0  # steps that gave back stale cached blocks under pressure
         self.idle_trimmed = False  # kvcached_trim done in this idle spell
         self.hook_ns_total = 0  # before_schedule + after_schedule + C calls made inside schedule()
-        # hook_ns_total by phase (flush, sharing policy, prediction, after), and vLLM's own
-        # schedule() time without the hook: the shutdown line says where a step's time goes.
+        # hook_ns_total by phase (flush, sharing policy, prediction and step bound, after), and
+        # vLLM's own schedule() time without the hook: the shutdown line says where it goes.
         self.phase_ns = [0, 0, 0, 0]
         self.schedule_ns_total = 0
         self._c_ns_mark = 0
@@ -112,14 +112,21 @@ class StepHooks:
             adapter.in_flight.popleft()
         self._update_fence()
 
+    def count_step_bound(self, ns: int) -> None:
+        """The time schedule()'s wrapper spent judging a whole step (allocation.whole_step)."""
+        self.phase_ns[2] += ns
+        self.hook_ns_total += ns
+
     def cost_line(self) -> str:
         """Where the hook's time per step goes (logged at shutdown): its phases, and vLLM's own
         schedule() for scale."""
         n = max(self.steps, 1)
         flush, share, predict, after = (ns / n / 1000 for ns in self.phase_ns)
-        return (f"hook {self.hook_ns_total / n / 1000:.1f} us/step over {self.steps} steps (release "
-                f"{flush:.1f}, sharing policy {share:.1f}, prediction {predict:.1f}, after schedule() "
-                f"{after:.1f}); vLLM's schedule() itself {self.schedule_ns_total / n / 1000:.1f} us/step")
+        return (f"hook {self.hook_ns_total / n / 1000:.1f} us/step over {self.steps} steps, "
+                f"{self.adapter.whole_steps} of them with no hook per request (release {flush:.1f}, "
+                f"sharing policy {share:.1f}, prediction and step bound {predict:.1f}, after "
+                f"schedule() {after:.1f}); vLLM's schedule() itself "
+                f"{self.schedule_ns_total / n / 1000:.1f} us/step")
 
     # ---- demand ----
     def predict(self, scheduler) -> int:
