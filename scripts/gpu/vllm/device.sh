@@ -382,7 +382,8 @@ step_multi() {  # proofs 6 and 7
       local loads=()
       $py "$here/client.py" load 8300 "$(requests 512)" 128 1500 256 >/dev/null 2>&1 &
       loads+=($!)
-      $py "$here/client.py" load 8301 "$(requests 512)" 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
+      # vllm-b asks for more than its share until well after the kill (twice vllm-a's load).
+      $py "$here/client.py" load 8301 "$(requests 1024)" 128 1500 256 >>"$out/multi-load.jsonl" 2>&1 &
       loads+=($!)
       sleep 8
       local victim kill_t freed=None gained=None
