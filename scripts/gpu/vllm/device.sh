@@ -298,8 +298,9 @@ step_throughput() {  # proof 5
     [ $((k % 2)) = 0 ] && order=(8201 8200)
     for port in "${order[@]}"; do
       # Prompt set k: new prompts every pair (as vLLM's benchmark draws random ones), the same
-      # for both servers of a pair.
-      r[port - 8200]=$($py "$here/client.py" load "$port" "$(requests 512)" 128 512 128 "$k" | tee -a "$out/throughput.jsonl" |
+      # for both servers of a pair. 1024 requests a load (about 13 s on the H200): the first
+      # run's 6 s loads of 512 scattered by +-5% between pairs.
+      r[port - 8200]=$($py "$here/client.py" load "$port" "$(requests 1024)" 128 512 128 "$k" | tee -a "$out/throughput.jsonl" |
         $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
     done
     ratios+=("$($py -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]))" "${r[1]}" "${r[0]}" 2>/dev/null)")
@@ -316,6 +317,8 @@ step_throughput() {  # proof 5
   row 5 "repeated prompts (set 1 again): base / shim tok/s" "${rep[0]} / ${rep[1]}" info
   sleep 1; kill "$sampler" 2>/dev/null
   serve_stop "$base"; serve_stop "$shim_pid"
+  # The hook's own account at shutdown: its time per step by phase, and vLLM's schedule() time.
+  row 5 "hook at shutdown (tp-shim log)" "$(grep -oE 'hook [0-9.]+ us/step over.*' "$out/tp-shim.log" | tail -1)" info
   local med
   # One ratio a word: ${ratios[*]// /,} would edit each element, not the spaces between them.
   # A pair whose load failed left an empty ratio: counted out, and no ratio at all is a FAIL.
