@@ -101,7 +101,7 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
     """True when no allocate_slots call of this step can need a page or a refusal (the module
     docstring): the blocks the step can take are within the room (adapter.room, set just
     before). First the O(1) bound; when it is too coarse and enough requests run, a walk over
-    them (each one's blocks for its next tokens, as vLLM counts them, unclamped by the budget)."""
+    them that bounds each decoding request's new blocks by its computed tokens (below)."""
     room_now = adapter.room
     if room_now <= 0:
         return False
