@@ -13,7 +13,7 @@
 #   identity     2 (+3, 4): greedy token ids of vllm.LLM, with and without the shim, for each entry of
 #                MATRIX (runner:mode:kv, default all 8 of v2|v1 x eager|graphs x bf16|fp8), plus
 #                `budget` (KVCACHED_BUDGET far below demand) and `sanity` (KVCACHED_SANITY_CHECK=1)
-#   throughput   5: one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
+#   throughput   5 (TP_MODEL=small|8b, TP_REQUESTS): one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
 #                pairs (default 5), CUDA graphs on; median ratio; the ledger sampled meanwhile gives
 #                the shimmed engine's hook time and C calls per step (step_stats.py)
 #   sanity       4 under `vllm serve`: KVCACHED_SANITY_CHECK=1 over a 256-request load; the summary
@@ -112,8 +112,20 @@ write_model() {  # a random-weight Llama (load_format dummy): 8 layers, 4 KV hea
  "rope_theta": 10000.0, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
  "eos_token_id": 2, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false}
 JSON
+  # TP_MODEL=8b (throughput only): the shape of an 8B Llama (32 layers, 4096 wide, 8 KV heads of
+  # 128), random weights too: its steps are bound by the GPU, as a served model's are, where the
+  # small one's are bound by vLLM's own CPU work (the hook's share of a step is largest there).
+  mkdir -p "$model-8b"
+  cat >"$model-8b/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+ "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+ "head_dim": 128, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
+ "rope_theta": 500000.0, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
+ "eos_token_id": 2, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false}
+JSON
 }
 KV_BYTES_PER_TOKEN=$((8 * 2 * 4 * 64 * 2))
+serve_model=$model  # what serve_start serves (step_throughput may switch it: TP_MODEL)
 
 # serve_start NAME PORT SHIM(0|1) [ENV...] [-- VLLM ARGS...]: starts `vllm serve` in its own session.
 serve_start() {
@@ -123,7 +135,7 @@ serve_start() {
   [ $# -gt 0 ] && shift
   args=("$@")
   [ "$use_shim" = 1 ] && envs+=("LD_PRELOAD=$shim")
-  setsid env "${envs[@]}" $py -m vllm.entrypoints.cli.main serve "$model" --load-format dummy \
+  setsid env "${envs[@]}" $py -m vllm.entrypoints.cli.main serve "$serve_model" --load-format dummy \
     --skip-tokenizer-init --seed 0 --max-model-len 4096 --port "$port" "${args[@]}" \
     >"$out/$name.log" 2>&1 </dev/null &
   echo $!
@@ -281,11 +293,13 @@ step_probe() {  # diagnosis: PROBES="name|runner|flags|ENV=V ENV=V;..." offline 
 
 step_throughput() {  # proof 5
   # Not `shim`: a local of that name would hide the library path from serve_start (unset: set -u).
-  local base shim_pid ratios=()
+  local base shim_pid ratios=() n_load=${TP_REQUESTS:-1024}
+  if [ "${TP_MODEL:-small}" = 8b ]; then serve_model=$model-8b; n_load=${TP_REQUESTS:-512}; fi
+  row 5 "model, requests a load" "${TP_MODEL:-small}, $(requests "$n_load")" info
   base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
   shim_pid=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
   if ! $py "$here/client.py" wait 8200 400 "$base" >/dev/null || ! $py "$here/client.py" wait 8201 400 "$shim_pid" >/dev/null; then
-    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; return
+    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; serve_model=$model; return
   fi
   $py "$here/client.py" load 8200 "$(requests 64)" 64 256 64 >/dev/null; $py "$here/client.py" load 8201 "$(requests 64)" 64 256 64 >/dev/null  # warm-up
   # Proof 5's per-step costs: the shim engine's cumulative totals, read from outside through kvctl.
@@ -300,7 +314,7 @@ step_throughput() {  # proof 5
       # Prompt set k: new prompts every pair (as vLLM's benchmark draws random ones), the same
       # for both servers of a pair. 1024 requests a load (about 13 s on the H200): the first
       # run's 6 s loads of 512 scattered by +-5% between pairs.
-      r[port - 8200]=$($py "$here/client.py" load "$port" "$(requests 1024)" 128 512 128 "$k" | tee -a "$out/throughput.jsonl" |
+      r[port - 8200]=$($py "$here/client.py" load "$port" "$(requests "$n_load")" 128 512 128 "$k" | tee -a "$out/throughput.jsonl" |
         $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
     done
     ratios+=("$($py -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]))" "${r[1]}" "${r[0]}" 2>/dev/null)")
@@ -311,12 +325,13 @@ step_throughput() {  # proof 5
   # them; the shim's default gives an idle engine's prefix cache back, docs/vllm.md).
   local rep=() port
   for port in 8200 8201; do
-    rep[port - 8200]=$($py "$here/client.py" load "$port" "$(requests 512)" 128 512 128 1 | tee -a "$out/throughput-repeat.jsonl" |
+    rep[port - 8200]=$($py "$here/client.py" load "$port" "$(requests "$n_load")" 128 512 128 1 | tee -a "$out/throughput-repeat.jsonl" |
       $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
   done
   row 5 "repeated prompts (set 1 again): base / shim tok/s" "${rep[0]} / ${rep[1]}" info
   sleep 1; kill "$sampler" 2>/dev/null
   serve_stop "$base"; serve_stop "$shim_pid"
+  serve_model=$model
   # The hook's own account at shutdown: its time per step by phase, and vLLM's schedule() time.
   row 5 "hook at shutdown (tp-shim log)" "$(grep -oE 'hook [0-9.]+ us/step over.*' "$out/tp-shim.log" | tail -1)" info
   local med
