@@ -103,26 +103,24 @@ install() {
   note "installed: $($py -c 'import vllm; print("vllm", vllm.__version__)' 2>&1 | tail -1); site $(du -sh "$site" | cut -f1)"
 }
 
-write_model() {  # a random-weight Llama (load_format dummy): 8 layers, 4 KV heads x 64 -> 8 KiB per token in bf16
-  mkdir -p "$model"
-  cat >"$model/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
- "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4,
- "head_dim": 64, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
- "rope_theta": 10000.0, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
+# llama_config DIR HIDDEN INTERMEDIATE LAYERS HEADS KV_HEADS HEAD_DIM ROPE_THETA: a Llama's
+# config.json (random weights: vLLM's --load-format dummy).
+llama_config() {
+  mkdir -p "$1"
+  cat >"$1/config.json" <<JSON
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": $2,
+ "intermediate_size": $3, "num_hidden_layers": $4, "num_attention_heads": $5, "num_key_value_heads": $6,
+ "head_dim": $7, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
+ "rope_theta": $8, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
  "eos_token_id": 2, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false}
 JSON
+}
+write_model() {  # a random-weight Llama: 8 layers, 4 KV heads x 64 -> 8 KiB per token in bf16
+  llama_config "$model" 1024 2816 8 16 4 64 10000.0
   # TP_MODEL=8b (throughput only): the shape of an 8B Llama (32 layers, 4096 wide, 8 KV heads of
   # 128), random weights too: its steps are bound by the GPU, as a served model's are, where the
   # small one's are bound by vLLM's own CPU work (the hook's share of a step is largest there).
-  mkdir -p "$model-8b"
-  cat >"$model-8b/config.json" <<'JSON'
-{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
- "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
- "head_dim": 128, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05,
- "rope_theta": 500000.0, "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1,
- "eos_token_id": 2, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false}
-JSON
+  llama_config "$model-8b" 4096 14336 32 32 8 128 500000.0
 }
 KV_BYTES_PER_TOKEN=$((8 * 2 * 4 * 64 * 2))
 serve_model=$model  # what serve_start serves (step_throughput may switch it: TP_MODEL)

@@ -114,11 +114,11 @@ def freed(path: str, pid: int, kill_t: float) -> None:
     out = {"pid": pid, "freed_after_s": None, "others_gained_after_s": None, "others_before": before,
            "samples_after_kill": len(rows)}
     for row in rows:
-        if out["freed_after_s"] is None and not [p for p in row["procs"] if p["pid"] == pid and p["charged"] > 0]:
+        if out["freed_after_s"] is None and not any(p["pid"] == pid and p["charged"] > 0 for p in row["procs"]):
             out["freed_after_s"] = round(row["t"] - kill_t, 3)
-        if out["others_gained_after_s"] is None and others(row) > before:
+        if out["others_gained_after_s"] is None and (held := others(row)) > before:
             out["others_gained_after_s"] = round(row["t"] - kill_t, 3)
-            out["others_then"] = others(row)
+            out["others_then"] = held
     print(json.dumps(out))
 
 

@@ -50,12 +50,12 @@ _MISSING = object()
 NO_BOUND = 1 << 62
 
 
-def group_block_sizes(manager) -> tuple[int, ...]:
-    """Block sizes of the manager's KV cache groups when every group's manager is bounded (see
-    the module's docstring); () when one is not: that cache takes the exact path every time."""
+def group_block_sizes(manager, bounded: frozenset[str] = _BOUNDED) -> tuple[int, ...]:
+    """Block sizes of the manager's KV cache groups when every group's manager is in `bounded`
+    (see the module's docstring); () when one is not: that cache takes the exact path every time."""
     try:
         managers = manager.coordinator.single_type_managers
-        if all(type(m).__name__ in _BOUNDED for m in managers):
+        if all(type(m).__name__ in bounded for m in managers):
             return tuple(int(m.block_size) for m in managers)
     except (AttributeError, TypeError, ValueError):
         pass
@@ -83,15 +83,9 @@ _STEP_BOUNDED = _BOUNDED - {"CrossAttentionManager"}  # encoder tokens are outsi
 def step_block_sizes(scheduler) -> tuple[int, ...]:
     """Block sizes of the KV cache groups when a whole step has a bound (module docstring); ()
     when it has none (a manager outside _STEP_BOUNDED, a KV connector)."""
-    try:
-        if getattr(scheduler, "connector", None) is not None:
-            return ()
-        managers = scheduler.kv_cache_manager.coordinator.single_type_managers
-        if managers and all(type(m).__name__ in _STEP_BOUNDED for m in managers):
-            return tuple(int(m.block_size) for m in managers)
-    except (AttributeError, TypeError, ValueError):
-        pass
-    return ()
+    if getattr(scheduler, "connector", None) is not None:
+        return ()
+    return group_block_sizes(getattr(scheduler, "kv_cache_manager", None), _STEP_BOUNDED)
 
 
 _WALK_MIN = 16  # running requests from which walking them costs less than the per-call path
