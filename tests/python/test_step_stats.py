@@ -75,6 +75,30 @@ class StepStatsTest(unittest.TestCase):
         self.assertEqual(e["hook_us_per_step_median"], 20.0)
         self.assertEqual(e["c_calls_per_step_median"], 0.1)
 
+    def test_the_hook_time_of_windows_in_which_the_charge_grew_is_counted_apart(self):
+        # A load's start: 4 steps that back 3 GiB through 2 C calls (600 ms of hook), then steady
+        # windows of 100 steps at 40 us with no call; the median sees only the steady windows.
+        def sample(t, steps, ns, calls, charged):
+            p = proc(10, "e", steps, ns, calls)
+            p["charged_bytes"] = charged
+            return kvctl_sample(t, [p])
+
+        g = 1 << 30
+        rows = [sample(1.0, 100, 0, 0, g // 16), sample(2.0, 104, 600 * 10**6, 2, 3 * g + g // 16)]
+        rows += [sample(3.0 + k, 204 + 100 * k, 600 * 10**6 + (k + 1) * 4 * 10**6, 2, 3 * g + g // 16) for k in range(3)]
+        (e,) = step_stats.summarize(rows)
+        self.assertEqual(e["hook_us_per_step_median"], 40.0)
+        self.assertEqual(e["growth_hook_ms"], 600.0)
+        self.assertEqual(e["growth_steps"], 4)
+        self.assertEqual(e["growth_mib"], 3072.0)
+        self.assertEqual(e["hook_ms_run"], 612.0)
+        # A charge that grew without a C call (pages mapped ahead by the pool) is not growth here.
+        rows[1]["segments"][0]["processes"][0]["engine_hook_c_calls"] = 0
+        for r in rows[2:]:
+            r["segments"][0]["processes"][0]["engine_hook_c_calls"] = 0
+        (e,) = step_stats.summarize(rows)
+        self.assertEqual(e["growth_hook_ms"], 0.0)
+
     def test_command_line_and_exit_status(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "s.jsonl")
@@ -120,7 +144,8 @@ print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     time.sleep(0.2)
-                    if os.path.exists(out) and sum(1 for _ in open(out)) >= 4:
+                    # 5 lines: the first (n = 0, no step yet) is no point, and 3 windows need 4.
+                    if os.path.exists(out) and sum(1 for _ in open(out)) >= 5:
                         break
             finally:
                 os.killpg(recorder.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@
 #   identity     2 (+3, 4): greedy token ids of vllm.LLM, with and without the shim, for each entry of
 #                MATRIX (runner:mode:kv, default all 8 of v2|v1 x eager|graphs x bf16|fp8), plus
 #                `budget` (KVCACHED_BUDGET far below demand) and `sanity` (KVCACHED_SANITY_CHECK=1)
-#   throughput   5 (TP_MODEL=small|8b, TP_REQUESTS): one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
+#   throughput   5 (TP_MODEL=small|8b, TP_REQUESTS, TP_SHIM_ENV): one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
 #                pairs (default 5), CUDA graphs on; median ratio; the ledger sampled meanwhile gives
 #                the shimmed engine's hook time and C calls per step (step_stats.py)
 #   sanity       4 under `vllm serve`: KVCACHED_SANITY_CHECK=1 over a 256-request load; the summary
@@ -22,7 +22,7 @@
 #                orders, loads in turn (ledger sampled, plotted); kill -9 of one under load
 # Knobs: VLLM_PAYLOAD (payload folder), OUT, PARALLEL (identity runs at once, default 6),
 # IDENTITY_EXTRAS=0 (identity without the budget and sanity runs), KV_BYTES (identity KV size, default 4 GiB), START_PAIRS, PAIRS,
-# MULTI_BUDGET (default 3G), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
+# MULTI_BUDGET (default 3G), MULTI_UTIL (each multi server's --gpu-memory-utilization of that budget, 0.9), BUDGET_TINY (default 64M), LOAD_PCT (request count of every serving
 # load, percent of the default; 100), DEADLINE_S (560). Elsewhere than the GPU machine (dryrun.sh):
 # KV_DIR (the shim's lib/ and bin/, default /tmp/kv), VLLM_SITE (what goes on PYTHONPATH, default
 # /tmp/vllm-site), VLLM_PROOFS (working files, default /tmp/vllm-proofs), VLLM_PROOF_MODEL.
@@ -292,16 +292,33 @@ step_probe() {  # diagnosis: PROBES="name|runner|flags|ENV=V ENV=V;..." offline 
 step_throughput() {  # proof 5
   # Not `shim`: a local of that name would hide the library path from serve_start (unset: set -u).
   local base shim_pid ratios=() n_load=${TP_REQUESTS:-1024}
-  if [ "${TP_MODEL:-small}" = 8b ]; then serve_model=$model-8b; n_load=${TP_REQUESTS:-512}; fi
+  # The client names the served model in every request: the 8B shape is served under its own path.
+  local VLLM_PROOF_MODEL=${VLLM_PROOF_MODEL:-$model}; export VLLM_PROOF_MODEL
+  if [ "${TP_MODEL:-small}" = 8b ]; then serve_model=$model-8b; VLLM_PROOF_MODEL=$serve_model; n_load=${TP_REQUESTS:-512}; fi
   row 5 "model, requests a load" "${TP_MODEL:-small}, $(requests "$n_load")" info
   base=$(serve_start tp-base 8200 0 -- --gpu-memory-utilization 0.35)
-  shim_pid=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim -- --gpu-memory-utilization 0.35)
+  # TP_SHIM_ENV: more settings of the shimmed server (words VAR=value), to compare a knob.
+  local tp_env=()
+  read -ra tp_env <<<"${TP_SHIM_ENV:-}"
+  [ "${#tp_env[@]}" -gt 0 ] && row 5 "shimmed server's extra settings" "${tp_env[*]}" info
+  # KVCACHED_LOG_LEVEL=info: the hook's cost line at each idle (vLLM's signal shutdown may kill
+  # the EngineCore before Scheduler.shutdown logs it); the shim logs nothing per step at info.
+  shim_pid=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim KVCACHED_LOG_LEVEL=info "${tp_env[@]}" -- --gpu-memory-utilization 0.35)
   if ! $py "$here/client.py" wait 8200 400 "$base" >/dev/null || ! $py "$here/client.py" wait 8201 400 "$shim_pid" >/dev/null; then
     note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; serve_model=$model; return
   fi
-  $py "$here/client.py" load 8200 "$(requests 64)" 64 256 64 >/dev/null; $py "$here/client.py" load 8201 "$(requests 64)" 64 256 64 >/dev/null  # warm-up
+  # Warm-up; a server that answers it with errors (a wrong model name: HTTP 404) ends the step.
+  local port warm
+  for port in 8200 8201; do
+    warm=$($py "$here/client.py" load "$port" "$(requests 64)" 64 256 64)
+    if ! $py -c 'import json,sys; sys.exit(json.loads(sys.argv[1])["errors"] != 0)' "$warm" 2>/dev/null; then
+      note "throughput: warm-up on $port failed: $warm"; row 5 "warm-up served" no FAIL
+      serve_stop "$base"; serve_stop "$shim_pid"; serve_model=$model; return
+    fi
+  done
   # Proof 5's per-step costs: the shim engine's cumulative totals, read from outside through kvctl.
   local steps=$out/throughput-ledger.jsonl sampler t0
+  : >"$steps"  # a run before this one (same /tmp) left its engines' samples there
   $py "$here/ledger_samples.py" record "$kvctl" "$steps" 0.5 &
   sampler=$!
   t0=$(date +%s.%N)
@@ -330,8 +347,9 @@ step_throughput() {  # proof 5
   sleep 1; kill "$sampler" 2>/dev/null
   serve_stop "$base"; serve_stop "$shim_pid"
   serve_model=$model
-  # The hook's own account at shutdown: its time per step by phase, and vLLM's schedule() time.
-  row 5 "hook at shutdown (tp-shim log)" "$(grep -oE 'hook [0-9.]+ us/step over.*' "$out/tp-shim.log" | tail -1)" info
+  # The hook's own account (at the last idle or at shutdown): its time per step by phase, and
+  # vLLM's schedule() time.
+  row 5 "hook's cost line, last (tp-shim log)" "$(grep -oE 'hook [0-9.]+ us/step over.*' "$out/tp-shim.log" | tail -1)" info
   local med
   # One ratio a word: ${ratios[*]// /,} would edit each element, not the spaces between them.
   # A pair whose load failed left an empty ratio: counted out, and no ratio at all is a FAIL.
@@ -343,8 +361,11 @@ print(f'{statistics.median(r):.3f}' if r else 'none')" "${ratios[@]}")
   local costs
   if costs=$($py "$here/step_stats.py" "$steps" --label tp-shim --from "$t0" --to "$t1" --json); then
     echo "$costs" >"$out/throughput-step-costs.json"
-    row 5 "hook us/step (median of windows, kvctl)" "$(echo "$costs" | $py -c 'import json,sys; print(json.load(sys.stdin)["engines"][0]["hook_us_per_step_median"])')" info
-    row 5 "hook C calls/step (median of windows, kvctl)" "$(echo "$costs" | $py -c 'import json,sys; print(json.load(sys.stdin)["engines"][0]["c_calls_per_step_median"])')" info
+    # The engine of this run: the one with windows (an earlier tp-shim may be in the samples).
+    local pick='import json,sys; e = max(json.load(sys.stdin)["engines"], key=lambda e: e["windows"]); '
+    row 5 "hook us/step: median of windows / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["hook_us_per_step_median"], "/", e["hook_us_per_step_run"])')" info
+    row 5 "hook C calls/step: median / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["c_calls_per_step_median"], "/", e["c_calls_per_step_run"])')" info
+    row 5 "hook ms while the cache grew / whole run (steps, MiB backed)" "$(echo "$costs" | $py -c "$pick"'print(e["growth_hook_ms"], "/", e["hook_ms_run"], "(%s steps, %s MiB)" % (e["growth_steps"], e["growth_mib"]))')" info
   else
     row 5 "hook time and C calls per step" "not in kvctl list --json (shim without kvcached_report_engine_steps?)" FAIL
   fi
@@ -379,18 +400,21 @@ step_multi() {  # proofs 6 and 7
   ev() { printf '%s\t%s\n' "$(date +%s.%N)" "$1" >>"$events"; note "$1"; }
   # One budget smaller than two loads at once (each ~1.7 GiB at 128 requests of ~1750 tokens):
   # memory must move between the engines, and after the kill the others take the victim's.
-  local common=("KVCACHED_BUDGET=${MULTI_BUDGET:-3G}" KVCACHED_IPC_NAME=proof_multi)
+  # Each engine sizes its cache from the shim's process-local view, whose total is the budget:
+  # at --gpu-memory-utilization 0.3 of 3G each cache held 0.33 GiB, so no load ever pressed the
+  # budget (2026-12-05, third run). At 0.9 each cache can take most of the budget alone.
+  local common=("KVCACHED_BUDGET=${MULTI_BUDGET:-3G}" KVCACHED_IPC_NAME=proof_multi) util=${MULTI_UTIL:-0.9}
   for order in "a b" "b a"; do  # two engines, both start orders
     pids=()
     for k in $order; do
-      pids+=("$(serve_start "multi-${order// /}-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization 0.3)")
+      pids+=("$(serve_start "multi-${order// /}-$k" "$(port_of "$k")" 1 "${common[@]}" "KVCACHED_LABEL=vllm-$k" -- --gpu-memory-utilization "$util")")
       ev "start vllm-$k"
       $py "$here/client.py" wait "$(port_of "$k")" 300 "${pids[-1]}" >/dev/null || { row 6 "order $order: vllm-$k ready" no FAIL; }
     done
     for k in a b; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" "$(requests 256)" 64 1500 128 >>"$out/multi-load.jsonl"; done
     row 6 "order $order: both started and served" "$(grep -c '"errors": 0' "$out/multi-load.jsonl")" info
     if [ "$order" = "b a" ]; then  # a third engine joins
-      pids+=("$(serve_start multi-c 8302 1 "${common[@]}" KVCACHED_LABEL=vllm-c -- --gpu-memory-utilization 0.3)")
+      pids+=("$(serve_start multi-c 8302 1 "${common[@]}" KVCACHED_LABEL=vllm-c -- --gpu-memory-utilization "$util")")
       ev "start vllm-c"
       if $py "$here/client.py" wait 8302 300 "${pids[-1]}" >/dev/null; then row 6 "third engine started next to two" yes PASS; else row 6 "third engine started next to two" no FAIL; fi
       for k in c a; do ev "load vllm-$k"; $py "$here/client.py" load "$(port_of "$k")" "$(requests 256)" 64 1500 128 >>"$out/multi-load.jsonl"; done

@@ -77,6 +77,7 @@ if [[ $steps == *" throughput "* ]]; then
   check 5 "shim/base tok/s" any  # two stand-ins sharing 2 cores: no throughput claim
   check 5 "hook us/step" any
   check 5 "hook C calls/step" any
+  check 5 "hook ms while the cache grew" any
 fi
 if [[ $steps == *" sanity "* ]]; then
   check 4 "serve, " any

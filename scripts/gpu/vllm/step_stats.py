@@ -12,7 +12,8 @@ each engine (pid and label) and each pair of consecutive samples in which its st
 least --min-steps (default 10), a window gives hook microseconds per step and C calls per step; the
 medians over the windows are printed (with the whole run's ratio and the window count), one line
 an engine, or one JSON object with --json. Only windows inside [--from, --to] count (unix seconds:
-the load's start and end).
+the load's start and end). Also the hook's time in the windows where the engine's charge grew
+through C calls (pages backed on the scheduler's thread), against the whole run's.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ def processes(sample: dict) -> list[dict]:
     return [p for s in sample.get("segments", []) for p in s.get("processes", [])]
 
 
-def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tuple[float, int, int, int]]]:
-    """(pid, label) -> [(t, steps, hook_ns, c_calls)] in time order, engines that reported only."""
-    out: dict[tuple[int, str], list[tuple[float, int, int, int]]] = {}
+def charged(p: dict) -> int:
+    """Bytes charged to the process: `record`'s "charged", raw kvctl's "charged_bytes"."""
+    return int(p.get("charged", p.get("charged_bytes", 0)) or 0)
+
+
+def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tuple[float, int, int, int, int]]]:
+    """(pid, label) -> [(t, steps, hook_ns, c_calls, charged)] in time order, engines that reported only."""
+    out: dict[tuple[int, str], list[tuple[float, int, int, int, int]]] = {}
     for row in sorted(rows, key=lambda r: r.get("t", 0.0)):
         for p in processes(row):
             label = p.get("label") or ""
@@ -46,7 +52,8 @@ def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tup
             if not p.get("engine_steps"):
                 continue  # an engine that has not reported (or an older shim)
             out.setdefault((p.get("pid"), label), []).append(
-                (float(row.get("t", 0.0)), int(p["engine_steps"]), int(p["engine_hook_ns"]), int(p["engine_hook_c_calls"]))
+                (float(row.get("t", 0.0)), int(p["engine_steps"]), int(p["engine_hook_ns"]), int(p["engine_hook_c_calls"]),
+                 charged(p))
             )
     return out
 
@@ -55,12 +62,25 @@ def windows(points, t_from: float, t_to: float, min_steps: int):
     """(steps, us per step, calls per step) of each window of consecutive samples."""
     inside = [p for p in points if t_from <= p[0] <= t_to]
     out = []
-    for (_, s0, ns0, c0), (_, s1, ns1, c1) in zip(inside, inside[1:]):
+    for (_, s0, ns0, c0, _), (_, s1, ns1, c1, _) in zip(inside, inside[1:]):
         steps = s1 - s0
         if steps < max(1, min_steps) or ns1 < ns0 or c1 < c0:
             continue  # too few steps to say anything, or a restarted engine under the same pid
         out.append((steps, (ns1 - ns0) / steps / 1000.0, (c1 - c0) / steps))
     return out
+
+
+def growth(inside) -> tuple[float, int, int]:
+    """(hook ms, steps, bytes) over the sample pairs in which the engine's charge grew through C
+    calls: the steps that backed new pages. Such windows are few and short (the median leaves them
+    out), but at a load's start they can hold most of the hook's time."""
+    ms, steps, grown = 0.0, 0, 0
+    for (_, s0, ns0, c0, q0), (_, s1, ns1, c1, q1) in zip(inside, inside[1:]):
+        if c1 > c0 and q1 > q0 and ns1 >= ns0 and s1 >= s0:
+            ms += (ns1 - ns0) / 1e6
+            steps += s1 - s0
+            grown += q1 - q0
+    return ms, steps, grown
 
 
 def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"), t_to: float = float("inf"),
@@ -78,6 +98,13 @@ def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"),
                 c_calls_per_step_median=round(statistics.median(w[2] for w in wins), 4),
                 hook_us_per_step_run=round((inside[-1][2] - inside[0][2]) / steps / 1000.0, 3),
                 c_calls_per_step_run=round((inside[-1][3] - inside[0][3]) / steps, 4),
+            )
+            ms, gsteps, grown = growth(inside)
+            entry.update(
+                growth_hook_ms=round(ms, 1),
+                growth_steps=gsteps,
+                growth_mib=round(grown / 2**20, 1),
+                hook_ms_run=round((inside[-1][2] - inside[0][2]) / 1e6, 1),
             )
         result.append(entry)
     return result
@@ -111,7 +138,9 @@ def main(argv=None) -> int:
         print(
             f"{e['label']} (pid {e['pid']}): hook {e['hook_us_per_step_median']} us/step, "
             f"{e['c_calls_per_step_median']} C calls/step (medians of {e['windows']} windows; whole run "
-            f"{e['hook_us_per_step_run']} us, {e['c_calls_per_step_run']} calls over {e['steps']} steps)"
+            f"{e['hook_us_per_step_run']} us, {e['c_calls_per_step_run']} calls over {e['steps']} steps); "
+            f"while its charge grew: {e['growth_hook_ms']} of {e['hook_ms_run']} ms in {e['growth_steps']} steps "
+            f"backing {e['growth_mib']} MiB"
         )
     return 0 if any(e["windows"] for e in result) else 1
 
