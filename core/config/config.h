@@ -32,6 +32,7 @@ struct Config {
   std::size_t min_reserved_pages = 5;         // KVCACHED_MIN_RESERVED_PAGES, 0..max
   std::size_t max_reserved_pages = 10;        // KVCACHED_MAX_RESERVED_PAGES, min..65536
   std::size_t map_ahead_pages = 2;            // KVCACHED_MAP_AHEAD_PAGES, per lazy region, 0..1024
+  std::size_t map_ahead_burst_pages = 64;     // KVCACHED_MAP_AHEAD_BURST_PAGES, 0..65536
   std::uint32_t trim_delay_ms = 200;          // KVCACHED_TRIM_DELAY_MS, 0..60000
   LogLevel log_level = LogLevel::kWarn;       // KVCACHED_LOG_LEVEL
   std::string log_file;                       // KVCACHED_LOG_FILE (empty = stderr)

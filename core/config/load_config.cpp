@@ -179,6 +179,8 @@ Status ReadPool(const Reader& env, Config& config) {
     }
   }
   KVC_RETURN_IF_ERROR(env.Unsigned("KVCACHED_MAP_AHEAD_PAGES", 0, 1024, config.map_ahead_pages));
+  KVC_RETURN_IF_ERROR(
+      env.Unsigned("KVCACHED_MAP_AHEAD_BURST_PAGES", 0, 65536, config.map_ahead_burst_pages));
   KVC_RETURN_IF_ERROR(env.Unsigned("KVCACHED_TRIM_DELAY_MS", 0, 60000, config.trim_delay_ms));
   return Status::Ok();
 }

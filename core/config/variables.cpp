@@ -63,6 +63,11 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
       {"KVCACHED_MAP_AHEAD_PAGES", T::kInteger, S::kShim, "2", "an integer from 0 to 1024",
        "Pages kept mapped ahead of demand in each lazy region, so that backing blocks makes no "
        "driver call."},
+      {"KVCACHED_MAP_AHEAD_BURST_PAGES", T::kInteger, S::kShim, "64",
+       "an integer from 0 to 65536 (0 or at most KVCACHED_MAP_AHEAD_PAGES: off)",
+       "Most pages map-ahead keeps in a lazy region while the engine's demand grows: the reserve "
+       "follows the pages acquired in about the last 100 ms, so a burst's pages are mapped on the "
+       "pool's thread, not the engine's."},
       {"KVCACHED_TRIM_DELAY_MS", T::kInteger, S::kShim, "200",
        "an integer number of milliseconds from 0 to 60000",
        "How long a freed page stays mapped before it is unmapped, in case the engine reuses it."},

@@ -18,18 +18,20 @@ void PagePool::MaintenancePass() {
   auto regions = Snapshot();
   const std::int64_t now = NowNs();
   const bool held = holding();
-  // While holding, map-ahead pages are not kept either.
-  const std::size_t keep = held ? 0 : config_.map_ahead_pages;
   const std::int64_t delay_ns = static_cast<std::int64_t>(config_.trim_delay_ms) * 1'000'000;
 
   for (const auto& region : regions) region->RepairHoles();
-  for (const auto& region : regions) (void)region->TrimExpired(now, delay_ns, keep);
+  // Each region keeps its map-ahead reserve (which follows its recent demand); while holding,
+  // map-ahead pages are not kept either.
+  for (const auto& region : regions) {
+    (void)region->TrimExpired(now, delay_ns, held ? 0 : region->AheadTarget(now));
+  }
   if (held) {
     ReleaseFreeList();
     return;
   }
   if (foreground_busy()) return;  // EndForeground wakes us to finish
-  for (const auto& region : regions) (void)region->MapAhead(config_.map_ahead_pages);
+  for (const auto& region : regions) (void)region->MapAhead(region->AheadTarget(NowNs()));
   RefillFreeList();
 }
 

@@ -67,8 +67,9 @@ Status LazyRegion::Acquire(std::uint64_t offset, std::uint64_t length, SwappedPa
     if (c.any_zero) return AcquireMiss(lock, first, end, swapped);
     // The warm path: every page is mapped, only the table changes. No driver call.
     std::size_t became_in_use = table_.CommitAcquire(first, end);
-    bool low =
-        table_.mapped_free_count() < pool_.config().map_ahead_pages && table_.zero_count() > 0;
+    const std::int64_t now = NowNs();
+    demand_.Note(became_in_use, now);
+    bool low = table_.mapped_free_count() < AheadTargetLocked(now) && table_.zero_count() > 0;
     lock.unlock();
     if (became_in_use > 0) pool_.MoveToInUse(became_in_use * page_size());
     if (low) pool_.Wake();  // map-ahead refills what was just consumed
@@ -128,6 +129,9 @@ Status LazyRegion::AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t f
   }
   table_.Unpin(first, end);
   std::size_t became_in_use = st.ok() ? table_.CommitAcquire(first, end) : 0;
+  // A miss is demand the reserve did not cover: the pool maps the next ones ahead (EndForeground
+  // wakes it).
+  demand_.Note(became_in_use, now);
   EndOp(lock);
 
   pool_.GiveHandles(spare);
@@ -258,6 +262,17 @@ Status LazyRegion::TrimExpired(std::int64_t now_ns, std::int64_t delay_ns, std::
 void LazyRegion::Rest() {
   std::lock_guard<std::mutex> lock(mu_);
   resting_ = true;
+  demand_.Reset();
+}
+
+std::size_t LazyRegion::AheadTarget(std::int64_t now_ns) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return AheadTargetLocked(now_ns);
+}
+
+std::size_t LazyRegion::AheadTargetLocked(std::int64_t now_ns) const {
+  const Config& c = pool_.config();
+  return demand_.Target(now_ns, c.map_ahead_pages, c.map_ahead_burst_pages);
 }
 
 Status LazyRegion::GiveBackFree() {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/driver/handles.h"
+#include "core/region/demand_rate.h"
 #include "core/region/page_swapper.h"
 #include "core/region/page_table.h"
 #include "core/region/region.h"
@@ -50,6 +51,9 @@ class LazyRegion final : public Region {
   Status Destroy() override;
 
   // --- called by the pool ---
+  // Pages to keep mapped ahead now: KVCACHED_MAP_AHEAD_PAGES, or more while the engine's recent
+  // acquires took more (DemandRate, capped by KVCACHED_MAP_AHEAD_BURST_PAGES).
+  [[nodiscard]] std::size_t AheadTarget(std::int64_t now_ns) const;
   // Maps the lowest ZERO pages until `target` pages are MAPPED_FREE (as far as the pool has
   // pages). Returns the first driver error. Does nothing before the region's first acquire (see
   // acquired_once_), nor while it rests.
@@ -77,7 +81,7 @@ class LazyRegion final : public Region {
                        std::size_t* count = nullptr);
   Status AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t first, std::size_t end,
                      SwappedPages* swapped);
-  void AfterAcquire(std::size_t became_in_use);
+  [[nodiscard]] std::size_t AheadTargetLocked(std::int64_t now_ns) const;
   // Ends an operation begun under the mutex (Destroy waits for none to be in flight).
   void EndOp(std::unique_lock<std::mutex>& lock);
 
@@ -90,6 +94,7 @@ class LazyRegion final : public Region {
   mutable std::mutex mu_;
   std::condition_variable cv_;  // busy pages cleared / operations ended
   PageTable table_;
+  DemandRate demand_;  // pages that became in use, for the map-ahead reserve
   std::size_t ops_in_flight_ = 0;
   // Until the engine first acquires pages here, it may still be writing all over the region (a
   // zero fill of the whole allocation, warm-up and graph capture into blocks it holds none of).

@@ -103,6 +103,7 @@ TEST_F(GpuIntegrityTest, BackedPagesKeepTheirBytesAcrossChurnOfOtherPages) {
 TEST_F(GpuIntegrityTest, WritesToUnbackedPagesLandInTheZeroPageOnly) {
   Config c = BaseConfig();
   c.map_ahead_pages = 0;  // odd pages must stay unbacked
+  c.map_ahead_burst_pages = 0;
   c.trim_delay_ms = 60000;
   ASSERT_NO_FATAL_FAILURE(StartRuntime(c));
   constexpr std::uint64_t kPages = 32;

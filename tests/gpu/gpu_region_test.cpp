@@ -14,6 +14,7 @@ class GpuRegionTest : public GpuTest {
   static Config Quiet() {
     Config c = BaseConfig();
     c.map_ahead_pages = 0;
+    c.map_ahead_burst_pages = 0;
     c.trim_delay_ms = 60000;
     c.page_prealloc = false;
     c.min_reserved_pages = 0;

@@ -85,6 +85,7 @@ def main() -> int:
     env = dict(os.environ, KVCACHED_IPC_NAME=IPC, KVCACHED_BUDGET=str(BUDGET_PAGES * PAGE),
                KVCACHED_PAGE_PREALLOC_ENABLED="false", KVCACHED_MIN_RESERVED_PAGES="0",
                KVCACHED_MAX_RESERVED_PAGES="4", KVCACHED_MAP_AHEAD_PAGES="0",
+               KVCACHED_MAP_AHEAD_BURST_PAGES="0",
                KVCACHED_TRIM_DELAY_MS="60000",  # only pressure may take A's pages back
                KVCACHED_LOG_LEVEL="warn")
 

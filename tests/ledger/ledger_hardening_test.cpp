@@ -161,6 +161,7 @@ TEST(LedgerFallback, TheRuntimeKeepsAllocatingOnTheFakeDriverWhenItsSegmentIsCor
   Config config = EngineConfig(name.name());
   config.cuda_driver = fake;
   config.map_ahead_pages = 0;
+  config.map_ahead_burst_pages = 0;
   config.page_prealloc = false;
   config.min_reserved_pages = 0;
   auto rt = Runtime::Create(config, nullptr, MakeBudgetFactory());

@@ -229,7 +229,8 @@ class Run:
 
 # A fixed scene: engine A maps every page on its own thread (no map-ahead, no pool) and passes a
 # small allocation through; engine B keeps the default pool, is refused and gets a limit.
-NO_POOL = {"KVCACHED_MAP_AHEAD_PAGES": "0", "KVCACHED_PAGE_PREALLOC_ENABLED": "false"}
+NO_POOL = {"KVCACHED_MAP_AHEAD_PAGES": "0", "KVCACHED_MAP_AHEAD_BURST_PAGES": "0",
+           "KVCACHED_PAGE_PREALLOC_ENABLED": "false"}
 LABEL_B = 'engine "b" \\ two'  # exercises the escaping of quotes and backslashes
 
 

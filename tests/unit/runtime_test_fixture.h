@@ -58,6 +58,7 @@ inline Config QuietConfig() {
   Config c;
   c.cuda_driver = DriverPath();
   c.map_ahead_pages = 0;
+  c.map_ahead_burst_pages = 0;  // demand-following map-ahead: tests that want it turn it on
   c.page_prealloc = false;
   c.min_reserved_pages = 0;
   c.max_reserved_pages = 0;
