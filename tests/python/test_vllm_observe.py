@@ -192,6 +192,28 @@ class VllmObserveTest(A.PatchedVllmTest):
         self.assertIn("sharing policy", line[0])
         self.assertIn("vLLM's schedule() itself", line[0])
 
+    def test_each_idle_after_new_steps_logs_the_cost_line_at_info_once(self):
+        # `vllm serve` stopped by a signal may kill the EngineCore before Scheduler.shutdown: the
+        # line also goes out when the engine goes idle, once per batch of new steps.
+        scheduler, adapter = self.engine()
+        self.add(scheduler, 4)
+        V.run_loop(scheduler)
+        hooks = adapter.hooks
+        with self.assertLogs("kvcached", level="INFO") as logs:
+            hooks.idle_tick(now=0.0)
+            hooks.idle_tick(now=100.0)
+        lines = [r for r in logs.output if "us/step" in r]
+        self.assertEqual(len(lines), 1, logs.output)
+        self.assertTrue(lines[0].startswith("INFO:"), lines[0])
+        self.assertIn(f"over {hooks.steps} steps", lines[0])
+        self.add(scheduler, 2)
+        V.run_loop(scheduler)
+        with self.assertLogs("kvcached", level="INFO") as logs:
+            hooks.idle_tick(now=200.0)
+        lines = [r for r in logs.output if "us/step" in r]
+        self.assertEqual(len(lines), 1, logs.output)
+        self.assertIn(f"over {hooks.steps} steps", lines[0])
+
     # ---------------------------------------------------------------- sanity check
     def sane_run(self, kind="uniform", num_blocks=64, **config):
         with V.env(KVCACHED_SANITY_CHECK=1):

@@ -4,7 +4,10 @@
   (kvcached_report_engine_steps, rate-limited: step_report.py), shown by `kvctl list --json` and
   `kvctl metrics`;
 - KVCACHED_SANITY_CHECK=1: the checks of sanity_hook.py after every schedule(), with summary lines
-  in the log (periodic, at idle, at shutdown).
+  in the log (periodic, at idle, at shutdown);
+- where the hook's time per step goes (StepHooks.cost_line): at shutdown, and at each idle after
+  new steps at INFO only (KVCACHED_LOG_LEVEL=info), since `vllm serve` stopped by a signal may
+  kill the EngineCore before its scheduler's shutdown runs.
 
 Attached to a StepHooks when the scheduler makes its first step.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 
 from ..._env import HookSettings
-from ..._log import important
+from ..._log import important, logger
 from ...step_report import StepReporter
 
 
@@ -37,6 +40,7 @@ class Observer:
                 self.sanity = VllmSanity(adapter, scheduler)
             except Exception as error:  # noqa: BLE001 - the engine runs on, unchecked, and says so
                 important(f"sanity [{adapter.label}]: could not be set up ({error!r}); not checking", logging.ERROR)
+        self.cost_logged_steps = 0  # steps covered by the last cost line logged at idle
         hooks.on_step.append(self.on_step)
         hooks.on_idle.append(self.on_idle)
 
@@ -53,6 +57,9 @@ class Observer:
 
     def on_idle(self, _adapter) -> None:
         self.reporter.flush(*self.totals())
+        if self.hooks.steps != self.cost_logged_steps:
+            self.cost_logged_steps = self.hooks.steps
+            logger.info(f"vllm [{self.hooks.adapter.label}]: {self.hooks.cost_line()}")
         if self.sanity is not None:
             self.sanity.log_summary("idle")
 
