@@ -16,11 +16,13 @@ void DemandRate::Note(std::size_t pages, std::int64_t now_ns) {
   // Each page adds 1/tau to the rate: n pages a step every T seconds settle at n/T pages/s.
   rate_ = RateAt(now_ns) + static_cast<double>(pages) * 1e9 / static_cast<double>(kTauNs);
   last_ns_ = std::max(last_ns_, now_ns);
+  last_pages_ = pages;
 }
 
 std::size_t DemandRate::Target(std::int64_t now_ns, std::size_t base, std::size_t cap) const {
   if (cap <= base) return base;
-  const double ahead = RateAt(now_ns) * static_cast<double>(kHorizonNs) / 1e9;
+  double ahead = RateAt(now_ns) * static_cast<double>(kHorizonNs) / 1e9;
+  if (now_ns - last_ns_ <= kTauNs) ahead = std::max(ahead, static_cast<double>(last_pages_));
   // Below one page the burst is over: the fixed reserve again.
   if (ahead < 1.0) return base;
   return std::clamp(static_cast<std::size_t>(std::ceil(ahead)), base, cap);

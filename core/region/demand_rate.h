@@ -26,15 +26,22 @@ class DemandRate {
   void Note(std::size_t pages, std::int64_t now_ns);
   // Pages to keep mapped ahead at `now_ns`: `base` (KVCACHED_MAP_AHEAD_PAGES), or more while the
   // recent demand is higher, at most `cap` (KVCACHED_MAP_AHEAD_BURST_PAGES; 0: always `base`).
+  // Recent demand: the rate over the horizon, and at least the last acquire's pages while it is
+  // younger than kTauNs (the next step probably needs as much: the rate alone would cover only
+  // half of a burst's second step after an idle spell).
   [[nodiscard]] std::size_t Target(std::int64_t now_ns, std::size_t base, std::size_t cap) const;
   // Forgets the demand (the engine went idle and trimmed: its next burst starts from `base`).
-  void Reset() { rate_ = 0.0; }
+  void Reset() {
+    rate_ = 0.0;
+    last_pages_ = 0;
+  }
 
  private:
   [[nodiscard]] double RateAt(std::int64_t now_ns) const;
 
   double rate_ = 0.0;  // pages per second at last_ns_
   std::int64_t last_ns_ = 0;
+  std::size_t last_pages_ = 0;  // of the last Note
 };
 
 }  // namespace kvcached

@@ -34,6 +34,18 @@ TEST(DemandRateTest, SteadyStepsRaiseTheTargetToAboutAHundredMillisecondsOfDeman
   EXPECT_LE(fast.Target(t - 20 * kMs, 2, 1000), 140U);
 }
 
+TEST(DemandRateTest, TheStepAfterALargeAcquireIsExpectedToNeedAsMuch) {
+  // An idle engine's first prefill step backs 10 pages a tensor: the reserve covers a second step
+  // like it at once (the rate alone would say 5), for up to tau after it.
+  DemandRate d;
+  d.Note(10, 1000 * kMs);
+  EXPECT_EQ(d.Target(1010 * kMs, 2, 64), 10U);
+  EXPECT_EQ(d.Target(1000 * kMs + DemandRate::kTauNs, 2, 64), 10U);
+  EXPECT_LT(d.Target(1000 * kMs + DemandRate::kTauNs + kMs, 2, 64), 10U);
+  d.Note(1, 1020 * kMs);  // a small step after it: the rate still remembers the large one
+  EXPECT_GE(d.Target(1020 * kMs, 2, 64), 5U);
+}
+
 TEST(DemandRateTest, TheTargetFallsBackToTheBaseWithinASecondOfTheLastAcquire) {
   DemandRate d;
   std::int64_t t = 0;
@@ -48,7 +60,7 @@ TEST(DemandRateTest, TheTargetNeverExceedsTheCapNorFallsBelowTheBase) {
   for (int step = 0; step < 40; ++step) d.Note(1000, step * 10 * kMs);
   EXPECT_EQ(d.Target(400 * kMs, 2, 64), 64U);
   DemandRate small;
-  small.Note(1, 0);  // 0.5 page of demand ahead: not a burst
+  small.Note(3, 0);  // 3 pages: fewer than the fixed reserve
   EXPECT_EQ(small.Target(0, 4, 64), 4U);
 }
 
