@@ -17,7 +17,8 @@ Medians over the repeats with their spread (min..max). Run it with the project's
   PYTHONPATH=$(dirname $(scripts/python-env.sh))/../overlays/vllm-0.24.0 \
       $(scripts/python-env.sh) bench/vllm_hook_cost.py              # vLLM 0.24
 
---profile prints a cProfile of the hooked runs (cumulative, hook package lines first).
+--profile prints a cProfile of the hooked runs (hook package lines first; sorted by cumulative time,
+or by PROFILE_SORT=tottime for each function's own time).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def main() -> None:
                      [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked)))
         if profiler is not None:
             text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats("kvcached_hook", 40)
+            pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats("kvcached_hook", 40)
             print(f"---- cProfile, {mode}, {blocks} blocks, hooked runs (cumulative) ----")
             print(text.getvalue())
     print("per schedule() call, microseconds: median (min..max)")
