@@ -1,5 +1,7 @@
 // The background pass of PagePool: pressure, heartbeat, hole repair, deferred trim, map-ahead
 // and the reserve of unmapped pages. Runs on the "kvcached-pool" thread only.
+#include <vector>
+
 #include "core/common/clock.h"
 #include "core/pool/page_pool.h"
 #include "core/region/lazy_region.h"
@@ -21,17 +23,19 @@ void PagePool::MaintenancePass() {
   const std::int64_t delay_ns = static_cast<std::int64_t>(config_.trim_delay_ms) * 1'000'000;
 
   for (const auto& region : regions) region->RepairHoles();
-  // Each region keeps its map-ahead reserve (which follows its recent demand); while holding,
-  // map-ahead pages are not kept either.
-  for (const auto& region : regions) {
-    (void)region->TrimExpired(now, delay_ns, held ? 0 : region->AheadTarget(now));
+  // Each region's map-ahead reserve (it follows the region's recent demand): trimming keeps it,
+  // map-ahead refills it; while holding, map-ahead pages are not kept either.
+  std::vector<std::size_t> reserve(regions.size(), 0);
+  for (std::size_t i = 0; i < regions.size(); ++i) {
+    if (!held) reserve[i] = regions[i]->AheadTarget(now);
+    (void)regions[i]->TrimExpired(now, delay_ns, reserve[i]);
   }
   if (held) {
     ReleaseFreeList();
     return;
   }
   if (foreground_busy()) return;  // EndForeground wakes us to finish
-  for (const auto& region : regions) (void)region->MapAhead(region->AheadTarget(NowNs()));
+  for (std::size_t i = 0; i < regions.size(); ++i) (void)regions[i]->MapAhead(reserve[i]);
   RefillFreeList();
 }
 
