@@ -35,12 +35,13 @@ struct Rep {
   double acquire_ms_total = 0;          // the engine's time in acquire calls over the growth
   std::vector<double> acquire_ms_step;  // per step
   std::uint64_t sync_maps = 0;          // pages swapped in on the engine's thread
+  std::uint64_t pool_maps = 0;          // pages mapped ahead by the pool's thread
 };
 
 Rep RunOnce(Runtime& rt, const std::vector<std::uint64_t>& bases, const Options& o,
             std::uint64_t page) {
   Rep rep;
-  const std::uint64_t sync0 = kb::Take(rt.Stats(o.device), "Stats").sync_maps;
+  const auto stats0 = kb::Take(rt.Stats(o.device), "Stats");
   const std::uint64_t step_bytes = page * static_cast<std::uint64_t>(o.pages_per_step);
   std::vector<ByteRange> ranges(bases.size());
   for (int s = 0; s < o.steps; ++s) {
@@ -58,7 +59,9 @@ Rep RunOnce(Runtime& rt, const std::vector<std::uint64_t>& bases, const Options&
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
-  rep.sync_maps = kb::Take(rt.Stats(o.device), "Stats").sync_maps - sync0;
+  const auto stats1 = kb::Take(rt.Stats(o.device), "Stats");
+  rep.sync_maps = stats1.sync_maps - stats0.sync_maps;
+  rep.pool_maps = (stats1.maps - stats0.maps) - rep.sync_maps;
   // Idle: everything back, as the engine hook's idle trim does.
   for (std::size_t r = 0; r < bases.size(); ++r) {
     ranges[r] = ByteRange{bases[r], step_bytes * static_cast<std::uint64_t>(o.steps)};
@@ -154,30 +157,33 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("  %-10s %14s %14s %14s %12s\n", "setting", "acquire_ms", "min-max", "step_p90_ms",
-              "sync_maps");
+  std::printf("  %-10s %14s %14s %14s %12s %12s\n", "setting", "acquire_ms", "min-max",
+              "step_p90_ms", "sync_maps", "pool_maps");
   nlohmann::json results = nlohmann::json::array();
   std::vector<double> medians;
   for (const Setting& s : settings) {
     std::vector<double> totals;
     std::vector<double> steps;
     std::vector<double> syncs;
+    std::vector<double> pools;
     for (const Rep& r : s.reps) {
       totals.push_back(r.acquire_ms_total);
       steps.insert(steps.end(), r.acquire_ms_step.begin(), r.acquire_ms_step.end());
       syncs.push_back(static_cast<double>(r.sync_maps));
+      pools.push_back(static_cast<double>(r.pool_maps));
     }
     const double med = kb::Median(totals);
     medians.push_back(med);
-    std::printf("  %-10s %14.1f %6.1f-%-7.1f %14.2f %12.0f\n", s.name.c_str(), med,
+    std::printf("  %-10s %14.1f %6.1f-%-7.1f %14.2f %12.0f %12.0f\n", s.name.c_str(), med,
                 kb::Percentile(totals, 0), kb::Percentile(totals, 100), kb::Percentile(steps, 90),
-                kb::Median(syncs));
+                kb::Median(syncs), kb::Median(pools));
     results.push_back({{"setting", s.name},
                        {"acquire_ms_total_median", med},
                        {"acquire_ms_totals", totals},
                        {"step_ms_p50", kb::Median(steps)},
                        {"step_ms_p90", kb::Percentile(steps, 90)},
-                       {"sync_maps_median", kb::Median(syncs)}});
+                       {"sync_maps_median", kb::Median(syncs)},
+                       {"pool_maps_median", kb::Median(pools)}});
   }
   const double ratio = medians[0] > 0 ? medians[1] / medians[0] : 0;
   std::printf("  engine time in acquires, burst on / off: %.3f\n", ratio);
