@@ -7,7 +7,9 @@ namespace kvcached {
 
 double DemandRate::RateAt(std::int64_t now_ns) const {
   if (rate_ <= 0.0) return 0.0;
-  const double dt = static_cast<double>(std::max<std::int64_t>(0, now_ns - last_ns_));
+  // The warm acquire notes and then reads the target at the same instant: no exp() for no time.
+  if (now_ns <= last_ns_) return rate_;
+  const auto dt = static_cast<double>(now_ns - last_ns_);
   return rate_ * std::exp(-dt / static_cast<double>(kTauNs));
 }
 
