@@ -4,7 +4,9 @@
 // demand-following map-ahead reserve off (KVCACHED_MAP_AHEAD_BURST_PAGES=0) and on, alternating
 // in one run. On an H200, vLLM serving an 8B-shaped model (32 KV tensors) backed about 24 pages
 // of 2 MiB per tensor a step, steps tens of ms apart, and spent ~0.6 s of its scheduler's time
-// per load in these calls (docs/results/2026-12-05-h200-third-session.md).
+// per load in these calls (docs/results/2026-12-05-h200-third-session.md). To compare page sizes,
+// run it with KVCACHED_PAGE_SIZE_MB=P and --pages-per-step scaled to the same bytes (an H100:
+// docs/performance.md, "Step growth").
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
