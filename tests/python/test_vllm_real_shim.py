@@ -38,14 +38,16 @@ zeros = R.lazy_allocator(api, torch.zeros, regions)  # the pool's stand-in: big 
 worker.overrides.update(api=api, require_cuda=False, use_pool=False)
 scheduler_side.overrides["idle_thread"] = False
 assert A.patch(), A.PATCHES.reason
-vllm_config = V.make_vllm_config(256)
+# The 8 MiB-page test grows these: a page there spans 128 of the "big" shape's 64 KiB blocks.
+vllm_config = V.make_vllm_config(int(os.environ.get("NUM_BLOCKS", "256")),
+                                 max_num_seqs=int(os.environ.get("MAX_SEQS", "8")))
 config = V.kv_cache_config(vllm_config, "big")
 with mock.patch.object(torch, "zeros", zeros):
     V.build_worker_cache(vllm_config, config)
 scheduler = V.make_scheduler(vllm_config, config)
 adapter = scheduler.kv_cache_manager.block_pool.__dict__["_kvcached"]
 layout = adapter.tracker.layout
-requests = [V.make_request(f"r{i}", [1 + i] * 200, 100) for i in range(12)]
+requests = [V.make_request(f"r{i}", [1 + i] * 200, 100) for i in range(int(os.environ.get("NUM_REQUESTS", "12")))]
 for request in requests:
     scheduler.add_request(request)
 violations = []
@@ -76,6 +78,7 @@ observer = adapter.hooks.observer
 sanity = observer.sanity
 print(json.dumps({
     "violations": violations[:5], "unfinished": scheduler.get_num_unfinished_requests(),
+    "page_size": api.stats(0)["page_size"],
     "refusals": snap["refusals"], "errors": snap["errors"], "preemptions": sum(r.num_preemptions for r in requests),
     "in_use_after": sum(api.region_info(b).in_use_pages for b in regions),
     "null_pages": len(adapter.entry.pinned_units) * len(regions), "regions": len(regions),
@@ -122,6 +125,21 @@ class VllmRealShimTest(unittest.TestCase):
         self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
         self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
 
+
+    def test_with_8_mib_pages_held_blocks_stay_in_use_and_the_budget_still_preempts(self):
+        # KVCACHED_PAGE_SIZE_MB=8 (the faster growth measured on an H100): a page spans 4x the
+        # blocks of a 2 MiB one, so the tracker's block -> page arithmetic changes for every block.
+        # 24 requests of 300 tokens at once: ~450 blocks, 4 pages a tensor, 8 in all, over a budget
+        # of 5 pages (the null block's page of each tensor is one of them).
+        result = self.run_engine(KVCACHED_PAGE_SIZE_MB="8", KVCACHED_BUDGET="40M", NUM_BLOCKS="1024",
+                                 NUM_REQUESTS="24", MAX_SEQS="32")
+        self.assertEqual(result["page_size"], 8 << 20)
+        self.assertEqual(result["violations"], [])
+        self.assertEqual(result["unfinished"], 0)
+        self.assertEqual(result["errors"], 0)
+        self.assertGreater(result["refusals"], 0, f"the budget never refused: {result}")
+        self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
+        self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
 
     def test_sanity_check_zero_violations_then_a_released_held_page_is_reported(self):
         clean = self.run_engine(KVCACHED_SANITY_CHECK="1")
