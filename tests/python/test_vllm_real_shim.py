@@ -110,6 +110,14 @@ class VllmRealShimTest(unittest.TestCase):
         print(result)
         return result
 
+    def assert_budget_pressed_and_every_held_block_backed(self, result):
+        self.assertEqual(result["violations"], [])
+        self.assertEqual(result["unfinished"], 0)
+        self.assertEqual(result["errors"], 0)
+        self.assertGreater(result["refusals"], 0, f"the budget never refused: {result}")
+        self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
+        self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
+
     def test_held_blocks_are_in_use_pages_and_a_small_budget_preempts(self):
         result = self.run_engine()
         self.assertIsNone(result["sanity_checks"], "the sanity check ran without KVCACHED_SANITY_CHECK")
@@ -118,13 +126,7 @@ class VllmRealShimTest(unittest.TestCase):
         self.assertEqual(result["reporter_active"], result["report_status"] == 0)
         if result["report_status"] == 0:
             self.assertGreater(result["step_reports"], 0)
-        self.assertEqual(result["violations"], [])
-        self.assertEqual(result["unfinished"], 0)
-        self.assertEqual(result["errors"], 0)
-        self.assertGreater(result["refusals"], 0, f"the budget never refused: {result}")
-        self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
-        self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
-
+        self.assert_budget_pressed_and_every_held_block_backed(result)
 
     def test_with_8_mib_pages_held_blocks_stay_in_use_and_the_budget_still_preempts(self):
         # KVCACHED_PAGE_SIZE_MB=8 (the faster growth measured on an H100): a page spans 4x the
@@ -134,12 +136,7 @@ class VllmRealShimTest(unittest.TestCase):
         result = self.run_engine(KVCACHED_PAGE_SIZE_MB="8", KVCACHED_BUDGET="40M", NUM_BLOCKS="1024",
                                  NUM_REQUESTS="24", MAX_SEQS="32")
         self.assertEqual(result["page_size"], 8 << 20)
-        self.assertEqual(result["violations"], [])
-        self.assertEqual(result["unfinished"], 0)
-        self.assertEqual(result["errors"], 0)
-        self.assertGreater(result["refusals"], 0, f"the budget never refused: {result}")
-        self.assertGreater(result["preemptions"], 0, f"no request was preempted: {result}")
-        self.assertLessEqual(result["in_use_after"], result["null_pages"], result)
+        self.assert_budget_pressed_and_every_held_block_backed(result)
 
     def test_sanity_check_zero_violations_then_a_released_held_page_is_reported(self):
         clean = self.run_engine(KVCACHED_SANITY_CHECK="1")
