@@ -117,7 +117,7 @@ class StepStatsTest(unittest.TestCase):
             self.assertEqual(done.returncode, 1)
             self.assertIn("no engine reported", done.stdout)
 
-    def test_ledger_samples_record_keeps_the_step_fields(self):
+    def test_ledger_samples_record_keeps_the_step_fields_and_the_slot_state(self):
         with tempfile.TemporaryDirectory() as tmp:
             counter = os.path.join(tmp, "n")
             kvctl = os.path.join(tmp, "kvctl")
@@ -130,7 +130,7 @@ try:
 except OSError:
     n = 0
 open({counter!r}, "w").write(str(n + 1))
-p = {{"pid": 7, "label": "vllm:x", "charged_bytes": 0, "in_use_bytes": 0,
+p = {{"pid": 7, "label": "vllm:x", "charged_bytes": 0, "in_use_bytes": 0, "state": "dead",
      "engine_steps": 100 * n, "engine_hook_ns": 2500000 * n, "engine_hook_c_calls": 100 * n}}
 print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [p]}}]}}))
 """)
@@ -157,6 +157,8 @@ print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [
                     except ProcessLookupError:
                         break
                     time.sleep(0.01)
+            with open(out) as f:  # a dead engine's slot stays listed until reclaimed: say so
+                self.assertEqual(json.loads(f.readline())["procs"][0]["state"], "dead")
             (e,) = step_stats.summarize(step_stats.load(out))
             self.assertGreaterEqual(e["windows"], 3)
             self.assertEqual(e["hook_us_per_step_median"], 25.0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Samples the shim's ledger (`kvctl list --json`) over time, and reads the samples back.
 
-    ledger_samples.py record KVCTL OUT.jsonl PERIOD_S      until killed: {"t", "procs": [{pid,label,charged,in_use,engine_*}]}
+    ledger_samples.py record KVCTL OUT.jsonl PERIOD_S      until killed: {"t", "procs": [{pid,label,charged,in_use,state,engine_*}]}
     ledger_samples.py plot SAMPLES.jsonl EVENTS.tsv OUT.png  charged bytes per engine over time (matplotlib)
     ledger_samples.py freed SAMPLES.jsonl PID KILL_T       seconds from KILL_T until PID's charge left the ledger
     ledger_samples.py peak SAMPLES.jsonl LABEL_PREFIX      the largest charge and in-use bytes seen for an engine
@@ -29,6 +29,9 @@ def record(kvctl: str, path: str, period: float) -> None:
             procs = [
                 {"pid": p.get("pid"), "label": p.get("label") or "", "charged": p.get("charged_bytes", 0),
                  "in_use": p.get("in_use_bytes", 0), "segment": s.get("name"),
+                 # live, dead (not yet reclaimed: its charge stays until a process of its segment
+                 # reclaims it) or reclaiming
+                 "state": p.get("state"),
                  # the engine hook's cumulative step costs (step_stats.py reads them)
                  **{k: p[k] for k in STEP_FIELDS if k in p}}
                 for s in data.get("segments", []) for p in s.get("processes", [])
