@@ -313,7 +313,7 @@ step_throughput() {  # proof 5
   # the EngineCore before Scheduler.shutdown logs it); the shim logs nothing per step at info.
   shim_pid=$(serve_start tp-shim 8201 1 KVCACHED_LABEL=tp-shim KVCACHED_LOG_LEVEL=info "${tp_env[@]}" -- --gpu-memory-utilization 0.35)
   if ! $py "$here/client.py" wait 8201 400 "$shim_pid" >/dev/null; then
-    note "throughput: servers not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; serve_model=$model; return
+    note "throughput: shimmed server not ready"; row 5 "servers ready" no FAIL; serve_stop "$base"; serve_stop "$shim_pid"; serve_model=$model; return
   fi
   # Warm-up; a server that answers it with errors (a wrong model name: HTTP 404) ends the step.
   local port warm
