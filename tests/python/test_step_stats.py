@@ -99,6 +99,22 @@ class StepStatsTest(unittest.TestCase):
         (e,) = step_stats.summarize(rows)
         self.assertEqual(e["growth_hook_ms"], 0.0)
 
+    def test_pages_mapped_and_those_on_the_callers_thread_over_the_range(self):
+        # 1000 pages mapped between the first and last sample inside the range, 250 of them on the
+        # engine's own thread; the sample before the range (t=0.5) is not counted.
+        rows = []
+        for t, steps, mapped, sync in ((0.5, 10, 50, 40), (1.0, 100, 100, 50), (2.0, 200, 700, 200), (3.0, 300, 1100, 300)):
+            p = proc(10, "e", steps, steps * 40_000, 0)
+            p.update(pages_mapped=mapped, sync_maps=sync)
+            rows.append(kvctl_sample(t, [p]))
+        (e,) = step_stats.summarize(rows, t_from=1.0)
+        self.assertEqual((e["pages_mapped"], e["sync_maps"]), (1000, 250))
+        # An older recorder's samples lack the counts: nothing is made up.
+        for r in rows:
+            del r["segments"][0]["processes"][0]["sync_maps"]
+        (e,) = step_stats.summarize(rows, t_from=1.0)
+        self.assertNotIn("pages_mapped", e)
+
     def test_command_line_and_exit_status(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "s.jsonl")
@@ -131,6 +147,7 @@ except OSError:
     n = 0
 open({counter!r}, "w").write(str(n + 1))
 p = {{"pid": 7, "label": "vllm:x", "charged_bytes": 0, "in_use_bytes": 0, "state": "dead",
+     "pages_mapped": 10 * n, "sync_maps": n,
      "engine_steps": 100 * n, "engine_hook_ns": 2500000 * n, "engine_hook_c_calls": 100 * n}}
 print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [p]}}]}}))
 """)
@@ -163,6 +180,8 @@ print(json.dumps({{"segments": [{{"name": "g", "budget_bytes": 1, "processes": [
             self.assertGreaterEqual(e["windows"], 3)
             self.assertEqual(e["hook_us_per_step_median"], 25.0)
             self.assertEqual(e["c_calls_per_step_median"], 1.0)
+            self.assertEqual(e["pages_mapped"], 10 * e["sync_maps"])  # the recorder kept both counts
+            self.assertGreater(e["sync_maps"], 0)
 
 
 if __name__ == "__main__":

@@ -376,6 +376,8 @@ print(f'{statistics.median(r):.3f}' if r else 'none')" "${ratios[@]}")
     row 5 "hook us/step: median of windows / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["hook_us_per_step_median"], "/", e["hook_us_per_step_run"])')" info
     row 5 "hook C calls/step: median / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["c_calls_per_step_median"], "/", e["c_calls_per_step_run"])')" info
     row 5 "hook ms while the cache grew / whole run (steps, MiB backed)" "$(echo "$costs" | $py -c "$pick"'print(e["growth_hook_ms"], "/", e["hook_ms_run"], "(%s steps, %s MiB)" % (e["growth_steps"], e["growth_mib"]))')" info
+    # Did the pool's map-ahead keep up: pages the engine's own thread swapped in, of all it mapped.
+    row 5 "pages mapped on the scheduler's thread / all (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e.get("sync_maps"), "/", e.get("pages_mapped"))')" info
   else
     row 5 "hook time and C calls per step" "not in kvctl list --json (shim without kvcached_report_engine_steps?)" FAIL
   fi

@@ -79,6 +79,7 @@ if [[ $steps == *" throughput "* ]]; then
   check 5 "hook us/step" any
   check 5 "hook C calls/step" any
   check 5 "hook ms while the cache grew" any
+  check 5 "pages mapped on the scheduler's thread" any
 fi
 if [[ $steps == *" sanity "* ]]; then
   check 4 "serve, " any

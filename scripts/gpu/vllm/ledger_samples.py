@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Samples the shim's ledger (`kvctl list --json`) over time, and reads the samples back.
 
-    ledger_samples.py record KVCTL OUT.jsonl PERIOD_S      until killed: {"t", "procs": [{pid,label,charged,in_use,state,engine_*}]}
+    ledger_samples.py record KVCTL OUT.jsonl PERIOD_S      until killed: {"t", "procs": [{pid,label,charged,in_use,state,engine_*,pages_mapped,sync_maps}]}
     ledger_samples.py plot SAMPLES.jsonl EVENTS.tsv OUT.png  charged bytes per engine over time (matplotlib)
     ledger_samples.py freed SAMPLES.jsonl PID KILL_T       seconds from KILL_T until PID's charge left the ledger
     ledger_samples.py peak SAMPLES.jsonl LABEL_PREFIX      the largest charge and in-use bytes seen for an engine
@@ -16,6 +16,8 @@ import time
 
 
 STEP_FIELDS = ("engine_steps", "engine_hook_ns", "engine_hook_c_calls")
+# The process's page swaps since it started, all and those on the caller's thread (map-ahead misses).
+MAP_FIELDS = ("pages_mapped", "sync_maps")
 
 
 def record(kvctl: str, path: str, period: float) -> None:
@@ -33,7 +35,7 @@ def record(kvctl: str, path: str, period: float) -> None:
                  # reclaims it) or reclaiming
                  "state": p.get("state"),
                  # the engine hook's cumulative step costs (step_stats.py reads them)
-                 **{k: p[k] for k in STEP_FIELDS if k in p}}
+                 **{k: p[k] for k in STEP_FIELDS + MAP_FIELDS if k in p}}
                 for s in data.get("segments", []) for p in s.get("processes", [])
             ]
             budgets = {s.get("name"): s.get("budget_bytes") for s in data.get("segments", [])}

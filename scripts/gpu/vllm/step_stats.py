@@ -13,7 +13,8 @@ least --min-steps (default 10), a window gives hook microseconds per step and C 
 medians over the windows are printed (with the whole run's ratio and the window count), one line
 an engine, or one JSON object with --json. Only windows inside [--from, --to] count (unix seconds:
 the load's start and end). Also the hook's time in the windows where the engine's charge grew
-through C calls (pages backed on the scheduler's thread), against the whole run's.
+through C calls (pages backed on the scheduler's thread), against the whole run's, and (when the
+samples hold them) the pages the process mapped and how many of those on the caller's thread.
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def growth(inside) -> tuple[float, int, int]:
     return ms, steps, grown
 
 
+def map_counts(rows: list[dict], pid, label: str, t_from: float, t_to: float) -> tuple[int, int] | None:
+    """(pages mapped, of them on the caller's thread) by the process between its first and last
+    sample in [t_from, t_to]; None when the samples lack the counts (an older recorder)."""
+    seen = []
+    for row in sorted(rows, key=lambda r: r.get("t", 0.0)):
+        if not t_from <= float(row.get("t", 0.0)) <= t_to:
+            continue
+        for p in processes(row):
+            if p.get("pid") == pid and (p.get("label") or "") == label:
+                if p.get("pages_mapped") is None or p.get("sync_maps") is None:
+                    return None
+                seen.append((int(p["pages_mapped"]), int(p["sync_maps"])))
+    if len(seen) < 2:
+        return None
+    return seen[-1][0] - seen[0][0], seen[-1][1] - seen[0][1]
+
+
 def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"), t_to: float = float("inf"),
               min_steps: int = 10) -> list[dict]:
     result = []
@@ -106,6 +124,9 @@ def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"),
                 growth_mib=round(grown / 2**20, 1),
                 hook_ms_run=round((inside[-1][2] - inside[0][2]) / 1e6, 1),
             )
+            maps = map_counts(rows, pid, label, t_from, t_to)
+            if maps is not None:  # did map-ahead keep up: swaps on the scheduler's thread, of all
+                entry.update(pages_mapped=maps[0], sync_maps=maps[1])
         result.append(entry)
     return result
 
@@ -141,6 +162,7 @@ def main(argv=None) -> int:
             f"{e['hook_us_per_step_run']} us, {e['c_calls_per_step_run']} calls over {e['steps']} steps); "
             f"while its charge grew: {e['growth_hook_ms']} of {e['hook_ms_run']} ms in {e['growth_steps']} steps "
             f"backing {e['growth_mib']} MiB"
+            + (f"; pages mapped {e['pages_mapped']}, {e['sync_maps']} on the caller's thread" if "pages_mapped" in e else "")
         )
     return 0 if any(e["windows"] for e in result) else 1
 
