@@ -10,21 +10,13 @@
 #include <memory>
 
 #include "bench/bench_common.h"
+#include "bench/cuda_bench.cuh"
 #include "core/runtime/runtime.h"
 
 namespace kb = kvcached::bench;
+using kb::CopyKernel;
 
 namespace {
-
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "error: %s failed: %s (%s)\n", #expr, cudaGetErrorName(e_), \
-                   cudaGetErrorString(e_));                                            \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
 
 __device__ __forceinline__ unsigned Hash(unsigned long long i, unsigned seed) {
   unsigned long long x = i * 0x9E3779B97F4A7C15ULL + seed;
@@ -49,24 +41,6 @@ __global__ void CountMismatchKernel(const unsigned* p, unsigned long long words,
     n += p[i] != Hash(i, seed);
   }
   if (n != 0) atomicAdd(bad, n);
-}
-
-// Four independent 16-byte loads in flight per thread before the stores.
-__global__ void CopyKernel(const uint4* __restrict__ src, uint4* __restrict__ dst,
-                           unsigned long long n) {
-  const unsigned long long stride = 1ULL * gridDim.x * blockDim.x;
-  unsigned long long i = blockIdx.x * 1ULL * blockDim.x + threadIdx.x;
-  for (; i + 3 * stride < n; i += 4 * stride) {
-    const uint4 a = src[i];
-    const uint4 b = src[i + stride];
-    const uint4 c = src[i + 2 * stride];
-    const uint4 d = src[i + 3 * stride];
-    dst[i] = a;
-    dst[i + stride] = b;
-    dst[i + 2 * stride] = c;
-    dst[i + 3 * stride] = d;
-  }
-  for (; i < n; i += stride) dst[i] = src[i];
 }
 
 struct Pair {

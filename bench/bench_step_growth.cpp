@@ -13,96 +13,37 @@
 #include <vector>
 
 #include "bench/bench_common.h"
+#include "bench/step_growth.h"
 #include "core/runtime/runtime.h"
 
 namespace kb = kvcached::bench;
-using kvcached::ByteRange;
 using kvcached::Runtime;
 
 namespace {
 
 struct Options {
-  int device = 0;
+  kb::GrowthShape shape;
   int regions = 32;
   double region_gib = 0;  // 0: 1 GiB on the real driver, 1/32 GiB on a custom (fake) one
-  int pages_per_step = 24;
-  int steps = 16;
-  double step_ms = 50;
   int reps = 5;
   std::size_t burst_pages = 64;
   std::string json_out;
 };
-
-struct Rep {
-  double acquire_ms_total = 0;          // the engine's time in acquire calls over the growth
-  std::vector<double> acquire_ms_step;  // per step
-  std::uint64_t sync_maps = 0;          // pages swapped in on the engine's thread
-  std::uint64_t pool_maps = 0;          // pages mapped ahead by the pool's thread
-};
-
-Rep RunOnce(Runtime& rt, const std::vector<std::uint64_t>& bases, const Options& o,
-            std::uint64_t page) {
-  Rep rep;
-  const auto stats0 = kb::Take(rt.Stats(o.device), "Stats");
-  const std::uint64_t step_bytes = page * static_cast<std::uint64_t>(o.pages_per_step);
-  std::vector<ByteRange> ranges(bases.size());
-  for (int s = 0; s < o.steps; ++s) {
-    const auto step_start = kb::Clock::now();
-    for (std::size_t r = 0; r < bases.size(); ++r) {
-      ranges[r] = ByteRange{bases[r] + static_cast<std::uint64_t>(s) * step_bytes, step_bytes};
-    }
-    const auto t0 = kb::Clock::now();
-    kb::Check(rt.Acquire(ranges), "Acquire at step " + std::to_string(s));
-    const double ms = kb::SecondsSince(t0) * 1e3;
-    rep.acquire_ms_step.push_back(ms);
-    rep.acquire_ms_total += ms;
-    // The GPU runs the step: the engine's thread waits (in vLLM, for the step before).
-    while (kb::SecondsSince(step_start) * 1e3 < o.step_ms) {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  }
-  const auto stats1 = kb::Take(rt.Stats(o.device), "Stats");
-  rep.sync_maps = stats1.sync_maps - stats0.sync_maps;
-  rep.pool_maps = (stats1.maps - stats0.maps) - rep.sync_maps;
-  // Idle: everything back, as the engine hook's idle trim does.
-  for (std::size_t r = 0; r < bases.size(); ++r) {
-    ranges[r] = ByteRange{bases[r], step_bytes * static_cast<std::uint64_t>(o.steps)};
-  }
-  kb::Check(rt.Release(ranges), "Release");
-  kb::Check(rt.Trim(o.device), "Trim");
-  // The pool's hold after a trim (no map-ahead) and the trim itself: wait until every region is
-  // all ZERO again, so that each rep starts from an idle engine's state.
-  const bool idle = kb::WaitFor(
-      [&] {
-        for (std::uint64_t b : bases) {
-          const auto i = kb::Take(rt.Info(b), "Info");
-          if (i.zero_pages != i.pages) return false;
-        }
-        return true;
-      },
-      30.0);
-  if (!idle) {
-    std::fprintf(stderr, "error: the regions were not all ZERO 30 s after a trim\n");
-    std::exit(1);
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the pool's hold
-  return rep;
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Step growth: acquire calls of a cache growing step by step, burst reserve off/on"};
-  app.add_option("--device", o.device, "GPU ordinal")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", o.shape.device, "GPU ordinal")->check(CLI::NonNegativeNumber);
   app.add_option("--regions", o.regions, "KV tensors (one lazy region each)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--region-gib", o.region_gib, "size of each region, GiB (default 1; fake: 1/32)")
       ->check(CLI::Range(0.0, 64.0));
-  app.add_option("--pages-per-step", o.pages_per_step, "pages each region grows by a step")
+  app.add_option("--pages-per-step", o.shape.pages_per_step, "pages each region grows by a step")
       ->check(CLI::Range(1, 4096));
-  app.add_option("--steps", o.steps, "growing steps per rep")->check(CLI::Range(1, 10000));
-  app.add_option("--step-ms", o.step_ms, "time from one step's start to the next (the GPU's)")
+  app.add_option("--steps", o.shape.steps, "growing steps per rep")->check(CLI::Range(1, 10000));
+  app.add_option("--step-ms", o.shape.step_ms, "time from one step's start to the next (the GPU's)")
       ->check(CLI::Range(0.0, 10000.0));
   app.add_option("--reps", o.reps, "reps of each setting, alternating")->check(CLI::Range(1, 100));
   app.add_option("--burst-pages", o.burst_pages, "KVCACHED_MAP_AHEAD_BURST_PAGES of the 'on' runs")
@@ -115,22 +56,15 @@ int main(int argc, char** argv) {
   const std::uint64_t page = env.page_size();
   const auto region_bytes =
       (static_cast<std::uint64_t>(gib * static_cast<double>(1ULL << 30)) + page - 1) / page * page;
-  const std::uint64_t need =
-      page * static_cast<std::uint64_t>(o.pages_per_step) * static_cast<std::uint64_t>(o.steps);
-  if (need > region_bytes) {
-    std::fprintf(stderr,
-                 "error: --steps %d x --pages-per-step %d pages of %llu MiB need %llu MiB per "
-                 "region, more than --region-gib gives (%llu MiB): fewer steps or larger regions\n",
-                 o.steps, o.pages_per_step, static_cast<unsigned long long>(page >> 20),
-                 static_cast<unsigned long long>(need >> 20),
-                 static_cast<unsigned long long>(region_bytes >> 20));
+  if (const std::string why = kb::GrowthFits(o.shape, page, region_bytes); !why.empty()) {
+    std::fprintf(stderr, "error: %s\n", why.c_str());
     return 2;
   }
   std::printf(
       "step growth: %d regions of %llu MiB, %d pages of %llu MiB each a step, %d steps %.0f ms "
       "apart, %d reps per setting, %s\n",
-      o.regions, static_cast<unsigned long long>(region_bytes >> 20), o.pages_per_step,
-      static_cast<unsigned long long>(page >> 20), o.steps, o.step_ms, o.reps,
+      o.regions, static_cast<unsigned long long>(region_bytes >> 20), o.shape.pages_per_step,
+      static_cast<unsigned long long>(page >> 20), o.shape.steps, o.shape.step_ms, o.reps,
       kb::DriverLabel(env).c_str());
 
   // One runtime per setting (the burst cap is read once), created up front; reps alternate.
@@ -138,7 +72,7 @@ int main(int argc, char** argv) {
     std::string name;
     std::unique_ptr<Runtime> rt;
     std::vector<std::uint64_t> bases;
-    std::vector<Rep> reps;
+    std::vector<kb::GrowthRep> reps;
   };
   std::vector<Setting> settings;
   for (const std::size_t burst : {std::size_t{0}, o.burst_pages}) {
@@ -147,15 +81,19 @@ int main(int argc, char** argv) {
     Setting s{burst == 0 ? "burst off" : "burst " + std::to_string(burst), nullptr, {}, {}};
     s.rt = kb::Take(Runtime::Create(c), "Runtime::Create");
     for (int r = 0; r < o.regions; ++r) {
-      s.bases.push_back(kb::Take(
-          s.rt->CreateRegion(o.device, region_bytes, kvcached::RegionKind::kLazy), "CreateRegion"));
+      s.bases.push_back(
+          kb::Take(s.rt->CreateRegion(o.shape.device, region_bytes, kvcached::RegionKind::kLazy),
+                   "CreateRegion"));
     }
     settings.push_back(std::move(s));
   }
   for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: untimed warm-up of each
     for (Setting& s : settings) {
-      Rep r = RunOnce(*s.rt, s.bases, o, page);
-      if (rep >= 0) s.reps.push_back(std::move(r));
+      kb::GrowthRep r = kb::GrowSteps(*s.rt, s.bases, o.shape, page);
+      kb::ResetToIdle(*s.rt, s.bases, o.shape, page);
+      if (rep >= 0) {
+        s.reps.push_back(std::move(r));
+      }
     }
   }
 
@@ -168,7 +106,7 @@ int main(int argc, char** argv) {
     std::vector<double> steps;
     std::vector<double> syncs;
     std::vector<double> pools;
-    for (const Rep& r : s.reps) {
+    for (const kb::GrowthRep& r : s.reps) {
       totals.push_back(r.acquire_ms_total);
       steps.insert(steps.end(), r.acquire_ms_step.begin(), r.acquire_ms_step.end());
       syncs.push_back(static_cast<double>(r.sync_maps));
@@ -195,9 +133,9 @@ int main(int argc, char** argv) {
                 {"driver", kb::DriverLabel(env)},
                 {"regions", o.regions},
                 {"region_bytes", region_bytes},
-                {"pages_per_step", o.pages_per_step},
-                {"steps", o.steps},
-                {"step_ms", o.step_ms},
+                {"pages_per_step", o.shape.pages_per_step},
+                {"steps", o.shape.steps},
+                {"step_ms", o.shape.step_ms},
                 {"reps", o.reps},
                 {"results", results},
                 {"info", info}},
