@@ -98,11 +98,6 @@ class Bench {
   unsigned long long* bad_ = nullptr;
 };
 
-void Skip(const std::string& reason, const std::string& json_out) {
-  std::printf("copy bandwidth: SKIPPED: %s\n", reason.c_str());
-  kb::EmitJson({{"bench", "copy_bandwidth"}, {"skipped", true}, {"reason", reason}}, json_out);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,15 +115,7 @@ int main(int argc, char** argv) {
   app.add_option("--json-out", json_out, "also write the JSON line to this file");
   CLI11_PARSE(app, argc, argv);
 
-  int count = 0;
-  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count <= device) {
-    Skip(e != cudaSuccess ? std::string("no CUDA GPU (") + cudaGetErrorName(e) + ")"
-                          : "no CUDA device " + std::to_string(device),
-         json_out);
-    return 0;
-  }
-  CUDA_OK(cudaSetDevice(device));
-  CUDA_OK(cudaFree(nullptr));  // create the primary context before the core looks for it
+  if (kb::SkipWithoutGpu(device, "copy bandwidth", "copy_bandwidth", json_out)) return 0;
   cudaDeviceProp prop{};
   CUDA_OK(cudaGetDeviceProperties(&prop, device));
   int per_sm = 0;

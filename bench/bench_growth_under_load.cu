@@ -119,17 +119,9 @@ int main(int argc, char** argv) {
   app.add_option("--json-out", json_out, "also write the JSON line to this file");
   CLI11_PARSE(app, argc, argv);
 
-  int count = 0;
-  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count <= shape.device) {
-    const std::string why = e != cudaSuccess
-                                ? std::string("no CUDA GPU (") + cudaGetErrorName(e) + ")"
-                                : "no CUDA device " + std::to_string(shape.device);
-    std::printf("growth under load: SKIPPED: %s\n", why.c_str());
-    kb::EmitJson({{"bench", "growth_under_load"}, {"skipped", true}, {"reason", why}}, json_out);
+  if (kb::SkipWithoutGpu(shape.device, "growth under load", "growth_under_load", json_out)) {
     return 0;
   }
-  CUDA_OK(cudaSetDevice(shape.device));
-  CUDA_OK(cudaFree(nullptr));  // create the primary context before the core looks for it
   cudaDeviceProp prop{};
   CUDA_OK(cudaGetDeviceProperties(&prop, shape.device));
   int per_sm = 0;

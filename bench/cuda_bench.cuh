@@ -7,6 +7,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+
+#include "bench/bench_common.h"
 
 #define CUDA_OK(expr)                                                                  \
   do {                                                                                 \
@@ -19,6 +22,26 @@
   } while (0)
 
 namespace kvcached::bench {
+
+// Prints "<title>: SKIPPED: <why>" and the JSON line {"bench": name, "skipped": true, ...} and
+// returns true when `device` is not a usable CUDA GPU (the program then exits 0); else false,
+// with `device` current and its primary context created (the core Runtime finds that one).
+inline bool SkipWithoutGpu(int device, const char* title, const char* name,
+                           const std::string& json_out) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess && count > device) {
+    CUDA_OK(cudaSetDevice(device));
+    CUDA_OK(cudaFree(nullptr));
+    return false;
+  }
+  const std::string why = e != cudaSuccess
+                              ? std::string("no CUDA GPU (") + cudaGetErrorName(e) + ")"
+                              : "no CUDA device " + std::to_string(device);
+  std::printf("%s: SKIPPED: %s\n", title, why.c_str());
+  EmitJson({{"bench", name}, {"skipped", true}, {"reason", why}}, json_out);
+  return true;
+}
 
 // Four independent 16-byte loads in flight per thread before the stores.
 __global__ void CopyKernel(const uint4* __restrict__ src, uint4* __restrict__ dst,
