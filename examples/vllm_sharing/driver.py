@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+from http.client import HTTPException
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -115,7 +116,7 @@ def wait_idle(es: engines.EngineSet, cfg, sampler_cls) -> float:
         for e in es.engines.values():
             try:
                 m = metrics_once(e["port"])
-            except OSError:
+            except (OSError, HTTPException):  # an engine gone: its port may answer itself
                 m = {}
             if m.get("num_requests_running", 0) or m.get("num_requests_waiting", 0):
                 quiet = False

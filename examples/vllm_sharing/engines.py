@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from http.client import HTTPException
 
 # Two different random-weight Llamas (load_format dummy: nothing downloaded), the same KV geometry
 # as examples/two_models: 8 layers x 8 KV heads x 64 dims x K+V x bf16 = 16 KiB per token.
@@ -108,7 +109,10 @@ def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
             return True
-    except OSError:
+    # HTTPException: not an HTTP answer. Before the engine listens, a connection to a port in the
+    # ephemeral range can be given that very port as its source and connect to itself, reading
+    # back its own request ("BadStatusLine: GET /health HTTP/1.1"): not ready yet.
+    except (OSError, HTTPException):
         return False
 
 

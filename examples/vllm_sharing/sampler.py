@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from http.client import HTTPException
 
 LEDGER_FIELDS = ("pid", "charged_bytes", "in_use_bytes", "reserved_bytes", "budget_refusals", "starved",
                  "fair_share_bytes", "deficit_bytes", "share_given_bytes", "share_preempted_requests",
@@ -133,7 +134,7 @@ class Sampler(threading.Thread):
                 for name, e in self.engines.items():
                     try:
                         m[name] = metrics_once(e["port"])
-                    except (OSError, ValueError) as error:
+                    except (OSError, ValueError, HTTPException) as error:
                         self.errors.setdefault(f"metrics-{name}", f"{type(error).__name__}: {error}"[:300])
                 self.metrics.append(m)
                 if self.use_smi:

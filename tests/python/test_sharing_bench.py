@@ -9,17 +9,20 @@ its tables from the JSONs. Sizes are small so the whole test takes well under a 
 import glob
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "examples", "vllm_sharing")
 sys.path.insert(0, BENCH)
 
+import engines  # noqa: E402
 import summarize  # noqa: E402
 
 SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
@@ -27,17 +30,26 @@ KVCTL = os.path.join(os.path.dirname(SHIM), "..", "bin", "kvctl") if SHIM else "
 
 
 def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    """Two consecutive free ports below the kernel's ephemeral range: a port in that range can be
+    taken meanwhile as the source port of an outgoing connection, even of the health check's own
+    connection to it (a TCP self-connect, seen in CI)."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randrange(10000, max(10002, low - 2))
         try:
-            with socket.socket() as s2:
+            with socket.socket() as s, socket.socket() as s2:
+                s.bind(("127.0.0.1", port))
                 s2.bind(("127.0.0.1", port + 1))
             return port
         except OSError:
             continue
-    raise RuntimeError("no two consecutive free ports")
+    raise RuntimeError("no two consecutive free ports below the ephemeral range")
 
 
 def require_shim_and_kvctl() -> None:
@@ -174,6 +186,31 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertEqual(summarize.cell([3.0, 1.0, 2.0]), "2.00 [1.00-3.00]")
         self.assertEqual(summarize.cell([None, 4.0]), "4.00")
         self.assertEqual(summarize.cell([None]), "n/a")
+
+
+class HealthCheck(unittest.TestCase):
+    def test_a_port_that_answers_with_its_own_request_is_not_healthy(self):
+        # What a TCP self-connect looks like to the health check (seen in CI before the engine
+        # listened): the request comes back as the "status line". Not ready, and no exception.
+        import threading
+
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            port = server.getsockname()[1]
+
+            def echo():
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(conn.recv(4096))
+
+            thread = threading.Thread(target=echo, daemon=True)
+            thread.start()
+            self.assertFalse(engines.healthy(port))
+            thread.join(5)
+        with socket.socket() as closed:  # and a port nobody listens on
+            closed.bind(("127.0.0.1", 0))
+            self.assertFalse(engines.healthy(closed.getsockname()[1]))
 
 
 if __name__ == "__main__":
