@@ -42,9 +42,10 @@ def charged(p: dict) -> int:
     return int(p.get("charged", p.get("charged_bytes", 0)) or 0)
 
 
-def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tuple[float, int, int, int, int]]]:
-    """(pid, label) -> [(t, steps, hook_ns, c_calls, charged)] in time order, engines that reported only."""
-    out: dict[tuple[int, str], list[tuple[float, int, int, int, int]]] = {}
+def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tuple]]:
+    """(pid, label) -> [(t, steps, hook_ns, c_calls, charged, pages_mapped, sync_maps)] in time
+    order, engines that reported only; the last two are None in an older recorder's samples."""
+    out: dict[tuple[int, str], list[tuple]] = {}
     for row in sorted(rows, key=lambda r: r.get("t", 0.0)):
         for p in processes(row):
             label = p.get("label") or ""
@@ -54,7 +55,7 @@ def series(rows: list[dict], prefix: str = "") -> dict[tuple[int, str], list[tup
                 continue  # an engine that has not reported (or an older shim)
             out.setdefault((p.get("pid"), label), []).append(
                 (float(row.get("t", 0.0)), int(p["engine_steps"]), int(p["engine_hook_ns"]), int(p["engine_hook_c_calls"]),
-                 charged(p))
+                 charged(p), p.get("pages_mapped"), p.get("sync_maps"))
             )
     return out
 
@@ -63,7 +64,7 @@ def windows(points, t_from: float, t_to: float, min_steps: int):
     """(steps, us per step, calls per step) of each window of consecutive samples."""
     inside = [p for p in points if t_from <= p[0] <= t_to]
     out = []
-    for (_, s0, ns0, c0, _), (_, s1, ns1, c1, _) in zip(inside, inside[1:]):
+    for (_, s0, ns0, c0, *_), (_, s1, ns1, c1, *_) in zip(inside, inside[1:]):
         steps = s1 - s0
         if steps < max(1, min_steps) or ns1 < ns0 or c1 < c0:
             continue  # too few steps to say anything, or a restarted engine under the same pid
@@ -76,7 +77,7 @@ def growth(inside) -> tuple[float, int, int]:
     calls: the steps that backed new pages. Such windows are few and short (the median leaves them
     out), but at a load's start they can hold most of the hook's time."""
     ms, steps, grown = 0.0, 0, 0
-    for (_, s0, ns0, c0, q0), (_, s1, ns1, c1, q1) in zip(inside, inside[1:]):
+    for (_, s0, ns0, c0, q0, *_), (_, s1, ns1, c1, q1, *_) in zip(inside, inside[1:]):
         if c1 > c0 and q1 > q0 and ns1 >= ns0 and s1 >= s0:
             ms += (ns1 - ns0) / 1e6
             steps += s1 - s0
@@ -84,21 +85,12 @@ def growth(inside) -> tuple[float, int, int]:
     return ms, steps, grown
 
 
-def map_counts(rows: list[dict], pid, label: str, t_from: float, t_to: float) -> tuple[int, int] | None:
-    """(pages mapped, of them on the caller's thread) by the process between its first and last
-    sample in [t_from, t_to]; None when the samples lack the counts (an older recorder)."""
-    seen = []
-    for row in sorted(rows, key=lambda r: r.get("t", 0.0)):
-        if not t_from <= float(row.get("t", 0.0)) <= t_to:
-            continue
-        for p in processes(row):
-            if p.get("pid") == pid and (p.get("label") or "") == label:
-                if p.get("pages_mapped") is None or p.get("sync_maps") is None:
-                    return None
-                seen.append((int(p["pages_mapped"]), int(p["sync_maps"])))
-    if len(seen) < 2:
+def map_counts(inside) -> tuple[int, int] | None:
+    """(pages mapped, of them on the caller's thread) by the process from its first to its last
+    point; None when the samples lack the counts (an older recorder)."""
+    if len(inside) < 2 or any(p[5] is None or p[6] is None for p in (inside[0], inside[-1])):
         return None
-    return seen[-1][0] - seen[0][0], seen[-1][1] - seen[0][1]
+    return int(inside[-1][5]) - int(inside[0][5]), int(inside[-1][6]) - int(inside[0][6])
 
 
 def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"), t_to: float = float("inf"),
@@ -124,7 +116,7 @@ def summarize(rows: list[dict], prefix: str = "", t_from: float = float("-inf"),
                 growth_mib=round(grown / 2**20, 1),
                 hook_ms_run=round((inside[-1][2] - inside[0][2]) / 1e6, 1),
             )
-            maps = map_counts(rows, pid, label, t_from, t_to)
+            maps = map_counts(inside)
             if maps is not None:  # did map-ahead keep up: swaps on the scheduler's thread, of all
                 entry.update(pages_mapped=maps[0], sync_maps=maps[1])
         result.append(entry)
