@@ -371,13 +371,22 @@ print(f'{statistics.median(r):.3f}' if r else 'none')" "${ratios[@]}")
   local costs
   if costs=$($py "$here/step_stats.py" "$steps" --label tp-shim --from "$t0" --to "$t1" --json); then
     echo "$costs" >"$out/throughput-step-costs.json"
-    # The engine of this run: the one with windows (an earlier tp-shim may be in the samples).
-    local pick='import json,sys; e = max(json.load(sys.stdin)["engines"], key=lambda e: e["windows"]); '
-    row 5 "hook us/step: median of windows / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["hook_us_per_step_median"], "/", e["hook_us_per_step_run"])')" info
-    row 5 "hook C calls/step: median / whole run (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e["c_calls_per_step_median"], "/", e["c_calls_per_step_run"])')" info
-    row 5 "hook ms while the cache grew / whole run (steps, MiB backed)" "$(echo "$costs" | $py -c "$pick"'print(e["growth_hook_ms"], "/", e["hook_ms_run"], "(%s steps, %s MiB)" % (e["growth_steps"], e["growth_mib"]))')" info
-    # Did the pool's map-ahead keep up: pages the engine's own thread swapped in, of all it mapped.
-    row 5 "pages mapped on the scheduler's thread / all (kvctl)" "$(echo "$costs" | $py -c "$pick"'print(e.get("sync_maps"), "/", e.get("pages_mapped"))')" info
+    # Four info rows from one read of the JSON, for the engine of this run: the one with windows
+    # (an earlier tp-shim may be in the samples). The last says whether the pool's map-ahead kept
+    # up: the pages the engine's own thread swapped in, of all it mapped.
+    $py - "$out/throughput-step-costs.json" >>"$table" <<'PY'
+import json, sys
+e = max(json.load(open(sys.argv[1]))["engines"], key=lambda e: e["windows"])
+rows = [
+    ("hook us/step: median of windows / whole run (kvctl)", f"{e['hook_us_per_step_median']} / {e['hook_us_per_step_run']}"),
+    ("hook C calls/step: median / whole run (kvctl)", f"{e['c_calls_per_step_median']} / {e['c_calls_per_step_run']}"),
+    ("hook ms while the cache grew / whole run (steps, MiB backed)",
+     f"{e['growth_hook_ms']} / {e['hook_ms_run']} ({e['growth_steps']} steps, {e['growth_mib']} MiB)"),
+    ("pages mapped on the scheduler's thread / all (kvctl)", f"{e.get('sync_maps')} / {e.get('pages_mapped')}"),
+]
+for name, value in rows:
+    print(f"5\t{name}\t{value}\tinfo")
+PY
   else
     row 5 "hook time and C calls per step" "not in kvctl list --json (shim without kvcached_report_engine_steps?)" FAIL
   fi
