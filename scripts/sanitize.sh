@@ -66,6 +66,8 @@ for sanitizer in "${sanitizers[@]}"; do
   result=$(grep -E '^[0-9]+% tests passed' "$dir/sanitize-ctest.log" | tail -1)
   if [ "$test_rc" -ne 0 ]; then
     sed -n '/The following tests FAILED/,$p' "$dir/sanitize-ctest.log" >&2
+    # The failed assertions themselves (the log stays in the build folder CI throws away).
+    grep -E -A4 ': Failure$' "$dir/sanitize-ctest.log" | head -60 >&2 || true
     grep -E '^(==[0-9]+==ERROR|SUMMARY: |WARNING: ThreadSanitizer)|runtime error:' \
       "$dir/sanitize-ctest.log" | sort | uniq -c | head -20 >&2 || true
     rc=1
