@@ -22,14 +22,29 @@ using kvcached::testing::FakeRuntimePath;
 using kvcached::testing::RunSelf;
 using kvcached::testing::ScopedFaults;
 
-#define FAKECUDART_FUNCTIONS(X)                                                                   \
-  X(cudaMalloc)                                                                                   \
-  X(cudaFree)                                                                                     \
-  X(cudaMallocAsync) X(cudaFreeAsync) X(cudaMemGetInfo) X(cudaGetDriverEntryPoint)                \
-      X(cudaGetDriverEntryPointByVersion) X(cudaGetDevice) X(cudaSetDevice) X(cudaGetDeviceCount) \
-          X(cudaDeviceSynchronize) X(cudaGetLastError) X(cudaPeekAtLastError) X(cudaGetErrorName) \
-              X(cudaGetErrorString) X(cudaMemcpy) X(cudaMemset) X(cudaIpcGetMemHandle)            \
-                  X(cudaStreamCreate) X(cudaStreamDestroy)
+// clang-format off
+#define FAKECUDART_FUNCTIONS(X)        \
+  X(cudaMalloc)                        \
+  X(cudaFree)                          \
+  X(cudaMallocAsync)                   \
+  X(cudaFreeAsync)                     \
+  X(cudaMemGetInfo)                    \
+  X(cudaGetDriverEntryPoint)           \
+  X(cudaGetDriverEntryPointByVersion)  \
+  X(cudaGetDevice)                     \
+  X(cudaSetDevice)                     \
+  X(cudaGetDeviceCount)                \
+  X(cudaDeviceSynchronize)             \
+  X(cudaGetLastError)                  \
+  X(cudaPeekAtLastError)               \
+  X(cudaGetErrorName)                  \
+  X(cudaGetErrorString)                \
+  X(cudaMemcpy)                        \
+  X(cudaMemset)                        \
+  X(cudaIpcGetMemHandle)               \
+  X(cudaStreamCreate)                  \
+  X(cudaStreamDestroy)
+// clang-format on
 
 // The runtime, loaded by path and called through dlsym like any consumer would.
 struct Runtime {

@@ -467,7 +467,9 @@ TEST(KvctlCli, UnknownCommandsAndJunkNumbersGetOneLineNamingThem) {
       {{"kvtop", "--interval", "abc"}, "--interval: 'abc' is not a number of seconds (0.1..60)"},
       {{"kvtop", "--interval", "0.01"}, "--interval: 0.01 seconds is out of range (0.1..60)"},
       // The largest size is how the ledger stores "no limit": refused, not a silent removal.
-      {{"limit", "123", "18446744073709551615"}, "out of range (at most 1 EiB; any limit above the budget is clamped to it). To remove a limit"},
+      {{"limit", "123", "18446744073709551615"},
+       "out of range (at most 1 EiB; any limit above the budget is clamped to it). To remove a "
+       "limit"},
       {{"limit", "123", "-5"}, "bad size '-5': not a size"},
       {{"limit", "123", "1e3"}, "bad size '1e3': not a size"},
       {{"limit", "123", "-50%"}, "bad size '-50%'"},

@@ -245,13 +245,19 @@ TEST(LedgerTruncation, EveryCallOfAnEngineOnASegmentTruncatedToZeroIsGuarded) {
       {"RequestPressure", [](LedgerBudget& b) { b.RequestPressure(kPage); }},
       {"TakePressureSignal", [](LedgerBudget& b) { (void)b.TakePressureSignal(); }},
       {"Pressure", [](LedgerBudget& b) { (void)b.Pressure(); }},
-      {"PublishActivity", [](LedgerBudget& b) { b.PublishActivity({1, 2, 3, 4}); }},
+      {"PublishActivity",
+       [](LedgerBudget& b) {
+         b.PublishActivity({1, 2, 3, 4});
+       }},
       {"SetLabel", [](LedgerBudget& b) { b.SetLabel("renamed"); }},
       {"View", [](LedgerBudget& b) { (void)b.View(); }},
       {"Share", [](LedgerBudget& b) { (void)b.Share(); }},
       {"SetShareUnit", [](LedgerBudget& b) { (void)b.SetShareUnit(kPage); }},
       {"ReportShare", [](LedgerBudget& b) { b.ReportShare(kPage, 1); }},
-      {"ReportEngineSteps", [](LedgerBudget& b) { b.ReportEngineSteps({10, 1000, 2}); }},
+      {"ReportEngineSteps",
+       [](LedgerBudget& b) {
+         b.ReportEngineSteps({10, 1000, 2});
+       }},
       {"ConfigureShare", [](LedgerBudget& b) { b.ConfigureShare(1000, 0, kPage, 0); }},
       {"ReclaimDead", [](LedgerBudget& b) { (void)b.ReclaimDead(); }},
   };

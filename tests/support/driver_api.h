@@ -8,21 +8,52 @@
 
 #include <string>
 
-#define KVCACHED_TEST_DRIVER_FUNCTIONS(X)                                                          \
-  X(cuInit)                                                                                        \
-  X(cuDriverGetVersion) X(cuGetErrorName) X(cuGetErrorString) X(cuGetProcAddress) X(cuDeviceGet)   \
-      X(cuDeviceGetCount) X(cuDeviceGetName) X(cuDeviceGetUuid) X(cuDeviceTotalMem)                \
-          X(cuDeviceGetAttribute) X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease)         \
-              X(cuCtxGetCurrent) X(cuCtxSetCurrent) X(cuCtxPushCurrent) X(cuCtxPopCurrent)         \
-                  X(cuCtxGetDevice) X(cuCtxSynchronize) X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) \
-                      X(cuMemAllocAsync) X(cuMemFreeAsync) X(cuMemsetD8) X(cuMemcpy)               \
-                          X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemGetAllocationGranularity)         \
-                              X(cuMemAddressReserve) X(cuMemAddressFree) X(cuMemCreate)            \
-                                  X(cuMemRelease) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess)      \
-                                      X(cuMemGetAccess) X(cuMemRetainAllocationHandle)             \
-                                          X(cuMemGetAllocationPropertiesFromHandle)                \
-                                              X(cuPointerGetAttribute) X(cuIpcGetMemHandle)        \
-                                                  X(cuStreamCreate) X(cuStreamDestroy)
+// clang-format off
+#define KVCACHED_TEST_DRIVER_FUNCTIONS(X)    \
+  X(cuInit)                                  \
+  X(cuDriverGetVersion)                      \
+  X(cuGetErrorName)                          \
+  X(cuGetErrorString)                        \
+  X(cuGetProcAddress)                        \
+  X(cuDeviceGet)                             \
+  X(cuDeviceGetCount)                        \
+  X(cuDeviceGetName)                         \
+  X(cuDeviceGetUuid)                         \
+  X(cuDeviceTotalMem)                        \
+  X(cuDeviceGetAttribute)                    \
+  X(cuDevicePrimaryCtxRetain)                \
+  X(cuDevicePrimaryCtxRelease)               \
+  X(cuCtxGetCurrent)                         \
+  X(cuCtxSetCurrent)                         \
+  X(cuCtxPushCurrent)                        \
+  X(cuCtxPopCurrent)                         \
+  X(cuCtxGetDevice)                          \
+  X(cuCtxSynchronize)                        \
+  X(cuMemGetInfo)                            \
+  X(cuMemAlloc)                              \
+  X(cuMemFree)                               \
+  X(cuMemAllocAsync)                         \
+  X(cuMemFreeAsync)                          \
+  X(cuMemsetD8)                              \
+  X(cuMemcpy)                                \
+  X(cuMemcpyHtoD)                            \
+  X(cuMemcpyDtoH)                            \
+  X(cuMemGetAllocationGranularity)           \
+  X(cuMemAddressReserve)                     \
+  X(cuMemAddressFree)                        \
+  X(cuMemCreate)                             \
+  X(cuMemRelease)                            \
+  X(cuMemMap)                                \
+  X(cuMemUnmap)                              \
+  X(cuMemSetAccess)                          \
+  X(cuMemGetAccess)                          \
+  X(cuMemRetainAllocationHandle)             \
+  X(cuMemGetAllocationPropertiesFromHandle)  \
+  X(cuPointerGetAttribute)                   \
+  X(cuIpcGetMemHandle)                       \
+  X(cuStreamCreate)                          \
+  X(cuStreamDestroy)
+// clang-format on
 
 namespace kvcached::testing {
 

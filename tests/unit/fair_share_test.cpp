@@ -263,8 +263,8 @@ TEST(ShareVerdicts, WhatTheStarvedEngineAskedForBoundsTheGiftAndFreeMemoryCounts
   // A 90 of 100, B 10 and starved (share 50): asking for 3 pages, it is given 3, not its 40.
   ShareInput b = Starved(10);
   b.want = 3 * kPage;
-  ShareVerdict v = DecideShare(std::vector<ShareInput>{Content(90), b}, 0, 100 * kPage, kPage,
-                               kNow, 500 * kMs);
+  ShareVerdict v =
+      DecideShare(std::vector<ShareInput>{Content(90), b}, 0, 100 * kPage, kPage, kNow, 500 * kMs);
   EXPECT_EQ(v.others_deficit, 3 * kPage);
   EXPECT_EQ(v.give_bytes, 3 * kPage);
   EXPECT_EQ(v.action, ShareAction::kGiveCached);
