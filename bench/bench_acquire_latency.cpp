@@ -154,6 +154,7 @@ Phase RunRefused(const kvcached::Config& base, const Options& o) {
       },
       10.0);
   std::vector<ByteRange> step;
+  step.reserve(layers.size());
   for (std::uint64_t base_addr : layers) step.push_back({base_addr + 6 * page, 2 * page});
   Phase ph;
   const std::uint64_t sync0 = SyncMaps(*rt, o.device);
@@ -180,9 +181,7 @@ nlohmann::json Summary(const Phase& ph) {
           {"sync_maps", ph.sync_maps}};
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   Options o;
   CLI::App app{"Foreground acquire latency (one page per call): warm (mapped ahead) vs cold"};
   app.add_option("--device", o.device, "GPU ordinal")->check(CLI::NonNegativeNumber);
@@ -233,4 +232,10 @@ int main(int argc, char** argv) {
        {"pass", pass}},
       o.json_out);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return kb::Main(argc, argv, Run);
 }

@@ -90,9 +90,7 @@ PageResult RunPageSize(kvcached::Config c, std::size_t page_mb, std::uint64_t by
   return res;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   Options o;
   CLI::App app{"Burst backing rate: one acquire of a large range, per page size"};
   app.add_option("--device", o.device, "GPU ordinal")->check(CLI::NonNegativeNumber);
@@ -152,4 +150,10 @@ int main(int argc, char** argv) {
                 {"pass", pass}},
                o.json_out);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return kb::Main(argc, argv, Run);
 }

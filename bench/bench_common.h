@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -50,6 +51,19 @@ template <class T>
 T Take(Result<T> r, const std::string& what) {
   if (!r.ok()) Die(what, r.status());
   return std::move(r).value();
+}
+
+// Runs a bench's body: an exception (out of memory, a JSON or file error) ends it with one error
+// line and exit status 1, not std::terminate.
+inline int Main(int argc, char** argv, int (*run)(int, char**)) noexcept {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "error: unexpected exception\n");
+  }
+  return 1;
 }
 
 // The product's configuration from the environment (KVCACHED_*), so every bench honours the same

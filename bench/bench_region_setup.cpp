@@ -9,7 +9,9 @@
 namespace kb = kvcached::bench;
 using kvcached::Runtime;
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   int device = 0;
   double gib = 64;
   int reps = 5;
@@ -86,4 +88,10 @@ int main(int argc, char** argv) {
                 {"pass", pass}},
                json_out);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return kb::Main(argc, argv, Run);
 }

@@ -30,9 +30,7 @@ struct Options {
   std::string json_out;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   Options o;
   CLI::App app{"Step growth: acquire calls of a cache growing step by step, burst reserve off/on"};
   app.add_option("--device", o.shape.device, "GPU ordinal")->check(CLI::NonNegativeNumber);
@@ -141,4 +139,10 @@ int main(int argc, char** argv) {
                 {"info", info}},
                o.json_out);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return kb::Main(argc, argv, Run);
 }

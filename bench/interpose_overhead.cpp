@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -143,6 +144,7 @@ bool RunChild(const Options& o, bool preload, std::vector<double>* values) {
   env_storage.push_back("KVCACHED_IPC_NAME=" + ipc_name);  // a private ledger, removed below
   if (preload) env_storage.push_back("LD_PRELOAD=" + o.shim);
   std::vector<char*> envp;
+  envp.reserve(env_storage.size() + 1);
   for (auto& s : env_storage) envp.push_back(s.data());
   envp.push_back(nullptr);
   const std::string self = SelfDir() + "/interpose_overhead";
@@ -150,10 +152,11 @@ bool RunChild(const Options& o, bool preload, std::vector<double>* values) {
       self,       "--child", "--pairs", std::to_string(o.pairs), "--size", std::to_string(o.size),
       "--cudart", o.cudart};
   std::vector<char*> argv;
+  argv.reserve(arg_storage.size() + 1);
   for (auto& s : arg_storage) argv.push_back(s.data());
   argv.push_back(nullptr);
-  int out[2];
-  if (pipe(out) != 0) return false;
+  std::array<int, 2> out{};
+  if (pipe(out.data()) != 0) return false;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);

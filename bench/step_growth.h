@@ -67,6 +67,7 @@ inline void ResetToIdle(Runtime& rt, const std::vector<std::uint64_t>& bases, co
   const std::uint64_t grown =
       page * static_cast<std::uint64_t>(g.pages_per_step) * static_cast<std::uint64_t>(g.steps);
   std::vector<ByteRange> ranges;
+  ranges.reserve(bases.size());
   for (std::uint64_t b : bases) ranges.push_back(ByteRange{b, grown});
   Check(rt.Release(ranges), "Release");
   Check(rt.Trim(g.device), "Trim");

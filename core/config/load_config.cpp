@@ -5,6 +5,7 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -256,7 +257,7 @@ Status ReadShares(const Reader& env, Config& config) {
     const auto value = config_detail::ParseDecimal(*raw);
     const double milli = value ? *value * 1000.0 : 0.0;
     if (!value || milli < 1.0 || milli > 1000000.0) return Invalid("KVCACHED_SHARE_WEIGHT", *raw);
-    config.share_weight_milli = static_cast<std::uint64_t>(milli + 0.5);
+    config.share_weight_milli = static_cast<std::uint64_t>(std::llround(milli));
   }
   if (const auto raw = env.Get("KVCACHED_SHARE_MIN")) {
     const auto value = ParseSize(*raw);

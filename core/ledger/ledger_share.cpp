@@ -27,9 +27,9 @@ Result<ShareSetting> SetSlotShare(Segment& segment, std::uint32_t index, std::ui
                   fmt::format("slot {} does not exist in {}", index, segment.path()));
   }
   if (weight_milli && (*weight_milli == 0 || *weight_milli > kMaxWeightMilli)) {
-    return Status(Errc::kInvalid,
-                  fmt::format("weight {:.3f} is outside 0.001..{}", *weight_milli / 1000.0,
-                              kMaxWeightMilli / kWeightScale));
+    return Status(Errc::kInvalid, fmt::format("weight {:.3f} is outside 0.001..{}",
+                                              static_cast<double>(*weight_milli) / 1000.0,
+                                              kMaxWeightMilli / kWeightScale));
   }
   LedgerSlot& s = segment.slot(index);
   if (Load(s.owner) != owner_word) {

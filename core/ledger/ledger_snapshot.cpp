@@ -12,7 +12,7 @@ namespace kvcached::ledger {
 
 SegmentSnapshot TakeSnapshot(const Segment& segment) {
   const std::vector<std::byte> bytes = segment.Copy();
-  SegmentHeader h;
+  SegmentHeader h{};
   std::memcpy(&h, bytes.data(), sizeof(h));
   SegmentSnapshot snap;
   snap.name = segment.name();
@@ -29,7 +29,7 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
   const ProcessIdentity me = CurrentProcess();
   const std::uint64_t now = BoottimeNs();
   for (std::uint32_t i = 0; i < snap.slot_count; ++i) {
-    LedgerSlot s;
+    LedgerSlot s{};
     std::memcpy(&s, bytes.data() + sizeof(SegmentHeader) + std::size_t{i} * sizeof(LedgerSlot),
                 sizeof(s));
     if (s.owner == 0) continue;

@@ -87,7 +87,7 @@ std::string SegmentProblem(std::string_view path, std::string_view reason) {
 }
 
 Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::string_view path) {
-  SegmentHeader h;
+  SegmentHeader h{};
   if (bytes.size() < sizeof(h)) {
     return Bad(path, fmt::format("it is {} bytes, smaller than the {}-byte header", bytes.size(),
                                  sizeof(h)));
@@ -130,7 +130,7 @@ Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::st
   }
   const std::byte* slots = bytes.data() + sizeof(SegmentHeader);
   for (std::uint32_t i = 0; i < h.slot_count; ++i) {
-    LedgerSlot s;
+    LedgerSlot s{};
     std::memcpy(&s, slots + std::size_t{i} * sizeof(LedgerSlot), sizeof(s));
     std::string problem = CheckSlot(s, h);
     if (!problem.empty()) return Bad(path, fmt::format("slot {}: {}", i, problem));

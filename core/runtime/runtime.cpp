@@ -225,7 +225,8 @@ Status Runtime::Acquire(std::span<const ByteRange> ranges) {
     done.push_back(std::move(d));
   }
   if (!st.ok()) {  // all or nothing: undo the ranges already acquired, last first
-    for (Done& d : std::views::reverse(done)) {
+    for (std::size_t i = done.size(); i > 0; --i) {
+      Done& d = done[i - 1];
       d.region->Undo(d.range.addr - d.region->base(), d.range.length, d.swapped);
     }
   }

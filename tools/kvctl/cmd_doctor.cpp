@@ -105,7 +105,7 @@ void CheckBudgets(std::vector<Check>& out, const kvcached::Config& config, bool 
 DriverProbe CheckDriver(std::vector<Check>& out, const kvcached::Config& config) {
   const char* env = std::getenv("KVCACHED_CUDA_DRIVER");
   const std::string path = env != nullptr && *env != '\0' ? env : config.cuda_driver;
-  const DriverProbe probe = ProbeDriver(path);
+  DriverProbe probe = ProbeDriver(path);
   if (!probe.loaded || !probe.error.empty()) {
     std::string fix = probe.loaded ? ""
                                    : ": install the NVIDIA driver (in a container: the NVIDIA "
@@ -233,8 +233,6 @@ void CheckSegments(std::vector<Check>& out, const Scope& scope, const kvcached::
         out.push_back({"segments", Level::kFail, Printable(e.error)});
         break;
       case SegmentStatus::kUnreadable:
-        out.push_back({"segments", Level::kWarn, Printable(e.error)});
-        break;
       case SegmentStatus::kOtherVersion:
         out.push_back({"segments", Level::kWarn, Printable(e.error)});
         break;

@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -97,10 +99,10 @@ kvcached::Result<Spawned> SpawnEngine(const std::vector<std::string>& argv,
     return Status{Errc::kState, fmt::format("fork: {}", std::strerror(fork_errno))};
   }
   ::setpgid(pid, pid);  // also here, so that signals sent right away reach the group
-  char msg[3];
-  ssize_t n;
+  std::array<char, 3> msg{};
+  ssize_t n = 0;
   do {
-    n = ::read(err[0], msg, sizeof(msg));
+    n = ::read(err[0], msg.data(), msg.size());
   } while (n < 0 && errno == EINTR);
   ::close(err[0]);
   if (n == 3) {

@@ -81,10 +81,10 @@ std::vector<std::string> MergeEnv(const std::vector<std::string>& base,
   std::vector<std::string> out;
   for (const auto& entry : base) {
     const auto eq = entry.find('=');
-    if (eq != std::string::npos && overrides.count(entry.substr(0, eq)) != 0) continue;
+    if (eq != std::string::npos && overrides.contains(entry.substr(0, eq))) continue;
     out.push_back(entry);
   }
-  for (const auto& [k, v] : overrides) out.push_back(k + "=" + v);
+  for (const auto& [k, v] : overrides) out.push_back(fmt::format("{}={}", k, v));
   return out;
 }
 
@@ -127,7 +127,7 @@ void PrintDryRun(const LaunchSpec& spec, const std::string& shim,
     out << '\n';
     std::string line = "env";
     for (const auto& [k, v] : EngineEnv(spec, e, shim, inherited_preload)) {
-      line += " " + ShellQuote(k + "=" + v);
+      line += " " + ShellQuote(fmt::format("{}={}", k, v));
     }
     for (const auto& arg : e.argv) line += " " + ShellQuote(arg);
     out << line << '\n';

@@ -52,10 +52,10 @@ class Parser {
                    const std::set<std::string>& known) const {
     for (const auto& kv : map) {
       const std::string key = kv.first.Scalar();
-      if (known.count(key) == 0) {
+      if (!known.contains(key)) {
         std::string list;
         for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-        return Error(kv.first, where.empty() ? key : where + "." + key,
+        return Error(kv.first, where.empty() ? key : fmt::format("{}.{}", where, key),
                      fmt::format("unknown key (known here: {})", list));
       }
     }
@@ -97,7 +97,7 @@ class Parser {
     if (!node.IsMap()) return Error(node, key, "expected a map of NAME: value");
     for (const auto& kv : node) {
       const std::string name = kv.first.Scalar();
-      const std::string full = key + "." + name;
+      const std::string full = fmt::format("{}.{}", key, name);
       if (name.empty() || name.find_first_of("=\0", 0, 2) != std::string::npos) {
         return Error(kv.first, full, "not a valid environment variable name");
       }

@@ -251,7 +251,8 @@ class Supervisor {
     e.ever_ready = true;
     e.ready_at = now;
     const auto ms = std::chrono::duration_cast<Millis>(now - e.started).count();
-    if (e.spec->ready.any()) Say(e, fmt::format("ready after {:.1f}s", ms / 1000.0));
+    if (e.spec->ready.any())
+      Say(e, fmt::format("ready after {:.1f}s", static_cast<double>(ms) / 1000.0));
   }
 
   void ProbeReadiness(TimePoint now) {
@@ -261,7 +262,7 @@ class Supervisor {
         if (!e.timed_out) {
           e.timed_out = true;
           Say(e, fmt::format("not ready after {}s: stopping it (a failure for `restart:`)",
-                             e.spec->ready.timeout.count() / 1000.0));
+                             static_cast<double>(e.spec->ready.timeout.count()) / 1000.0));
           SignalGroup(e.pid, SIGTERM);
           e.next_probe = now + spec_.grace;  // then SIGKILL, below
         } else if (now >= e.next_probe) {
@@ -342,7 +343,7 @@ class Supervisor {
   }
 
   void HandleSignals(int fd) {
-    signalfd_siginfo info;
+    signalfd_siginfo info{};
     while (::read(fd, &info, sizeof(info)) == sizeof(info)) {
       const int sig = static_cast<int>(info.ssi_signo);
       if (sig == SIGCHLD) {
@@ -354,7 +355,7 @@ class Supervisor {
                         sig == SIGINT    ? "SIGINT"
                         : sig == SIGTERM ? "SIGTERM"
                                          : "SIGHUP",
-                        spec_.grace.count() / 1000.0));
+                        static_cast<double>(spec_.grace.count()) / 1000.0));
         stopping_ = true;
         stop_deadline_ = Clock::now() + spec_.grace;
         const int forward = sig == SIGHUP ? SIGTERM : sig;
@@ -381,7 +382,7 @@ class Supervisor {
 
   void Reap() {
     int status = 0;
-    pid_t pid;
+    pid_t pid = 0;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       for (auto& e : engines_) {
         if (e.pid == pid) Exited(e, status);
@@ -432,7 +433,8 @@ class Supervisor {
     e.state = State::kBackoff;
     e.next_start = now + Millis(delay);
     Say(e, fmt::format("{}; restarting in {:.1f}s (restart {}, back-off doubling to {:.1f}s)", how,
-                       delay / 1000.0, e.restarts, e.spec->backoff_max.count() / 1000.0));
+                       static_cast<double>(delay) / 1000.0, e.restarts,
+                       static_cast<double>(e.spec->backoff_max.count()) / 1000.0));
   }
 
   bool Finished() {

@@ -39,38 +39,48 @@ bool CheckCommandWord(const CLI::App& app, int argc, char** argv) {
   return false;
 }
 
-}  // namespace
-}  // namespace kvctl
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   CLI::App app{
       "kvctl: inspect and steer the kvcached per-GPU budgets (ledger segments in /dev/shm)",
       "kvctl"};
   app.set_version_flag("--version", std::string("kvctl ") + KVCTL_VERSION);
   app.require_subcommand(1);
   app.footer("\nRun `kvctl COMMAND --help` for a command's options. Docs: docs/kvctl.md\n");
-  int exit_code = kvctl::kExitOk;
-  kvctl::AddListCommand(app, exit_code);
-  kvctl::AddWatchCommand(app, exit_code);
-  kvctl::AddKvtopCommand(app, exit_code);
-  kvctl::AddLimitCommand(app, exit_code);
-  kvctl::AddDeleteCommand(app, exit_code);
-  kvctl::AddDoctorCommand(app, exit_code);
-  kvctl::AddLaunchCommand(app, exit_code);
-  kvctl::AddMetricsCommand(app, exit_code);
-  kvctl::AddShareCommand(app, exit_code);
-  static char help_flag[] = "--help";
-  if (argc >= 2 && std::string_view(argv[1]) == "help") argv[1] = help_flag;
-  if (!kvctl::CheckCommandWord(app, argc, argv)) return kvctl::kExitUsage;
+  int exit_code = kExitOk;
+  AddListCommand(app, exit_code);
+  AddWatchCommand(app, exit_code);
+  AddKvtopCommand(app, exit_code);
+  AddLimitCommand(app, exit_code);
+  AddDeleteCommand(app, exit_code);
+  AddDoctorCommand(app, exit_code);
+  AddLaunchCommand(app, exit_code);
+  AddMetricsCommand(app, exit_code);
+  AddShareCommand(app, exit_code);
+  static std::string help_flag = "--help";
+  if (argc >= 2 && std::string_view(argv[1]) == "help") argv[1] = help_flag.data();
+  if (!CheckCommandWord(app, argc, argv)) return kExitUsage;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);  // prints help, version or the parse error
-    return rc == 0 ? kvctl::kExitOk : kvctl::kExitUsage;
-  } catch (const std::exception& e) {  // e.g. out of memory or an I/O error on stdout
-    kvctl::PrintError(e.what());
-    return kvctl::kExitFailure;
+    return rc == 0 ? kExitOk : kExitUsage;
   }
   std::cout.flush();
   return exit_code;
+}
+
+}  // namespace
+}  // namespace kvctl
+
+int main(int argc, char** argv) {
+  // Also what the commands and the setup above them throw (e.g. out of memory, or an I/O error
+  // on stdout): one line and a failure exit, not std::terminate.
+  try {
+    return kvctl::Run(argc, argv);
+  } catch (const std::exception& e) {
+    kvctl::PrintError(e.what());
+  } catch (...) {
+    kvctl::PrintError("unexpected exception");
+  }
+  return kvctl::kExitFailure;
 }

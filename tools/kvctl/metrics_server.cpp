@@ -203,7 +203,10 @@ int ServeMetrics(const ListenAddress& address, const std::function<std::string()
   const bool clean = server.listen_after_bind();
   listen_done.store(true);
   const int sig = caught.load();
-  if (sig == 0) ::pthread_kill(waiter.native_handle(), SIGTERM);  // stopped by itself: wake it
+  // Stopped by itself: wake the waiter. SIGTERM is blocked in every thread and the waiter takes
+  // it with sigwait, so this ends the sigwait, not the process.
+  // NOLINTNEXTLINE(bugprone-bad-signal-to-kill-thread)
+  if (sig == 0) ::pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (sig != 0) {
