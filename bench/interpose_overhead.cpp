@@ -30,8 +30,6 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
-
 namespace {
 
 using MallocFn = int (*)(void**, size_t);
@@ -46,11 +44,11 @@ struct Options {
 };
 
 std::string SelfDir() {
-  char path[4096];
-  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  std::array<char, 4096> path{};
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
   if (n <= 0) return ".";
   path[n] = '\0';
-  std::string s(path);
+  std::string s(path.data());
   return s.substr(0, s.rfind('/'));
 }
 
@@ -119,13 +117,15 @@ int Child(const Options& o) {
   auto real_malloc = reinterpret_cast<MallocFn>(dlvsym(cudart, "cudaMalloc", "libcudart.so.13"));
   auto real_free = reinterpret_cast<FreeFn>(dlvsym(cudart, "cudaFree", "libcudart.so.13"));
   if (real_malloc != nullptr && real_free != nullptr && real_malloc != cuda_malloc) {
-    double hooked[2];
-    double real[2];
-    TimeAlternating(cuda_malloc, cuda_free, real_malloc, real_free, 0, o.pairs, &hooked[0],
-                    &real[0]);
-    TimeAlternating(cuda_malloc, cuda_free, real_malloc, real_free, o.size, o.pairs, &hooked[1],
-                    &real[1]);
-    std::printf(" %.1f %.1f %.1f %.1f", hooked[0], real[0], hooked[1], real[1]);
+    double hooked_zero = 0;
+    double real_zero = 0;
+    double hooked_sized = 0;
+    double real_sized = 0;
+    TimeAlternating(cuda_malloc, cuda_free, real_malloc, real_free, 0, o.pairs, &hooked_zero,
+                    &real_zero);
+    TimeAlternating(cuda_malloc, cuda_free, real_malloc, real_free, o.size, o.pairs, &hooked_sized,
+                    &real_sized);
+    std::printf(" %.1f %.1f %.1f %.1f", hooked_zero, real_zero, hooked_sized, real_sized);
   }
   std::printf("\n");
   return 0;
@@ -166,15 +166,15 @@ bool RunChild(const Options& o, bool preload, std::vector<double>* values) {
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
   if (rc != 0) return false;
-  char buffer[256] = {};
-  const ssize_t n = read(out[0], buffer, sizeof(buffer) - 1);
+  std::array<char, 256> buffer{};
+  const ssize_t n = read(out[0], buffer.data(), buffer.size() - 1);
   close(out[0]);
   int status = 0;
   waitpid(pid, &status, 0);
   unlink(("/dev/shm/kvcached_" + ipc_name).c_str());
   if (n <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
   values->clear();
-  char* cursor = buffer;
+  char* cursor = buffer.data();
   for (;;) {
     char* end = nullptr;
     const double v = std::strtod(cursor, &end);

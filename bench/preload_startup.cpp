@@ -17,16 +17,14 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
-
 namespace {
 
 std::string SelfDir() {
-  char path[4096];
-  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  std::array<char, 4096> path{};
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
   if (n <= 0) return ".";
   path[n] = '\0';
-  std::string s(path);
+  std::string s(path.data());
   return s.substr(0, s.rfind('/'));
 }
 
@@ -43,10 +41,11 @@ std::vector<char*> Environment(std::vector<std::string>* storage, const std::str
 
 // Microseconds from spawn to reaped exit; negative on failure.
 double SpawnOnce(const std::string& program, char* const* envp) {
-  char* argv[] = {const_cast<char*>(program.c_str()), nullptr};
+  std::string argv0 = program;  // posix_spawn takes char* const argv[]
+  const std::array<char*, 2> argv = {argv0.data(), nullptr};
   const auto start = std::chrono::steady_clock::now();
   pid_t pid = 0;
-  if (posix_spawn(&pid, program.c_str(), nullptr, nullptr, argv, envp) != 0) return -1;
+  if (posix_spawn(&pid, program.c_str(), nullptr, nullptr, argv.data(), envp) != 0) return -1;
   int status = 0;
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)

@@ -64,8 +64,8 @@ int Run(int engines, int calls) {
     const kvcached::ShareVerdict v = budgets[0]->Share();
     const auto t2 = Clock::now();
     if (got || v.action == kvcached::ShareAction::kOk) {
-      std::fprintf(stderr, "share_verdict_cost: unexpected state (admitted %d, action %d)\n", got,
-                   static_cast<int>(v.action));
+      std::fprintf(stderr, "share_verdict_cost: unexpected state (admitted %d, action %d)\n",
+                   static_cast<int>(got), static_cast<int>(v.action));
       budgets.clear();
       (void)Segment::Remove(name);
       return 1;

@@ -3,6 +3,8 @@
 // bench_step_growth (burst reserve off/on) and bench_growth_under_load (GPU idle/busy).
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -73,11 +75,10 @@ inline void ResetToIdle(Runtime& rt, const std::vector<std::uint64_t>& bases, co
   Check(rt.Trim(g.device), "Trim");
   const bool idle = WaitFor(
       [&] {
-        for (std::uint64_t b : bases) {
+        return std::ranges::all_of(bases, [&](std::uint64_t b) {
           const auto i = Take(rt.Info(b), "Info");
-          if (i.zero_pages != i.pages) return false;
-        }
-        return true;
+          return i.zero_pages == i.pages;
+        });
       },
       30.0);
   if (!idle) {
@@ -93,14 +94,14 @@ inline std::string GrowthFits(const GrowthShape& g, std::uint64_t page,
   const std::uint64_t need =
       page * static_cast<std::uint64_t>(g.pages_per_step) * static_cast<std::uint64_t>(g.steps);
   if (need <= region_bytes) return {};
-  char why[256];
-  std::snprintf(why, sizeof(why),
+  std::array<char, 256> why{};
+  std::snprintf(why.data(), why.size(),
                 "--steps %d x --pages-per-step %d pages of %llu MiB need %llu MiB per region, "
                 "more than --region-gib gives (%llu MiB): fewer steps or larger regions",
                 g.steps, g.pages_per_step, static_cast<unsigned long long>(page >> 20),
                 static_cast<unsigned long long>(need >> 20),
                 static_cast<unsigned long long>(region_bytes >> 20));
-  return why;
+  return why.data();
 }
 
 }  // namespace kvcached::bench

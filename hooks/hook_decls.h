@@ -28,10 +28,10 @@ namespace kvcached::hooks {
 // FnTraits<Fn::kX>::Type (FnType<Fn::kX>): the type of the real function behind entry kX.
 template <Fn fn>
 struct FnTraits;
-#define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params) \
-  template <>                                                                     \
-  struct FnTraits<Fn::id> {                                                       \
-    using Type = ret(*) params;                                                   \
+#define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params)       \
+  template <>                                                                           \
+  struct FnTraits<Fn::id> {                                                             \
+    using Type = ret(*) params; /* NOLINT(bugprone-macro-parentheses): ret is a type */ \
   };
 #define KVC_HOOK_RENAMED(id, cxx_name, symbol, lib, proc_name, proc_version, proc_flags, ret, \
                          params)                                                              \

@@ -45,10 +45,10 @@ void* H(auto fn) {
 const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)>& Specs() {
   static const std::array<FnSpec, static_cast<std::size_t>(Fn::kCount)> specs = {{
 #define KVC_HOOK(id, name, lib, proc_name, proc_version, proc_flags, ret, params) \
-  {#name, Lib::lib, proc_name, proc_version, proc_flags, H(&name)},
+  {#name, Lib::lib, proc_name, proc_version, proc_flags, H(&(name))},
 #define KVC_HOOK_RENAMED(id, cxx_name, symbol, lib, proc_name, proc_version, proc_flags, ret, \
                          params)                                                              \
-  {symbol, Lib::lib, proc_name, proc_version, proc_flags, H(&cxx_name)},
+  {symbol, Lib::lib, proc_name, proc_version, proc_flags, H(&(cxx_name))},
 #define KVC_HELPER(id, symbol, lib, proc_name, proc_version, proc_flags, ret, params) \
   {symbol, Lib::lib, proc_name, proc_version, proc_flags, nullptr},
 #include "hooks/hook_list.def"

@@ -9,6 +9,7 @@
 
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <new>
 
@@ -20,12 +21,15 @@ class LazyGlobal {
   constexpr LazyGlobal() = default;
   LazyGlobal(const LazyGlobal&) = delete;
   LazyGlobal& operator=(const LazyGlobal&) = delete;
+  LazyGlobal(LazyGlobal&&) = delete;
+  LazyGlobal& operator=(LazyGlobal&&) = delete;
+  ~LazyGlobal() = default;  // trivial: T is never destroyed, and no atexit entry is made
 
   T& Get() {
     if (state_.load(std::memory_order_acquire) == kReady) return *Ptr();
     int expected = kEmpty;
     if (state_.compare_exchange_strong(expected, kBuilding, std::memory_order_acq_rel)) {
-      ::new (static_cast<void*>(storage_)) T();
+      ::new (static_cast<void*>(storage_.data())) T();
       state_.store(kReady, std::memory_order_release);
     } else {
       // T's constructor takes no lock and calls nothing that could wait on us.
@@ -37,7 +41,7 @@ class LazyGlobal {
   // Fork child only (single-threaded at that point).
   void ResetAfterFork() {
     if (state_.load(std::memory_order_relaxed) == kEmpty) return;
-    ::new (static_cast<void*>(storage_)) T();
+    ::new (static_cast<void*>(storage_.data())) T();
     state_.store(kReady, std::memory_order_release);
   }
 
@@ -45,9 +49,9 @@ class LazyGlobal {
   static constexpr int kEmpty = 0;
   static constexpr int kBuilding = 1;
   static constexpr int kReady = 2;
-  T* Ptr() { return std::launder(reinterpret_cast<T*>(storage_)); }
+  T* Ptr() { return std::launder(reinterpret_cast<T*>(storage_.data())); }
 
-  alignas(T) unsigned char storage_[sizeof(T)] = {};
+  alignas(T) std::array<unsigned char, sizeof(T)> storage_ = {};
   std::atomic<int> state_{kEmpty};
 };
 

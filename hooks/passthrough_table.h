@@ -7,6 +7,7 @@
 // allocation failure leaves every shard usable.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,9 @@ class PassthroughTable {
   PassthroughTable() = default;
   PassthroughTable(const PassthroughTable&) = delete;
   PassthroughTable& operator=(const PassthroughTable&) = delete;
+  PassthroughTable(PassthroughTable&&) = delete;
+  PassthroughTable& operator=(PassthroughTable&&) = delete;
+  ~PassthroughTable() = default;
 
   // `ptr` must be non-zero. A pointer already present is overwritten (the real allocator handed
   // the address out again, so the old record was stale). False when the table could not grow
@@ -54,6 +58,8 @@ class PassthroughTable {
     ~ShardLock();
     ShardLock(const ShardLock&) = delete;
     ShardLock& operator=(const ShardLock&) = delete;
+    ShardLock(ShardLock&&) = delete;
+    ShardLock& operator=(ShardLock&&) = delete;
 
    private:
     Shard& shard_;
@@ -64,7 +70,7 @@ class PassthroughTable {
   static bool TryPlace(Shard& shard, std::uint64_t ptr, std::uint64_t hash, Entry entry);
   static void Place(std::vector<Slot>& slots, const Slot& slot, std::uint64_t hash);
 
-  Shard shards_[kShards];
+  std::array<Shard, kShards> shards_;
 };
 
 // The process's table (built on first use; rebuilt empty in a fork child).

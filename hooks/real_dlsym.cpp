@@ -2,6 +2,8 @@
 
 #include <dlfcn.h>
 
+#include <array>
+
 extern "C" {
 void* kvcached_real_dlsym = nullptr;
 }
@@ -16,9 +18,9 @@ void* FindsNothing(void* /*handle*/, const char* /*name*/) {
 // glibc >= 2.34 defines dlsym@@GLIBC_2.34 in libc.so.6; older ones (and the compat alias) use
 // the architecture's first glibc version.
 #if defined(__x86_64__)
-constexpr const char* kDlsymVersions[] = {"GLIBC_2.34", "GLIBC_2.2.5"};
+constexpr std::array<const char*, 2> kDlsymVersions = {"GLIBC_2.34", "GLIBC_2.2.5"};
 #elif defined(__aarch64__)
-constexpr const char* kDlsymVersions[] = {"GLIBC_2.34", "GLIBC_2.17"};
+constexpr std::array<const char*, 2> kDlsymVersions = {"GLIBC_2.34", "GLIBC_2.17"};
 #else
 #error "kvcached: unsupported architecture (x86_64 and aarch64 only)"
 #endif

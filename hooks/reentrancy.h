@@ -17,6 +17,8 @@ class RealCallScope {
   ~RealCallScope();
   RealCallScope(const RealCallScope&) = delete;
   RealCallScope& operator=(const RealCallScope&) = delete;
+  RealCallScope(RealCallScope&&) = delete;
+  RealCallScope& operator=(RealCallScope&&) = delete;
 };
 
 }  // namespace kvcached::hooks

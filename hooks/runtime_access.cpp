@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -35,11 +36,11 @@ namespace {
 constinit RuntimeGate g_gate;
 constinit std::atomic<bool> g_handlers_registered{false};
 // Written once by the starting thread before the gate leaves kStarting.
-char g_reason[512] = {};
+std::array<char, 512> g_reason = {};
 thread_local bool t_starting = false;
 
 void SetReason(const std::string& reason) noexcept {
-  std::snprintf(g_reason, sizeof(g_reason), "%s", reason.c_str());
+  std::snprintf(g_reason.data(), g_reason.size(), "%s", reason.c_str());
 }
 
 // In a fork child only the forking thread exists: the parent's Runtime (its worker thread, its
@@ -159,7 +160,7 @@ RuntimeRef WaitForRuntime() noexcept {
 }
 
 const char* PassThroughReason() noexcept {
-  return g_gate.state() == RuntimeGate::kPassThrough ? g_reason : "";
+  return g_gate.state() == RuntimeGate::kPassThrough ? g_reason.data() : "";
 }
 
 }  // namespace kvcached::hooks

@@ -27,6 +27,9 @@ class RuntimeGate {
   constexpr RuntimeGate() = default;
   RuntimeGate(const RuntimeGate&) = delete;
   RuntimeGate& operator=(const RuntimeGate&) = delete;
+  RuntimeGate(RuntimeGate&&) = delete;
+  RuntimeGate& operator=(RuntimeGate&&) = delete;
+  ~RuntimeGate() = default;
 
   // While active: counts one borrower and returns the Runtime (the caller must Leave()). Else
   // returns null, counts nothing, and tells the state.

@@ -1,5 +1,6 @@
 // The C API (include/kvcached/kvcached.h) on top of the Runtime. No exception crosses it: every
 // entry point catches everything and reports it through the status and kvcached_last_error().
+#include <array>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -73,9 +74,9 @@ template <class Call>
 kvcached_status WithRanges(const kvcached_range* ranges, size_t count, Call&& call) {
   constexpr size_t kOnStack = 64;
   if (count <= kOnStack) {
-    ByteRange buffer[kOnStack];
+    std::array<ByteRange, kOnStack> buffer;
     for (size_t i = 0; i < count; ++i) buffer[i] = ToByteRange(ranges[i]);
-    return call(std::span<const ByteRange>(buffer, count));
+    return call(std::span<const ByteRange>(buffer.data(), count));
   }
   std::vector<ByteRange> converted(count);
   for (size_t i = 0; i < count; ++i) converted[i] = ToByteRange(ranges[i]);

@@ -10,11 +10,12 @@
 // Kept cheap and silent for every other process: two getenv calls and one failed symbol lookup;
 // no file, no thread, no output.
 #include <dlfcn.h>
-#include <limits.h>
-#include <stdlib.h>
 #include <unistd.h>
 
+#include <array>
 #include <cctype>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -45,9 +46,9 @@ std::string PythonPackagesDir() {
   if (dladdr(reinterpret_cast<void*>(&Anchor), &info) == 0 || info.dli_fname == nullptr) return {};
   // Absolute, so that a relative LD_PRELOAD path keeps working after the program changes
   // directory.
-  char resolved[PATH_MAX];
-  if (realpath(info.dli_fname, resolved) == nullptr) return {};
-  std::string library(resolved);
+  std::array<char, PATH_MAX> resolved{};
+  if (realpath(info.dli_fname, resolved.data()) == nullptr) return {};
+  std::string library(resolved.data());
   const std::size_t slash = library.rfind('/');
   if (slash == std::string::npos) return {};
   return library.substr(0, slash) + "/kvcached_python";

@@ -42,6 +42,8 @@ class Budget {
   Budget() = default;
   Budget(const Budget&) = delete;
   Budget& operator=(const Budget&) = delete;
+  Budget(Budget&&) = delete;
+  Budget& operator=(Budget&&) = delete;
   virtual ~Budget() = default;
 
   // Admits `bytes` of new physical memory into the reserved column. Atomic against the GPU budget

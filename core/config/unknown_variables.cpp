@@ -47,7 +47,9 @@ std::size_t VariableNameDistance(const std::string& a_raw, const std::string& b_
   const std::string a = UpperCopy(a_raw);
   const std::string b = UpperCopy(b_raw);
   // Optimal string alignment: Levenshtein plus adjacent transpositions, three rows.
-  std::vector<std::size_t> prev2(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
+  std::vector<std::size_t> prev2(b.size() + 1);
+  std::vector<std::size_t> prev(b.size() + 1);
+  std::vector<std::size_t> cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
@@ -70,7 +72,7 @@ std::vector<UnknownVariable> FindUnknownVariables(const std::vector<std::string>
     if (name.empty() || FindConfigVariable(name) != nullptr) continue;
     const bool prefixed = UpperCopy(name).rfind("KVCACHE", 0) == 0;
     const ConfigVarDoc* closest = nullptr;
-    std::size_t best = static_cast<std::size_t>(-1);
+    auto best = static_cast<std::size_t>(-1);
     for (const ConfigVarDoc& doc : ConfigVariables()) {
       const std::size_t known = std::strlen(doc.name);
       // Lengths alone bound the distance: skip the work for names that cannot be close.

@@ -173,6 +173,13 @@ bool LedgerBudget::OnLedger(F&& fn) {
   return false;
 }
 
+template <class F>
+bool LedgerBudget::OnLedger(F&& fn) const {
+  // LedgerBudgets are never const objects; only the degrade on a truncated segment writes.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
+  return const_cast<LedgerBudget*>(this)->OnLedger(std::forward<F>(fn));
+}
+
 void LedgerBudget::Degrade(const std::string& reason) {
   const std::uint64_t seen = limit_seen_.load();
   local_limit_.store(seen == kNoLimit ? segment_->budget() : std::min(seen, segment_->budget()));
@@ -281,9 +288,8 @@ bool LedgerBudget::ChargeShared(std::uint64_t bytes) {
 std::uint64_t LedgerBudget::Headroom() const {
   if (Forked()) return 0;
   std::shared_lock lock(slot_mu_);
-  auto* self = const_cast<LedgerBudget*>(this);
   std::uint64_t headroom = 0;
-  if (self->OnLedger([&] {
+  if (OnLedger([&] {
         if (!Owns()) return;
         const std::uint64_t limit = EffectiveLimit();
         const std::uint64_t own = Load(Slot().charged);
@@ -359,7 +365,7 @@ void LedgerBudget::RequestPressure(std::uint64_t bytes) {
 
 Budget::PressureInfo LedgerBudget::Pressure() const {
   PressureInfo info;
-  (void)const_cast<LedgerBudget*>(this)->OnLedger([&] {
+  (void)OnLedger([&] {
     const auto& h = segment_->header();
     info = {LoadRelaxed(h.pressure_seq), static_cast<int>(LoadRelaxed(h.pressure_pid))};
   });
@@ -545,11 +551,11 @@ std::uint64_t LedgerBudget::PublishedUnit() const {
 
 Status LedgerBudget::SetShareUnit(std::uint64_t bytes) {
   if (bytes > segment_->budget()) {
-    return Status(Errc::kInvalid,
-                  fmt::format("a share unit of {} bytes exceeds the GPU budget ({} bytes): the "
-                              "engine could never take one; give the bytes of its smallest "
-                              "allocation (pages per unit x page size)",
-                              bytes, segment_->budget()));
+    return {Errc::kInvalid,
+            fmt::format("a share unit of {} bytes exceeds the GPU budget ({} bytes): the "
+                        "engine could never take one; give the bytes of its smallest "
+                        "allocation (pages per unit x page size)",
+                        bytes, segment_->budget())};
   }
   share_unit_.store(bytes);
   std::shared_lock lock(slot_mu_);
@@ -581,7 +587,7 @@ ShareVerdict LedgerBudget::Share() const {
   if (Forked()) return {};
   std::shared_lock lock(slot_mu_);
   ShareVerdict v;
-  (void)const_cast<LedgerBudget*>(this)->OnLedger([&] {
+  (void)OnLedger([&] {
     if (!Owns()) return;
     const LedgerSlot& s = Slot();
     // Remembered for a re-registration (kvctl share may have changed them).
@@ -632,7 +638,7 @@ BudgetView LedgerBudget::View() const {
   v.others = other_.load(std::memory_order_relaxed);
   v.peak = peak_.load(std::memory_order_relaxed);
   std::shared_lock lock(slot_mu_);
-  const bool shared = const_cast<LedgerBudget*>(this)->OnLedger([&] {
+  const bool shared = OnLedger([&] {
     v.limit = EffectiveLimit();
     v.peak = std::max(v.peak, LoadRelaxed(Slot().peak));
     v.all_charged = SumSlots(*segment_).charged;

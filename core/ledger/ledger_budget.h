@@ -91,6 +91,10 @@ class LedgerBudget final : public Budget {
   // when the segment was truncated under it, or when it is local already.
   template <class F>
   bool OnLedger(F&& fn);
+  // The same for the const readers: a read that finds the segment truncated still turns the
+  // budget local (Degrade), the one change a reader can cause.
+  template <class F>
+  bool OnLedger(F&& fn) const;
   // Stops using the segment for good: says so once, loudly (the segment, `reason`, the fix), and
   // keeps admitting against a process-local limit. Holdings are kept (the local counters).
   void Degrade(const std::string& reason);

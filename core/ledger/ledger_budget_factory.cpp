@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cmath>
 
@@ -20,15 +21,16 @@ namespace kvcached::ledger {
 namespace {
 
 std::string DefaultLabel() {
-  char buf[64] = {};
+  std::array<char, 64> buf{};
   const int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    const ssize_t n = ::read(fd, buf.data(), buf.size() - 1);
     ::close(fd);
     if (n > 0) buf[n] = '\0';
     if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = '\0';
   }
-  return buf[0] != '\0' ? std::string(buf) : std::string("pid-") + std::to_string(::getpid());
+  return buf[0] != '\0' ? std::string(buf.data())
+                        : std::string("pid-") + std::to_string(::getpid());
 }
 
 Result<std::shared_ptr<Segment>> OpenNamed(const std::string& name, const CreateParams& params) {
@@ -130,14 +132,14 @@ Status DiagnoseSegment(const std::string& name, const std::string& trusted_group
   auto seg = Segment::Open(name, Segment::Access::kReadWrite, trusted_group);
   if (!seg.ok()) return seg.status();
   if (auto problem = seg.value()->Health()) {
-    return Status(Errc::kInvalid, SegmentProblem(seg.value()->path(), *problem));
+    return {Errc::kInvalid, SegmentProblem(seg.value()->path(), *problem)};
   }
   const SegmentSnapshot snap = TakeSnapshot(*seg.value());
   if (snap.live >= snap.slot_count) {
-    return Status(Errc::kNoMemory,
-                  fmt::format("all {} slots of {} are held by live processes: another engine "
-                              "would run with a process-local budget (see `kvctl watch {}`)",
-                              snap.slot_count, seg.value()->path(), name));
+    return {Errc::kNoMemory,
+            fmt::format("all {} slots of {} are held by live processes: another engine "
+                        "would run with a process-local budget (see `kvctl watch {}`)",
+                        snap.slot_count, seg.value()->path(), name)};
   }
   return Status::Ok();
 }

@@ -1,8 +1,7 @@
 #include "core/ledger/ledger_fault_guard.h"
 
-#include <signal.h>
-
 #include <atomic>
+#include <csignal>
 #include <mutex>
 
 namespace kvcached::ledger {
@@ -19,7 +18,7 @@ void OnSigbus(int sig, siginfo_t* info, void* context) {
   if (frame != nullptr && info != nullptr && info->si_addr >= frame->begin &&
       info->si_addr < frame->end) {
     // SA_NODEFER keeps SIGBUS unblocked, so the jump needs no signal mask restore.
-    siglongjmp(frame->env, 1);
+    siglongjmp(&frame->env[0], 1);
   }
   // Not ours: behave as if we were not installed.
   const struct sigaction prev = g_previous;

@@ -15,8 +15,7 @@
 // function (a longjmp skips destructors).
 #pragma once
 
-#include <setjmp.h>
-
+#include <csetjmp>
 #include <cstddef>
 
 namespace kvcached::ledger {
@@ -47,7 +46,7 @@ template <class F>
   frame.begin = begin;
   frame.end = static_cast<const char*>(begin) + size;
   frame.outer = fault_guard_detail::Current();
-  if (sigsetjmp(frame.env, 0) != 0) {
+  if (sigsetjmp(&frame.env[0], 0) != 0) {
     fault_guard_detail::SetCurrent(frame.outer);
     return false;
   }

@@ -4,6 +4,7 @@
 // std::atomic_ref (see ledger_atomics.h). Changing anything here requires a new kLayoutVersion.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -43,9 +44,9 @@ struct SegmentHeader {
   std::uint64_t pressure_seq;
   std::uint64_t pressure_bytes;  // what the last refused process asked for (<= gpu_total)
   std::uint64_t pressure_pid;
-  std::uint64_t pressure_ns;  // CLOCK_BOOTTIME of the last request
-  char gpu_uuid[kUuidBytes];  // NUL-terminated, e.g. "GPU-1a2b3c4d-..."
-  std::uint8_t spare[104];
+  std::uint64_t pressure_ns;              // CLOCK_BOOTTIME of the last request
+  std::array<char, kUuidBytes> gpu_uuid;  // NUL-terminated, e.g. "GPU-1a2b3c4d-..."
+  std::array<std::uint8_t, 104> spare;
 };
 
 // The owner word packs everything that identifies the single process allowed to write a slot, so
@@ -95,7 +96,7 @@ struct LedgerSlot {
   std::uint64_t starved_last_ns;   // CLOCK_BOOTTIME of the latest refusal of the episode
   std::uint64_t share_preempted;   // requests the owner's engine preempted for the policy
   std::uint64_t share_given;       // bytes the owner's engine gave back for the policy
-  char label[kLabelBytes];         // NUL-terminated engine name; the last byte is always 0
+  std::array<char, kLabelBytes> label;  // NUL-terminated engine name; the last byte is 0
   // Third part of the last line: the owner's page activity since it attached, published by its
   // pool thread with every heartbeat (statistics for `kvctl metrics`; never used for admission).
   std::uint64_t pages_mapped;     // pages swapped in (zero -> real)
@@ -114,7 +115,7 @@ struct LedgerSlot {
   // KV pages asked for (bytes, at most the GPU total): the others give no more than this for it.
   // 0 = not known (the whole deficit).
   std::uint64_t starved_want;
-  std::uint64_t spare[7];  // 0; for later words without a new layout version
+  std::array<std::uint64_t, 7> spare;  // 0; for later words without a new layout version
 };
 
 static_assert(std::is_trivially_copyable_v<SegmentHeader> &&

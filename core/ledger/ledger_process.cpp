@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -38,16 +39,16 @@ std::optional<ProcessStat> ParseProcessStat(const char* text) {
 }
 
 std::optional<ProcessStat> ReadProcessStat(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  std::array<char, 64> path{};
+  std::snprintf(path.data(), path.size(), "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path.data(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
-  char buf[1024];
-  const ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  std::array<char, 1024> buf{};
+  const ssize_t n = ::read(fd, buf.data(), buf.size() - 1);
   ::close(fd);
   if (n <= 0) return std::nullopt;
   buf[n] = '\0';
-  return ParseProcessStat(buf);
+  return ParseProcessStat(buf.data());
 }
 
 ProcessIdentity CurrentProcess() {

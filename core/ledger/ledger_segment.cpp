@@ -5,12 +5,12 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <span>
 #include <thread>
 
@@ -31,6 +31,8 @@ struct Segment::Mapping {
   Mapping() = default;
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
+  Mapping(Mapping&&) = delete;
+  Mapping& operator=(Mapping&&) = delete;
   ~Mapping() {
     if (addr != nullptr) ::munmap(addr, size);
     if (fd >= 0) ::close(fd);
@@ -331,7 +333,7 @@ Result<std::unique_ptr<Segment>> Segment::OpenOrCreate(const std::string& name,
       h.created_ns = RealtimeNs();
       h.creator_pid = static_cast<std::uint32_t>(::getpid());
       const std::size_t uuid_len = std::min(params.gpu_uuid.size(), kUuidBytes - 1);
-      std::memcpy(h.gpu_uuid, params.gpu_uuid.data(), uuid_len);
+      std::memcpy(h.gpu_uuid.data(), params.gpu_uuid.data(), uuid_len);
       Atomic(h.magic).store(kMagic, std::memory_order_release);
     });
     if (!written) return fail(SegmentProblem(path, "it was truncated while being created"));

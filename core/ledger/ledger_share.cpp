@@ -51,22 +51,21 @@ Result<ShareSetting> SetSlotShare(Segment& segment, std::uint32_t index, std::ui
 Status SetSlotShareUnit(Segment& segment, std::uint32_t index, std::uint64_t owner_word,
                         std::uint64_t unit_bytes) {
   if (!segment.writable()) {
-    return Status(Errc::kInvalid, fmt::format("{} is open read-only", segment.path()));
+    return {Errc::kInvalid, fmt::format("{} is open read-only", segment.path())};
   }
   if (index >= segment.slot_count()) {
-    return Status(Errc::kInvalid,
-                  fmt::format("slot {} does not exist in {}", index, segment.path()));
+    return {Errc::kInvalid, fmt::format("slot {} does not exist in {}", index, segment.path())};
   }
   if (unit_bytes > segment.budget()) {
-    return Status(Errc::kInvalid,
-                  fmt::format("a share unit of {} bytes exceeds the GPU budget of {} bytes ({}): "
-                              "the engine could never take one; give a smaller unit",
-                              unit_bytes, segment.budget(), segment.path()));
+    return {Errc::kInvalid,
+            fmt::format("a share unit of {} bytes exceeds the GPU budget of {} bytes ({}): "
+                        "the engine could never take one; give a smaller unit",
+                        unit_bytes, segment.budget(), segment.path())};
   }
   LedgerSlot& s = segment.slot(index);
   if (Load(s.owner) != owner_word) {
-    return Status(Errc::kNotFound,
-                  fmt::format("the process in slot {} of {} has exited", index, segment.path()));
+    return {Errc::kNotFound,
+            fmt::format("the process in slot {} of {} has exited", index, segment.path())};
   }
   Atomic(s.share_unit).store(unit_bytes, std::memory_order_relaxed);
   return Status::Ok();

@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <array>
 #include <cstring>
 
 #include "core/ledger/ledger_atomics.h"
@@ -55,22 +56,22 @@ void ZeroSlot(LedgerSlot& s) {
 }  // namespace
 
 void WriteLabel(LedgerSlot& slot, std::string_view label) {
-  std::uint64_t words[kLabelBytes / 8] = {};
-  char* text = reinterpret_cast<char*>(words);
+  std::array<std::uint64_t, kLabelBytes / 8> words{};
+  char* text = reinterpret_cast<char*>(words.data());
   const std::size_t n = std::min(label.size(), kLabelBytes - 1);
   for (std::size_t i = 0; i < n; ++i) {
     const auto c = static_cast<unsigned char>(label[i]);
     text[i] = (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
   }
-  auto* dst = reinterpret_cast<std::uint64_t*>(slot.label);
+  auto* dst = reinterpret_cast<std::uint64_t*>(slot.label.data());
   for (std::size_t i = 0; i < kLabelBytes / 8; ++i)
     Atomic(dst[i]).store(words[i], std::memory_order_relaxed);
 }
 
 std::string ReadLabel(const LedgerSlot& slot) {
-  std::uint64_t words[kLabelBytes / 8];
-  CopyWords(words, slot.label, kLabelBytes);
-  const char* text = reinterpret_cast<const char*>(words);
+  std::array<std::uint64_t, kLabelBytes / 8> words{};
+  CopyWords(words.data(), slot.label.data(), kLabelBytes);
+  const char* text = reinterpret_cast<const char*>(words.data());
   return {text, ::strnlen(text, kLabelBytes - 1)};
 }
 

@@ -67,7 +67,7 @@ SegmentSnapshot TakeSnapshot(const Segment& segment) {
     out.share_preempted = s.share_preempted;
     out.share_given = s.share_given;
     s.label[kLabelBytes - 1] = '\0';
-    out.label = s.label;
+    out.label = s.label.data();
     out.other_pidns = s.pidns != 0 && me.pidns != 0 && s.pidns != me.pidns;
     out.dead = out.state == SlotState::kReclaiming ||
                OwnerIsDead(s.owner, s.pidns, s.heartbeat_ns, me.pidns, now);

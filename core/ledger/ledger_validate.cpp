@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <array>
 #include <cstring>
 
 #include "core/ledger/ledger_layout.h"
@@ -58,7 +59,7 @@ std::string CheckSlot(const LedgerSlot& s, const SegmentHeader& h) {
     return {};
   }
   if (OwnerPid(s.owner) == 0) return "it is owned by pid 0";
-  const std::uint64_t counters[] = {s.tentative, s.charged, s.in_use, s.peak, s.other};
+  const std::array<std::uint64_t, 5> counters = {s.tentative, s.charged, s.in_use, s.peak, s.other};
   for (std::uint64_t v : counters) {
     if (v > h.gpu_total)
       return fmt::format("a counter ({}) exceeds the GPU total ({})", v, h.gpu_total);
@@ -122,7 +123,7 @@ Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::st
                                  h.gpu_total));
   }
   if (h.flags != 0) return Bad(path, fmt::format("it has unknown flags {:#x}", h.flags));
-  if (h.gpu_uuid[kUuidBytes - 1] != '\0' || !IsPrintable(h.gpu_uuid, kUuidBytes)) {
+  if (h.gpu_uuid[kUuidBytes - 1] != '\0' || !IsPrintable(h.gpu_uuid.data(), kUuidBytes)) {
     return Bad(path, "its GPU UUID is not a NUL-terminated printable string");
   }
   if (h.pressure_bytes > h.gpu_total || h.pressure_pid > kMaxPid) {
@@ -139,7 +140,7 @@ Result<SegmentSummary> ValidateSegment(std::span<const std::byte> bytes, std::st
   out.slot_count = h.slot_count;
   out.gpu_total = h.gpu_total;
   out.budget = h.budget;
-  out.gpu_uuid.assign(h.gpu_uuid, ::strnlen(h.gpu_uuid, kUuidBytes));
+  out.gpu_uuid.assign(h.gpu_uuid.data(), ::strnlen(h.gpu_uuid.data(), kUuidBytes));
   return out;
 }
 

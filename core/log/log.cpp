@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -36,11 +37,11 @@ class UtcTimeFlag final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm& /*unused*/,
               spdlog::memory_buf_t& dest) override {
-    char text[23];
+    std::array<char, 23> text{};
     FormatUtcMs(
         std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count(),
         text);
-    dest.append(text, text + sizeof(text));
+    dest.append(text.data(), text.data() + text.size());
   }
   [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<UtcTimeFlag>();

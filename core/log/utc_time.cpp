@@ -14,7 +14,7 @@ char* Digits(char* out, std::int64_t v, int width) {
 
 }  // namespace
 
-void FormatUtcMs(std::int64_t ms, char (&out)[23]) {
+void FormatUtcMs(std::int64_t ms, std::array<char, 23>& out) {
   std::int64_t days = ms / kMsPerDay;
   std::int64_t in_day = ms % kMsPerDay;
   if (in_day < 0) {
@@ -33,7 +33,7 @@ void FormatUtcMs(std::int64_t ms, char (&out)[23]) {
   const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
   const std::int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
 
-  char* p = Digits(out, year, 4);
+  char* p = Digits(out.data(), year, 4);
   *p++ = '-';
   p = Digits(p, month, 2);
   *p++ = '-';

@@ -3,12 +3,13 @@
 // timestamp. Engines fork (worker pools, multiprocessing), and their children log too.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 namespace kvcached::log {
 
 // Writes "YYYY-MM-DD HH:MM:SS.mmm" (UTC, 23 characters, no terminator) for `ms` milliseconds
 // since the Unix epoch into out[0..23). Years outside 0..9999 are clamped to four digits.
-void FormatUtcMs(std::int64_t ms, char (&out)[23]);
+void FormatUtcMs(std::int64_t ms, std::array<char, 23>& out);
 
 }  // namespace kvcached::log

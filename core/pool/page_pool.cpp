@@ -96,7 +96,7 @@ Status PagePool::Charge(std::uint64_t bytes) {
   if (!budget_.TryCharge(bytes) && (MakeRoom(bytes) == 0 || !budget_.TryCharge(bytes))) {
     counters_.budget_refusals.fetch_add(1, std::memory_order_relaxed);
     budget_.RequestPressure(bytes);
-    return Status(Errc::kNoMemory, RefusalMessage(bytes));
+    return {Errc::kNoMemory, RefusalMessage(bytes)};
   }
   counters_.AddPhysical(bytes);
   return Status::Ok();
@@ -209,13 +209,13 @@ Status PagePool::Refuse(std::size_t pages) {
   // reservation) counts toward its starvation episode.
   budget_.NoteRefused(bytes);
   budget_.RequestPressure(bytes);
-  return Status(Errc::kNoMemory, RefusalMessage(bytes));
+  return {Errc::kNoMemory, RefusalMessage(bytes)};
 }
 
 bool PagePool::CanBack(std::size_t n) {
   const std::size_t free = free_pages();
   if (free >= n) return true;
-  const std::size_t room = static_cast<std::size_t>(budget_.Headroom() / page_size_);
+  const auto room = static_cast<std::size_t>(budget_.Headroom() / page_size_);
   if (free + room >= n) return true;
   return StealablePages(n - free - room) >= n - free - room;
 }
@@ -277,7 +277,7 @@ std::uint64_t PagePool::MakeRoom(std::uint64_t bytes) {
     }
   }
   if (freed < bytes) {
-    std::size_t pages = static_cast<std::size_t>((bytes - freed + page_size_ - 1) / page_size_);
+    auto pages = static_cast<std::size_t>((bytes - freed + page_size_ - 1) / page_size_);
     std::size_t before = release.size();
     Steal(pages, release);
     freed += (release.size() - before) * page_size_;

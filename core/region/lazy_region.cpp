@@ -93,8 +93,13 @@ Status LazyRegion::AcquireMiss(std::unique_lock<std::mutex>& lock, std::size_t f
   pool_.NoteMiss();
   pool_.BeginForeground();
   struct EndForeground {
-    PagePool& pool;
+    explicit EndForeground(PagePool& p) : pool(p) {}
+    EndForeground(const EndForeground&) = delete;
+    EndForeground& operator=(const EndForeground&) = delete;
+    EndForeground(EndForeground&&) = delete;
+    EndForeground& operator=(EndForeground&&) = delete;
     ~EndForeground() { pool.EndForeground(); }
+    PagePool& pool;
   } end_foreground{pool_};
   std::vector<driver::PhysicalHandle> handles;
   std::vector<driver::PhysicalHandle> spare;  // to give back to the pool
@@ -153,10 +158,10 @@ Status LazyRegion::Release(std::uint64_t offset, std::uint64_t length) {
   if (dead_) return Gone();
   std::size_t bad = table_.FirstUnacquired(first, end);
   if (bad != end) {
-    return Status(Errc::kState,
-                  fmt::format("release of [0x{:x}, +{}): the page at 0x{:x} holds no acquired "
-                              "range (release without a matching acquire)",
-                              base() + offset, length, base() + bad * page_size()));
+    return {Errc::kState,
+            fmt::format("release of [0x{:x}, +{}): the page at 0x{:x} holds no acquired "
+                        "range (release without a matching acquire)",
+                        base() + offset, length, base() + bad * page_size())};
   }
   std::size_t became_free = table_.CommitRelease(first, end, NowNs());
   lock.unlock();

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <ranges>
 
 #include "core/driver/driver.h"
 #include "core/log/log.h"
@@ -76,12 +75,12 @@ struct Runtime::Impl {
   // A request spanning several ranges is refused up front when its devices' pools cannot back
   // all of it: otherwise the first ranges would be swapped in and undone again, costing driver
   // calls on every engine step that waits for memory.
-  // regions[i] is the region of ranges[i] (never null).
+  // found[i] is the region of ranges[i] (never null).
   Status CheckCanBack(std::span<const ByteRange> ranges,
-                      std::span<const std::shared_ptr<Region>> regions);
+                      std::span<const std::shared_ptr<Region>> found);
 
   static Status NotFound(std::uint64_t addr) {
-    return Status(Errc::kNotFound, fmt::format("no kvcached region contains 0x{:x}", addr));
+    return {Errc::kNotFound, fmt::format("no kvcached region contains 0x{:x}", addr)};
   }
 };
 
@@ -180,7 +179,7 @@ Result<std::uint64_t> Runtime::CreateRegion(int device, std::uint64_t size, Regi
 Status Runtime::DestroyRegion(std::uint64_t base) {
   std::shared_ptr<Region> region = impl_->regions.Remove(base);
   if (!region) {
-    return Status(Errc::kNotFound, fmt::format("no kvcached region has base 0x{:x}", base));
+    return {Errc::kNotFound, fmt::format("no kvcached region has base 0x{:x}", base)};
   }
   KVC_LOG_DEBUG("destroying region 0x{:x}", base);
   return region->Destroy();
@@ -346,10 +345,9 @@ Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t reque
 Status Runtime::SetShareUnit(int device, std::uint64_t bytes) {
   const std::uint64_t page = impl_->config.page_size();
   if (bytes % page != 0) {
-    return Status(Errc::kInvalid,
-                  fmt::format("a share unit of {} bytes is not whole pages of {} bytes "
-                              "(KVCACHED_PAGE_SIZE_MB): give pages per unit x page size",
-                              bytes, page));
+    return {Errc::kInvalid, fmt::format("a share unit of {} bytes is not whole pages of {} bytes "
+                                        "(KVCACHED_PAGE_SIZE_MB): give pages per unit x page size",
+                                        bytes, page)};
   }
   auto state = impl_->Device(device);
   if (!state.ok()) return state.status();

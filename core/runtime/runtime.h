@@ -51,6 +51,8 @@ class Runtime {
                                                  BudgetFactory budget_factory = nullptr);
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
+  Runtime(Runtime&&) = delete;
+  Runtime& operator=(Runtime&&) = delete;
   ~Runtime();
 
   [[nodiscard]] const Config& config() const;
@@ -68,8 +70,8 @@ class Runtime {
   Status Acquire(std::span<const ByteRange> ranges);
   Status Release(std::span<const ByteRange> ranges);
 
-  Result<PageState> PageStateAt(std::uint64_t addr) const;
-  Result<RegionInfo> Info(std::uint64_t addr) const;
+  [[nodiscard]] Result<PageState> PageStateAt(std::uint64_t addr) const;
+  [[nodiscard]] Result<RegionInfo> Info(std::uint64_t addr) const;
   Result<DeviceStats> Stats(int device);
   Status Trim(int device);
 

@@ -32,7 +32,7 @@ std::vector<std::byte> ValidImage(std::uint32_t slots, std::mt19937_64& rng) {
   h.gpu_total = 40960 * kPage;
   h.budget = 30000 * kPage;
   h.pressure_seq = rng() % 1000;
-  std::strcpy(h.gpu_uuid, "GPU-0a1b2c3d-0000-1111-2222-333344445555");
+  std::strcpy(h.gpu_uuid.data(), "GPU-0a1b2c3d-0000-1111-2222-333344445555");
   auto* s = reinterpret_cast<LedgerSlot*>(bytes.data() + sizeof(SegmentHeader));
   for (std::uint32_t i = 0; i < slots; ++i) {
     if (rng() % 2 == 0) continue;
@@ -41,7 +41,7 @@ std::vector<std::byte> ValidImage(std::uint32_t slots, std::mt19937_64& rng) {
     s[i].in_use = s[i].charged / 2;
     s[i].peak = s[i].charged;
     s[i].limit = rng() % 2 == 0 ? kNoLimit : (rng() % 30000) * kPage;
-    std::strcpy(s[i].label, "engine");
+    std::strcpy(s[i].label.data(), "engine");
   }
   return bytes;
 }

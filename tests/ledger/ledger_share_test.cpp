@@ -117,7 +117,7 @@ std::vector<std::byte> Image() {
   h.slot_size = sizeof(LedgerSlot);
   h.gpu_total = 200 * kPage;
   h.budget = 100 * kPage;
-  std::strcpy(h.gpu_uuid, "GPU-x");
+  std::strcpy(h.gpu_uuid.data(), "GPU-x");
   auto* slots = reinterpret_cast<LedgerSlot*>(bytes.data() + sizeof(SegmentHeader));
   slots[0].owner = PackOwner(SlotState::kLive, 100, 5);
   slots[0].share_weight = 1000;

@@ -127,14 +127,14 @@ std::vector<std::byte> ValidImage() {
   h.slot_size = sizeof(LedgerSlot);
   h.gpu_total = 100 * kPage;
   h.budget = 50 * kPage;
-  std::strcpy(h.gpu_uuid, "GPU-x");
+  std::strcpy(h.gpu_uuid.data(), "GPU-x");
   auto* slots = reinterpret_cast<LedgerSlot*>(bytes.data() + sizeof(SegmentHeader));
   for (int i = 0; i < 2; ++i) {
     slots[i].owner = PackOwner(SlotState::kLive, 100 + i, 5);
     slots[i].charged = 4 * kPage;
     slots[i].in_use = 2 * kPage;
     slots[i].limit = kNoLimit;
-    std::strcpy(slots[i].label, "engine");
+    std::strcpy(slots[i].label.data(), "engine");
   }
   return bytes;
 }
@@ -179,10 +179,10 @@ TEST(LedgerValidate, AcceptsValidAndNamesFileAndFixOnEveryRefusal) {
        "budget"},
       {"uuid",
        [](auto& b) {
-         std::memset(reinterpret_cast<SegmentHeader*>(b.data())->gpu_uuid, 'a', kUuidBytes);
+         std::memset(reinterpret_cast<SegmentHeader*>(b.data())->gpu_uuid.data(), 'a', kUuidBytes);
        },
        "UUID"},
-      {"label", [](auto& b) { std::memset(S(b, 1).label, 'a', kLabelBytes); }, "label"},
+      {"label", [](auto& b) { std::memset(S(b, 1).label.data(), 'a', kLabelBytes); }, "label"},
       {"counter", [](auto& b) { S(b, 0).charged = 101 * kPage; }, "exceeds the GPU total"},
       {"limit", [](auto& b) { S(b, 0).limit = 51 * kPage; }, "limit"},
       {"free with counters", [](auto& b) { S(b, 3).charged = kPage; }, "free but holds"},

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -314,7 +315,7 @@ TEST(LogUtcTime, MatchesGmtimeFrom1970To2400) {
   for (int i = 0; i < 100'000; ++i) seconds.push_back(any(rng));
   for (std::int64_t s : seconds) {
     const std::int64_t ms = s * 1000 + s % 1000;
-    char ours[23];
+    std::array<char, 23> ours{};
     log::FormatUtcMs(ms, ours);
     const std::time_t t = static_cast<std::time_t>(s);
     std::tm tm{};
@@ -322,7 +323,7 @@ TEST(LogUtcTime, MatchesGmtimeFrom1970To2400) {
     char expected[32];
     const std::size_t n = std::strftime(expected, sizeof(expected), "%Y-%m-%d %H:%M:%S", &tm);
     std::snprintf(expected + n, sizeof(expected) - n, ".%03d", static_cast<int>(s % 1000));
-    ASSERT_EQ(std::string(ours, sizeof(ours)), std::string(expected)) << "at " << s << " s";
+    ASSERT_EQ(std::string(ours.data(), ours.size()), std::string(expected)) << "at " << s << " s";
   }
 }
 

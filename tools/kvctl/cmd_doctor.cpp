@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -32,6 +33,19 @@ struct Check {
   std::string detail;
 };
 
+// The column printed before each check in the text output.
+const char* LevelTag(Level l) {
+  switch (l) {
+    case Level::kOk:
+      return "[ ok ]";
+    case Level::kWarn:
+      return "[warn]";
+    case Level::kFail:
+      return "[FAIL]";
+  }
+  return "[ ?? ]";
+}
+
 const char* LevelName(Level l) {
   switch (l) {
     case Level::kOk:
@@ -45,10 +59,10 @@ const char* LevelName(Level l) {
 }
 
 std::string ExeDir() {
-  char buf[PATH_MAX] = {};
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::array<char, PATH_MAX> buf{};
+  const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
   if (n <= 0) return ".";
-  std::string path(buf, static_cast<std::size_t>(n));
+  std::string path(buf.data(), static_cast<std::size_t>(n));
   return path.substr(0, path.rfind('/'));
 }
 
@@ -276,8 +290,9 @@ void CheckShim(std::vector<Check>& out) {
     void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
       const char* err = ::dlerror();
-      out.push_back({"shim", Level::kFail,
-                     fmt::format("{} exists but does not load: {}", path, err ? err : "?")});
+      out.push_back(
+          {"shim", Level::kFail,
+           fmt::format("{} exists but does not load: {}", path, err != nullptr ? err : "?")});
       return;
     }
     auto version = reinterpret_cast<const char* (*)()>(::dlsym(lib, "kvcached_version"));
@@ -328,10 +343,7 @@ int RunDoctor(bool json, Scope scope) {
     std::cout << Dump(out) << '\n';
   } else {
     for (const auto& c : checks) {
-      const char* tag = c.level == Level::kOk     ? "[ ok ]"
-                        : c.level == Level::kWarn ? "[warn]"
-                                                  : "[FAIL]";
-      std::cout << fmt::format("{} {:<12} {}\n", tag, c.name, c.detail);
+      std::cout << fmt::format("{} {:<12} {}\n", LevelTag(c.level), c.name, c.detail);
     }
     std::cout << (failed ? "\nproblems found: see the [FAIL] lines\n" : "\nall checks passed\n");
   }

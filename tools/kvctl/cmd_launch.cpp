@@ -31,7 +31,7 @@ int RunLaunch(const LaunchOptions& o) {
   }
   const char* inherited = std::getenv("LD_PRELOAD");
   if (o.dry_run) {
-    PrintDryRun(spec.value(), shim.value(), inherited ? inherited : "", std::cout);
+    PrintDryRun(spec.value(), shim.value(), inherited != nullptr ? inherited : "", std::cout);
     return kExitOk;
   }
   return Supervise(spec.value(), shim.value(), std::cout) == 0 ? kExitOk : kExitFailure;

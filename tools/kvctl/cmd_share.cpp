@@ -36,7 +36,7 @@ std::optional<std::uint64_t> ParseWeight(const std::string& text) {
   for (char c : text) {
     if (c == '.') {
       ++dots;
-    } else if (!std::isdigit(static_cast<unsigned char>(c))) {
+    } else if (std::isdigit(static_cast<unsigned char>(c)) == 0) {
       return std::nullopt;
     }
   }

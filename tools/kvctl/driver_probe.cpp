@@ -4,6 +4,8 @@
 #include <dlfcn.h>
 #include <fmt/core.h>
 
+#include <array>
+
 namespace kvctl {
 namespace {
 
@@ -94,8 +96,11 @@ DriverProbe ProbeDriver(const std::string& path) {
     if (attr(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, dev) == CUDA_SUCCESS) {
       d.vmm = vmm != 0;
     }
-    char buf[256] = {};
-    if (name != nullptr && name(buf, sizeof(buf) - 1, dev) == CUDA_SUCCESS) d.name = buf;
+    std::array<char, 256> buf{};
+    if (name != nullptr &&
+        name(buf.data(), static_cast<int>(buf.size()) - 1, dev) == CUDA_SUCCESS) {
+      d.name = buf.data();
+    }
     size_t bytes = 0;
     if (total != nullptr && total(&bytes, dev) == CUDA_SUCCESS) d.total_bytes = bytes;
     CUuuid u{};

@@ -48,7 +48,7 @@ std::vector<std::string> SegmentNames() {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return names;
   while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+    const std::string name = static_cast<const char*>(e->d_name);
     if (ledger::IsSegmentName(name)) names.push_back(name);
   }
   ::closedir(d);

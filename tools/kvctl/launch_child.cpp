@@ -5,7 +5,6 @@
 #include <fmt/core.h>
 #include <netdb.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +25,8 @@ using kvcached::Status;
 std::vector<char*> CStrings(const std::vector<std::string>& v) {
   std::vector<char*> out;
   out.reserve(v.size() + 1);
+  // exec takes char* const[] (a C signature) and does not write through them.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   for (const auto& s : v) out.push_back(const_cast<char*>(s.c_str()));
   out.push_back(nullptr);
   return out;
@@ -64,8 +65,9 @@ pid_t ParentOf(pid_t pid) {
     err = errno;
   }
   const char tag = workdir[0] != '\0' && err != 0 && ::access(workdir, X_OK) != 0 ? 'd' : 'e';
-  char msg[8] = {tag, static_cast<char>(err & 0xff), static_cast<char>((err >> 8) & 0xff)};
-  (void)!::write(err_fd, msg, 3);
+  const std::array<char, 3> msg = {tag, static_cast<char>(err & 0xff),
+                                   static_cast<char>((err >> 8) & 0xff)};
+  [[maybe_unused]] const ssize_t written = ::write(err_fd, msg.data(), msg.size());
   ::_exit(127);
 }
 
@@ -74,12 +76,12 @@ pid_t ParentOf(pid_t pid) {
 kvcached::Result<Spawned> SpawnEngine(const std::vector<std::string>& argv,
                                       const std::vector<std::string>& env,
                                       const std::string& workdir) {
-  int out[2];
-  int err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) {
+  std::array<int, 2> out{};
+  std::array<int, 2> err{};
+  if (::pipe2(out.data(), O_CLOEXEC) != 0) {
     return Status{Errc::kState, fmt::format("pipe: {}", std::strerror(errno))};
   }
-  if (::pipe2(err, O_CLOEXEC) != 0) {
+  if (::pipe2(err.data(), O_CLOEXEC) != 0) {
     const int e = errno;
     ::close(out[0]);
     ::close(out[1]);
@@ -142,7 +144,7 @@ std::vector<pid_t> OwnChildren() {
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc"), ::closedir);
   if (!dir) return out;
   while (const dirent* d = ::readdir(dir.get())) {
-    const pid_t pid = static_cast<pid_t>(std::atol(d->d_name));
+    const auto pid = static_cast<pid_t>(std::atol(static_cast<const char*>(d->d_name)));
     if (pid > 0 && ParentOf(pid) == self) out.push_back(pid);
   }
   return out;

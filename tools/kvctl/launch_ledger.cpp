@@ -30,7 +30,7 @@ std::set<pid_t> TreePids(const std::vector<pid_t>& roots) {
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc"), ::closedir);
   if (!dir) return out;
   while (const dirent* d = ::readdir(dir.get())) {
-    const pid_t pid = static_cast<pid_t>(std::atol(d->d_name));
+    const auto pid = static_cast<pid_t>(std::atol(static_cast<const char*>(d->d_name)));
     if (pid <= 0) continue;
     for (pid_t root : roots) {
       if (root > 0 && InProcessTree(pid, root)) {
@@ -67,7 +67,7 @@ LedgerScan LedgerScan::Take(const std::vector<pid_t>& roots) {
     if (!entry.snapshot) continue;
     for (const auto& slot : entry.snapshot->slots) {
       // Pids of another namespace are not ours to look up; dead slots hold nothing of ours.
-      if (slot.dead || slot.other_pidns || pids.count(static_cast<pid_t>(slot.pid)) == 0) continue;
+      if (slot.dead || slot.other_pidns || !pids.contains(static_cast<pid_t>(slot.pid))) continue;
       scan.all_.push_back({entry.name, entry.snapshot->budget, slot});
     }
   }

@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <array>
 #include <climits>
 
 namespace kvctl {
@@ -12,10 +13,10 @@ using kvcached::Errc;
 using kvcached::Status;
 
 std::string ExeDir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::array<char, PATH_MAX> buf{};
+  const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
   if (n <= 0) return ".";
-  std::string path(buf, static_cast<std::size_t>(n));
+  std::string path(buf.data(), static_cast<std::size_t>(n));
   const auto slash = path.rfind('/');
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
@@ -39,8 +40,8 @@ kvcached::Result<std::string> ResolveShim(const LaunchSpec& spec) {
   std::string tried;
   for (const auto& c : candidates) {
     if (::access(c.c_str(), R_OK) == 0) {
-      char real[PATH_MAX];
-      return std::string(::realpath(c.c_str(), real) != nullptr ? real : c.c_str());
+      std::array<char, PATH_MAX> real{};
+      return std::string(::realpath(c.c_str(), real.data()) != nullptr ? real.data() : c.c_str());
     }
     tried += (tried.empty() ? "" : ", ") + c;
   }

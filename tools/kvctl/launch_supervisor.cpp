@@ -3,14 +3,15 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -20,8 +21,6 @@
 #include "tools/kvctl/launch_child.h"
 #include "tools/kvctl/launch_ledger.h"
 #include "tools/kvctl/launch_plan.h"
-
-extern char** environ;
 
 namespace kvctl {
 namespace {
@@ -106,7 +105,7 @@ class Supervisor {
     for (const auto& e : spec.engines) {
       Engine eng;
       eng.spec = &e;
-      eng.env = MergeEnv(base, EngineEnv(spec, e, shim, inherited ? inherited : ""));
+      eng.env = MergeEnv(base, EngineEnv(spec, e, shim, inherited != nullptr ? inherited : ""));
       engines_.push_back(std::move(eng));
     }
   }
@@ -196,7 +195,7 @@ class Supervisor {
 
   // An engine waits for every engine listed before it on the same GPU to have been ready once
   // (or to have ended), so its start-up memory check sees what they hold.
-  bool MayStart(std::size_t i) const {
+  [[nodiscard]] bool MayStart(std::size_t i) const {
     for (std::size_t j = 0; j < i; ++j) {
       const Engine& o = engines_[j];
       if (o.spec->gpu != engines_[i].spec->gpu) continue;
@@ -278,7 +277,7 @@ class Supervisor {
     }
   }
 
-  std::vector<pid_t> RunningPids() const {
+  [[nodiscard]] std::vector<pid_t> RunningPids() const {
     std::vector<pid_t> pids;
     for (const auto& e : engines_) {
       if (e.pid > 0) pids.push_back(e.pid);
@@ -308,12 +307,12 @@ class Supervisor {
   }
 
   void Drain(Engine& e) {
-    char buf[16384];
+    std::array<char, 16384> buf{};
     while (e.out.get() >= 0) {
-      const ssize_t n = ::read(e.out.get(), buf, sizeof(buf));
+      const ssize_t n = ::read(e.out.get(), buf.data(), buf.size());
       if (n > 0) {
         std::vector<std::string> lines;
-        e.lines.Feed(buf, static_cast<std::size_t>(n), lines);
+        e.lines.Feed(buf.data(), static_cast<std::size_t>(n), lines);
         for (const auto& l : lines) Line(e, l);
         continue;
       }
@@ -334,7 +333,7 @@ class Supervisor {
     out_.flush();
     if (e.log.get() >= 0) {
       const std::string raw = line + "\n";
-      (void)!::write(e.log.get(), raw.data(), raw.size());
+      [[maybe_unused]] const ssize_t written = ::write(e.log.get(), raw.data(), raw.size());
     }
     if (e.state == State::kStarting && e.spec->ready.log_regex &&
         std::regex_search(line, *e.spec->ready.log_regex)) {

@@ -23,7 +23,7 @@ kvcached::Status Bad(const std::string& text, const std::string& why) {
 std::optional<double> ParseNumber(const std::string& text) {
   if (text.empty()) return std::nullopt;
   for (char c : text) {
-    if (!std::isdigit(static_cast<unsigned char>(c)) && c != '.') return std::nullopt;
+    if (std::isdigit(static_cast<unsigned char>(c)) == 0 && c != '.') return std::nullopt;
   }
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);

@@ -4,7 +4,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -29,10 +29,15 @@ constexpr const char* kListenExamples = "127.0.0.1:9400, 0.0.0.0:9400 or [::1]:9
 
 // Closes a file descriptor on scope exit.
 struct Fd {
-  int fd = -1;
+  explicit Fd(int owned) : fd(owned) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&&) = delete;
+  Fd& operator=(Fd&&) = delete;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
+  int fd;
 };
 
 }  // namespace
@@ -225,7 +230,7 @@ bool MetricsServerAvailable() {
   return false;
 }
 
-int ServeMetrics(const ListenAddress&, const std::function<std::string()>&) {
+int ServeMetrics(const ListenAddress& /*address*/, const std::function<std::string()>& /*render*/) {
   std::cerr << "kvctl: metrics: this kvctl was built without cpp-httplib, so it cannot serve "
                "HTTP; install libcpp-httplib-dev and rebuild, or use `kvctl metrics --once`\n";
   return 1;
