@@ -7,6 +7,7 @@ pkgs=(cmake make g++ binutils python3 libboost-dev libspdlog-dev libfmt-dev libg
       libcli11-dev nlohmann-json3-dev libncurses-dev tmux procps util-linux ccache
       libyaml-cpp-dev dpkg-dev pkgconf python3-yaml)
 pkgs+=(libcpp-httplib-dev prometheus)  # kvctl metrics serves HTTP; its test scrapes it for real
+pkgs+=(clang-format clang-tidy)  # scripts/lint.sh (run by scripts/test.sh)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,8 +2,9 @@
 # One command for the tests: installs what is missing (Debian packages; torch, transformers and
 # vLLM into a reused virtual environment), builds, and runs every test this machine can run. GPU
 # tests report SKIP where there is no GPU; an engine test that should run on the CPU (label
-# cpu_engine) and skipped fails the run; then the unit tests run again under sanitizers
-# (scripts/sanitize.sh). Extra arguments go to ctest.
+# cpu_engine) and skipped fails the run; then the sources are linted (scripts/lint.sh:
+# clang-format, clang-tidy) and the unit tests run again under sanitizers (scripts/sanitize.sh).
+# Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_python=$(scripts/python-env.sh)
@@ -13,6 +14,11 @@ set +e
 ctest --test-dir build --output-on-failure --timeout 900 -j"$(nproc)" "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# clang-format and clang-tidy over the sources, on build/'s compile_commands.json (zero findings
+# required).
+echo
+echo "== lint (scripts/lint.sh)"
+scripts/lint.sh || rc=1
 # The core, ledger and unit tests again under AddressSanitizer+UBSan and ThreadSanitizer (the
 # tests labelled unit; zero reports required): build-asan/, build-tsan/.
 echo
