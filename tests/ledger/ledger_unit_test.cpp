@@ -427,7 +427,8 @@ TEST(LedgerBudgetTest, DeadProcessesBudgetReturnsWhenNeeded) {
   ASSERT_TRUE(a);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(a->TryCharge(8 * kPage)) << "the dead slot is reclaimed on refusal";
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  // At once, not after a heartbeat timeout (seconds); the bound leaves room for a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
   snap = TakeSnapshot(*seg);
   EXPECT_EQ(snap.dead, 0U);
   EXPECT_EQ(snap.charged, 8 * kPage);
