@@ -85,9 +85,10 @@ int Run(int argc, char** argv) {
     }
     settings.push_back(std::move(s));
   }
+  const kb::DriverCalls calls(env);          // counts only on the fake driver
   for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: untimed warm-up of each
     for (Setting& s : settings) {
-      kb::GrowthRep r = kb::GrowSteps(*s.rt, s.bases, o.shape, page);
+      kb::GrowthRep r = kb::GrowSteps(*s.rt, s.bases, o.shape, page, &calls);
       kb::ResetToIdle(*s.rt, s.bases, o.shape, page);
       if (rep >= 0) {
         s.reps.push_back(std::move(r));
@@ -115,7 +116,21 @@ int Run(int argc, char** argv) {
     std::printf("  %-10s %14.1f %6.1f-%-7.1f %14.2f %12.0f %12.0f\n", s.name.c_str(), med,
                 kb::Percentile(totals, 0), kb::Percentile(totals, 100), kb::Percentile(steps, 90),
                 kb::Median(syncs), kb::Median(pools));
+    nlohmann::json per_page = nlohmann::json::object();
+    if (calls.available()) {
+      // Driver calls a page the engine acquired (the pool's map-ahead included), median of reps.
+      const double pages = static_cast<double>(o.regions) * o.shape.pages_per_step * o.shape.steps;
+      std::printf("    driver calls a page:");
+      for (std::size_t i = 0; i < kb::DriverCalls::kNames.size(); ++i) {
+        std::vector<double> v;
+        for (const kb::GrowthRep& r : s.reps) v.push_back(static_cast<double>(r.driver_calls[i]));
+        per_page[kb::DriverCalls::kNames[i]] = kb::Median(v) / pages;
+        std::printf(" %s %.2f", kb::DriverCalls::kNames[i], kb::Median(v) / pages);
+      }
+      std::printf("\n");
+    }
     results.push_back({{"setting", s.name},
+                       {"driver_calls_per_page", per_page},
                        {"acquire_ms_total_median", med},
                        {"acquire_ms_totals", totals},
                        {"step_ms_p50", kb::Median(steps)},

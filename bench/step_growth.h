@@ -3,6 +3,8 @@
 // bench_step_growth (burst reserve off/on) and bench_growth_under_load (GPU idle/busy).
 #pragma once
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -24,19 +26,51 @@ struct GrowthShape {
   double step_ms = 50;  // from one step's start to the next
 };
 
+// The driver's VMM call counts, where the driver keeps them: the project's fake driver exports
+// fakecuda_call_count (a real libcuda does not), so on the CPU a bench can say how many driver
+// calls a page of growth costs (real swap-ins plus the zero-page aliases around them). Make it
+// after the runtime has loaded its driver (after the first CreateRegion).
+class DriverCalls {
+ public:
+  static constexpr std::array<const char*, 4> kNames = {"cuMemCreate", "cuMemMap", "cuMemUnmap",
+                                                        "cuMemSetAccess"};
+  using Counts = std::array<std::uint64_t, kNames.size()>;
+
+  explicit DriverCalls(const Config& c) {
+    void* lib = ::dlopen(c.cuda_driver.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (lib == nullptr) return;
+    count_ = reinterpret_cast<CountFn>(::dlsym(lib, "fakecuda_call_count"));
+    ::dlclose(lib);  // the runtime holds its own reference for as long as it runs
+  }
+  [[nodiscard]] bool available() const { return count_ != nullptr; }
+  [[nodiscard]] Counts Now() const {
+    Counts c{};
+    if (count_ == nullptr) return c;
+    for (std::size_t i = 0; i < kNames.size(); ++i) c[i] = count_(kNames[i]);
+    return c;
+  }
+
+ private:
+  using CountFn = std::uint64_t (*)(const char*);
+  CountFn count_ = nullptr;
+};
+
 struct GrowthRep {
   double acquire_ms_total = 0;          // the engine's time in acquire calls over the growth
   std::vector<double> acquire_ms_step;  // per step
   std::uint64_t sync_maps = 0;          // pages swapped in on the engine's thread
   std::uint64_t pool_maps = 0;          // pages mapped ahead by the pool's thread
   double wall_s = 0;                    // from the first step's start to the last step's end
+  DriverCalls::Counts driver_calls{};   // during the growth (zero unless the driver counts)
 };
 
 // Grows every region by `pages_per_step` pages a step from its start; times the acquire calls.
 inline GrowthRep GrowSteps(Runtime& rt, const std::vector<std::uint64_t>& bases,
-                           const GrowthShape& g, std::uint64_t page) {
+                           const GrowthShape& g, std::uint64_t page,
+                           const DriverCalls* calls = nullptr) {
   GrowthRep rep;
   const auto stats0 = Take(rt.Stats(g.device), "Stats");
+  const DriverCalls::Counts calls0 = calls != nullptr ? calls->Now() : DriverCalls::Counts{};
   const std::uint64_t step_bytes = page * static_cast<std::uint64_t>(g.pages_per_step);
   std::vector<ByteRange> ranges(bases.size());
   const auto start = Clock::now();
@@ -59,6 +93,10 @@ inline GrowthRep GrowSteps(Runtime& rt, const std::vector<std::uint64_t>& bases,
   const auto stats1 = Take(rt.Stats(g.device), "Stats");
   rep.sync_maps = stats1.sync_maps - stats0.sync_maps;
   rep.pool_maps = (stats1.maps - stats0.maps) - rep.sync_maps;
+  if (calls != nullptr) {
+    const DriverCalls::Counts calls1 = calls->Now();
+    for (std::size_t i = 0; i < calls1.size(); ++i) rep.driver_calls[i] = calls1[i] - calls0[i];
+  }
   return rep;
 }
 
