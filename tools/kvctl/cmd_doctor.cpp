@@ -21,6 +21,7 @@
 #include "tools/kvctl/driver_probe.h"
 #include "tools/kvctl/format.h"
 #include "tools/kvctl/inventory.h"
+#include "tools/kvctl/shim_location.h"
 
 namespace kvctl {
 namespace {
@@ -56,14 +57,6 @@ const char* LevelName(Level l) {
       return "fail";
   }
   return "?";
-}
-
-std::string ExeDir() {
-  std::array<char, PATH_MAX> buf{};
-  const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-  if (n <= 0) return ".";
-  std::string path(buf.data(), static_cast<std::size_t>(n));
-  return path.substr(0, path.rfind('/'));
 }
 
 // Returns whether the configuration is valid (the engine would start with it).
@@ -277,9 +270,7 @@ void CheckShim(std::vector<Check>& out) {
   if (const char* env = std::getenv("KVCACHED_SHIM_PATH"); env != nullptr && *env != '\0') {
     candidates.emplace_back(env);
   } else {
-    const std::string dir = ExeDir();
-    candidates = {dir + "/../lib/libkvcached_shim.so",
-                  dir + "/../lib/kvcached/libkvcached_shim.so"};
+    candidates = DefaultShimCandidates();
   }
   std::string tried;
   for (const auto& path : candidates) {

@@ -6,20 +6,13 @@
 #include <array>
 #include <climits>
 
+#include "tools/kvctl/shim_location.h"
+
 namespace kvctl {
 namespace {
 
 using kvcached::Errc;
 using kvcached::Status;
-
-std::string ExeDir() {
-  std::array<char, PATH_MAX> buf{};
-  const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-  if (n <= 0) return ".";
-  std::string path(buf.data(), static_cast<std::size_t>(n));
-  const auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
 
 std::string Millis2Text(Millis ms) {
   if (ms.count() % 1000 == 0) return fmt::format("{}s", ms.count() / 1000);
@@ -33,9 +26,7 @@ kvcached::Result<std::string> ResolveShim(const LaunchSpec& spec) {
   if (!spec.shim.empty()) {
     candidates.push_back(spec.shim);
   } else {
-    const std::string dir = ExeDir();
-    candidates = {dir + "/../lib/libkvcached_shim.so",
-                  dir + "/../lib/kvcached/libkvcached_shim.so"};
+    candidates = DefaultShimCandidates();
   }
   std::string tried;
   for (const auto& c : candidates) {
