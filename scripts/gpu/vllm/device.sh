@@ -13,7 +13,7 @@
 #   identity     2 (+3, 4): greedy token ids of vllm.LLM, with and without the shim, for each entry of
 #                MATRIX (runner:mode:kv, default all 8 of v2|v1 x eager|graphs x bf16|fp8), plus
 #                `budget` (KVCACHED_BUDGET far below demand) and `sanity` (KVCACHED_SANITY_CHECK=1)
-#   throughput   5 (TP_MODEL=small|8b, TP_REQUESTS, TP_SHIM_ENV): one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
+#   throughput   5 (TP_MODEL=small|8b, TP_REQUESTS, TP_SHIM_ENV, TP_REPEAT=0): one plain and one shimmed `vllm serve` side by side, loads alternating, PAIRS
 #                pairs (default 5), CUDA graphs on; median ratio; the ledger sampled meanwhile gives
 #                the shimmed engine's hook time and C calls per step (step_stats.py)
 #   sanity       4 under `vllm serve`: KVCACHED_SANITY_CHECK=1 over a 256-request load; the summary
@@ -348,12 +348,15 @@ step_throughput() {  # proof 5
   local t1; t1=$(date +%s.%N)
   # Info: set 1 again, prompts both servers have seen (prefix-cache hits where the cache kept
   # them; the shim's default gives an idle engine's prefix cache back, docs/vllm.md).
+  # TP_REPEAT=0 skips it (about half a minute of device time).
   local rep=() port
-  for port in 8200 8201; do
-    rep[port - 8200]=$($py "$here/client.py" load "$port" "$(requests "$n_load")" 128 512 128 1 | tee -a "$out/throughput-repeat.jsonl" |
-      $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
-  done
-  row 5 "repeated prompts (set 1 again): base / shim tok/s" "${rep[0]} / ${rep[1]}" info
+  if [ "${TP_REPEAT:-1}" != 0 ]; then
+    for port in 8200 8201; do
+      rep[port - 8200]=$($py "$here/client.py" load "$port" "$(requests "$n_load")" 128 512 128 1 | tee -a "$out/throughput-repeat.jsonl" |
+        $py -c 'import json,sys; print(json.load(sys.stdin)["tok_per_s"])')
+    done
+    row 5 "repeated prompts (set 1 again): base / shim tok/s" "${rep[0]} / ${rep[1]}" info
+  fi
   sleep 1; kill "$sampler" 2>/dev/null
   serve_stop "$base"; serve_stop "$shim_pid"
   serve_model=$model
