@@ -8,59 +8,16 @@
 
 #include <string>
 
-// clang-format off
-#define KVCACHED_TEST_DRIVER_FUNCTIONS(X)    \
-  X(cuInit)                                  \
-  X(cuDriverGetVersion)                      \
-  X(cuGetErrorName)                          \
-  X(cuGetErrorString)                        \
-  X(cuGetProcAddress)                        \
-  X(cuDeviceGet)                             \
-  X(cuDeviceGetCount)                        \
-  X(cuDeviceGetName)                         \
-  X(cuDeviceGetUuid)                         \
-  X(cuDeviceTotalMem)                        \
-  X(cuDeviceGetAttribute)                    \
-  X(cuDevicePrimaryCtxRetain)                \
-  X(cuDevicePrimaryCtxRelease)               \
-  X(cuCtxGetCurrent)                         \
-  X(cuCtxSetCurrent)                         \
-  X(cuCtxPushCurrent)                        \
-  X(cuCtxPopCurrent)                         \
-  X(cuCtxGetDevice)                          \
-  X(cuCtxSynchronize)                        \
-  X(cuMemGetInfo)                            \
-  X(cuMemAlloc)                              \
-  X(cuMemFree)                               \
-  X(cuMemAllocAsync)                         \
-  X(cuMemFreeAsync)                          \
-  X(cuMemsetD8)                              \
-  X(cuMemcpy)                                \
-  X(cuMemcpyHtoD)                            \
-  X(cuMemcpyDtoH)                            \
-  X(cuMemGetAllocationGranularity)           \
-  X(cuMemAddressReserve)                     \
-  X(cuMemAddressFree)                        \
-  X(cuMemCreate)                             \
-  X(cuMemRelease)                            \
-  X(cuMemMap)                                \
-  X(cuMemUnmap)                              \
-  X(cuMemSetAccess)                          \
-  X(cuMemGetAccess)                          \
-  X(cuMemRetainAllocationHandle)             \
-  X(cuMemGetAllocationPropertiesFromHandle)  \
-  X(cuPointerGetAttribute)                   \
-  X(cuIpcGetMemHandle)                       \
-  X(cuStreamCreate)                          \
-  X(cuStreamDestroy)
-// clang-format on
+#include "tests/fakecuda/fake_functions.h"
 
 namespace kvcached::testing {
 
+// Every function the fake driver implements (one list: FAKECUDA_FUNCTIONS), each of which the real
+// driver exports too.
 struct DriverApi {
   // Member names go through cuda.h's macros too (api.cuMemAlloc is api.cuMemAlloc_v2).
 #define KVCACHED_TEST_DRIVER_MEMBER(fn) decltype(&::fn) fn = nullptr;
-  KVCACHED_TEST_DRIVER_FUNCTIONS(KVCACHED_TEST_DRIVER_MEMBER)
+  FAKECUDA_FUNCTIONS(KVCACHED_TEST_DRIVER_MEMBER)
 #undef KVCACHED_TEST_DRIVER_MEMBER
   std::string error;  // empty when every function was found
 };
