@@ -151,7 +151,7 @@ fi
 
 format_summary="clang-format $format_bad of $(wc -l <"$tmp/format-files" 2>/dev/null || echo 0) files unformatted"
 [ "$do_format" -eq 1 ] || format_summary="clang-format skipped"
-tidy_summary="clang-tidy $tidy_warnings warnings in $tidy_files of $(wc -l <"$tmp/tidy-files" 2>/dev/null || echo 0) files"
+tidy_summary="clang-tidy $tidy_warnings warnings in $tidy_files files ($(wc -l <"$tmp/tidy-files" 2>/dev/null || echo 0) sources checked)"
 [ "$do_tidy" -eq 1 ] || tidy_summary="clang-tidy skipped"
 echo "lint: $format_summary, $tidy_summary ($(($(date +%s) - start)) s)"
 exit "$rc"
