@@ -175,7 +175,11 @@ class TakeFreeTest(unittest.TestCase):
         results = []
         for batch in (False, True):
             api, layout, tracker, _ = make(num_blocks=16)
+            self.assertTrue(layout.blocks_per_page)  # take_free's inline path
             self.assertTrue(tracker.ensure(4))  # blocks 0-3 in a backed page, 4.. not backed
+            tracker.take(2)
+            tracker.give(2)  # page 0 empty now: waiting for its release
+            self.assertIn(0, tracker.empty_since)
             tracker.take(9)  # held already (backed on the spot)
             blocks = [0, 1, 9, 5]  # two backed, one held, one in an unbacked page
             if batch:
@@ -185,7 +189,8 @@ class TakeFreeTest(unittest.TestCase):
                     if tracker.is_free(block):
                         tracker.take(block)
             results.append((tracker.nfree, tracker.nbfree, list(tracker.count), api.acquire_calls,
-                            tracker.sync_backings, sorted(api.in_use_pages())))
+                            tracker.sync_backings, sorted(api.in_use_pages()), bytes(tracker.fb),
+                            bytes(tracker.fu), dict(tracker.empty_since)))
             self.assertFalse(any(tracker.is_free(b) for b in blocks))
             self.assertEqual(sorted(api.in_use_pages()), sorted(expected_pages(api, layout, [0, 1, 5, 9])))
         self.assertEqual(results[0], results[1])

@@ -129,6 +129,38 @@ class VllmObserveTest(A.PatchedVllmTest):
         self.assertGreater(acquires, 2)
         self.assertGreaterEqual(adapter.hooks.hook_ns_total, acquires * 3_000_000)
 
+    def test_hook_time_counts_its_own_time_in_vllms_block_calls_but_not_their_c_calls_twice(self):
+        # The BlockPool and allocate_slots wrappers run inside vLLM's schedule() and
+        # update_from_output(): their Python is the hook's cost too (a phase of its own); the C
+        # calls made in them are already in after_schedule's count.
+        class SlowApi(FakeCApi):
+            def acquire(self, ranges):
+                time.sleep(0.003)
+                return super().acquire(ranges)
+
+        with V.env(KVCACHED_HOOK_PREDICT=0):
+            scheduler, adapter = self.engine(api_cls=SlowApi)
+        self.add(scheduler, 6)
+        V.run_loop(scheduler)
+        hooks = adapter.hooks
+        acquires = adapter.tracker.acquire_calls
+        self.assertGreater(acquires, 2)
+        self.assertGreater(hooks.phase_ns[4], 0, "no time counted in the block calls")
+        self.assertLess(hooks.phase_ns[4], acquires * 3_000_000, "the block calls' C time counted twice")
+        self.assertEqual(sum(hooks.phase_ns), hooks.hook_ns_total)
+        self.assertIn("in vLLM's block calls", hooks.cost_line())
+        # A get_new_blocks that must back pages itself (every free block at once, the idle
+        # engine's pages given back first): its acquires are C time, not the block call's.
+        later = time.monotonic() + 3600
+        hooks.idle_tick(now=later)  # the idle spell starts (unless the idle thread started it)
+        hooks.idle_tick(now=later + 3600)  # a long one: prefix cache dropped, empty pages released
+        pool, tracker = scheduler.kv_cache_manager.block_pool, adapter.tracker
+        spent, acquires = hooks.phase_ns[4], tracker.acquire_calls
+        blocks = pool.get_new_blocks(tracker.nfree)
+        self.assertGreater(tracker.acquire_calls, acquires, "the blocks were backed already")
+        self.assertLess(hooks.phase_ns[4] - spent, 3_000_000, "the block call's C time counted in it")
+        pool.free_blocks(blocks)
+
     def test_without_the_call_in_the_shim_nothing_is_reported_and_nothing_fails(self):
         scheduler, adapter = self.engine(api_cls=NoReportApi)
         self.add(scheduler, 4)

@@ -73,6 +73,12 @@ class KVLayout:
         self._single_aligned = len(keys) == 1 and only[0] == 0 and page_size % only[1] == 0
         self._blocks_per_page = page_size // only[1] if self._single_aligned else 0
 
+    @property
+    def blocks_per_page(self) -> int:
+        """Blocks in each unit when every block lies in exactly one unit (block // this is its
+        unit: one class, page-aligned, whole blocks a page); 0 otherwise."""
+        return self._blocks_per_page
+
     # ---- block -> units ----
     def block_units(self, block: int) -> list[int]:
         """Units (pages in every class) that block `block` touches, ascending."""

@@ -220,10 +220,21 @@ class KVPageTracker:
         already is left as it is. One lock for all."""
         with self.lock:
             fb, fu, managed = self.fb, self.fu, self.managed
+            # take() of a backed block inline when each block is one unit (nearly always): this
+            # runs for every block vLLM hands out.
+            per_unit, count, empty_since = self.layout.blocks_per_page, self.count, self.empty_since
             for block in blocks:
                 if not 0 <= block < managed:
                     raise ValueError(f"block {block} outside 0..{managed - 1}")
-                if fb[block] or fu[block]:
+                if fb[block] and per_unit:
+                    fb[block] = 0
+                    self.nbfree -= 1
+                    self.nfree -= 1
+                    unit = block // per_unit
+                    count[unit] += 1
+                    if empty_since:
+                        empty_since.pop(unit, None)
+                elif fb[block] or fu[block]:
                     self.take(block)
 
     def pick(self) -> int:

@@ -38,6 +38,7 @@ blocks count. Not for caches whose managers take encoder or external (KV connect
 from __future__ import annotations
 
 import types
+from time import perf_counter_ns as perf
 
 from .blocks import _NO_BLOCKS, PoolAdapter
 from .share_policy import BACKED_ONLY, OK, REFUSE, RUN
@@ -230,12 +231,15 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
     the demand backed (or the free count clamped) in between its count and its check."""
     with adapter.lock:
         hooks, tracker = adapter.hooks, adapter.tracker
+        c_mark, start = tracker.c_ns_total, perf()
         # The sharing policy may hold admissions back (share_policy.py): None, as for a full
         # cache, before vLLM touches anything.
         verdict = hooks.share.verdict if hooks is not None else None
         stopping = verdict is not None and verdict.action != OK  # SharePolicy.stopping, inline
         decision = hooks.share.admission(request, hooks.scheduler()) if stopping else RUN
         if decision == REFUSE:
+            if hooks is not None:
+                hooks.count_block_call(perf() - start - (tracker.c_ns_total - c_mark))
             return None
         backed_only = decision == BACKED_ONLY
         if backed_only:
@@ -244,9 +248,11 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
         coordinator, pool = manager.coordinator, manager.block_pool
         saved_count = _shadow(coordinator, _COUNT, _counting(adapter))
         saved_free = _shadow(pool, _FREE, _clamping(adapter))
+        before, c_before = perf(), tracker.c_ns_total
         try:
             return orig(manager, request, num_new_tokens, *args, **kwargs)
         finally:
+            after = perf()
             _restore(pool, _FREE, saved_free)
             _restore(coordinator, _COUNT, saved_count)
             if backed_only:
@@ -254,4 +260,6 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
             adapter.end_allocation()
             if adapter.room >= 0:  # inside schedule(): what is there now
                 adapter.room = room(adapter)
+            if hooks is not None:  # vLLM's own call (and the block calls it made, counted there) left out
+                hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from time import perf_counter_ns as perf
 
 from ..._env import HookSettings
 from ..._log import important
@@ -26,6 +27,14 @@ def _local_api():
 
 def _adapter(pool) -> PoolAdapter | None:
     return pool.__dict__.get("_kvcached") if pool is not None else None
+
+
+def _count(adapter: PoolAdapter, ns: int, c_mark: int) -> None:
+    """The hook's own time in a block call: `ns` less the C time spent since `c_mark` (counted
+    by after_schedule). Nothing before the scheduler's first step (no StepHooks yet)."""
+    hooks = adapter.hooks
+    if hooks is not None:
+        hooks.count_block_call(ns - (adapter.tracker.c_ns_total - c_mark))
 
 
 def _scheduler_hooks(scheduler) -> StepHooks | None:
@@ -81,9 +90,13 @@ def wrap_get_new_blocks(orig):
         if adapter is None:
             return orig(self, num_blocks, *args, **kwargs)
         with adapter.lock:
+            c_mark, t0 = adapter.tracker.c_ns_total, perf()
             adapter.choose(num_blocks)
+            t1 = perf()
             blocks = orig(self, num_blocks, *args, **kwargs)
+            t2 = perf()
             adapter.taken(blocks)
+            _count(adapter, t1 - t0 + perf() - t2, c_mark)
             return blocks
 
     return get_new_blocks
@@ -97,7 +110,9 @@ def wrap_free_blocks(orig):
         blocks = list(ordered_blocks)  # vLLM may pass a one-shot iterator (reversed(...))
         with adapter.lock:
             result = orig(self, blocks, *args, **kwargs)
+            c_mark, t0 = adapter.tracker.c_ns_total, perf()
             adapter.freed(blocks)
+            _count(adapter, perf() - t0, c_mark)
             return result
 
     return free_blocks
@@ -111,12 +126,14 @@ def wrap_touch(orig):
         blocks = list(blocks)
         with adapter.lock:
             result = orig(self, blocks, *args, **kwargs)
+            c_mark, t0 = adapter.tracker.c_ns_total, perf()
             for block in blocks:
                 if isinstance(block, (list, tuple)):  # a group list (older call shapes)
                     for inner in block:
                         adapter.sync(inner)
                 else:
                     adapter.sync(block)
+            _count(adapter, perf() - t0, c_mark)
             return result
 
     return touch
@@ -173,6 +190,8 @@ def wrap_allocate_slots(orig):
             if need <= room:
                 adapter.room = room - need
                 return orig(self, request, num_new_tokens, **kwargs)
+        # The exact path counts its own time (allocation.py); the fast path is a few integer
+        # operations, cheaper than the clock reads that would count it.
         return A.allocate_exactly(orig, self, adapter, request, num_new_tokens, args, kwargs)
 
     allocate_slots.__wrapped__ = orig  # whole steps put it back on the instance (allocation.py)

@@ -35,10 +35,13 @@ class StepHooks:
         self.pressure_trims = 0
         self.stale_gives = 0  # steps that gave back stale cached blocks under pressure
         self.idle_trimmed = False  # kvcached_trim done in this idle spell
-        self.hook_ns_total = 0  # before_schedule + after_schedule + C calls made inside schedule()
-        # hook_ns_total by phase (flush, sharing policy, prediction and step bound, after), and
-        # vLLM's own schedule() time without the hook: the shutdown line says where it goes.
-        self.phase_ns = [0, 0, 0, 0]
+        # before_schedule + after_schedule + C calls made inside schedule() + the hook's own time in
+        # vLLM's block calls (BlockPool and allocate_slots wrappers, their C calls not counted twice).
+        self.hook_ns_total = 0
+        # hook_ns_total by phase (flush, sharing policy, prediction and step bound, after, block
+        # calls), and vLLM's own schedule() time without the hook: the shutdown line says where it
+        # goes.
+        self.phase_ns = [0, 0, 0, 0, 0]
         self.schedule_ns_total = 0
         self._c_ns_mark = 0
         self.on_step = []  # callables(adapter, scheduler_output) after each schedule() (tests, sanity)
@@ -117,15 +120,21 @@ class StepHooks:
         self.phase_ns[2] += ns
         self.hook_ns_total += ns
 
+    def count_block_call(self, ns: int) -> None:
+        """The hook's own time in one of vLLM's block calls (scheduler_side.py), C calls excluded
+        (after_schedule counts those made inside schedule())."""
+        self.phase_ns[4] += ns
+        self.hook_ns_total += ns
+
     def cost_line(self) -> str:
         """Where the hook's time per step goes (logged at shutdown): its phases, and vLLM's own
         schedule() for scale."""
         n = max(self.steps, 1)
-        flush, share, predict, after = (ns / n / 1000 for ns in self.phase_ns)
+        flush, share, predict, after, blocks = (ns / n / 1000 for ns in self.phase_ns)
         return (f"hook {self.hook_ns_total / n / 1000:.1f} us/step over {self.steps} steps, "
                 f"{self.adapter.whole_steps} of them with no hook per request (release {flush:.1f}, "
                 f"sharing policy {share:.1f}, prediction and step bound {predict:.1f}, after "
-                f"schedule() {after:.1f}); vLLM's schedule() itself "
+                f"schedule() {after:.1f}, in vLLM's block calls {blocks:.1f}); vLLM's schedule() itself "
                 f"{self.schedule_ns_total / n / 1000:.1f} us/step")
 
     # ---- demand ----
