@@ -34,29 +34,22 @@ struct Check {
   std::string detail;
 };
 
-// The column printed before each check in the text output.
-const char* LevelTag(Level l) {
-  switch (l) {
-    case Level::kOk:
-      return "[ ok ]";
-    case Level::kWarn:
-      return "[warn]";
-    case Level::kFail:
-      return "[FAIL]";
-  }
-  return "[ ?? ]";
-}
+// How a level is written: the column before each check in the text output, and its JSON name.
+struct LevelText {
+  const char* tag;
+  const char* name;
+};
 
-const char* LevelName(Level l) {
+LevelText TextOf(Level l) {
   switch (l) {
     case Level::kOk:
-      return "ok";
+      return {"[ ok ]", "ok"};
     case Level::kWarn:
-      return "warn";
+      return {"[warn]", "warn"};
     case Level::kFail:
-      return "fail";
+      return {"[FAIL]", "fail"};
   }
-  return "?";
+  return {"[ ?? ]", "?"};
 }
 
 // Returns whether the configuration is valid (the engine would start with it).
@@ -329,12 +322,12 @@ int RunDoctor(bool json, Scope scope) {
     out["checks"] = nlohmann::json::array();
     for (const auto& c : checks) {
       out["checks"].push_back(
-          {{"check", c.name}, {"status", LevelName(c.level)}, {"detail", c.detail}});
+          {{"check", c.name}, {"status", TextOf(c.level).name}, {"detail", c.detail}});
     }
     std::cout << Dump(out) << '\n';
   } else {
     for (const auto& c : checks) {
-      std::cout << fmt::format("{} {:<12} {}\n", LevelTag(c.level), c.name, c.detail);
+      std::cout << fmt::format("{} {:<12} {}\n", TextOf(c.level).tag, c.name, c.detail);
     }
     std::cout << (failed ? "\nproblems found: see the [FAIL] lines\n" : "\nall checks passed\n");
   }
