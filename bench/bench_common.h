@@ -3,7 +3,10 @@
 // Header-only so that each bench stays one source file (bench/CMakeLists.txt globs *.cpp).
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +28,17 @@ using Clock = std::chrono::steady_clock;
 
 inline double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The folder of the running program (where the build puts its siblings: ../lib holds the shim);
+// "." when /proc/self/exe cannot be read.
+inline std::string SelfDir() {
+  std::array<char, 4096> path{};
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
+  if (n <= 0) return ".";
+  path[static_cast<std::size_t>(n)] = '\0';
+  const std::string s(path.data());
+  return s.substr(0, s.rfind('/'));
 }
 
 // Linear-interpolated percentile (p in [0, 100]) of an unsorted sample; NaN when empty.

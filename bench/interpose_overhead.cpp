@@ -30,7 +30,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
+
 namespace {
+
+namespace kb = kvcached::bench;
+using kb::Median;
+using kb::SelfDir;
 
 using MallocFn = int (*)(void**, size_t);
 using FreeFn = int (*)(void*);
@@ -42,20 +48,6 @@ struct Options {
   std::string cudart = "libcudart.so.13";
   std::string shim;
 };
-
-std::string SelfDir() {
-  std::array<char, 4096> path{};
-  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
-  if (n <= 0) return ".";
-  path[n] = '\0';
-  std::string s(path.data());
-  return s.substr(0, s.rfind('/'));
-}
-
-double Median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
-  return v[v.size() / 2];
-}
 
 // Nanoseconds per pair over one batch of 100 pairs.
 double TimeBatch(MallocFn cuda_malloc, FreeFn cuda_free, size_t size) {
@@ -78,7 +70,7 @@ double TimePairs(MallocFn cuda_malloc, FreeFn cuda_free, size_t size, long pairs
   for (long done = 0; done < pairs; done += 100) {
     samples.push_back(TimeBatch(cuda_malloc, cuda_free, size));
   }
-  return Median(std::move(samples));
+  return Median(samples);
 }
 
 // The same, alternating batches of two implementations (hooked, real).
@@ -90,8 +82,8 @@ void TimeAlternating(MallocFn hooked_malloc, FreeFn hooked_free, MallocFn real_m
     a.push_back(TimeBatch(hooked_malloc, hooked_free, size));
     b.push_back(TimeBatch(real_malloc, real_free, size));
   }
-  *hooked = Median(std::move(a));
-  *real = Median(std::move(b));
+  *hooked = Median(a);
+  *real = Median(b);
 }
 
 int Child(const Options& o) {

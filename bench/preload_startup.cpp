@@ -17,16 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
+
 namespace {
 
-std::string SelfDir() {
-  std::array<char, 4096> path{};
-  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
-  if (n <= 0) return ".";
-  path[n] = '\0';
-  std::string s(path.data());
-  return s.substr(0, s.rfind('/'));
-}
+namespace kb = kvcached::bench;
+using kb::Median;
+using kb::SelfDir;
 
 std::vector<char*> Environment(std::vector<std::string>* storage, const std::string& preload) {
   for (char** e = environ; *e != nullptr; ++e) {
@@ -50,11 +47,6 @@ double SpawnOnce(const std::string& program, char* const* envp) {
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
       .count();
-}
-
-double Median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace
