@@ -1,5 +1,6 @@
 // What the sharing policy costs an engine per step (docs/sharing.md): LedgerBudget::Share() (what
-// kvcached_share_verdict runs) and a refused TryCharge (which records the starvation episode), on
+// kvcached_share_verdict runs) and a refused KV page request (TryCharge, then NoteRefused, which
+// records the starvation episode, as the page pool does), on
 // the real ledger in /dev/shm with 2, 8 and 63 engines attached (this process holds every slot).
 // No driver, no GPU. Usage: share_verdict_cost [calls per setting, default 20000]
 #include <unistd.h>
@@ -60,6 +61,7 @@ int Run(int engines, int calls) {
   for (int i = 0; i < calls; ++i) {
     const auto t0 = Clock::now();
     const bool got = budgets.back()->TryCharge(kPage);
+    if (!got) budgets.back()->NoteRefused(kPage);
     const auto t1 = Clock::now();
     const kvcached::ShareVerdict v = budgets[0]->Share();
     const auto t2 = Clock::now();
