@@ -182,17 +182,24 @@ def room(adapter: PoolAdapter) -> int:
 
 
 def _shadow(owner, name: str, make):
-    """Shadows owner.name on the instance with make(current); returns what to restore."""
-    saved = vars(owner).get(name, _MISSING)
-    setattr(owner, name, make(getattr(owner, name)))
+    """Shadows owner.name on the instance with make(current); returns what to restore. Never reads
+    the instance's __dict__ (scheduler_side.py says why): a bound method of the class's own
+    function means nothing shadows it now (_MISSING)."""
+    current = getattr(owner, name)
+    own = getattr(current, "__func__", None) is getattr(type(owner), name, None)
+    saved = _MISSING if own and getattr(current, "__self__", None) is owner else current
+    setattr(owner, name, make(current))
     return saved
 
 
 def _restore(owner, name: str, saved) -> None:
-    if saved is _MISSING:
-        vars(owner).pop(name, None)
-    else:
+    if saved is not _MISSING:
         setattr(owner, name, saved)
+        return
+    try:
+        delattr(owner, name)
+    except AttributeError:
+        pass
 
 
 def _counting(adapter: PoolAdapter):
