@@ -10,6 +10,7 @@ is backed fully; sleep mode and multi-process workers are left alone.
 Skipped (ctest SKIP) when vLLM is not importable.
 """
 
+import collections
 import gc
 import os
 import unittest
@@ -373,6 +374,31 @@ class VllmAdapterTest(PatchedVllmTest):
         records = self.run_whole("uniform", budget_pages=12, num_blocks=256)
         self.assert_whole_steps_safe(records, "small budget", expect_some=False)
         self.assertTrue(any(not r[0] for r in records), "small budget: every step ran whole")
+
+    def test_the_step_walks_shortcut_counts_as_the_general_formula(self):
+        """whole_step's walk counts a decoding request's new blocks from the remainder of its
+        computed tokens when it adds at most a block of tokens: the same counts as the general
+        formula, for every remainder, block size and token count (computed tokens may run ahead
+        with asynchronous scheduling)."""
+        from kvcached_hook.engines.vllm import allocation
+
+        Req = collections.namedtuple("Req", "num_computed_tokens num_tokens")
+
+        def general(running, size, decode_tokens):
+            long = edge = 0
+            for request in running:
+                computed = request.num_computed_tokens
+                if request.num_tokens - computed > 1:
+                    long += 1
+                else:
+                    edge += (computed + decode_tokens + size - 1) // size - (computed + size - 1) // size
+            return long, edge
+
+        for size in (1, 2, 3, 16, 64):
+            running = [Req(c, c + extra) for c in range(4 * size + 1) for extra in (-2, -1, 0, 1, 2, 40) if c + extra >= 0]
+            for decode_tokens in range(1, 2 * size + 3):
+                self.assertEqual(allocation.walk_running(running, size, decode_tokens),
+                                 general(running, size, decode_tokens), f"block size {size}, {decode_tokens} tokens")
 
     def test_vllms_objects_keep_their_attributes_inline(self):
         """Reading an object's __dict__ makes CPython keep its attributes in a dict, and every
