@@ -4,8 +4,8 @@ not make lazy), so vLLM runs as it would without the hook.
 
 The hook's attributes on vLLM's objects are read with getattr, never through `__dict__`: reading
 an object's `__dict__` makes CPython (3.12) keep its attributes in a dict from then on, and every
-attribute and method lookup vLLM makes on that object slower (about 60 us a step at 128 running
-requests when it was the KVCacheManager's and the coordinator's, bench/vllm_hook_cost.py)."""
+attribute and method lookup vLLM makes on that object slower (about 130 us a step at 128 running
+requests, mostly the KVCacheManager's and the coordinator's: docs/performance.md, fifth cut)."""
 
 from __future__ import annotations
 
