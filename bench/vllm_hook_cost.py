@@ -105,7 +105,8 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
         worker.overrides["api"] = api
         V.build_worker_cache(vllm_config, config)
     scheduler = V.make_scheduler(vllm_config, config)
-    if hooked and scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached") is None:
+    # getattr, not __dict__: reading an object's __dict__ slows vLLM's lookups on it (scheduler_side.py).
+    if hooked and getattr(scheduler.kv_cache_manager.block_pool, "_kvcached", None) is None:
         sys.exit("vllm_hook_cost: the hook did not take the BlockPool")
     # All at once (a queue the scheduler admits from), or with --max-num-seqs a closed loop: a
     # client that keeps `concurrency` requests in flight, each finished one replaced at once.
@@ -154,7 +155,7 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     if profiler is not None:
         profiler.disable()
     result = {"steps": schedules, "wall_us": spent / 1000 / schedules}
-    hooks = scheduler.__dict__.get("_kvcached_steps")
+    hooks = getattr(scheduler, "_kvcached_steps", None)
     if hooked:
         tracker = hooks.adapter.tracker
         result.update(hook_us=hooks.hook_ns_total / 1000 / hooks.steps,

@@ -201,6 +201,32 @@ class TakeFreeTest(unittest.TestCase):
             tracker.take_free([8])
 
 
+class PlanTest(unittest.TestCase):
+    def test_the_one_unit_plan_chooses_as_the_general_one(self):
+        """ensure's plan when each block lies in one unit (its fast form) chooses the same units as
+        the general form, for random free, held and backed blocks, deficits and a cache that
+        ends inside a page."""
+        rng = random.Random(7)
+        plans = 0
+        for num_blocks in (16, 30, 64):
+            for _ in range(50):
+                _, layout, tracker, _ = make(num_blocks=num_blocks)
+                self.assertTrue(layout.blocks_per_page)
+                held = [block for block in range(num_blocks) if rng.random() < 0.3]
+                for block in held:  # backs their pages
+                    tracker.take(block)
+                for block in held:
+                    if rng.random() < 0.5:
+                        tracker.give(block)
+                tracker.flush(force=True)  # pages left empty go back: their blocks free unbacked
+                for deficit in (1, 2, 3, 5, 9, num_blocks):
+                    plan = tracker._plan_any(deficit)
+                    plans += bool(plan)
+                    self.assertEqual(tracker._plan_one_unit_blocks(deficit), plan,
+                                     f"{num_blocks} blocks, deficit {deficit}, fu {list(tracker.fu)}")
+        self.assertGreater(plans, 100, "too few plans chose a unit: the test proves little")
+
+
 class RefusalTest(unittest.TestCase):
     def test_refusal_is_no_free_blocks_not_an_exception(self):
         api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)  # 2 pages per unit

@@ -10,6 +10,8 @@ is backed fully; sleep mode and multi-process workers are left alone.
 Skipped (ctest SKIP) when vLLM is not importable.
 """
 
+import collections
+import gc
 import os
 import unittest
 
@@ -31,6 +33,22 @@ PAGE = 8192  # uniform block = 2 x 16 tokens x 2 heads x 16 x 2 bytes = 2 KiB: 4
 def pinned_pages(api, adapter):
     layout = adapter.tracker.layout
     return {p for u in adapter.entry.pinned_units for a, n in layout.unit_ranges(u) for p in api.pages_of(a, n)}
+
+
+def dict_made(obj, attr: str) -> bool:
+    """Whether CPython keeps obj's attributes in a dict (made when something read obj.__dict__)
+    rather than inline, told without reading it: the garbage collector then sees the dict, not the
+    values. `attr` names one of obj's attributes."""
+    value = getattr(obj, attr)
+    return any(type(r) is dict and r.get(attr, dict_made) is value for r in gc.get_referents(obj))
+
+
+def dict_probe_works() -> bool:
+    probe = type("Probe", (), {})()
+    probe.x = []
+    inline = not dict_made(probe, "x")
+    vars(probe)
+    return inline and dict_made(probe, "x")
 
 
 class _Local:
@@ -77,7 +95,7 @@ class VllmAdapterTest(PatchedVllmTest):
         kv_config = V.kv_cache_config(vllm_config, kind)
         self.views = V.build_worker_cache(vllm_config, kv_config)
         scheduler = V.make_scheduler(vllm_config, kv_config)
-        adapter = scheduler.kv_cache_manager.block_pool.__dict__.get("_kvcached")
+        adapter = getattr(scheduler.kv_cache_manager.block_pool, "_kvcached", None)  # not __dict__: see dict_made
         self.assertIsNotNone(adapter, "the scheduler's BlockPool was not given the worker's cache")
         return scheduler, adapter
 
@@ -356,6 +374,68 @@ class VllmAdapterTest(PatchedVllmTest):
         records = self.run_whole("uniform", budget_pages=12, num_blocks=256)
         self.assert_whole_steps_safe(records, "small budget", expect_some=False)
         self.assertTrue(any(not r[0] for r in records), "small budget: every step ran whole")
+
+    def test_the_step_walks_shortcut_counts_as_the_general_formula(self):
+        """whole_step's walk counts a decoding request's new blocks from the remainder of its
+        computed tokens when it adds at most a block of tokens: the same counts as the general
+        formula, for every remainder, block size and token count (computed tokens may run ahead
+        with asynchronous scheduling)."""
+        from kvcached_hook.engines.vllm import allocation
+
+        Req = collections.namedtuple("Req", "num_computed_tokens num_tokens")
+
+        def general(running, size, decode_tokens):
+            long = edge = 0
+            for request in running:
+                computed = request.num_computed_tokens
+                if request.num_tokens - computed > 1:
+                    long += 1
+                else:
+                    edge += (computed + decode_tokens + size - 1) // size - (computed + size - 1) // size
+            return long, edge
+
+        for size in (1, 2, 3, 16, 64):
+            running = [Req(c, c + extra) for c in range(4 * size + 1) for extra in (-2, -1, 0, 1, 2, 40) if c + extra >= 0]
+            for decode_tokens in range(1, 2 * size + 3):
+                self.assertEqual(allocation.walk_running(running, size, decode_tokens),
+                                 general(running, size, decode_tokens), f"block size {size}, {decode_tokens} tokens")
+
+    def test_vllms_objects_keep_their_attributes_inline(self):
+        """Reading an object's __dict__ makes CPython keep its attributes in a dict, and every
+        lookup vLLM makes on it slower (scheduler_side.py): after a load with whole steps, exact
+        calls (their per-call hooks on the coordinator and the pool) and prefix hits, vLLM's
+        scheduler-side objects that kept theirs inline still do (the Scheduler has too many
+        attributes for that: its own are in a dict from the start)."""
+        from kvcached_hook.engines.vllm import allocation
+
+        if not dict_probe_works():
+            print("\n[inline attributes] this interpreter keeps every object's attributes in a dict: nothing to check")
+            return
+        scheduler, adapter = self.engine("uniform", num_blocks=512, max_num_seqs=24)
+        manager = scheduler.kv_cache_manager
+        objects = ((scheduler, "kv_cache_manager"), (manager, "coordinator"),
+                   (manager.coordinator, "single_type_managers"), (manager.block_pool, "blocks"))
+        before = [dict_made(obj, attr) for obj, attr in objects]
+        self.assertEqual(before[1:], [False] * 3, "vLLM's manager, coordinator or pool had a dict before the load")
+        shared = list(range(1, 49))  # three full blocks every prompt shares: prefix hits
+        for i in range(30):
+            scheduler.add_request(V.make_request(f"r{i}", shared + [100 + i] * 30, 20))
+        exact, calls = allocation.allocate_exactly, []
+
+        def allocate_exactly(*args):
+            calls.append(1)
+            return exact(*args)
+
+        allocation.allocate_exactly = allocate_exactly
+        try:
+            V.run_loop(scheduler)
+        finally:
+            allocation.allocate_exactly = exact
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        self.assertGreater(adapter.whole_steps, 0, "no whole step: the test proves less")
+        self.assertGreater(len(calls), 0, "no exact call: the test proves less")
+        for (obj, attr), had in zip(objects, before):
+            self.assertEqual(dict_made(obj, attr), had, f"the hook read {type(obj).__name__}.__dict__")
 
     def test_a_cache_with_a_manager_without_a_bound_always_takes_the_exact_path(self):
         from kvcached_hook.engines.vllm import allocation

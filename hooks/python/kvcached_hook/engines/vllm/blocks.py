@@ -233,13 +233,16 @@ class PoolAdapter:
 
     def taken(self, blocks) -> None:
         """sync() for the blocks get_new_blocks handed out (each in use now, without a hash)."""
-        cached, tracker = self.cached, self.tracker
+        cached = self.cached
         ids = [block.block_id for block in blocks]
-        if cached:
-            for bid in ids:
-                cached.pop(bid, None)
-        tracker.take_free(ids)
         self.taken_total += len(ids)
+        if cached:
+            # A cached block is held in the tracker already (sync, freed): take_free would leave
+            # it as it is. Most blocks handed out under load are cached ones: no tracker call then.
+            ids = [bid for bid in ids if cached.pop(bid, None) is None]
+            if not ids:
+                return
+        self.tracker.take_free(ids)
 
     def freed(self, blocks) -> None:
         """sync() for the blocks free_blocks gave back: still in use (another request shares it),

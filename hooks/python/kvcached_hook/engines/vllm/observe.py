@@ -93,7 +93,7 @@ def wrap_scheduler_shutdown(orig):
     process may be killed soon after, so atexit may never run)."""
 
     def shutdown(self, *args, **kwargs):
-        hooks = self.__dict__.get("_kvcached_steps")
+        hooks = getattr(self, "_kvcached_steps", None)  # not __dict__ (scheduler_side.py)
         observer = getattr(hooks, "observer", None) if hooks is not None else None
         if observer is not None:
             try:
