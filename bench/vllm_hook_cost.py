@@ -19,6 +19,12 @@ Medians over the repeats with their spread (min..max). Run it with the project's
 
 --profile prints a cProfile of the hooked runs (hook package lines first; sorted by cumulative time,
 or by PROFILE_SORT=tottime for each function's own time).
+
+--real-shim runs the hooked runs against the built shim (build/lib/libkvcached_shim.so, or --shim) on
+the fake CUDA driver (build/fakecuda), as the real-shim tests do: the KV tensors are lazy regions, and
+the C calls (acquires, the sharing verdict, the pressure signal) go through ctypes to the shim and its
+ledger in /dev/shm, which the fake C API leaves out. Its pages are the shim's (2 MiB unless
+KVCACHED_PAGE_SIZE_MB says otherwise), so --blocks-per-page does not apply.
 """
 
 from __future__ import annotations
@@ -64,6 +70,26 @@ class RegionPerTensor(FakeCApi):
         return dataclasses.replace(super().region_info(addr), base=addr)
 
 
+def load_real_shim(args):
+    """The built shim on the fake driver, started with a ledger segment of its own (removed at exit)."""
+    import atexit
+
+    root = os.path.join(HERE, "..", "build")
+    shim = args.shim or os.path.join(root, "lib", "libkvcached_shim.so")
+    driver = os.environ.setdefault("KVCACHED_CUDA_DRIVER", os.path.join(root, "fakecuda", "libcuda.so.1"))
+    for path, what in ((shim, "--shim"), (driver, "KVCACHED_CUDA_DRIVER")):
+        if not os.path.isfile(path):
+            sys.exit(f"vllm_hook_cost: {path} not found: build the project first (scripts/test.sh) or set {what}")
+    name = os.environ.setdefault("KVCACHED_IPC_NAME", f"vllm_hook_cost_{os.getpid()}")
+    # The segment is removed at exit while the shim still runs, which it reports as a warning.
+    os.environ.setdefault("KVCACHED_LOG_LEVEL", "error")
+    atexit.register(lambda: os.path.exists(f"/dev/shm/kvcached_{name}") and os.remove(f"/dev/shm/kvcached_{name}"))
+    os.environ["KVCACHED_TEST_SHIM"] = shim
+    import real_shim_support as R
+
+    return R.load_shim()
+
+
 def make_config(args):
     config = V.make_vllm_config(args.num_blocks, async_scheduling=args.async_sched,
                                 max_num_seqs=args.max_num_seqs or args.concurrency,
@@ -100,7 +126,15 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     registry.clear()
     vllm_config = make_config(args)
     config = kv_config(vllm_config, args.layers)
-    if hooked:
+    regions = []
+    if hooked and args.real_api is not None:
+        import real_shim_support as R
+        from unittest import mock
+
+        worker.overrides["api"] = args.real_api
+        with mock.patch.object(torch, "zeros", R.lazy_allocator(args.real_api, torch.zeros, regions)):
+            V.build_worker_cache(vllm_config, config)
+    elif hooked:
         api = (FakeCApi if args.unaligned else RegionPerTensor)(page_size=args.blocks_per_page * BLOCK_BYTES, budget=SharedBudget(None))
         worker.overrides["api"] = api
         V.build_worker_cache(vllm_config, config)
@@ -158,8 +192,11 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     hooks = getattr(scheduler, "_kvcached_steps", None)
     if hooked:
         tracker = hooks.adapter.tracker
+        result.update(phases=[ns / 1000 / hooks.steps for ns in hooks.phase_ns])
         result.update(hook_us=hooks.hook_ns_total / 1000 / hooks.steps,
                       c_calls=(tracker.acquire_calls + tracker.release_calls) / hooks.steps)
+    for base in regions:  # --real-shim: this run's KV tensors (nothing reads them any more)
+        args.real_api.region_destroy(base)
     return result
 
 
@@ -188,18 +225,24 @@ def main() -> None:
                         help="page grid at absolute addresses (the plain fake: tensors at odd page phases)")
     parser.add_argument("--hooks", help="folder holding the kvcached_hook package to measure (default: this tree's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the hooked runs")
+    parser.add_argument("--real-shim", action="store_true",
+                        help="the hooked runs against the built shim on the fake CUDA driver (see above)")
+    parser.add_argument("--shim", help="with --real-shim: the shim library (default build/lib/libkvcached_shim.so)")
     args = parser.parse_args()
+    args.real_api = load_real_shim(args) if args.real_shim else None
 
     worker.overrides.update(require_cuda=False, use_pool=False)
     scheduler_side.overrides["idle_thread"] = False  # off the step path; keeps runs deterministic
     import kvcached_hook
 
     print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
+    per_page = args.real_api.stats(0)["page_size"] // BLOCK_BYTES if args.real_api else args.blocks_per_page
     loop = f" (closed loop, max_num_seqs {args.max_num_seqs})" if args.max_num_seqs else ""
     print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent{loop}, prompt "
-          f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({args.blocks_per_page} per page), "
+          f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({per_page} per page), "
           f"{args.layers} layers, "
-          f"{args.repeats} repeats (hooked/unhooked alternating), CPU ({os.cpu_count()} cores), fake C API")
+          f"{args.repeats} repeats (hooked/unhooked alternating), CPU ({os.cpu_count()} cores), "
+          + (f"the shim on the fake driver ({args.real_api.stats(0)['page_size'] >> 20} MiB pages)" if args.real_api else "fake C API"))
     rows = []
     cases = [(int(b), m) for b in args.blocks.split(",") for m in (("sync", "async") if args.mode == "both" else (args.mode,))]
     for blocks, mode in cases:
@@ -220,7 +263,8 @@ def main() -> None:
                     (hooked if with_hook else plain).append(res)
         diffs = [h["wall_us"] - p["wall_us"] for h, p in zip(hooked, plain)]
         rows.append((f"{mode} {blocks}", hooked[0]["steps"], [h["hook_us"] for h in hooked], [h["wall_us"] for h in hooked],
-                     [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked)))
+                     [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked),
+                     [statistics.median(h["phases"][k] for h in hooked) for k in range(len(hooked[0]["phases"]))]))
         if profiler is not None:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats("kvcached_hook", 40)
@@ -229,9 +273,14 @@ def main() -> None:
     print("per schedule() call, microseconds: median (min..max)")
     print(f"{'mode blocks':12} {'steps':>5}  {'hook (own count)':>24}  {'wall with hook':>24}  {'wall unpatched':>24}"
           f"  {'wall added':>24}  C calls/step")
-    for mode, steps, hook, with_hook, plain, diffs, calls in rows:
+    for mode, steps, hook, with_hook, plain, diffs, calls, _ in rows:
         print(f"{mode:12} {steps:5}  {spread(hook):>24}  {spread(with_hook):>24}  {spread(plain):>24}"
               f"  {spread(diffs):>24}  {calls:.3f}")
+    # The own count by phase, as the shutdown cost line splits it (StepHooks.phase_ns).
+    print("the hook's own count by phase, us per step (median of the repeats): release, sharing policy, "
+          "prediction and step bound, after schedule(), in vLLM's block calls")
+    for mode, *_, phases in rows:
+        print(f"{mode:12} " + "  ".join(f"{us:6.1f}" for us in phases))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ print(json.dumps({"held": held, "page": page}), flush=True)
 for line in sys.stdin:
     if line.strip() == "verdict":
         v = api.share_verdict(0)
-        print(json.dumps(v.__dict__ if v else None), flush=True)
+        print(json.dumps(v._asdict() if v else None), flush=True)
     elif line.strip() == "report":
         print(api.share_report(0, page, 1), flush=True)
     elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
