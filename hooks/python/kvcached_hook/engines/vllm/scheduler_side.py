@@ -10,7 +10,6 @@ requests, mostly the KVCacheManager's and the coordinator's: docs/performance.md
 from __future__ import annotations
 
 import logging
-import time
 from time import perf_counter_ns as perf
 
 from ..._env import HookSettings
@@ -217,16 +216,16 @@ def wrap_schedule(orig):
             manager, saved = self.kv_cache_manager, None
             try:
                 hooks.before_schedule(self)
-                judged = time.perf_counter_ns()
+                judged = perf()
                 adapter.room = A.room(adapter)
                 if A.whole_step(adapter, self):
                     saved = A.unhook_for_step(manager)
                     if saved is not None:
                         adapter.whole_steps += 1
-                started = time.perf_counter_ns()
+                started = perf()
                 hooks.count_step_bound(started - judged)  # the hook's time too
                 output = orig(self, *args, **kwargs)
-                hooks.schedule_ns_total += time.perf_counter_ns() - started
+                hooks.schedule_ns_total += perf() - started
             finally:
                 if saved is not None:
                     A.restore_after_step(manager, saved)
