@@ -155,7 +155,8 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
     rec["sampler_errors"] = sampler.errors
     rec["engines"] = {}
     for name, e in es.engines.items():
-        row = {"pid": e["pid"], "ready_s": e.get("ready_s"), "kv_capacity_bytes": e.get("kv_capacity_bytes")}
+        row = {"pid": e["pid"], "ready_s": e.get("ready_s"), "kv_capacity_bytes": e.get("kv_capacity_bytes"),
+               "vllm_version": e.get("vllm_version")}
         row.update(metrics.service(results[name], shape.duration_s))
         row["memory"] = metrics.memory(ledger, mrows, smi, name, traffic_stop, cfg.idle_after_s,
                                        e.get("kv_capacity_bytes"), cfg.budget // 2 if es.setting == "static" else None)

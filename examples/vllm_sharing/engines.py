@@ -147,6 +147,16 @@ def tail(path: str, lines: int = 40) -> str:
         return ""
 
 
+def engine_version(log_path: str) -> str | None:
+    """The vLLM version the engine reports at start ('vLLM server version X, serving model M', or
+    the logo's 'version X' line), so that runs made with different vLLM releases are never taken
+    for one comparison."""
+    import re
+
+    found = re.findall(r"(?:vLLM (?:API )?server version|\u2588\s+version)\s+([0-9][^\s,]*)", tail(log_path, 100000))
+    return found[-1] if found else None
+
+
 def kv_capacity(log_path: str) -> int | None:
     """KV bytes the engine sized its cache to, from its 'GPU KV cache size: N tokens' line."""
     import re
@@ -167,7 +177,7 @@ class EngineSet:
 
     def _key(self) -> dict:
         return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
-                "vllm_args": self.cfg.vllm_args}
+                "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", "")}
 
     def reuse(self) -> bool:
         try:
@@ -212,6 +222,7 @@ class EngineSet:
                 time.sleep(0.5)
             self.engines[name]["ready_s"] = round(time.time() - t0, 1)
             self.engines[name]["kv_capacity_bytes"] = kv_capacity(log_path)
+            self.engines[name]["vllm_version"] = engine_version(log_path)
             self.log(f"{self.setting}: engine {name} ready after {self.engines[name]['ready_s']} s")
         if self.setting == "kvcached" and self.cfg.peer_budget == "ballast":
             err = self.start_ballast()

@@ -442,6 +442,8 @@ def main() -> int:
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--served-model-name", default="")
     args, ignored = ap.parse_known_args()
+    # vLLM's own start line (the harness records the version of each run's engines).
+    print(f"standin: vLLM server version 0.0.0+standin, serving model {args.model}", flush=True)
     if ignored:
         print(f"standin: ignoring vllm flags {' '.join(ignored)}", flush=True)
     asyncio.run(main_async(args))

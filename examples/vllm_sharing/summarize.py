@@ -108,6 +108,19 @@ def table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def versions(runs: list[dict]) -> list[str]:
+    """One line naming the vLLM release(s) each setting's engines reported: settings compared on
+    different releases are then visible as such."""
+    seen: dict[str, set] = {}
+    for r in runs:
+        for e in (r.get("engines") or {}).values():
+            seen.setdefault(r["setting"], set()).add(e.get("vllm_version") or "not reported")
+    if not seen:
+        return []
+    parts = [f"{s}: {', '.join(sorted(seen[s]))}" for s in SETTINGS if s in seen]
+    return ["vLLM versions: " + "; ".join(parts) + ".", ""]
+
+
 def ok_runs(runs, setting, trace):
     return [r for r in runs if r["setting"] == setting and r["trace"] == trace and r.get("status") == "ok"]
 
@@ -283,7 +296,7 @@ def main() -> int:
           f"{len(runs)} runs, {dates[0]} to {dates[-1]}; budget {cfg['budget_bytes'] / MIB:.0f} MiB of KV for both "
           f"engines (static: {cfg['static_kv_bytes'] / MIB:.0f} MiB each); engine `{cfg['engine_cmd']}`; "
           f"trace shape {json.dumps(cfg['trace_shape'])}. Cells: median [min-max] over repeats.", "",
-          *table(runs), "", "### Targets", "", *targets(runs), "", *errors(runs)]
+          *versions(runs), *table(runs), "", "### Targets", "", *targets(runs), "", *errors(runs)]
     md += [f"![{p}]({p})" for p in pngs] or ["(no plots: matplotlib is not importable here)"]
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:

@@ -115,6 +115,7 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertEqual(e["memory"]["source"], "static allocation")
                 self.assertGreater(e["memory"]["engine_usage_peak"], 0, name)
                 self.assertEqual(e["handover"], "n/a")
+                self.assertEqual(e["vllm_version"], "0.0.0+standin", name)  # read from the engine's start line
             self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
             self.assertTrue(rec["series"]["metrics"])
 
@@ -168,6 +169,7 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertIn("| a_then_b | shim | b | 1 |", text)
         self.assertIn("| symmetric | static | a | 1 |", text)
         self.assertIn("| tokens/s under load |", text)
+        self.assertIn("vLLM versions: static: 0.0.0+standin; shim: 0.0.0+standin", text)
         self.assertIn("| a_then_b | kvcached | - | 0 of 1 | not_available", text)
         self.assertIn("**kvcached: not_available**", text)
         rows = [line for line in text.splitlines() if line.startswith("| hand-over p50 < 1 s | shim, a_then_b")]
