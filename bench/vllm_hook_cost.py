@@ -101,13 +101,21 @@ def make_config(args):
     return config
 
 
-BLOCK_BYTES = 512  # per block and layer: 16 tokens x K,V x 1 head x 8 x fp16 (small CPU tensors)
+def block_bytes(args) -> int:
+    """Bytes per block and layer: 16 tokens x K,V x KV heads x head size x fp16. The default (1 head
+    of 8: 512 bytes) keeps CPU tensors small; with --real-shim the page is the shim's, so the
+    blocks a page holds (which decide how often the cache grows and whether a step's bound fits in
+    the free backed blocks) follow from this: --kv-heads 8 --head-size 64 is the GPU runs' small
+    model (32 KiB, 64 blocks in a 2 MiB page), --kv-heads 8 --head-size 128 the 8B shape."""
+    return V.BLOCK * 2 * args.kv_heads * args.head_size * 2
 
 
-def kv_config(vllm_config, layers: int):
-    """`layers` full-attention layers of BLOCK_BYTES per block; --blocks-per-page sets the page."""
-    specs = {f"layers.{i}.attn": FullAttentionSpec(block_size=V.BLOCK, num_kv_heads=1, head_size=8,
-                                                   dtype=torch.float16) for i in range(layers)}
+def kv_config(vllm_config, args):
+    """`args.layers` full-attention layers of block_bytes(args) per block; --blocks-per-page sets
+    the page (without --real-shim)."""
+    specs = {f"layers.{i}.attn": FullAttentionSpec(block_size=V.BLOCK, num_kv_heads=args.kv_heads,
+                                                   head_size=args.head_size, dtype=torch.float16)
+             for i in range(args.layers)}
     per_block = sum(spec.page_size_bytes for spec in specs.values())
     blocks = vllm_config.cache_config.num_gpu_blocks_override
     return kv_cache_utils.get_kv_cache_configs(vllm_config, [specs], [per_block * (blocks + 8)])[0]
@@ -125,7 +133,7 @@ def requests(args):
 def run_once(args, hooked: bool, profiler=None) -> dict:
     registry.clear()
     vllm_config = make_config(args)
-    config = kv_config(vllm_config, args.layers)
+    config = kv_config(vllm_config, args)
     regions = []
     if hooked and args.real_api is not None:
         import real_shim_support as R
@@ -135,7 +143,7 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
         with mock.patch.object(torch, "zeros", R.lazy_allocator(args.real_api, torch.zeros, regions)):
             V.build_worker_cache(vllm_config, config)
     elif hooked:
-        api = (FakeCApi if args.unaligned else RegionPerTensor)(page_size=args.blocks_per_page * BLOCK_BYTES, budget=SharedBudget(None))
+        api = (FakeCApi if args.unaligned else RegionPerTensor)(page_size=args.blocks_per_page * block_bytes(args), budget=SharedBudget(None))
         worker.overrides["api"] = api
         V.build_worker_cache(vllm_config, config)
     scheduler = V.make_scheduler(vllm_config, config)
@@ -216,6 +224,8 @@ def main() -> None:
     parser.add_argument("--blocks", default="4096,102400",
                         help="KV cache sizes in blocks, comma-separated (the H200 serve run had 102697)")
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=1, help="KV heads per layer (see block_bytes)")
+    parser.add_argument("--head-size", type=int, default=8, help="head size (see block_bytes)")
     parser.add_argument("--blocks-per-page", type=int, default=128,
                         help="blocks per shim page (H200 serve run: 16 KiB blocks, 2 MiB pages: 128)")
     parser.add_argument("--tokens-per-step", type=int, default=8192, help="max_num_batched_tokens")
@@ -236,7 +246,7 @@ def main() -> None:
     import kvcached_hook
 
     print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
-    per_page = args.real_api.stats(0)["page_size"] // BLOCK_BYTES if args.real_api else args.blocks_per_page
+    per_page = args.real_api.stats(0)["page_size"] // block_bytes(args) if args.real_api else args.blocks_per_page
     loop = f" (closed loop, max_num_seqs {args.max_num_seqs})" if args.max_num_seqs else ""
     print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent{loop}, prompt "
           f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({per_page} per page), "
