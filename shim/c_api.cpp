@@ -278,6 +278,16 @@ kvcached_status kvcached_share_verdict(int device, kvcached_share_verdict_t* out
   });
 }
 
+kvcached_status kvcached_share_action_get(int device, int32_t* action) {
+  if (action == nullptr) return NullArgument("kvcached_share_action_get", "action");
+  return WithRuntime("kvcached_share_action_get", [&](Runtime& runtime) {
+    auto a = runtime.ShareActionNow(device);
+    if (!a.ok()) return Report(a.status());
+    *action = static_cast<int32_t>(a.value());
+    return KVCACHED_OK;
+  });
+}
+
 kvcached_status kvcached_share_report(int device, uint64_t bytes, uint64_t requests) {
   return WithRuntime("kvcached_share_report", [&](Runtime& runtime) {
     return Report(runtime.ReportShare(device, bytes, requests));

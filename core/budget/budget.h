@@ -92,6 +92,8 @@ class Budget {
   // Fairness between the engines sharing the budget (docs/sharing.md): what the policy asks of
   // this process now. A budget not shared with anyone never asks anything.
   [[nodiscard]] virtual ShareVerdict Share() const { return {}; }
+  // Share().action alone, where a cheaper answer exists (an engine asks every step).
+  [[nodiscard]] virtual ShareAction ShareActionNow() const { return Share().action; }
   // The smallest amount the engine takes or gives at a time, in bytes (0: the page size); shares
   // are reachable in whole units. A budget not shared with anyone keeps nothing.
   virtual Status SetShareUnit(std::uint64_t /*bytes*/) { return Status::Ok(); }

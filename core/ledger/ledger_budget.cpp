@@ -599,6 +599,19 @@ ShareVerdict LedgerBudget::Share() const {
   return v;
 }
 
+ShareAction LedgerBudget::ShareActionNow() const {
+  if (Forked()) return ShareAction::kOk;
+  bool starved = false;
+  {
+    std::shared_lock lock(slot_mu_);
+    (void)OnLedger([&] {
+      if (Owns()) starved = OthersStarved(*segment_, slot_.load(), BoottimeNs());
+    });
+  }
+  // Nobody else starved: kOk without the arithmetic (OthersStarved says why).
+  return starved ? Share().action : ShareAction::kOk;
+}
+
 void LedgerBudget::ReportShare(std::uint64_t bytes, std::uint64_t requests) {
   std::shared_lock lock(slot_mu_);
   (void)OnLedger([&] {

@@ -52,6 +52,7 @@ class LedgerBudget final : public Budget {
   void SetLabel(const std::string& label) override;
   [[nodiscard]] BudgetView View() const override;
   [[nodiscard]] ShareVerdict Share() const override;
+  [[nodiscard]] ShareAction ShareActionNow() const override;
   Status SetShareUnit(std::uint64_t bytes) override;
   void ReportShare(std::uint64_t bytes, std::uint64_t requests) override;
   void ReportEngineSteps(const EngineSteps& totals) override;

@@ -142,6 +142,19 @@ void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns) {
   Atomic(s.starved_last_ns).store(now_ns | kServedBit, std::memory_order_relaxed);
 }
 
+bool OthersStarved(const Segment& segment, std::uint32_t index, std::uint64_t now_ns) {
+  for (std::uint32_t i = 0; i < segment.slot_count(); ++i) {
+    if (i == index) continue;
+    const LedgerSlot& s = segment.slot(i);
+    const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
+    if (since == 0) continue;  // the common case: one relaxed load a slot
+    const std::uint64_t owner = Load(s.owner);
+    if (owner == 0 || OwnerState(owner) != SlotState::kLive) continue;
+    if (StarvedNow(since, LoadRelaxed(s.starved_last_ns), now_ns)) return true;
+  }
+  return false;
+}
+
 ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,
                         std::uint64_t now_ns, std::uint64_t preempt_after_ns) {
   std::vector<std::uint32_t> indices;

@@ -69,6 +69,11 @@ bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
 // during an episode: not starved now (kServedBit), the episode's start kept.
 void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns);
 
+// Whether a live slot other than `index` is starving its engine at `now_ns`: when none is, the
+// verdict for `index` is kOk whatever the shares are (only a starved engine is given to), and an
+// engine can learn that with one pass over the slots, without the fair-share arithmetic.
+bool OthersStarved(const Segment& segment, std::uint32_t index, std::uint64_t now_ns);
+
 // The policy's verdict for the owner of slot `index`.
 ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,
                         std::uint64_t now_ns, std::uint64_t preempt_after_ns);

@@ -335,6 +335,12 @@ Result<ShareVerdict> Runtime::Share(int device) {
   return state.value()->budget->Share();
 }
 
+Result<ShareAction> Runtime::ShareActionNow(int device) {
+  auto state = impl_->Device(device);
+  if (!state.ok()) return state.status();
+  return state.value()->budget->ShareActionNow();
+}
+
 Status Runtime::ReportShare(int device, std::uint64_t bytes, std::uint64_t requests) {
   auto state = impl_->Device(device);
   if (!state.ok()) return state.status();

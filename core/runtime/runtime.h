@@ -88,6 +88,8 @@ class Runtime {
   Result<Budget::PressureInfo> Pressure(int device);
   // What the sharing policy asks of this process on `device` (see Budget::Share).
   Result<ShareVerdict> Share(int device);
+  // Share(device).action alone, cheaply when no other engine is starved (every engine step).
+  Result<ShareAction> ShareActionNow(int device);
   Status ReportShare(int device, std::uint64_t bytes, std::uint64_t requests);
   // The engine's share unit on `device` (see Budget::SetShareUnit): whole pages, at most the
   // budget; 0 = one page.

@@ -409,5 +409,43 @@ TEST(LedgerShare, AStaleEpisodeStarvesNobody) {
   EXPECT_EQ(a->Share().action, ShareAction::kOk);
 }
 
+// The engines' per-step question (kvcached_share_action_get): the verdict's action, read with
+// one pass over the slots while no other engine is starved, the full verdict otherwise.
+TEST(LedgerShare, TheStepActionIsTheVerdictsActionAndSkipsTheArithmeticWhileNobodyElseStarves) {
+  ScopedSegmentName name("share_action");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a", 1, 0, 30 * kMs);
+  auto b = Attach(seg, "b", 1, 0, 30 * kMs);
+  auto same = [&](const char* when) {
+    EXPECT_EQ(a->ShareActionNow(), a->Share().action) << when;
+    EXPECT_EQ(b->ShareActionNow(), b->Share().action) << when;
+  };
+  ASSERT_EQ(Take(*a, 100), 100U);
+  EXPECT_FALSE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+  same("nobody starved");
+  ASSERT_EQ(Take(*b, 4, 4 * kPage), 0U);  // B refused below its share: A is asked
+  EXPECT_TRUE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+  EXPECT_FALSE(OthersStarved(*seg, b->slot_index(), BoottimeNs()))
+      << "its own episode is not another's";
+  EXPECT_EQ(a->ShareActionNow(), ShareAction::kGiveCached);
+  same("B starved");
+  Give(*a, 4);
+  EXPECT_EQ(a->ShareActionNow(), ShareAction::kStopAdmitting);
+  same("given, not taken yet");
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  ASSERT_EQ(Take(*b, 60, 60 * kPage), 0U);
+  EXPECT_EQ(a->ShareActionNow(), ShareAction::kPreempt);
+  same("past the bound");
+  ASSERT_EQ(Take(*b, 4), 4U);  // granted (the page pool notes it): B is served, nobody starved now
+  b->NoteServed();
+  EXPECT_FALSE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+  same("B served");
+  LedgerSlot& sb = seg->slot(b->slot_index());  // a stale episode starves nobody either
+  Atomic(sb.starved_last_ns).store(BoottimeNs() - kStarvedFreshNs - 10 * kMs);
+  Atomic(sb.starved_since_ns).store(BoottimeNs() - kStarvedFreshNs - 20 * kMs);
+  EXPECT_EQ(a->ShareActionNow(), ShareAction::kOk);
+  same("stale");
+}
+
 }  // namespace
 }  // namespace kvcached::ledger

@@ -375,6 +375,56 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assert_whole_steps_safe(records, "small budget", expect_some=False)
         self.assertTrue(any(not r[0] for r in records), "small budget: every step ran whole")
 
+    def test_most_blocks_come_from_the_arranged_head_and_its_count_never_overstates_it(self):
+        """get_new_blocks takes its fast path (no choice, no tracker call) for the blocks counted
+        good at the head of vLLM's free queue (blocks.py: the arranged head). After every step and
+        every output the count is no more than the good blocks really leading the queue (free in
+        backed pages, or cached), every held block is backed, and under a decode load most blocks
+        are handed out that way: the prefix cache elastic and kept, synchronous and asynchronous,
+        with a budget that refuses."""
+        from unittest import mock
+
+        from kvcached_hook.engines.vllm.blocks import PoolAdapter
+
+        def good_head(adapter):
+            queue, tracker, n = adapter.pool.free_block_queue, adapter.tracker, 0
+            node = queue.fake_free_list_head.next_free_block
+            while node is not None and node is not queue.fake_free_list_tail:
+                bid = node.block_id
+                if not (tracker.fb[bid] or (node.block_hash is not None and not tracker.is_free(bid))):
+                    break
+                n, node = n + 1, node.next_free_block
+            return n
+
+        for prefix_cache, budget, config in (("elastic", None, {}), ("keep", None, {}),
+                                             ("elastic", None, {"async_scheduling": True}),
+                                             ("elastic", 6, {"async_scheduling": True})):
+            where = f"{prefix_cache} budget {budget} {config}"
+            chosen = []
+            original = PoolAdapter.choose
+
+            def counting(self_, n, _original=original, _chosen=chosen):
+                _chosen.append(n)
+                return _original(self_, n)
+
+            with V.env(KVCACHED_HOOK_PREFIX_CACHE=prefix_cache), mock.patch.object(PoolAdapter, "choose", counting):
+                scheduler, adapter = self.engine(num_blocks=256, budget_pages=budget, **config)
+                self.add(scheduler, 12, prompt_len=40, max_tokens=60)
+                late = [V.make_request(f"late{i}", [50 + i] * 40, 30) for i in range(6)]
+
+                def check(stage, _out, adapter=adapter, where=where):
+                    if late and stage == "scheduled":
+                        scheduler.add_request(late.pop())
+                    self.assertLessEqual(adapter.head_ok, good_head(adapter), f"{where}, {stage}")
+                    self.assert_backed(adapter, f"{where}, {stage}")
+
+                V.run_loop(scheduler, check=check, in_flight=2 if config else 1)
+            self.assertFalse(scheduler.has_requests(), where)
+            adapter.settle()
+            handed = adapter.taken_total
+            if budget is None:
+                self.assertLess(2 * sum(chosen), handed, f"{where}: {sum(chosen)} of {handed} blocks chosen one call at a time")
+
     def test_the_step_walks_shortcut_counts_as_the_general_formula(self):
         """whole_step's walk counts a decoding request's new blocks from the remainder of its
         computed tokens when it adds at most a block of tokens: the same counts as the general

@@ -153,6 +153,9 @@ class ShareVerdict(NamedTuple):
     min_bytes: int = 0
 
 
+_SHARE_OK = ShareVerdict("ok")  # the "ok" verdict's numbers are not read (share_policy.py)
+
+
 @dataclass(frozen=True)
 class RegionInfo:
     base: int
@@ -226,6 +229,10 @@ class CApi:
         )
         self._share_verdict = self._fn(
             "kvcached_share_verdict", c_int, [c_int, ctypes.POINTER(_ShareVerdict)], required=False, hold_gil=True
+        )
+        # Every engine step: the action alone, cheap while nobody is starved (kvcached.h).
+        self._share_action_get = self._fn(
+            "kvcached_share_action_get", c_int, [c_int, ctypes.POINTER(ctypes.c_int32)], required=False, hold_gil=True
         )
         self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
         self._share_set_unit = self._fn("kvcached_share_set_unit", c_int, [c_int, u64], required=False)
@@ -372,6 +379,18 @@ class CApi:
         return ShareVerdict(SHARE_ACTION_NAMES.get(out.action, "ok"), out.give_bytes, out.fair_share_bytes,
                             out.held_bytes, out.deficit_bytes, out.starved_ms, out.starved_pid,
                             out.weight_milli / 1000.0, out.min_bytes)
+
+    def share_verdict_fast(self, device: int) -> ShareVerdict | None:
+        """share_verdict, in one cheap call while the answer is "ok" (kvcached_share_action_get:
+        nobody else starved); the full verdict otherwise, and with a shim that lacks the call."""
+        if self._share_action_get is None:
+            return self.share_verdict(device)
+        action = ctypes.c_int32(-1)
+        if self._share_action_get(device, ctypes.byref(action)) != OK:
+            return None
+        if action.value == SHARE_OK:
+            return _SHARE_OK
+        return self.share_verdict(device)
 
     def share_report(self, device: int, given_bytes: int, preempted_requests: int) -> int:
         """Tells kvctl what the engine gave back / preempted for the policy (no-op without it)."""

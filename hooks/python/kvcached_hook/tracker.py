@@ -64,6 +64,12 @@ class KVPageTracker:
         self.empty_since: dict[int, int] = {}
         # Engine hooks (set by the adapter): drop up to k cached blocks into the free list.
         self.evict_cached = None  # callable(k) -> int
+        # Called (no arguments) when flush() takes the backing of units away: an engine adapter that
+        # assumed blocks backed without asking (vLLM: its arranged queue head) forgets that.
+        self.on_release = None
+        # Called with the free blocks that an acquire has just backed (block ids, lowest first):
+        # an engine adapter may hand those out first (vLLM: it puts them at its queue's head).
+        self.on_backed = None
         self.cached_count = lambda: 0
         # Step state.
         self.step = 0
@@ -337,22 +343,28 @@ class KVPageTracker:
         self.acquire_calls += 1
         if status == C.OK:
             self.units_acquired += len(units)
+            moved: list[int] | None = [] if self.on_backed is not None else None
             for unit in units:
                 self.acq[unit] = 1
                 if self.count[unit] == 0:
                     self.empty_since.setdefault(unit, self.step)
-                self._on_unit_backed(unit)
+                self._on_unit_backed(unit, moved)
+            if moved:
+                self.on_backed(moved)
         elif status == C.ERR_NO_MEMORY:
             self.refusals += 1
         return status
 
-    def _on_unit_backed(self, unit: int) -> None:
+    def _on_unit_backed(self, unit: int, moved: list[int] | None = None) -> None:
+        """The unit's free blocks that are fully backed now move to fb (and to `moved`)."""
         fu, fb = self.fu, self.fb
         for block in self.layout.unit_blocks(unit):
             if block < self.managed and fu[block] and self._fully_backed(block):
                 fu[block] = 0
                 fb[block] = 1
                 self.nbfree += 1
+                if moved is not None:
+                    moved.append(block)
 
     def _enter_pressure(self) -> None:
         self.pressure = True
@@ -376,6 +388,8 @@ class KVPageTracker:
                     del self.empty_since[unit]
             if not units:
                 return 0
+            if self.on_release is not None:
+                self.on_release()
             fu, fb = self.fu, self.fb
             for unit in units:
                 del self.empty_since[unit]

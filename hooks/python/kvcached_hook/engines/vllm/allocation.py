@@ -194,6 +194,7 @@ def restore_after_step(manager, saved) -> None:
 
 def room(adapter: PoolAdapter) -> int:
     """Blocks the fast path may hand out from now on in this step (the module's docstring)."""
+    adapter.settle()
     tracker, hooks = adapter.tracker, adapter.hooks
     verdict = hooks.share.verdict if hooks is not None else None
     if tracker.pressure or (verdict is not None and verdict.action != OK):
@@ -257,6 +258,7 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
     """The exact path: the sharing policy's admission decision, then vLLM's allocate_slots with
     the demand backed (or the free count clamped) in between its count and its check."""
     with adapter.lock:
+        adapter.settle()
         hooks, tracker = adapter.hooks, adapter.tracker
         c_mark, start = tracker.c_ns_total, perf()
         # The sharing policy may hold admissions back (share_policy.py): None, as for a full

@@ -75,6 +75,13 @@ class PoolAdapter:
         self.step_sizes: tuple[int, ...] | None = None  # allocation.whole_step's groups (None: not read yet)
         self.whole_steps = 0  # schedule() calls run with vLLM's own allocate_slots (allocation.py)
         self.taken_total = 0  # blocks get_new_blocks handed out (steps.py: recent use)
+        # The arranged head of vLLM's free queue (arrange_head): how many of its first blocks are
+        # good, the ids arranged there (a superset: some handed out since), and the blocks handed
+        # out from it that the tracker has not seen yet.
+        self.head_ok = 0
+        self.head_ids: set[int] = set()
+        self.pending: list = []
+        self.loose = 1  # > 0: free blocks in backed pages may lie outside the head (arrange_head)
         self.in_flight: deque[int] = deque()  # steps scheduled with work, not yet processed
         self.sync_errors = 0
         free = [block.block_id for block in pool.blocks if block.ref_cnt == 0 and not block.is_null]
@@ -84,12 +91,16 @@ class PoolAdapter:
                 self.cached[block.block_id] = block
                 self.cached_at[block.block_id] = self.now
         self.tracker.evict_cached = self.evict_cached
+        self.tracker.on_release = self.head_lost
+        self.tracker.on_backed = self.backed
         self.tracker.cached_count = lambda: len(self.cached)
         self.hooks = None  # steps.StepHooks, once the scheduler made its first step
         LIVE.add(self)
 
     # ------------------------------------------------------------------ tracker <-> pool
     def sync(self, block) -> None:
+        if self.pending:
+            self.settle()
         if block.is_null:
             return
         bid = block.block_id
@@ -101,6 +112,7 @@ class PoolAdapter:
             tracker.take(bid)  # backed already (choose/ensure ran before); else backs it now
         elif not held and not free:
             tracker.give(bid)
+            self.loose += 1  # free where it lies in vLLM's queue (evicted), not at its head
         if block.ref_cnt == 0 and hashed:
             if bid not in self.cached:
                 self.cached[bid] = block
@@ -183,16 +195,21 @@ class PoolAdapter:
         free blocks in backed pages (lowest first), then cached blocks (LRU first, never a prefix
         hit of the allocation in progress; vLLM's get_new_blocks evicts them from the prefix cache
         as it hands them out, as it does with any cached block at the head of its queue), and only
-        when those fall short, pages are backed for the lowest free blocks."""
+        when those fall short, pages are backed for the lowest free blocks. The slow path: most
+        calls find their blocks in the arranged head (arrange_head)."""
         if n <= 0:
             return
+        self.settle()
         tracker, blocks = self.tracker, self.pool.blocks
-        fb = tracker.fb
+        nb = tracker.nbfree
         picked = []
-        if tracker.nbfree:
+        if nb:
+            fb, want = tracker.fb, min(n, nb)
             block = fb.find(1)
-            while block >= 0 and len(picked) < n:
+            while block >= 0:
                 picked.append(blocks[block])
+                if len(picked) >= want:
+                    break
                 block = fb.find(1, block + 1)
         short = n - len(picked)
         if short > 0 and self.reusable_cached() >= short:
@@ -211,6 +228,113 @@ class PoolAdapter:
         for block in picked:
             queue.remove(block)
         queue.prepend_n(picked)
+
+    # ------------------------------------------------------------------ the arranged head
+    # vLLM hands out blocks from the head of its free queue. The adapter keeps the first
+    # `head_ok` blocks there known to be good (free in backed pages, or cached: backed too), so
+    # that a get_new_blocks for at most that many needs no choice (scheduler_side.py: its fast
+    # path, ~9 calls a step under load, each a few us of choose() and the tracker otherwise):
+    # the blocks it hands out are noted in `pending` and reach the tracker in one batch
+    # (settle()) before anything reads the tracker again.
+    #
+    # head_ok is a lower bound, kept by what vLLM does to its queue (BlockPool, 0.24-0.26):
+    # get_new_blocks pops n from the head (-n); touch removes cached blocks from anywhere (-1
+    # for each that may lie in the head: those in `head_ids`); free_blocks prepends the freed
+    # blocks without a hash (in use until now, so backed: +their number) and appends the rest to
+    # the tail (no change); choose() prepends what it picks and get_new_blocks pops those (-n).
+    # A page released (tracker.flush) may hold blocks in the head: head_ok drops to 0. vLLM
+    # touches a request's prefix hits before it takes new blocks for it, so a hit arranged in
+    # the head is never handed out from under it.
+    def settle(self) -> None:
+        """Gives the tracker the blocks get_new_blocks handed out from the arranged head."""
+        pending = self.pending
+        if pending:
+            self.pending = []
+            self.taken(pending)
+
+    def arrange_head(self, target: int) -> int:
+        """Makes the first `target` blocks of vLLM's free queue good (see above), as far as good
+        blocks exist, once less than half of it is left: free blocks in backed pages that are
+        not at the head (lowest first), then cached blocks (LRU first). Free blocks of new pages
+        go to the head when backed (backed()), freed ones vLLM puts there itself: only those
+        freed in place (evictions) are looked for, and only when there may be some (`loose`: a
+        scan of the free flags reads the whole cache's worth). Returns how many it moved."""
+        head = self.head_ok
+        if 2 * head >= target:
+            return 0
+        self.settle()
+        ids = self.head_ids
+        if not head or len(ids) > 4 * target + 256:  # stale ids (handed out since) pile up
+            ids.clear()
+            head = self.head_ok = 0
+        k = target - head
+        tracker = self.tracker
+        picked = self._loose_free(k)
+        if len(picked) < k and tracker.prefer_cached:  # "keep": cached blocks only when evicted
+            # Arranged cached blocks lead `cached` (LRU) until vLLM hands them out: the walk past
+            # them is at most what is left of the head (under half the target).
+            protected = self.protected
+            for bid, block in self.cached.items():
+                if bid not in ids and bid not in protected:
+                    picked.append(block)
+                    if len(picked) >= k:
+                        break
+        if not picked:
+            return 0
+        queue = self.pool.free_block_queue
+        for block in picked:
+            queue.remove(block)
+            ids.add(block.block_id)
+        queue.prepend_n(picked)
+        self.head_ok = head + len(picked)
+        return len(picked)
+
+    def _loose_free(self, k: int) -> list:
+        """Up to k free blocks in backed pages that are not in the head (lowest first), when some
+        may be (`loose`); `loose` is 0 again once every such block was seen."""
+        tracker, ids, blocks = self.tracker, self.head_ids, self.pool.blocks
+        picked = []
+        left = tracker.nbfree if self.loose else 0
+        if not left:
+            return picked
+        fb = tracker.fb
+        block = fb.find(1)
+        while block >= 0:
+            if block not in ids:
+                picked.append(blocks[block])
+                if len(picked) >= k:
+                    return picked
+            left -= 1
+            if not left:  # every one seen (a find past the last one reads to the end)
+                break
+            block = fb.find(1, block + 1)
+        self.loose = 0
+        return picked
+
+    def backed(self, block_ids: list[int]) -> None:
+        """tracker.on_backed: free blocks of pages just backed go to the head of vLLM's queue (in
+        front of the arranged head, which they extend): handed out before cached blocks, and
+        with the loose ones (lowest first: the backed part of the cache stays compact)."""
+        blocks = self.pool.blocks
+        picked = [blocks[b] for b in block_ids if blocks[b].ref_cnt == 0 and blocks[b].block_hash is None]
+        if self.loose:
+            new = {block.block_id for block in picked}
+            picked += [block for block in self._loose_free(self.tracker.nbfree) if block.block_id not in new]
+            picked.sort(key=lambda block: block.block_id)
+        if not picked:
+            return
+        queue, ids = self.pool.free_block_queue, self.head_ids
+        for block in picked:
+            queue.remove(block)
+            ids.add(block.block_id)
+        queue.prepend_n(picked)
+        self.head_ok += len(picked)
+
+    def head_lost(self) -> None:
+        """Nothing in vLLM's queue head is known good any more (a page was released)."""
+        self.head_ok = 0
+        self.head_ids.clear()
+        self.loose = 1  # free blocks in backed pages may be anywhere: look for them once
 
     def _choose_backing(self, n: int):
         """choose() when backed and cached blocks fall short: back pages (tracker.ensure evicts
@@ -246,8 +370,13 @@ class PoolAdapter:
 
     def freed(self, blocks) -> None:
         """sync() for the blocks free_blocks gave back: still in use (another request shares it),
-        cached (a hash: kept by the prefix cache, its page stays backed), or free."""
+        cached (a hash: kept by the prefix cache, its page stays backed), or free. vLLM put the
+        free ones at the head of its queue: they extend the arranged head (backed: in use until
+        now)."""
+        self.settle()
         tracker, cached = self.tracker, self.cached
+        fb, ids = tracker.fb, self.head_ids
+        head, bad = 0, False
         for block in blocks:
             if block.ref_cnt > 0 or block.is_null:
                 continue
@@ -256,10 +385,21 @@ class PoolAdapter:
                 if bid not in cached:
                     cached[bid] = block
                     self.cached_at[bid] = self.now
-            elif not tracker.is_free(bid):
-                tracker.give(bid)
+            else:
+                if not tracker.is_free(bid):
+                    tracker.give(bid)
+                if fb[bid]:
+                    head += 1
+                    ids.add(bid)  # in the head now: arrange_head must not count it twice
+                else:
+                    bad = True  # freed twice, and unbacked since: the head is not known good
+        if bad:
+            self.head_lost()
+        else:
+            self.head_ok += head
 
     def snapshot(self) -> dict:
+        self.settle()
         data = self.tracker.snapshot()
         hooks = self.hooks
         data.update(

@@ -94,12 +94,22 @@ def wrap_get_new_blocks(orig):
         if adapter is None:
             return orig(self, num_blocks, *args, **kwargs)
         with adapter.lock:
+            head = adapter.head_ok
+            if num_blocks <= head:
+                # Fast path (blocks.py: the arranged head): vLLM's next blocks are backed; the
+                # tracker learns of them in one batch (settle). No clock reads: cheaper than them.
+                adapter.head_ok = head - num_blocks
+                blocks = orig(self, num_blocks, *args, **kwargs)
+                adapter.pending += blocks
+                return blocks
             c_mark, t0 = adapter.tracker.c_ns_total, perf()
             adapter.choose(num_blocks)
             t1 = perf()
             blocks = orig(self, num_blocks, *args, **kwargs)
             t2 = perf()
             adapter.taken(blocks)
+            # choose() may have taken blocks from the arranged head; what is left of it after them:
+            adapter.head_ok = max(0, adapter.head_ok - num_blocks)
             _count(adapter, t1 - t0 + perf() - t2, c_mark)
             return blocks
 
@@ -113,6 +123,7 @@ def wrap_free_blocks(orig):
             return orig(self, ordered_blocks, *args, **kwargs)
         blocks = list(ordered_blocks)  # vLLM may pass a one-shot iterator (reversed(...))
         with adapter.lock:
+            adapter.settle()  # blocks handed out from the arranged head first, then their return
             result = orig(self, blocks, *args, **kwargs)
             c_mark, t0 = adapter.tracker.c_ns_total, perf()
             adapter.freed(blocks)
@@ -131,12 +142,17 @@ def wrap_touch(orig):
         with adapter.lock:
             result = orig(self, blocks, *args, **kwargs)
             c_mark, t0 = adapter.tracker.c_ns_total, perf()
+            ids, removed = adapter.head_ids, 0
             for block in blocks:
                 if isinstance(block, (list, tuple)):  # a group list (older call shapes)
                     for inner in block:
+                        removed += inner.block_id in ids
                         adapter.sync(inner)
                 else:
+                    removed += block.block_id in ids
                     adapter.sync(block)
+            if removed:  # vLLM took them out of its queue, maybe out of the arranged head
+                adapter.head_ok = max(0, adapter.head_ok - removed)
             _count(adapter, perf() - t0, c_mark)
             return result
 
@@ -167,6 +183,7 @@ def wrap_reset_prefix_cache(orig):
         with adapter.lock:
             result = orig(self, *args, **kwargs)
             adapter.sync_all()
+            adapter.head_lost()  # hashes gone: not known how vLLM's queue looks now
             return result
 
     return reset_prefix_cache

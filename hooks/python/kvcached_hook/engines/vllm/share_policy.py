@@ -121,8 +121,9 @@ class SharePolicy:
         api = self.adapter.api
         if isinstance(api, tp.RemoteApi):
             return None  # tensor parallel: the pages are charged to the workers, not to this process
-        query = getattr(api, "share_verdict", None)  # absent from older fakes
-        if query is None:
+        # The cheap per-step form where the API has it (the real one); fakes script share_verdict.
+        query = getattr(api, "share_verdict_fast", None) or getattr(api, "share_verdict", None)
+        if query is None:  # absent from older fakes
             return None
         try:
             return query(self.device)
