@@ -34,7 +34,11 @@ print(json.dumps({"held": held, "page": page}), flush=True)
 for line in sys.stdin:
     if line.strip() == "verdict":
         v = api.share_verdict(0)
-        print(json.dumps(v._asdict() if v else None), flush=True)
+        out = v._asdict() if v else None
+        if out is not None:  # the per-step form (kvcached_share_action_get) must agree
+            fast = api.share_verdict_fast(0)
+            out["fast_action"] = fast.action if fast else None
+        print(json.dumps(out), flush=True)
     elif line.strip() == "report":
         print(api.share_report(0, page, 1), flush=True)
     elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
@@ -162,7 +166,10 @@ class _SharingEngines:
     def command(p, text):
         p.stdin.write(text + "\n")
         p.stdin.flush()
-        return json.loads(p.stdout.readline() or "null")
+        answer = json.loads(p.stdout.readline() or "null")
+        if text == "verdict" and answer is not None:
+            assert answer.pop("fast_action") == answer["action"], f"the per-step action differs: {answer}"
+        return answer
 
     def __enter__(self):
         return self
