@@ -279,14 +279,7 @@ class PoolAdapter:
                     picked.append(block)
                     if len(picked) >= k:
                         break
-        if not picked:
-            return 0
-        queue = self.pool.free_block_queue
-        for block in picked:
-            queue.remove(block)
-            ids.add(block.block_id)
-        queue.prepend_n(picked)
-        self.head_ok = head + len(picked)
+        self._to_head(picked)
         return len(picked)
 
     def _loose_free(self, k: int) -> list:
@@ -321,6 +314,11 @@ class PoolAdapter:
             new = {block.block_id for block in picked}
             picked += [block for block in self._loose_free(self.tracker.nbfree) if block.block_id not in new]
             picked.sort(key=lambda block: block.block_id)
+        self._to_head(picked)
+
+    def _to_head(self, picked: list) -> None:
+        """Moves good blocks (not in the head yet) to the front of vLLM's free queue, in order;
+        the head they extend counts them."""
         if not picked:
             return
         queue, ids = self.pool.free_block_queue, self.head_ids
@@ -372,8 +370,7 @@ class PoolAdapter:
         """sync() for the blocks free_blocks gave back: still in use (another request shares it),
         cached (a hash: kept by the prefix cache, its page stays backed), or free. vLLM put the
         free ones at the head of its queue: they extend the arranged head (backed: in use until
-        now)."""
-        self.settle()
+        now). The caller (scheduler_side.free_blocks) settled the head's blocks before vLLM freed."""
         tracker, cached = self.tracker, self.cached
         fb, ids = tracker.fb, self.head_ids
         head, bad = 0, False
