@@ -68,7 +68,11 @@ def args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kvctl", default=env("KVCACHED_KVCTL", "/tmp/kv/bin/kvctl"))
     ap.add_argument("--kvcached-site", default=env("BENCH_KVCACHED_SITE", "/tmp/kvcached-site"))
     ap.add_argument("--peer-budget", choices=["ballast", "none"], default=env("BENCH_PEER_BUDGET", "ballast"))
-    ap.add_argument("--ballast-margin", default=env("BENCH_BALLAST_MARGIN", "1G"))
+    ap.add_argument("--ballast-margin", default=env("BENCH_BALLAST_MARGIN", "32M"),
+                    help="GPU memory the ballast leaves free beyond the budget (the engines' own growth)")
+    ap.add_argument("--model-runner", choices=["v1", "v2", "engine"], default=env("BENCH_MODEL_RUNNER", "v1"),
+                    help="vLLM's model runner in every setting (VLLM_USE_V2_MODEL_RUNNER); v1: the peer refuses "
+                         "vLLM 0.24's V2 runner, and the settings must run the same engine; engine: vLLM's default")
     ap.add_argument("--budget", default=env("BENCH_BUDGET", "512M"), help="KV budget of both engines together")
     ap.add_argument("--page-mb", type=int, default=int(env("KVCACHED_PAGE_SIZE_MB", "2")))
     ap.add_argument("--gpu-util", type=float, default=float(env("BENCH_GPU_UTIL", "0.45")))
@@ -102,6 +106,7 @@ def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceS
                        "kv_bytes_per_token": engines.KV_BYTES_PER_TOKEN, "engine_cmd": cfg.engine_cmd,
                        "vllm_args": cfg.vllm_args, "gpu_util": cfg.gpu_util, "max_num_seqs": cfg.max_num_seqs,
                        "static_kv_bytes": cfg.budget // 2, "peer_budget": cfg.peer_budget,
+                       "ballast_margin_bytes": cfg.ballast_margin, "model_runner": cfg.model_runner,
                        "trace_shape": shape.__dict__, "drain_s": cfg.drain_s, "idle_after_s": cfg.idle_after_s}}
 
 
@@ -135,8 +140,9 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
     reqs = traces.make(trace, shape)
     timer_dir = engines.steptimer_dir(cfg)
     times_before = {name: steptimes.read(timer_dir, f"engine-{name}") for name in es.engines}
+    peer = {name: engines.peer_segment(cfg, name) for name in es.engines} if es.setting == "kvcached" else None
     sampler = Sampler(es.engines, cfg.kvctl if es.setting == "shim" else None, f"kvcached_{cfg.ipc_name}",
-                      period_s=cfg.sample_ms / 1000)
+                      period_s=cfg.sample_ms / 1000, peer_segments=peer)
     sampler.start()
     t0 = time.time() + 1.0
     targets = {name: (e["port"], f"engine-{name}") for name, e in es.engines.items()}
@@ -149,7 +155,7 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
     def rel(rows):
         return [{**r, "t": round(r["t"] - t0, 3)} for r in rows]
 
-    ledger, mrows, smi = rel(sampler.ledger), rel(sampler.metrics), rel(sampler.smi)
+    ledger, mrows, smi, peer_rows = rel(sampler.ledger), rel(sampler.metrics), rel(sampler.smi), rel(sampler.peer)
     rec["status"] = "ok"
     rec["traffic_stop_s"] = round(traffic_stop, 3)
     rec["sampler_errors"] = sampler.errors
@@ -159,7 +165,8 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
                "vllm_version": e.get("vllm_version")}
         row.update(metrics.service(results[name], shape.duration_s))
         row["memory"] = metrics.memory(ledger, mrows, smi, name, traffic_stop, cfg.idle_after_s,
-                                       e.get("kv_capacity_bytes"), cfg.budget // 2 if es.setting == "static" else None)
+                                       e.get("kv_capacity_bytes"), cfg.budget // 2 if es.setting == "static" else None,
+                                       peer=peer_rows)
         if es.setting == "shim":
             row["handover"] = metrics.handovers(ledger, name, cfg.page_mb << 20)
             secs = [h["seconds"] for h in row["handover"] if h["seconds"] is not None]
@@ -169,7 +176,7 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
             row["handover"], row["handover_p50_s"], row["per_step"] = "n/a", None, "n/a"
         row["scheduler"] = steptimes.per_step(times_before[name], steptimes.read(timer_dir, f"engine-{name}"))
         rec["engines"][name] = row
-    rec["series"] = {"ledger": ledger, "metrics": mrows, "smi": smi}
+    rec["series"] = {"ledger": ledger, "metrics": mrows, "smi": smi, "peer": peer_rows}
     rec["requests"] = results
     return rec
 
@@ -179,6 +186,31 @@ def write(path: str, rec: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(rec, f)
     os.replace(tmp, path)
+
+
+# Runs recorded with these are tried again by the next call (a start that failed may pass after a
+# fix or another knob); the old record is kept beside as <run>.json.failed-N, which no summary reads.
+RETRIED = ("engine_failed", "not_available")
+
+
+def not_done(path: str) -> bool:
+    """True when the run at `path` is still to do: no record, or a record of a failed start (moved
+    aside here, so that the failure stays in the results)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            status = json.load(f).get("status")
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        status = "unreadable"
+    if status not in RETRIED and status != "unreadable":
+        return False
+    n = 1
+    while os.path.exists(f"{path}.failed-{n}"):
+        n += 1
+    os.replace(path, f"{path}.failed-{n}")
+    log(f"{os.path.basename(path)}: recorded as {status}; kept as {os.path.basename(path)}.failed-{n}, run again")
+    return True
 
 
 def main() -> int:
@@ -192,7 +224,7 @@ def main() -> int:
     shape = traces.TraceShape(duration_s=cfg.duration_s, hi=cfg.hi, lo=cfg.lo, prompt=cfg.prompt, output=cfg.output,
                               burst_s=cfg.burst_s)
     todo = [(t, k) for t in cfg.traces.split(",") if t for k in range(1, cfg.repeats + 1)
-            if not os.path.exists(run_path(cfg.results, cfg.setting, t, k))]
+            if not_done(run_path(cfg.results, cfg.setting, t, k))]
     for t, _ in todo:
         traces.busy(t, "a", 0.0, shape)  # unknown trace names fail here, before any engine starts
     if not todo:

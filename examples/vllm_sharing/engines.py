@@ -75,15 +75,28 @@ def engine_env(setting: str, name: str, cfg) -> dict:
     elif setting == "kvcached":
         for k in peer_names(env):
             del env[k]  # our shim's knobs mean other things to the peer (docs/sharing-benchmark.md)
-        env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1", KVCACHED_IPC_NAME=f"{cfg.ipc_name}_peer_{name}")
+        env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1", KVCACHED_IPC_NAME=peer_ipc_name(cfg, name))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (kvcached_boot(cfg), cfg.kvcached_site, env.get("PYTHONPATH")) if p)
     else:
         raise SystemExit(f"unknown setting {setting!r} (static, shim, kvcached)")
+    runner = getattr(cfg, "model_runner", "engine")
+    if runner != "engine":  # the same model runner in every setting (driver.py --model-runner)
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "1" if runner == "v2" else "0"
     # First on the path in every setting; it runs the sitecustomize it shadows (the peer's above;
     # the shim's own boot folder comes before it and runs it in turn).
     env.update(SHARING_STEPTIMER_DIR=steptimer_dir(cfg), SHARING_STEPTIMER_LABEL=f"engine-{name}")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (STEPTIMER, env.get("PYTHONPATH")) if p)
     return env
+
+
+def peer_ipc_name(cfg, name: str) -> str:
+    return f"{cfg.ipc_name}_peer_{name}"
+
+
+def peer_segment(cfg, name: str) -> str:
+    """Where kvcached keeps an engine's memory accounting (limit, in use, reserved): its IPC name
+    under /dev/shm (one KV cache group)."""
+    return os.path.join("/dev/shm", peer_ipc_name(cfg, name))
 
 
 def kvcached_boot(cfg) -> str:
@@ -177,7 +190,9 @@ class EngineSet:
 
     def _key(self) -> dict:
         return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
-                "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", "")}
+                "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", ""),
+                "model_runner": getattr(self.cfg, "model_runner", "engine"),
+                "ballast_margin": getattr(self.cfg, "ballast_margin", 0)}
 
     def reuse(self) -> bool:
         try:

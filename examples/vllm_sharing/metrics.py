@@ -87,13 +87,23 @@ def at_or_after(series: list[dict], t: float) -> dict | None:
 
 
 def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine: str, traffic_stop: float,
-           idle_after_s: float, kv_capacity: int | None, static_kv: int | None) -> dict:
+           idle_after_s: float, kv_capacity: int | None, static_kv: int | None, peer: list[dict] | None = None) -> dict:
     """Peak and idle KV memory of one engine, with the source of each number:
-    ledger (backed pages, shim), nvidia-smi (all GPU memory of the engine's processes) or the
-    static allocation; plus the engine's own view (kv_cache_usage_perc x its KV capacity)."""
+    ledger (backed pages, shim), kvcached's own accounting (its pages in use and reserved),
+    nvidia-smi (all GPU memory of the engine's processes) or the static allocation; plus the
+    engine's own view (kv_cache_usage_perc x its KV capacity)."""
     out: dict = {"idle_at_s": round(traffic_stop + idle_after_s, 3)}
     rows = [r[engine] for r in ledger if r.get(engine)]
-    if rows:
+    peer_rows = [r for r in peer or () if r.get(engine)]
+    if peer_rows and not rows:
+        out["source"] = "kvcached's accounting (pages in use + reserved)"
+        held = [r[engine]["used_bytes"] + r[engine]["prealloc_bytes"] for r in peer_rows]
+        out["peak_kv_bytes"] = max(held)
+        out["peak_in_use_bytes"] = max(r[engine]["used_bytes"] for r in peer_rows)
+        idle = at_or_after(peer_rows, traffic_stop + idle_after_s)
+        out["idle_kv_bytes"] = idle[engine]["used_bytes"] + idle[engine]["prealloc_bytes"] if idle else None
+        out["idle_in_use_bytes"] = idle[engine]["used_bytes"] if idle else None
+    elif rows:
         out["source"] = "ledger"
         out["peak_kv_bytes"] = max(r.get("charged_bytes", 0) for r in rows)
         idle = at_or_after([r for r in ledger if r.get(engine)], traffic_stop + idle_after_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import re
 import shutil
 import subprocess
@@ -100,9 +101,24 @@ def smi_once(roots: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def peer_once(segments: dict[str, str]) -> dict[str, dict]:
+    """kvcached's own memory accounting per engine: its per-instance segment in /dev/shm holds three
+    native int64s (its limit, the physical KV of the pages in use, and of its reserved pages:
+    kvcached/cli/utils.py MemInfoStruct). Read without its lock: a sample may mix two updates."""
+    out = {}
+    for name, path in segments.items():
+        with open(path, "rb") as f:
+            total, used, prealloc = struct.unpack("=qqq", f.read(24))
+        out[name] = {"total_bytes": total, "used_bytes": used, "prealloc_bytes": prealloc}
+    return out
+
+
 class Sampler(threading.Thread):
-    def __init__(self, engines: dict, kvctl: str | None, segment: str | None, period_s: float = 0.1, slow_every: int = 5):
+    def __init__(self, engines: dict, kvctl: str | None, segment: str | None, period_s: float = 0.1, slow_every: int = 5,
+                 peer_segments: dict[str, str] | None = None):
         super().__init__(daemon=True)
+        self.peer_segments = peer_segments or {}  # kvcached's per-engine segments (the peer setting)
+        self.peer: list[dict] = []
         self.engines = engines  # {name: {"port", "pid", "label"}}
         self.kvctl, self.segment, self.period, self.slow_every = kvctl, segment, period_s, slow_every
         self.labels = {e["label"]: name for name, e in engines.items() if e.get("label")}
@@ -129,6 +145,11 @@ class Sampler(threading.Thread):
             row = self.sample_ledger()
             if row is not None:
                 self.ledger.append({"t": t, **row})
+            if self.peer_segments:
+                try:
+                    self.peer.append({"t": t, **peer_once(self.peer_segments)})
+                except (OSError, struct.error) as error:  # not created yet, or gone with its engine
+                    self.errors.setdefault("peer", f"{type(error).__name__}: {error}"[:300])
             if k % self.slow_every == 0:
                 m = {"t": t}
                 for name, e in self.engines.items():

@@ -117,7 +117,12 @@ def versions(runs: list[dict]) -> list[str]:
             seen.setdefault(r["setting"], set()).add(e.get("vllm_version") or "not reported")
     if not seen:
         return []
-    parts = [f"{s}: {', '.join(sorted(seen[s]))}" for s in SETTINGS if s in seen]
+    runners: dict[str, set] = {}
+    for r in runs:
+        if r.get("engines"):
+            runners.setdefault(r["setting"], set()).add((r.get("config") or {}).get("model_runner") or "not recorded")
+    parts = [f"{s}: {', '.join(sorted(seen[s]))} (model runner {', '.join(sorted(runners.get(s, {'not recorded'})))})"
+             for s in SETTINGS if s in seen]
     return ["vLLM versions: " + "; ".join(parts) + ".", ""]
 
 
@@ -255,6 +260,10 @@ def plot(runs: list[dict], out: str) -> list[str]:
                 led = [(row["t"], row[engine]["charged_bytes"] / MIB) for row in r["series"]["ledger"] if row.get(engine)]
                 if led:
                     ax.plot(*zip(*led), color=colors[engine], label=f"{engine}: backed KV (ledger)")
+                held = [(row["t"], (row[engine]["used_bytes"] + row[engine]["prealloc_bytes"]) / MIB)
+                        for row in r["series"].get("peer", ()) if row.get(engine)]
+                if held:
+                    ax.plot(*zip(*held), color=colors[engine], label=f"{engine}: KV held (kvcached's accounting)")
                 cap = r["engines"][engine].get("kv_capacity_bytes")
                 use = [(row["t"], row[engine].get("kv_cache_usage_perc", 0) * cap / MIB)
                        for row in r["series"]["metrics"] if row.get(engine)] if cap else []

@@ -116,6 +116,7 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertGreater(e["memory"]["engine_usage_peak"], 0, name)
                 self.assertEqual(e["handover"], "n/a")
                 self.assertEqual(e["vllm_version"], "0.0.0+standin", name)  # read from the engine's start line
+            self.assertEqual(rec["config"]["model_runner"], "v1")  # the default: the runner the peer accepts
             self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
             self.assertTrue(rec["series"]["metrics"])
 
@@ -188,6 +189,91 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertEqual(summarize.cell([3.0, 1.0, 2.0]), "2.00 [1.00-3.00]")
         self.assertEqual(summarize.cell([None, 4.0]), "4.00")
         self.assertEqual(summarize.cell([None]), "n/a")
+
+
+class RunBookkeeping(unittest.TestCase):
+    """What the driver decides before any engine starts: which runs are still to do, and the
+    environment each setting's engines get."""
+
+    def setUp(self):
+        import driver  # noqa: PLC0415 - after sys.path has the harness
+
+        self.driver = driver
+        self.tmp = tempfile.mkdtemp(prefix="sharing_runs_")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def record(self, name, status):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"status": status, "error": "engine a exited with 1"}, f)
+        return path
+
+    def test_a_run_whose_engines_failed_to_start_is_run_again_and_its_record_kept(self):
+        ok = self.record("shim-symmetric-r1.json", "ok")
+        failed = self.record("kvcached-symmetric-r1.json", "engine_failed")
+        self.assertFalse(self.driver.not_done(ok))
+        self.assertTrue(os.path.exists(ok))
+        self.assertTrue(self.driver.not_done(failed))
+        self.assertFalse(os.path.exists(failed))  # out of the summary's way (it reads *.json)
+        with open(failed + ".failed-1", encoding="utf-8") as f:
+            self.assertEqual(json.load(f)["status"], "engine_failed")
+        self.record("kvcached-symmetric-r1.json", "engine_failed")  # failed again: a second copy
+        self.assertTrue(self.driver.not_done(failed))
+        self.assertTrue(os.path.exists(failed + ".failed-2"))
+        self.assertTrue(self.driver.not_done(os.path.join(self.tmp, "static-symmetric-r1.json")))  # never run
+
+    def test_every_setting_runs_the_model_runner_asked_for(self):
+        cfg = self.driver.args_parser().parse_args(["--setting", "static", "--results", self.tmp])
+        cfg.budget, cfg.work = 256 << 20, self.tmp
+        self.assertEqual(cfg.model_runner, "v1")
+        for runner, want in (("v1", "0"), ("v2", "1"), ("engine", os.environ.get("VLLM_USE_V2_MODEL_RUNNER"))):
+            cfg.model_runner = runner
+            for setting in ("static", "shim", "kvcached"):
+                env = engines.engine_env(setting, "a", cfg)
+                self.assertEqual(env.get("VLLM_USE_V2_MODEL_RUNNER"), want, (runner, setting))
+
+
+class PeerAccounting(unittest.TestCase):
+    """kvcached's memory as the harness reads it: its per-engine segment of three int64s (limit, in
+    use, reserved), and the engine's peak and idle KV taken from them before nvidia-smi's figures."""
+
+    def test_the_peer_segment_is_read_and_its_numbers_become_the_engines_kv(self):
+        import struct  # noqa: PLC0415
+
+        import metrics  # noqa: PLC0415
+        import sampler  # noqa: PLC0415
+
+        tmp = tempfile.mkdtemp(prefix="sharing_peer_")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "seg_a")
+        with open(path, "wb") as f:
+            f.write(struct.pack("=qqq", 256 << 20, 96 << 20, 32 << 20))
+        row = sampler.peer_once({"a": path})
+        self.assertEqual(row, {"a": {"total_bytes": 256 << 20, "used_bytes": 96 << 20, "prealloc_bytes": 32 << 20}})
+        with self.assertRaises(OSError):
+            sampler.peer_once({"b": os.path.join(tmp, "absent")})
+        peer = [{"t": 1.0, "a": {"total_bytes": 1, "used_bytes": 100, "prealloc_bytes": 20}},
+                {"t": 9.0, "a": {"total_bytes": 1, "used_bytes": 10, "prealloc_bytes": 5}}]
+        smi = [{"t": 1.0, "a": 5000}, {"t": 9.0, "a": 5000}]
+        mem = metrics.memory([], [], smi, "a", traffic_stop=3.0, idle_after_s=5.0, kv_capacity=None, static_kv=None,
+                             peer=peer)
+        self.assertTrue(mem["source"].startswith("kvcached's accounting"), mem)
+        self.assertEqual((mem["peak_kv_bytes"], mem["peak_in_use_bytes"]), (120, 100))
+        self.assertEqual((mem["idle_kv_bytes"], mem["idle_in_use_bytes"]), (15, 10))
+        self.assertEqual(mem["gpu_peak_bytes"], 5000)  # still recorded beside it
+        no_peer = metrics.memory([], [], smi, "a", 3.0, 5.0, None, None)
+        self.assertEqual(no_peer["peak_kv_bytes"], 5000)  # without it: the whole process, as before
+
+    def test_the_kvcached_engines_segments_are_where_their_ipc_names_say(self):
+        import driver  # noqa: PLC0415
+
+        tmp = tempfile.mkdtemp(prefix="sharing_peer_")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cfg = driver.args_parser().parse_args(["--setting", "kvcached", "--results", tmp])
+        cfg.budget, cfg.work = 256 << 20, tmp
+        for name in ("a", "b"):
+            env = engines.engine_env("kvcached", name, cfg)
+            self.assertEqual(engines.peer_segment(cfg, name), "/dev/shm/" + env["KVCACHED_IPC_NAME"])
 
 
 class HealthCheck(unittest.TestCase):
