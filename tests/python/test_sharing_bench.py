@@ -170,7 +170,8 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertIn("| a_then_b | shim | b | 1 |", text)
         self.assertIn("| symmetric | static | a | 1 |", text)
         self.assertIn("| tokens/s under load |", text)
-        self.assertIn("vLLM versions: static: 0.0.0+standin; shim: 0.0.0+standin", text)
+        # The release and the model runner each setting ran (the runner from the run records).
+        self.assertIn("vLLM versions: static: 0.0.0+standin (model runner v1); shim: 0.0.0+standin (model runner v1).", text)
         self.assertIn("| a_then_b | kvcached | - | 0 of 1 | not_available", text)
         self.assertIn("**kvcached: not_available**", text)
         rows = [line for line in text.splitlines() if line.startswith("| hand-over p50 < 1 s | shim, a_then_b")]
