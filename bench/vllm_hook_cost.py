@@ -20,6 +20,11 @@ Medians over the repeats with their spread (min..max). Run it with the project's
 --profile prints a cProfile of the hooked runs (hook package lines first; sorted by cumulative time,
 or by PROFILE_SORT=tottime for each function's own time).
 
+--parts times the parts of the hook's step (StepHooks.before_schedule and what it calls, the step
+bound, after_schedule, the tracker's acquires) with a timer around each, and prints their us per
+step and calls per step over all hooked runs: where the phases' time goes (each timer adds ~0.3 us
+a call, so totals read a little high).
+
 --real-shim runs the hooked runs against the built shim (build/lib/libkvcached_shim.so, or --shim) on
 the fake CUDA driver (build/fakecuda), as the real-shim tests do: the KV tensors are lazy regions, and
 the C calls (acquires, the sharing verdict, the pressure signal) go through ctypes to the shim and its
@@ -212,6 +217,50 @@ def spread(values) -> str:
     return f"{statistics.median(values):7.1f} ({min(values):.1f}..{max(values):.1f})"
 
 
+# --parts: (owner, attribute, label) of each timed part; the owners are resolved in time_parts().
+PARTS = (
+    ("StepHooks", "before_schedule", "before_schedule (all of it)"),
+    ("StepHooks", "after_schedule", "after_schedule (all of it)"),
+    ("KVPageTracker", "ensure", "  acquire ahead (tracker.ensure)"),
+    ("KVPageTracker", "flush", "  release (tracker.flush)"),
+    ("SharePolicy", "before_schedule", "  sharing policy"),
+    ("StepHooks", "give_stale_cached", "  stale cached blocks"),
+    ("StepHooks", "predict", "  prediction"),
+    ("PoolAdapter", "arrange_head", "  arranging the head"),
+    ("allocation", "room", "step bound: room"),
+    ("allocation", "whole_step", "step bound: whole_step"),
+    ("allocation", "unhook_for_step", "step bound: unhook"),
+    ("allocation", "restore_after_step", "step bound: restore"),
+    ("PoolAdapter", "settle", "settle (every caller)"),
+)
+
+
+def time_parts():
+    """Wraps each part of PARTS with a timer; returns (total ns, calls) counters by label."""
+    import collections
+
+    from kvcached_hook import tracker as tracker_mod
+    from kvcached_hook.engines.vllm import allocation, blocks, share_policy, steps
+
+    owners = {"StepHooks": steps.StepHooks, "KVPageTracker": tracker_mod.KVPageTracker,
+              "SharePolicy": share_policy.SharePolicy, "PoolAdapter": blocks.PoolAdapter, "allocation": allocation}
+    ns, calls = collections.Counter(), collections.Counter()
+    for owner_name, attr, label in PARTS:
+        owner = owners[owner_name]
+        inner = getattr(owner, attr)
+
+        def timed(*a, _inner=inner, _label=label, **k):
+            t = time.perf_counter_ns()
+            try:
+                return _inner(*a, **k)
+            finally:
+                ns[_label] += time.perf_counter_ns() - t
+                calls[_label] += 1
+
+        setattr(owner, attr, timed)
+    return ns, calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=256)
@@ -235,6 +284,7 @@ def main() -> None:
                         help="page grid at absolute addresses (the plain fake: tensors at odd page phases)")
     parser.add_argument("--hooks", help="folder holding the kvcached_hook package to measure (default: this tree's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the hooked runs")
+    parser.add_argument("--parts", action="store_true", help="time the parts of the hook's step (see above)")
     parser.add_argument("--real-shim", action="store_true",
                         help="the hooked runs against the built shim on the fake CUDA driver (see above)")
     parser.add_argument("--shim", help="with --real-shim: the shim library (default build/lib/libkvcached_shim.so)")
@@ -245,6 +295,7 @@ def main() -> None:
     scheduler_side.overrides["idle_thread"] = False  # off the step path; keeps runs deterministic
     import kvcached_hook
 
+    parts = time_parts() if args.parts else None
     print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
     per_page = args.real_api.stats(0)["page_size"] // block_bytes(args) if args.real_api else args.blocks_per_page
     loop = f" (closed loop, max_num_seqs {args.max_num_seqs})" if args.max_num_seqs else ""
@@ -291,6 +342,12 @@ def main() -> None:
           "prediction and step bound, after schedule(), in vLLM's block calls")
     for mode, *_, phases in rows:
         print(f"{mode:12} " + "  ".join(f"{us:6.1f}" for us in phases))
+    if parts is not None:
+        ns, calls = parts
+        n = max(calls[PARTS[0][2]], 1)  # before_schedule: one a step
+        print(f"parts of the hook's step over all hooked runs ({n} steps, warm-up included): us per step, calls per step")
+        for _, _, label in PARTS:
+            print(f"  {label:34} {ns[label] / n / 1000:7.1f}  {calls[label] / n:6.2f}")
 
 
 if __name__ == "__main__":
