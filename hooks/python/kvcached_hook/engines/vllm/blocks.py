@@ -110,7 +110,9 @@ class PoolAdapter:
         free = tracker.is_free(bid)
         if held and free:
             tracker.take(bid)  # backed already (choose/ensure ran before); else backs it now
-        elif not held and not free:
+        elif not held and not free and block.prev_free_block is not None:
+            # Only a block back in vLLM's free queue is free: one outside it with ref 0 and no hash
+            # is held by a manager itself (a sink block: hold_outside_queue).
             tracker.give(bid)
             self.loose += 1  # free where it lies in vLLM's queue (evicted), not at its head
         if block.ref_cnt == 0 and hashed:
@@ -123,6 +125,31 @@ class PoolAdapter:
     def sync_all(self) -> None:
         for block in self.pool.blocks:
             self.sync(block)
+
+    def hold_outside_queue(self) -> list[int]:
+        """Once, before the first step: blocks a KV cache manager took from vLLM's free queue
+        when it was built, after BlockPool.__init__ made this adapter (vLLM 0.24-0.26's
+        SinkFullAttentionManager pops its sink blocks, ref 0, no hash), are held, not free:
+        backed, never released, never moved in the queue. Returns their ids."""
+        self.settle()
+        tracker = self.tracker
+        # Outside the queue: no prev link (vLLM's queue links every member, fake head included).
+        ids = [b.block_id for b in self.pool.blocks
+               if not b.is_null and b.ref_cnt == 0 and b.block_hash is None and b.prev_free_block is None
+               and tracker.is_free(b.block_id)]
+        if not ids:
+            return ids
+        # take() backs a page now if needed; on_backed would move that page's free blocks to the
+        # queue's head, other sink blocks among them: off here, and `loose` (head_lost) makes
+        # arrange_head look for the blocks of those pages later.
+        on_backed, tracker.on_backed = tracker.on_backed, None
+        try:
+            for bid in ids:
+                tracker.take(bid)
+        finally:
+            tracker.on_backed = on_backed
+            self.head_lost()
+        return ids
 
     def evict_cached(self, k: int) -> int:
         """Drops up to k cached blocks (LRU first, never a prefix hit being allocated) from the
@@ -422,8 +449,13 @@ class PoolAdapter:
         return data
 
     # ------------------------------------------------------------------ checks (tests, sanity)
+    @staticmethod
+    def _held(block) -> bool:
+        """vLLM's view: in use, cached, or outside its free queue (sink blocks)."""
+        return block.ref_cnt > 0 or block.block_hash is not None or block.prev_free_block is None
+
     def held_blocks(self) -> list[int]:
-        return [b.block_id for b in self.pool.blocks if b.ref_cnt > 0 or b.block_hash is not None or b.is_null]
+        return [b.block_id for b in self.pool.blocks if b.is_null or self._held(b)]
 
     def mismatches(self) -> list[str]:
         """Differences between the pool and the tracker (empty when they agree)."""
@@ -431,7 +463,7 @@ class PoolAdapter:
         for block in self.pool.blocks:
             if block.is_null:
                 continue
-            held = block.ref_cnt > 0 or block.block_hash is not None
+            held = self._held(block)
             if held == self.tracker.is_free(block.block_id):
                 out.append(f"block {block.block_id}: pool {'held' if held else 'free'}, tracker the opposite")
         return out

@@ -49,6 +49,13 @@ def _scheduler_hooks(scheduler) -> StepHooks | None:
     adapter = _adapter(getattr(manager, "block_pool", None))
     if adapter is None:
         return None
+    # The KV cache managers are built after BlockPool.__init__ made the adapter, and one may have
+    # taken blocks from vLLM's free queue (sink blocks): a one-time walk, before any block moves.
+    with adapter.lock:
+        outside = adapter.hold_outside_queue()
+    if outside:
+        important(f"vllm: {len(outside)} KV block(s) held by vLLM outside its free queue from the start "
+                  f"(blocks {outside[0]}..{outside[-1]}): kept backed", logging.INFO)
     hooks = StepHooks(adapter, scheduler)
     adapter.hooks = hooks
     scheduler._kvcached_steps = hooks

@@ -198,11 +198,31 @@ def wrap_allocate(config_arg: str, device_of, raw_of):
                 ctx.entry = _adopt(ctx, kv_cache_config, tensors)
             except Exception as error:  # noqa: BLE001 - whatever went wrong, the cache must work
                 _back_raw_fully(ctx.api, tensors, str(error))
+            else:
+                reason = written_before_scheduler(kv_cache_config)
+                if reason is not None:  # now, before warm-up writes it (the scheduler comes too late)
+                    _back_fully(ctx.entry, reason)
             return result
 
         return allocate
 
     return factory
+
+
+def written_before_scheduler(kv_cache_config) -> str | None:
+    """Why the cache holds data from start-up that must stay (None: it holds none). vLLM's
+    attention sinks (SinkFullAttentionSpec, StaticSinkAttention; 0.24-0.26) write their KV into
+    blocks 1..n once, at the first forward with a KV cache: a warm-up run before any scheduler
+    exists, while no page is backed (the writes land in the shim's scratch aliases and are lost),
+    and backing those pages alone during start-up is unsafe (pin_null_block). Their
+    SinkFullAttentionManager then holds the blocks outside vLLM's free queue."""
+    for group in getattr(kv_cache_config, "kv_cache_groups", None) or ():
+        spec = getattr(group, "kv_cache_spec", None)
+        specs = getattr(spec, "kv_cache_specs", None)  # UniformTypeKVCacheSpecs: per layer
+        for one in specs.values() if isinstance(specs, dict) else (spec,):
+            if getattr(one, "sink_len", None):
+                return f"attention sinks ({one.sink_len} tokens) are written once, in warm-up, before the scheduler exists"
+    return None
 
 
 class _NotLazy(Exception):
