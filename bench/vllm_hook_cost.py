@@ -175,6 +175,19 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     spent = 0
     perf = time.perf_counter_ns
     gc.collect()
+    if args.gc == "freeze":
+        gc.freeze()  # as vLLM's EngineCore does once it is built (vllm.utils.gc_utils.freeze_gc_heap)
+    elif args.gc == "off":
+        gc.disable()
+    gc_ns = [0, 0]  # [time in collections, start of the current one]
+
+    def on_gc(phase, _info):
+        if phase == "start":
+            gc_ns[1] = perf()
+        else:
+            gc_ns[0] += perf() - gc_ns[1]
+
+    gc.callbacks.append(on_gc)
     if profiler is not None:
         profiler.enable()
     # The loop of vllm_support.run_loop, timing only the scheduler's two calls.
@@ -201,7 +214,11 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
                 scheduler.add_request(queue.pop())
     if profiler is not None:
         profiler.disable()
-    result = {"steps": schedules, "wall_us": spent / 1000 / schedules}
+    gc.callbacks.remove(on_gc)
+    gc.enable()
+    gc.unfreeze()  # the next run's objects are not this one's
+    # Collections that ran inside the two timed calls are in wall_us; gc_us counts all of them.
+    result = {"steps": schedules, "wall_us": spent / 1000 / schedules, "gc_us": gc_ns[0] / 1000 / schedules}
     hooks = getattr(scheduler, "_kvcached_steps", None)
     if hooked:
         tracker = hooks.adapter.tracker
@@ -285,6 +302,9 @@ def main() -> None:
     parser.add_argument("--hooks", help="folder holding the kvcached_hook package to measure (default: this tree's)")
     parser.add_argument("--profile", action="store_true", help="cProfile the hooked runs")
     parser.add_argument("--parts", action="store_true", help="time the parts of the hook's step (see above)")
+    parser.add_argument("--gc", choices=("freeze", "on", "off"), default="freeze",
+                        help="the garbage collector during a run: freeze (the heap at the start frozen, as vLLM's "
+                             "EngineCore does after start-up; default), on (no freeze), off")
     parser.add_argument("--real-shim", action="store_true",
                         help="the hooked runs against the built shim on the fake CUDA driver (see above)")
     parser.add_argument("--shim", help="with --real-shim: the shim library (default build/lib/libkvcached_shim.so)")
@@ -325,7 +345,8 @@ def main() -> None:
         diffs = [h["wall_us"] - p["wall_us"] for h, p in zip(hooked, plain)]
         rows.append((f"{mode} {blocks}", hooked[0]["steps"], [h["hook_us"] for h in hooked], [h["wall_us"] for h in hooked],
                      [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked),
-                     [statistics.median(h["phases"][k] for h in hooked) for k in range(len(hooked[0]["phases"]))]))
+                     [statistics.median(h["phases"][k] for h in hooked) for k in range(len(hooked[0]["phases"]))],
+                     ([h["gc_us"] for h in hooked], [p["gc_us"] for p in plain])))
         if profiler is not None:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats("kvcached_hook", 40)
@@ -334,14 +355,17 @@ def main() -> None:
     print("per schedule() call, microseconds: median (min..max)")
     print(f"{'mode blocks':12} {'steps':>5}  {'hook (own count)':>24}  {'wall with hook':>24}  {'wall unpatched':>24}"
           f"  {'wall added':>24}  C calls/step")
-    for mode, steps, hook, with_hook, plain, diffs, calls, _ in rows:
+    for mode, steps, hook, with_hook, plain, diffs, calls, _, _ in rows:
         print(f"{mode:12} {steps:5}  {spread(hook):>24}  {spread(with_hook):>24}  {spread(plain):>24}"
               f"  {spread(diffs):>24}  {calls:.3f}")
     # The own count by phase, as the shutdown cost line splits it (StepHooks.phase_ns).
     print("the hook's own count by phase, us per step (median of the repeats): release, sharing policy, "
           "prediction and step bound, after schedule(), in vLLM's block calls")
-    for mode, *_, phases in rows:
+    for mode, *_, phases, _ in rows:
         print(f"{mode:12} " + "  ".join(f"{us:6.1f}" for us in phases))
+    print(f"garbage collection (--gc {args.gc}), us per step in all collections: with the hook / unpatched")
+    for mode, *_, (gc_hooked, gc_plain) in rows:
+        print(f"{mode:12} {spread(gc_hooked):>24}  {spread(gc_plain):>24}")
     if parts is not None:
         ns, calls = parts
         n = max(calls[PARTS[0][2]], 1)  # before_schedule: one a step
