@@ -249,6 +249,10 @@ PARTS = (
     ("allocation", "unhook_for_step", "step bound: unhook"),
     ("allocation", "restore_after_step", "step bound: restore"),
     ("PoolAdapter", "settle", "settle (every caller)"),
+    ("allocation", "allocate_exactly", "block calls: allocate_slots, exact"),
+    ("PoolAdapter", "choose", "block calls: choose (slow get_new_blocks)"),
+    ("PoolAdapter", "freed", "block calls: freed (free_blocks)"),
+    ("PoolAdapter", "sync", "block calls: sync (touch, evict)"),
 )
 
 
