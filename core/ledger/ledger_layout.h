@@ -14,9 +14,9 @@ namespace kvcached::ledger {
 
 inline constexpr std::uint64_t kMagic = 0x314752444C43564BULL;  // "KVCLDRG1" little-endian
 // 2: activity counters; 3: shares; 4: engine step statistics; 5: share unit; 6: what a starved
-// engine asks for, and spare words (all in LedgerSlot). kvctl names a segment of another version
-// as such (ledger_validate.h: OtherLayoutVersion), never as corrupt.
-inline constexpr std::uint32_t kLayoutVersion = 6;
+// engine asks for, and spare words (all in LedgerSlot); 7: the header's starved_mask. kvctl names a
+// segment of another version as such (ledger_validate.h: OtherLayoutVersion), never as corrupt.
+inline constexpr std::uint32_t kLayoutVersion = 7;
 inline constexpr std::uint32_t kDefaultSlotCount = 64;
 inline constexpr std::uint32_t kMaxSlotCount = 4096;
 inline constexpr std::size_t kUuidBytes = 64;
@@ -46,7 +46,10 @@ struct SegmentHeader {
   std::uint64_t pressure_pid;
   std::uint64_t pressure_ns;              // CLOCK_BOOTTIME of the last request
   std::array<char, kUuidBytes> gpu_uuid;  // NUL-terminated, e.g. "GPU-1a2b3c4d-..."
-  std::array<std::uint8_t, 104> spare;
+  // Bit (i % 64) set while slot i may be starving its engine (ledger_share.h: StarvedBits), so
+  // that an engine's per-step "is anyone else starved?" reads one word instead of every slot.
+  std::uint64_t starved_mask;
+  std::array<std::uint8_t, 96> spare;
 };
 
 // The owner word packs everything that identifies the single process allowed to write a slot, so

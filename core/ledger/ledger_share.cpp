@@ -3,6 +3,8 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
 
 #include "core/ledger/ledger_atomics.h"
 
@@ -12,6 +14,26 @@ namespace {
 std::size_t Position(const std::vector<std::uint32_t>& indices, std::uint32_t index) {
   return static_cast<std::size_t>(std::find(indices.begin(), indices.end(), index) -
                                   indices.begin());
+}
+
+constexpr std::uint32_t kMaskBits = 64;
+
+constexpr std::uint64_t StarvedBit(std::uint32_t index) {
+  return std::uint64_t{1} << (index % kMaskBits);
+}
+
+bool StarvedSlotOthers(const Segment& segment, std::uint32_t index, std::uint32_t first,
+                       std::uint64_t now_ns) {
+  for (std::uint32_t i = first; i < segment.slot_count(); i += kMaskBits) {
+    if (i == index) continue;
+    const LedgerSlot& s = segment.slot(i);
+    const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
+    if (since == 0) continue;
+    const std::uint64_t owner = Load(s.owner);
+    if (owner == 0 || OwnerState(owner) != SlotState::kLive) continue;
+    if (StarvedNow(since, LoadRelaxed(s.starved_last_ns), now_ns)) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -126,8 +148,10 @@ bool RecordRefusal(Segment& segment, std::uint32_t index, std::uint64_t granule,
     Atomic(s.starved_since_ns).store(0, std::memory_order_relaxed);
     Atomic(s.starved_last_ns).store(0, std::memory_order_relaxed);
     Atomic(s.starved_want).store(0, std::memory_order_relaxed);
+    ClearStarvedBit(segment, index);
     return false;
   }
+  SetStarvedBit(segment, index);  // before the episode is visible (starved_mask's invariant)
   // The episode's start is kept while refusals keep coming, so the preemption bound is measured
   // from the first refusal.
   if (fresh_since == 0) Atomic(s.starved_since_ns).store(now_ns, std::memory_order_relaxed);
@@ -140,17 +164,38 @@ void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns) {
   LedgerSlot& s = segment.slot(index);
   if (LoadRelaxed(s.starved_since_ns) == 0) return;
   Atomic(s.starved_last_ns).store(now_ns | kServedBit, std::memory_order_relaxed);
+  ClearStarvedBit(segment, index);  // not starving now; a later refusal below its share sets it
+}
+
+void SetStarvedBit(Segment& segment, std::uint32_t index) {
+  std::atomic_ref<std::uint64_t> mask = Atomic(segment.header().starved_mask);
+  const std::uint64_t bit = StarvedBit(index);
+  if ((mask.load(std::memory_order_relaxed) & bit) == 0) mask.fetch_or(bit);
+}
+
+void ClearStarvedBit(Segment& segment, std::uint32_t index) {
+  std::atomic_ref<std::uint64_t> mask = Atomic(segment.header().starved_mask);
+  const std::uint64_t bit = StarvedBit(index);
+  if ((mask.load(std::memory_order_relaxed) & bit) == 0) return;
+  mask.fetch_and(~bit);
+  // Another slot of the same bit (more than 64 slots) with an episode keeps it: put it back. A
+  // slot that publishes its episode meanwhile sets it again at its next refusal.
+  for (std::uint32_t i = index % kMaskBits; i < segment.slot_count(); i += kMaskBits) {
+    if (i != index && LoadRelaxed(segment.slot(i).starved_since_ns) != 0) {
+      mask.fetch_or(bit);
+      return;
+    }
+  }
 }
 
 bool OthersStarved(const Segment& segment, std::uint32_t index, std::uint64_t now_ns) {
-  for (std::uint32_t i = 0; i < segment.slot_count(); ++i) {
-    if (i == index) continue;
-    const LedgerSlot& s = segment.slot(i);
-    const std::uint64_t since = LoadRelaxed(s.starved_since_ns);
-    if (since == 0) continue;  // the common case: one relaxed load a slot
-    const std::uint64_t owner = Load(s.owner);
-    if (owner == 0 || OwnerState(owner) != SlotState::kLive) continue;
-    if (StarvedNow(since, LoadRelaxed(s.starved_last_ns), now_ns)) return true;
+  // The common case: nobody starving, one load of the header (the slots stay out of the caches).
+  std::uint64_t mask = Load(segment.header().starved_mask);
+  if (segment.slot_count() <= kMaskBits) mask &= ~StarvedBit(index);  // its bit is its own
+  while (mask != 0) {
+    const auto first = static_cast<std::uint32_t>(std::countr_zero(mask));
+    if (StarvedSlotOthers(segment, index, first, now_ns)) return true;
+    mask &= mask - 1;
   }
   return false;
 }

@@ -71,8 +71,18 @@ void RecordServed(Segment& segment, std::uint32_t index, std::uint64_t now_ns);
 
 // Whether a live slot other than `index` is starving its engine at `now_ns`: when none is, the
 // verdict for `index` is kOk whatever the shares are (only a starved engine is given to), and an
-// engine can learn that with one pass over the slots, without the fair-share arithmetic.
+// engine can learn that without the fair-share arithmetic: one read of the header's
+// starved_mask while nobody starves, else one pass over the slots its bits name.
 bool OthersStarved(const Segment& segment, std::uint32_t index, std::uint64_t now_ns);
+
+// The header's starved_mask (invariant: a slot that is starving its engine has its bit set; a set
+// bit may be stale, which costs a reader a look at the slot, never a wrong answer). Bit i % 64
+// names slot i: with more than 64 slots a bit is shared, and clearing it puts it back when another
+// slot of that bit still has an episode. Set by the owner before its episode is published
+// (RecordRefusal), cleared when its engine is served or refused at its share, and when its slot
+// is freed or reclaimed.
+void SetStarvedBit(Segment& segment, std::uint32_t index);
+void ClearStarvedBit(Segment& segment, std::uint32_t index);
 
 // The policy's verdict for the owner of slot `index`.
 ShareVerdict VerdictFor(const Segment& segment, std::uint32_t index, std::uint64_t granule,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_share.h"
 #include "core/ledger/ledger_validate.h"
 
 namespace kvcached::ledger {
@@ -96,6 +97,7 @@ Result<std::uint32_t> ClaimSlot(Segment& segment, const ProcessIdentity& me,
       ZeroActivity(s);
       ZeroEngineSteps(s);
       ZeroShare(s);
+      ClearStarvedBit(segment, i);  // a bit left by a process that died starving in this slot
       Atomic(s.share_weight).store(kDefaultWeightMilli, std::memory_order_relaxed);
       WriteLabel(s, label);
       return i;
@@ -115,6 +117,7 @@ void ReleaseSlot(Segment& segment, std::uint32_t index, std::uint64_t owner_word
   LedgerSlot& s = segment.slot(index);
   if (Load(s.owner) != owner_word) return;  // reclaimed already (we were judged dead)
   ZeroSlot(s);
+  ClearStarvedBit(segment, index);
   std::uint64_t expected = owner_word;
   Atomic(s.owner).compare_exchange_strong(expected, 0);
 }
@@ -133,6 +136,7 @@ int ReclaimDeadSlots(Segment& segment, const ProcessIdentity& me) {
     // the owner word cannot have come back to the same value in between.
     if (!Atomic(s.owner).compare_exchange_strong(owner, reclaimer)) continue;
     ZeroSlot(s);
+    ClearStarvedBit(segment, i);
     Atomic(s.owner).store(0);
     ++reclaimed;
   }

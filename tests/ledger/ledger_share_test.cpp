@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -445,6 +446,60 @@ TEST(LedgerShare, TheStepActionIsTheVerdictsActionAndSkipsTheArithmeticWhileNobo
   Atomic(sb.starved_since_ns).store(BoottimeNs() - kStarvedFreshNs - 20 * kMs);
   EXPECT_EQ(a->ShareActionNow(), ShareAction::kOk);
   same("stale");
+}
+
+// The header's starved_mask: an engine's per-step question reads one word while nobody starves.
+TEST(LedgerShare, TheStarvedMaskNamesTheStarvingSlotAndClearsWhenItsEpisodeEnds) {
+  ScopedSegmentName name("share_mask");
+  auto seg = Create(name.name(), 100);
+  auto a = Attach(seg, "a");
+  auto b = Attach(seg, "b");
+  auto mask = [&] { return Load(seg->header().starved_mask); };
+  const std::uint64_t b_bit = std::uint64_t{1} << b->slot_index();
+  ASSERT_EQ(Take(*a, 100), 100U);
+  EXPECT_EQ(mask(), 0U) << "nobody refused yet";
+  ASSERT_EQ(Take(*b, 4, 4 * kPage), 0U);  // refused below its share: starving
+  EXPECT_EQ(mask(), b_bit);
+  EXPECT_TRUE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+  EXPECT_FALSE(OthersStarved(*seg, b->slot_index(), BoottimeNs())) << "its own bit is not another's";
+  Give(*a, 4);
+  ASSERT_EQ(Take(*b, 4), 4U);
+  b->NoteServed();
+  EXPECT_EQ(mask(), 0U) << "served: the episode is over";
+  EXPECT_FALSE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+  ASSERT_EQ(Take(*b, 4, 4 * kPage), 0U);  // starving again
+  EXPECT_EQ(mask(), b_bit);
+  b.reset();  // its slot freed (a process that exits, or one reclaimed as dead)
+  EXPECT_EQ(mask(), 0U);
+  // A stale bit (a slot freed by an older path) costs a look at the slot, never a wrong answer.
+  Atomic(seg->header().starved_mask).store(std::uint64_t{1} << 40);
+  EXPECT_FALSE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
+}
+
+TEST(LedgerShare, WithMoreThan64SlotsAClearedBitComesBackForAnotherStarvingSlotOfIt) {
+  ScopedSegmentName name("share_mask_wide");
+  CreateParams p = Params(100);
+  p.slot_count = 70;
+  auto made = Segment::OpenOrCreate(name.name(), p);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  Segment& seg = *made.value();
+  const std::uint64_t now = BoottimeNs();
+  // Slots 1 and 65 share bit 1; slot 65 starving (a live owner, a fresh refusal).
+  LedgerSlot& s65 = seg.slot(65);
+  Atomic(s65.owner).store(PackOwner(SlotState::kLive, static_cast<std::uint64_t>(::getpid()), 1));
+  SetStarvedBit(seg, 65);
+  Atomic(s65.starved_since_ns).store(now);
+  Atomic(s65.starved_last_ns).store(now);
+  SetStarvedBit(seg, 1);
+  ClearStarvedBit(seg, 1);  // slot 1's episode ends: the bit stays for slot 65
+  EXPECT_EQ(Load(seg.header().starved_mask), std::uint64_t{1} << 1U);
+  EXPECT_TRUE(OthersStarved(seg, 1, now)) << "slot 65, found through slot 1's bit";
+  EXPECT_TRUE(OthersStarved(seg, 0, now));
+  EXPECT_FALSE(OthersStarved(seg, 65, now)) << "its own episode";
+  Atomic(s65.starved_since_ns).store(0);
+  ClearStarvedBit(seg, 65);
+  EXPECT_EQ(Load(seg.header().starved_mask), 0U);
+  Atomic(s65.owner).store(0);
 }
 
 }  // namespace
