@@ -171,7 +171,8 @@ typedef struct kvcached_share_verdict {
 KVCACHED_API kvcached_status kvcached_share_verdict(int device, kvcached_share_verdict_t* out);
 /* The verdict's action alone (a kvcached_share_action), for asking every step: while no other
  * engine on the device is refused below its share (nearly always), one read of the ledger
- * header's starved mask and no fair-share arithmetic; kvcached_share_verdict for the rest when it is not OK. */
+ * header's starved mask and no fair-share arithmetic; kvcached_share_verdict for the rest when it
+ * is not OK. */
 KVCACHED_API kvcached_status kvcached_share_action_get(int device, int32_t* action);
 /* The engine gave back `bytes` and preempted `requests` because the verdict asked (shown by
  * kvctl list and kvctl metrics). */

@@ -461,7 +461,8 @@ TEST(LedgerShare, TheStarvedMaskNamesTheStarvingSlotAndClearsWhenItsEpisodeEnds)
   ASSERT_EQ(Take(*b, 4, 4 * kPage), 0U);  // refused below its share: starving
   EXPECT_EQ(mask(), b_bit);
   EXPECT_TRUE(OthersStarved(*seg, a->slot_index(), BoottimeNs()));
-  EXPECT_FALSE(OthersStarved(*seg, b->slot_index(), BoottimeNs())) << "its own bit is not another's";
+  EXPECT_FALSE(OthersStarved(*seg, b->slot_index(), BoottimeNs()))
+      << "its own bit is not another's";
   Give(*a, 4);
   ASSERT_EQ(Take(*b, 4), 4U);
   b->NoteServed();
