@@ -188,9 +188,9 @@ def write(path: str, rec: dict) -> None:
     os.replace(tmp, path)
 
 
-# Runs recorded with these are tried again by the next call (a start that failed may pass after a
-# fix or another knob); the old record is kept beside as <run>.json.failed-N, which no summary reads.
-RETRIED = ("engine_failed", "not_available")
+# Runs recorded with these (or whose record cannot be read) are tried again by the next call (a start
+# that failed may pass after a fix or another knob); the old record is kept beside as <run>.json.failed-N, which no summary reads.
+RETRIED = ("engine_failed", "not_available", "unreadable")
 
 
 def not_done(path: str) -> bool:
@@ -203,7 +203,7 @@ def not_done(path: str) -> bool:
         return True
     except (OSError, ValueError):
         status = "unreadable"
-    if status not in RETRIED and status != "unreadable":
+    if status not in RETRIED:
         return False
     n = 1
     while os.path.exists(f"{path}.failed-{n}"):

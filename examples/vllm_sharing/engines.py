@@ -79,7 +79,7 @@ def engine_env(setting: str, name: str, cfg) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (kvcached_boot(cfg), cfg.kvcached_site, env.get("PYTHONPATH")) if p)
     else:
         raise SystemExit(f"unknown setting {setting!r} (static, shim, kvcached)")
-    runner = getattr(cfg, "model_runner", "engine")
+    runner = cfg.model_runner
     if runner != "engine":  # the same model runner in every setting (driver.py --model-runner)
         env["VLLM_USE_V2_MODEL_RUNNER"] = "1" if runner == "v2" else "0"
     # First on the path in every setting; it runs the sitecustomize it shadows (the peer's above;
@@ -191,8 +191,7 @@ class EngineSet:
     def _key(self) -> dict:
         return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
                 "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", ""),
-                "model_runner": getattr(self.cfg, "model_runner", "engine"),
-                "ballast_margin": getattr(self.cfg, "ballast_margin", 0)}
+                "model_runner": self.cfg.model_runner, "ballast_margin": self.cfg.ballast_margin}
 
     def reuse(self) -> bool:
         try:
