@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -68,6 +69,8 @@ def args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kvctl", default=env("KVCACHED_KVCTL", "/tmp/kv/bin/kvctl"))
     ap.add_argument("--kvcached-site", default=env("BENCH_KVCACHED_SITE", "/tmp/kvcached-site"))
     ap.add_argument("--peer-budget", choices=["ballast", "none"], default=env("BENCH_PEER_BUDGET", "ballast"))
+    ap.add_argument("--peer-env", default=env("BENCH_PEER_ENV", ""),
+                    help="kvcached's knobs over the sharing defaults (engines.PEER_SHARING_ENV), KEY=VALUE space-separated")
     ap.add_argument("--ballast-margin", default=env("BENCH_BALLAST_MARGIN", "32M"),
                     help="GPU memory the ballast leaves free beyond the budget (the engines' own growth)")
     ap.add_argument("--model-runner", choices=["v1", "v2", "engine"], default=env("BENCH_MODEL_RUNNER", "v1"),
@@ -84,6 +87,9 @@ def args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", type=pair, default=pair(env("BENCH_OUTPUT", "64:256")))
     ap.add_argument("--burst-s", type=float, default=float(env("BENCH_BURST_S", "5")))
     ap.add_argument("--drain-s", type=float, default=float(env("BENCH_DRAIN_S", "20")))
+    ap.add_argument("--warmup-s", type=float, default=float(env("BENCH_WARMUP_S", "10")),
+                    help="after the engines start, a load of this many seconds on both (symmetric, not recorded): "
+                         "kernels compiled on first use are then compiled before any measured run (0: none)")
     ap.add_argument("--idle-after-s", type=float, default=5.0, help="idle footprint read this long after traffic stops")
     ap.add_argument("--idle-wait-s", type=float, default=30.0, help="at most this long for idle before a run")
     ap.add_argument("--sample-ms", type=float, default=100.0)
@@ -107,7 +113,9 @@ def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceS
                        "vllm_args": cfg.vllm_args, "gpu_util": cfg.gpu_util, "max_num_seqs": cfg.max_num_seqs,
                        "static_kv_bytes": cfg.budget // 2, "peer_budget": cfg.peer_budget,
                        "ballast_margin_bytes": cfg.ballast_margin, "model_runner": cfg.model_runner,
-                       "trace_shape": shape.__dict__, "drain_s": cfg.drain_s, "idle_after_s": cfg.idle_after_s}}
+                       "trace_shape": shape.__dict__, "drain_s": cfg.drain_s, "idle_after_s": cfg.idle_after_s,
+                       "warmup_s": cfg.warmup_s,
+                       "peer_env": engines.peer_env(cfg) if setting == "kvcached" else None}}
 
 
 def wait_idle(es: engines.EngineSet, cfg, sampler_cls) -> float:
@@ -132,6 +140,26 @@ def wait_idle(es: engines.EngineSet, cfg, sampler_cls) -> float:
             break
         time.sleep(0.5)
     return round(time.time() - t0, 2)
+
+
+def warm_up(es: engines.EngineSet, cfg, shape: traces.TraceShape) -> None:
+    """A short symmetric load on both engines just started, its results not recorded (other seeds
+    than any run's). Kernels that compile on first use (Triton's, for each new batch shape) and
+    the engines' caches are then warm before the first measured run: otherwise whichever setting
+    runs first on a fresh machine pays the compilation in its first runs. The counts are kept
+    with the engines (engines.json), so every run of these engines records them."""
+    warm = dataclasses.replace(shape, duration_s=cfg.warmup_s)
+    reqs = traces.make("symmetric", warm, seed=97)
+    targets = {name: (e["port"], f"engine-{name}") for name, e in es.engines.items()}
+    t0 = time.time() + 0.5
+    # Requests still running after a short drain are cancelled; the first run waits for idle.
+    results = asyncio.run(client.replay(targets, reqs, t0, warm.duration_s, min(cfg.drain_s, 10.0)))
+    for name, recs in results.items():
+        served = sum(1 for r in recs if r["error"] is None and r["end"] is not None)
+        es.engines[name]["warmup"] = {"seconds": cfg.warmup_s, "requests": len(recs), "served": served}
+    es.save()
+    log(f"{es.setting}: warm-up ({cfg.warmup_s:.0f} s, not recorded): " + "; ".join(
+        f"{n}: {e['warmup']['served']}/{e['warmup']['requests']} served" for n, e in es.engines.items()))
 
 
 def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.TraceShape) -> dict:
@@ -162,7 +190,7 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
     rec["engines"] = {}
     for name, e in es.engines.items():
         row = {"pid": e["pid"], "ready_s": e.get("ready_s"), "kv_capacity_bytes": e.get("kv_capacity_bytes"),
-               "vllm_version": e.get("vllm_version")}
+               "vllm_version": e.get("vllm_version"), "warmup": e.get("warmup")}
         row.update(metrics.service(results[name], shape.duration_s))
         row["memory"] = metrics.memory(ledger, mrows, smi, name, traffic_stop, cfg.idle_after_s,
                                        e.get("kv_capacity_bytes"), cfg.budget // 2 if es.setting == "static" else None,
@@ -253,6 +281,8 @@ def main() -> int:
                 rec.update(status="engine_failed", error=err)
                 write(run_path(cfg.results, cfg.setting, t, k), rec)
             return 1
+        if cfg.warmup_s > 0:
+            warm_up(es, cfg, shape)
     rc = 0
     try:
         for t, k in todo:

@@ -17,11 +17,14 @@ import json
 import os
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
 from http.client import HTTPException
+
+from sampler import peer_once
 
 # Two different random-weight Llamas (load_format dummy: nothing downloaded), the same KV geometry
 # as examples/two_models: 8 layers x 8 KV heads x 64 dims x K+V x bf16 = 16 KiB per token.
@@ -57,6 +60,35 @@ def write_models(folder: str) -> dict[str, str]:
     return paths
 
 
+# kvcached's knobs for sharing one budget (its defaults suit a GPU of its own): no pages kept mapped
+# in reserve (its default keeps 5-10 pages of all layers mapped per engine, 160-320 MiB with this
+# model, more than the budget), free memory all its own to map (its default leaves 5% of the GPU
+# alone, which the ballast's few hundred MiB never exceed: it could never map a page), and freed
+# blocks not held for prefix caching (its default holds up to 16000 tokens, the whole budget here,
+# so one engine's finished requests would keep the other's memory). An operator may set others.
+PEER_SHARING_ENV = {"KVCACHED_MIN_RESERVED_PAGES": "0", "KVCACHED_MAX_RESERVED_PAGES": "0",
+                    "KVCACHED_GPU_UTILIZATION": "1.0", "KVCACHED_MAX_CACHED_TOKENS": "0"}
+
+
+def peer_env(cfg) -> dict:
+    """PEER_SHARING_ENV with BENCH_PEER_ENV's KEY=VALUE pairs (space-separated) over it."""
+    env = dict(PEER_SHARING_ENV)
+    for item in (getattr(cfg, "peer_env", "") or "").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("KVCACHED_"):
+            raise SystemExit(f"driver: bad --peer-env item {item!r} (KVCACHED_NAME=VALUE, space-separated)")
+        env[key] = value
+    return env
+
+
+def peer_room(cfg, names: list[str]) -> tuple[int, int]:
+    """(what the budget leaves beyond the KV the kvcached engines `names` have mapped, that mapped
+    KV), from their accounting segments: the free memory the ballast leaves them (with its margin)."""
+    mapped = sum(v["used_bytes"] + v["prealloc_bytes"]
+                 for v in peer_once({n: peer_segment(cfg, n) for n in names}).values())
+    return max(cfg.budget - mapped, 0), mapped
+
+
 def peer_names(env: dict) -> list[str]:
     return [k for k in env if k.startswith("KVCACHED_") or k == "ENABLE_KVCACHED"]
 
@@ -75,6 +107,7 @@ def engine_env(setting: str, name: str, cfg) -> dict:
     elif setting == "kvcached":
         for k in peer_names(env):
             del env[k]  # our shim's knobs mean other things to the peer (docs/sharing-benchmark.md)
+        env.update(peer_env(cfg))
         env.update(ENABLE_KVCACHED="true", KVCACHED_AUTOPATCH="1", KVCACHED_IPC_NAME=peer_ipc_name(cfg, name))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (kvcached_boot(cfg), cfg.kvcached_site, env.get("PYTHONPATH")) if p)
     else:
@@ -191,7 +224,8 @@ class EngineSet:
     def _key(self) -> dict:
         return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
                 "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", ""),
-                "model_runner": self.cfg.model_runner, "ballast_margin": self.cfg.ballast_margin}
+                "model_runner": self.cfg.model_runner, "ballast_margin": self.cfg.ballast_margin,
+                "peer_env": peer_env(self.cfg) if self.setting == "kvcached" else None}
 
     def reuse(self) -> bool:
         try:
@@ -247,12 +281,18 @@ class EngineSet:
         return None
 
     def start_ballast(self) -> str | None:
-        """Takes all free GPU memory but the budget (plus a margin for the engines' activations),
-        so the two kvcached engines together can back at most about the budget."""
+        """Takes all free GPU memory but what the budget has left beyond the KV both kvcached engines
+        mapped while starting (their accounting), plus a margin for the engines' own growth, so the
+        two together can back at most about the budget (kvcached maps from free memory)."""
+        try:
+            room, mapped = peer_room(self.cfg, list(self.engines))
+        except (OSError, struct.error) as error:
+            return f"kvcached's accounting unreadable before the ballast: {error}"
         code = ("import sys,time,torch\nfree,total=torch.cuda.mem_get_info()\n"
-                f"n=free-{self.cfg.budget}-{self.cfg.ballast_margin}\n"
+                f"n=free-{room}-{self.cfg.ballast_margin}\n"
                 "x=torch.empty(max(n,0),dtype=torch.uint8,device='cuda')\n"
-                "print('ballast',n,'bytes; free before',free,flush=True)\ntime.sleep(1e9)\n")
+                f"print('ballast',n,'bytes; free before',free,'; kvcached mapped {mapped} at start',flush=True)\n"
+                "time.sleep(1e9)\n")
         log_path = os.path.join(self.cfg.work, "ballast.log")
         with open(log_path, "w", encoding="utf-8") as logf:
             proc = subprocess.Popen([self.cfg.python, "-c", code], stdout=logf, stderr=subprocess.STDOUT,

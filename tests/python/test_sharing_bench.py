@@ -70,7 +70,7 @@ class SharingBenchHarness(unittest.TestCase):
         common = ["--results", cls.results, "--work", os.path.join(cls.tmp, "work"), "--repeats", "1",
                   "--engine-cmd", f"{sys.executable} {os.path.join(BENCH, 'standin_engine.py')}",
                   "--budget", "128M", "--duration-s", "3", "--hi", "60", "--lo", "2", "--prompt", "128:512",
-                  "--output", "64:160", "--burst-s", "1", "--drain-s", "5", "--idle-after-s", "1",
+                  "--output", "64:160", "--burst-s", "1", "--drain-s", "5", "--warmup-s", "1", "--idle-after-s", "1",
                   "--idle-wait-s", "5", "--sample-ms", "100", "--shim", SHIM, "--kvctl", KVCTL,
                   "--ipc-name", cls.ipc, "--kvcached-site", os.path.join(cls.tmp, "no-kvcached"),
                   "--python", sys.executable]
@@ -116,7 +116,11 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertGreater(e["memory"]["engine_usage_peak"], 0, name)
                 self.assertEqual(e["handover"], "n/a")
                 self.assertEqual(e["vllm_version"], "0.0.0+standin", name)  # read from the engine's start line
+                # The engines were warmed up once after their start (not recorded as a run), and
+                # every run of them says so.
+                self.assertGreater(e["warmup"]["served"], 0, (trace, name, e["warmup"]))
             self.assertEqual(rec["config"]["model_runner"], "v1")  # the default: the runner the peer accepts
+            self.assertEqual(rec["config"]["warmup_s"], 1.0)
             self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
             self.assertTrue(rec["series"]["metrics"])
 
@@ -137,6 +141,7 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertGreater(mem["peak_kv_bytes"], 8 * page, (trace, name))
                 self.assertIsNotNone(mem["idle_in_use_bytes"], (trace, name))
                 self.assertIsInstance(e["handover"], list)
+                self.assertGreater(e["warmup"]["served"], 0, (trace, name, e["warmup"]))
                 # The stand-in reports its step totals through the hook's StepReporter, and kvctl
                 # shows them: the harness turns them into per-step costs.
                 self.assertIsInstance(e["per_step"], dict, (trace, name))
@@ -190,6 +195,37 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertEqual(summarize.cell([3.0, 1.0, 2.0]), "2.00 [1.00-3.00]")
         self.assertEqual(summarize.cell([None, 4.0]), "4.00")
         self.assertEqual(summarize.cell([None]), "n/a")
+
+
+class SummaryTargets(unittest.TestCase):
+    """The summary's judgement of run records made by hand (no engines)."""
+
+    def test_kvcached_rows_compare_nothing_when_it_was_not_held_to_the_budget(self):
+        def run(setting, held_mib):
+            engine = {"window_tok_s": 100.0, "tok_s": 100.0, "ttft_p50": 0.1, "memory": {}, "scheduler": "n/a"}
+            rec = {"setting": setting, "trace": "symmetric", "repeat": 1, "status": "ok",
+                   "config": {"budget_bytes": 256 * MIB, "ballast_margin_bytes": 32 * MIB},
+                   "engines": {"a": dict(engine), "b": dict(engine)}, "series": {}}
+            if held_mib is not None:  # both engines' accounting at two samples; the second the peak
+                half = {"used_bytes": held_mib * MIB // 2 - MIB, "prealloc_bytes": MIB}
+                rec["series"]["peer"] = [{"t": 0.0, "a": {"used_bytes": 0, "prealloc_bytes": 0}, "b": half},
+                                         {"t": 0.1, "a": half, "b": half}]
+            return rec
+
+        MIB = 1 << 20
+        static = run("static", None)
+        for held, verdict in ((288, "yes"), (384, "NO")):
+            text = "\n".join(summarize.targets([static, run("kvcached", held)]))
+            self.assertIn(f"| {held} MiB at most, bound 288 MiB (1 runs) | {verdict}", text)
+            together = [line for line in text.splitlines() if "together >= 1.0x" in line and "kvcached" in line]
+            self.assertEqual(len(together), 1, text)
+            if verdict == "yes":
+                self.assertTrue(together[0].endswith("| PASS |"), together)
+            else:
+                self.assertIn("n/a: kvcached was not held to the budget", together[0])
+        # A run without the series (recorded before it was sampled): unknown, its rows judged as before.
+        text = "\n".join(summarize.targets([static, run("kvcached", None)]))
+        self.assertIn("has no sample of kvcached's accounting | unknown", text)
 
 
 class RunBookkeeping(unittest.TestCase):
@@ -275,6 +311,39 @@ class PeerAccounting(unittest.TestCase):
         for name in ("a", "b"):
             env = engines.engine_env("kvcached", name, cfg)
             self.assertEqual(engines.peer_segment(cfg, name), "/dev/shm/" + env["KVCACHED_IPC_NAME"])
+
+
+    def test_kvcached_runs_with_its_sharing_knobs_and_the_ballast_counts_what_it_mapped(self):
+        import struct  # noqa: PLC0415
+
+        import driver  # noqa: PLC0415
+
+        tmp = tempfile.mkdtemp(prefix="sharing_peer_")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ipc = f"sbpeer_{os.getpid()}"
+        cfg = driver.args_parser().parse_args(["--setting", "kvcached", "--results", tmp, "--ipc-name", ipc,
+                                               "--peer-env", "KVCACHED_MAX_CACHED_TOKENS=512"])
+        cfg.budget, cfg.work = 256 << 20, tmp
+        env = engines.engine_env("kvcached", "a", cfg)
+        # No reserve pages, all free memory its own, the operator's value over a default.
+        self.assertEqual(env["KVCACHED_MIN_RESERVED_PAGES"], "0")
+        self.assertEqual(env["KVCACHED_MAX_RESERVED_PAGES"], "0")
+        self.assertEqual(env["KVCACHED_GPU_UTILIZATION"], "1.0")
+        self.assertEqual(env["KVCACHED_MAX_CACHED_TOKENS"], "512")
+        self.assertNotIn("KVCACHED_MIN_RESERVED_PAGES", engines.engine_env("shim", "a", cfg))
+        cfg.peer_env = "MAX_CACHED_TOKENS=1"
+        with self.assertRaises(SystemExit) as ctx:
+            engines.engine_env("kvcached", "a", cfg)
+        self.assertIn("KVCACHED_NAME=VALUE", str(ctx.exception))
+        # The ballast leaves the budget less what both engines mapped while starting.
+        for name, (used, reserved) in {"a": (32 << 20, 0), "b": (32 << 20, 64 << 20)}.items():
+            path = engines.peer_segment(cfg, name)
+            self.addCleanup(os.remove, path)
+            with open(path, "wb") as f:
+                f.write(struct.pack("=qqq", 256 << 20, used, reserved))
+        self.assertEqual(engines.peer_room(cfg, ["a", "b"]), (128 << 20, 128 << 20))
+        with self.assertRaises(OSError):  # an engine without a segment: no ballast, said so
+            engines.peer_room(cfg, ["a", "c"])
 
 
 class HealthCheck(unittest.TestCase):
