@@ -20,6 +20,8 @@ import datetime
 import json
 import os
 import re
+import socket
+import subprocess
 import sys
 import time
 from http.client import HTTPException
@@ -101,12 +103,25 @@ def args_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def machine() -> str:
+    """The machine a run ran on: its first GPU's UUID (nvidia-smi), else the host's name. Runs of
+    different machines are never one comparison (summarize.py says so): the tenth GPU session's two
+    H100 starts ran the same engines at 1450 and 2000-2500 tokens/s."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30)
+        uuid = done.stdout.split()[0] if done.returncode == 0 and done.stdout.split() else ""
+    except (OSError, subprocess.SubprocessError):
+        uuid = ""
+    return uuid or f"host {socket.gethostname()}"
+
+
 def run_path(results: str, setting: str, trace: str, repeat: int) -> str:
     return os.path.join(results, f"{setting}-{trace}-r{repeat}.json")
 
 
 def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceShape) -> dict:
-    return {"setting": setting, "trace": trace, "repeat": repeat,
+    return {"setting": setting, "trace": trace, "repeat": repeat, "machine": getattr(cfg, "machine", None),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "config": {"budget_bytes": cfg.budget, "page_bytes": cfg.page_mb << 20, "layers": engines.LAYERS,
                        "kv_bytes_per_token": engines.KV_BYTES_PER_TOKEN, "engine_cmd": cfg.engine_cmd,
@@ -245,6 +260,7 @@ def main() -> int:
     cfg = args_parser().parse_args()
     cfg.budget = parse_size(cfg.budget)
     cfg.ballast_margin = parse_size(cfg.ballast_margin)
+    cfg.machine = machine()
     cfg.results = os.path.abspath(cfg.results)
     cfg.work = os.path.abspath(cfg.work or os.path.join(cfg.results, "..", "work"))
     os.makedirs(cfg.results, exist_ok=True)

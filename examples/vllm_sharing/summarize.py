@@ -126,6 +126,27 @@ def versions(runs: list[dict]) -> list[str]:
     return ["vLLM versions: " + "; ".join(parts) + ".", ""]
 
 
+def machines(runs: list[dict]) -> list[str]:
+    """One line naming the machine(s) each setting ran on (driver.machine())."""
+    seen: dict[str, set] = {}
+    for r in runs:
+        seen.setdefault(r["setting"], set()).add(r.get("machine") or "not recorded")
+    parts = [f"{s}: {', '.join(sorted(seen[s]))}" for s in SETTINGS if s in seen]
+    return ["Machines: " + "; ".join(parts) + ".", ""] if parts else []
+
+
+def apart(runs: list[dict], setting: str) -> str | None:
+    """Why `setting`'s runs are no comparison with static's: they ran on other machines (each
+    side's recorded machines, when both are known and differ), else None."""
+    def where(s):
+        return {r.get("machine") for r in runs if r["setting"] == s and r.get("status") == "ok"} - {None}
+
+    mine, base = where(setting), where("static")
+    if mine and base and mine != base:
+        return f"n/a: not the same machine as static ({', '.join(sorted(mine))} vs {', '.join(sorted(base))})"
+    return None
+
+
 def ok_runs(runs, setting, trace):
     return [r for r in runs if r["setting"] == setting and r["trace"] == trace and r.get("status") == "ok"]
 
@@ -162,7 +183,7 @@ def targets(runs: list[dict]) -> list[str]:
     def judged(setting: str, verdict: str) -> str:
         if setting == "kvcached" and held is False:
             return "n/a: kvcached was not held to the budget (check below)"
-        return verdict
+        return apart(runs, setting) or verdict
 
     def add(target, on, value, verdict):
         rows.append(f"| {target} | {on} | {value} | {verdict} |")
@@ -241,7 +262,7 @@ def targets(runs: list[dict]) -> list[str]:
         extra_shim, extra_peer = shim_s[0] - base[0], peer_s[0] - base[0]
         add("per-step bookkeeping below kvcached's", "scheduler us/step over static's (steptimer), medians",
             f"shim +{extra_shim:.0f}, kvcached +{extra_peer:.0f} (static {base[0]:.0f}){hook}",
-            judged("kvcached", "PASS" if extra_shim < extra_peer else "FAIL"))
+            judged("kvcached", apart(runs, "shim") or ("PASS" if extra_shim < extra_peer else "FAIL")))
     else:
         add("per-step bookkeeping below kvcached's", "scheduler us/step over static's (steptimer), medians",
             "n/a (a setting without scheduler timings)" + hook, "n/a")
@@ -336,7 +357,7 @@ def main() -> int:
           f"{len(runs)} runs, {dates[0]} to {dates[-1]}; budget {cfg['budget_bytes'] / MIB:.0f} MiB of KV for both "
           f"engines (static: {cfg['static_kv_bytes'] / MIB:.0f} MiB each); engine `{cfg['engine_cmd']}`; "
           f"trace shape {json.dumps(cfg['trace_shape'])}. Cells: median [min-max] over repeats.", "",
-          *versions(runs), *table(runs), "", "### Targets", "", *targets(runs), "", *errors(runs)]
+          *versions(runs), *machines(runs), *table(runs), "", "### Targets", "", *targets(runs), "", *errors(runs)]
     md += [f"![{p}]({p})" for p in pngs] or ["(no plots: matplotlib is not importable here)"]
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:

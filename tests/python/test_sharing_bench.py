@@ -121,6 +121,7 @@ class SharingBenchHarness(unittest.TestCase):
                 self.assertGreater(e["warmup"]["served"], 0, (trace, name, e["warmup"]))
             self.assertEqual(rec["config"]["model_runner"], "v1")  # the default: the runner the peer accepts
             self.assertEqual(rec["config"]["warmup_s"], 1.0)
+            self.assertTrue(rec["machine"], rec.get("machine"))  # a GPU's UUID, or here the host's name
             self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
             self.assertTrue(rec["series"]["metrics"])
 
@@ -226,6 +227,20 @@ class SummaryTargets(unittest.TestCase):
         # A run without the series (recorded before it was sampled): unknown, its rows judged as before.
         text = "\n".join(summarize.targets([static, run("kvcached", None)]))
         self.assertIn("has no sample of kvcached's accounting | unknown", text)
+
+    def test_settings_run_on_other_machines_are_not_compared(self):
+        def run(setting, machine, tok_s):
+            engine = {"window_tok_s": tok_s, "tok_s": tok_s, "ttft_p50": 0.1, "memory": {}, "scheduler": "n/a"}
+            return {"setting": setting, "trace": "symmetric", "repeat": 1, "status": "ok", "machine": machine,
+                    "config": {"budget_bytes": 1 << 28, "layers": 8, "page_bytes": 2 << 20, "idle_after_s": 5.0},
+                    "engines": {"a": dict(engine), "b": dict(engine)}}
+
+        same = "\n".join(summarize.targets([run("static", "GPU-1", 100.0), run("shim", "GPU-1", 120.0)]))
+        self.assertRegex(same, r"together >= 1.0x static total \| shim vs static \| 1.200 \| PASS")
+        other = "\n".join(summarize.targets([run("static", "GPU-1", 100.0), run("shim", "GPU-2", 120.0)]))
+        self.assertIn("| 1.200 | n/a: not the same machine as static (GPU-2 vs GPU-1) |", other)
+        self.assertEqual(summarize.machines([run("static", "GPU-1", 1.0), run("shim", "GPU-2", 1.0)])[0],
+                         "Machines: static: GPU-1; shim: GPU-2.")
 
 
 class RunBookkeeping(unittest.TestCase):
