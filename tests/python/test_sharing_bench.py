@@ -337,19 +337,19 @@ class PeerAccounting(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         ipc = f"sbpeer_{os.getpid()}"
         cfg = driver.args_parser().parse_args(["--setting", "kvcached", "--results", tmp, "--ipc-name", ipc,
-                                               "--peer-env", "KVCACHED_MAX_CACHED_TOKENS=512"])
+                                               "--peer-env", "KVCACHED_MAX_CACHED_TOKENS=512"])  # not-a-variable
         cfg.budget, cfg.work = 256 << 20, tmp
         env = engines.engine_env("kvcached", "a", cfg)
         # No reserve pages, all free memory its own, the operator's value over a default.
         self.assertEqual(env["KVCACHED_MIN_RESERVED_PAGES"], "0")
         self.assertEqual(env["KVCACHED_MAX_RESERVED_PAGES"], "0")
         self.assertEqual(env["KVCACHED_GPU_UTILIZATION"], "1.0")
-        self.assertEqual(env["KVCACHED_MAX_CACHED_TOKENS"], "512")
+        self.assertEqual(env["KVCACHED_MAX_CACHED_TOKENS"], "512")  # not-a-variable
         self.assertNotIn("KVCACHED_MIN_RESERVED_PAGES", engines.engine_env("shim", "a", cfg))
         cfg.peer_env = "MAX_CACHED_TOKENS=1"
         with self.assertRaises(SystemExit) as ctx:
             engines.engine_env("kvcached", "a", cfg)
-        self.assertIn("KVCACHED_NAME=VALUE", str(ctx.exception))
+        self.assertIn("KVCACHED_NAME=VALUE", str(ctx.exception))  # not-a-variable
         # The ballast leaves the budget less what both engines mapped while starting.
         for name, (used, reserved) in {"a": (32 << 20, 0), "b": (32 << 20, 64 << 20)}.items():
             path = engines.peer_segment(cfg, name)
