@@ -141,6 +141,12 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
       {"KVCACHED_HOOK_PREDICT", T::kBool, S::kEngineHook, "true",
        "true/false, 1/0, yes/no, on/off (any case)",
        "Back the pages a step will need in one call before the step is scheduled."},
+      {"KVCACHED_HOOK_SHARE_ASK_MS", T::kDecimal, S::kEngineHook, "20",
+       "a number of milliseconds from 0 to 1000 (0: every step)",
+       "While the sharing policy's answer is ok, a vLLM engine asks it again only after this "
+       "long, not every step (the question costs microseconds of the scheduler's time); an "
+       "answer other than ok is asked every step. Another engine's starvation reaches it at "
+       "most this much later."},
       {"KVCACHED_HOOK_START_WAIT_S", T::kDecimal, S::kEngineHook, "60",
        "a number of seconds from 0 to 86400",
        "At start the cache's padding pages must be backed; while other engines hold the whole "

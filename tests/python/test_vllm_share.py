@@ -79,6 +79,9 @@ class VllmShareTest(base.PatchedVllmTest):
     def setUp(self):
         registry.clear()
         self.api = None
+        # These tests script the verdict step by step: asked every step (the interval's own test
+        # below sets it).
+        self.enterContext(V.env(KVCACHED_HOOK_SHARE_ASK_MS="0"))
 
     # ---------------------------------------------------------------- helpers
     def engine(self, num_blocks=64, page=PAGE, api_cls=FakeCApi, **config):
@@ -170,6 +173,32 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertFalse(hasattr(self.api, "share_given"), "share_report called under ok")
         _, _, _, none_calls = run(True, lambda api: (lambda device: None))
         self.assertEqual(ok_calls, none_calls, "an ok verdict changed the C calls")
+
+    def test_an_ok_answer_is_asked_again_only_after_the_interval_and_any_other_every_step(self):
+        with V.env(KVCACHED_HOOK_SHARE_ASK_MS="1000"):
+            scheduler, adapter = self.engine()
+        script = self.api.share_verdict = Script(self.api, "ok", 0)
+        self.add(scheduler, "r", 3, 40, 40)
+        for _ in range(8):
+            self.step(scheduler, adapter)
+        self.assertEqual(script.calls, 1, "ok was asked again within the interval")
+        share = adapter.hooks.share
+        self.assertEqual(adapter.snapshot()["share_asks"], 1)
+        # Another engine starves: this one learns it at its first question after the interval.
+        script = self.api.share_verdict = Script(self.api, "stop_admitting", 0)
+        self.step(scheduler, adapter)
+        self.assertEqual(script.calls, 0)
+        share.asked_at -= 1.0  # the interval has passed
+        for n in range(1, 6):  # a non-ok answer: asked every step, however recent
+            self.step(scheduler, adapter)
+            self.assertEqual(script.calls, n)
+            self.assertEqual(share.action, "stop_admitting")
+        script = self.api.share_verdict = Script(self.api, "ok", 0)
+        for _ in range(4):
+            self.step(scheduler, adapter)
+        self.assertEqual(script.calls, 1, "ok read once, then not again within the interval")
+        self.assertEqual(share.action, "ok")
+        self.assertEqual(adapter.snapshot()["share_episodes"], 1)
 
     # ---------------------------------------------------------------- stop_admitting
     def test_stop_admitting_holds_admissions_back_and_running_requests_finish(self):

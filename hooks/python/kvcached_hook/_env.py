@@ -98,6 +98,9 @@ class HookSettings:
         self.release_delay_steps = get_int("KVCACHED_HOOK_RELEASE_DELAY_STEPS", 2, 0, 1000)
         # Back the pages a step will need in one call before the step schedules.
         self.predict = get_bool("KVCACHED_HOOK_PREDICT", True)
+        # While the sharing policy's answer is "ok", the engine asks again only after this many
+        # milliseconds rather than every step (0: every step); a non-ok answer is asked every step.
+        self.share_ask_ms = get_float("KVCACHED_HOOK_SHARE_ASK_MS", 20.0, 0.0, 1000.0)
         # At start-up the cache's padding pages must be backed; while other engines hold the whole
         # budget this waits (asking them to give back) up to this many seconds before failing.
         self.start_wait_s = get_float("KVCACHED_HOOK_START_WAIT_S", 60.0, 0.0, 86400.0)

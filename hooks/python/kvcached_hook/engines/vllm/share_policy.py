@@ -1,7 +1,8 @@
 """The sharing policy's verdicts (docs/sharing.md), acted on by vLLM's scheduler.
 
-Once per schedule(), before vLLM schedules, the engine reads kvcached_share_verdict for its GPU
-(about a microsecond) and acts on it for that step:
+Before each schedule() the engine has the verdict for its GPU (kvcached_share_action_get, then
+kvcached_share_verdict when not ok: asked every step while not ok, while ok again only after
+KVCACHED_HOOK_SHARE_ASK_MS) and acts on it for that step:
 
   ok              nothing: an engine below its share (or with nobody starved) is never touched.
   stop_admitting  requests that wait (new ones, and preempted ones to be resumed) get None from
@@ -93,6 +94,12 @@ class SharePolicy:
         self.given_bytes = 0
         self.cached_blocks_given = 0
         self.preempted = 0
+        # While the answer is ok it is asked again only after ask_s (KVCACHED_HOOK_SHARE_ASK_MS):
+        # the question costs ~6-20 us of the scheduler's time a step (the Python and ctypes path,
+        # cold between steps), an answer that changes only when another engine starves.
+        self.ask_s = adapter.settings.share_ask_ms / 1000.0
+        self.asked_at = float("-inf")
+        self.asks = 0
         self.unit_published = self.publish_unit()
 
     def unit_bytes(self) -> int:
@@ -144,9 +151,15 @@ class SharePolicy:
         the older pressure signal)."""
         self.preempted_now = []
         self.cannot_give = False
-        verdict = self.verdict = self.read()
         tracker = self.adapter.tracker
         tracker.no_new_pages = False
+        verdict = self.verdict
+        now = self.adapter.now
+        if verdict is not None and verdict.action == OK and now - self.asked_at < self.ask_s:
+            return True  # ok still (asked under ask_s ago); its episode ended when it was read
+        verdict = self.verdict = self.read()
+        self.asked_at = now
+        self.asks += 1
         if verdict is None:
             self._end_episode()
             return False
@@ -377,6 +390,7 @@ class SharePolicy:
     def snapshot(self) -> dict:
         return {
             "share_action": self.action,
+            "share_asks": self.asks,
             "share_episodes": self.episodes,
             "share_stopped_steps": self.stopped_steps,
             "share_refused_admissions": self.refused_admissions,
