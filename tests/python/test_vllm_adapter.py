@@ -261,7 +261,8 @@ class VllmAdapterTest(PatchedVllmTest):
             taken.clear()
             exact_calls.clear()
             result = hooked_allocate(self_, request, num_new_tokens, *args, **kwargs)
-            records.append((allocation.bound(adapter, self_, num_new_tokens, kwargs), sum(taken), not exact_calls))
+            records.append((allocation.bound(adapter, self_, request, num_new_tokens, kwargs), sum(taken),
+                            not exact_calls))
             return result
 
         kv_cache_manager.KVCacheManager.allocate_slots = allocate_slots

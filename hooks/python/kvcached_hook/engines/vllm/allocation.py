@@ -13,10 +13,13 @@ plus cached (`adapter.room`; -1 while the shim refuses or a sharing verdict hold
 takes the exact path). Each fast call takes its bound off the room, so the room never exceeds
 what is really there (a call takes at most its bound); an exact call reads the room again.
 
-Bound, per KV cache group of block size B: cdiv(new + lookahead + external + encoder tokens, B)
-+ 1. A group's blocks cover its computed tokens already and prefix hits bring their own blocks, so
-a call takes at most cdiv(tokens it adds, B) new blocks; the + 1 covers vLLM's copy-on-write block
-for a partial prefix hit. It holds for the managers named in _BOUNDED; a cache with any other
+Bound, per KV cache group of block size B, for a call without prefix hits: cdiv(c + t, B) -
+cdiv(c, B), c the request's computed tokens and t its new + lookahead + external + encoder tokens:
+a group's blocks cover the computed tokens already (vLLM allocated them with the tokens, and keeps
+a skipped block's place with its null block), so the call takes blocks only for the tokens beyond
+(0 for most decoding steps, which then take the fast path even with no room). With prefix hits
+(bound() only: those calls take the exact path), cdiv(t, B) + 1, the + 1 for vLLM's copy-on-write
+block of a partial hit. It holds for the managers named in _BOUNDED; a cache with any other
 manager (Mamba, attention sinks) always takes the exact path. Calls with prefix hits (admissions)
 take the exact path too: their hits are cached blocks that must not be reused for the call itself.
 
@@ -63,7 +66,7 @@ def group_block_sizes(manager, bounded: frozenset[str] = _BOUNDED) -> tuple[int,
     return ()
 
 
-def bound(adapter: PoolAdapter, manager, num_new_tokens: int, kwargs: dict) -> int:
+def bound(adapter: PoolAdapter, manager, request, num_new_tokens: int, kwargs: dict) -> int:
     """An upper bound of the blocks one allocate_slots call can take (the module's docstring);
     NO_BOUND when the cache has a manager without one."""
     sizes = adapter.group_sizes
@@ -75,6 +78,11 @@ def bound(adapter: PoolAdapter, manager, num_new_tokens: int, kwargs: dict) -> i
     get = kwargs.get
     tokens = (num_new_tokens + get("num_lookahead_tokens", 0) + get("num_external_computed_tokens", 0)
               + get("num_encoder_tokens", 0))
+    if kwargs.get("new_computed_blocks") is None:
+        # No prefix hit: the request's blocks cover its computed tokens (in every group), so the
+        # call takes blocks for the tokens beyond them only, and no copy-on-write block.
+        computed = request.num_computed_tokens
+        return sum(-(-(computed + tokens) // size) + (-computed // size) for size in sizes)
     return sum(-(-tokens // size) + 1 for size in sizes)
 
 

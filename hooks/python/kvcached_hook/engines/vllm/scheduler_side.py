@@ -203,17 +203,19 @@ def wrap_allocate_slots(orig):
         if adapter is None:
             return orig(self, request, num_new_tokens, *args, **kwargs)
         # Fast path (allocation.py): inside schedule(), whose wrapper holds the adapter's lock; no
-        # prefix hits; the call's bound within the room. Inline for one KV cache group.
+        # prefix hits; the call's bound within the room (0 too: a call that takes no block, as
+        # most decoding steps, needs no room). Inline for one KV cache group.
         room = adapter.room
-        if room > 0 and not args and kwargs.get("new_computed_blocks") is None:
+        if room >= 0 and not args and kwargs.get("new_computed_blocks") is None:
             size = adapter.single_size
             if size:
                 get = kwargs.get
-                tokens = (num_new_tokens + get("num_lookahead_tokens", 0) + get("num_external_computed_tokens", 0)
-                          + get("num_encoder_tokens", 0))
-                need = -(-tokens // size) + 1
+                computed = request.num_computed_tokens
+                end = (computed + num_new_tokens + get("num_lookahead_tokens", 0)
+                       + get("num_external_computed_tokens", 0) + get("num_encoder_tokens", 0))
+                need = -(-end // size) + (-computed // size)  # cdiv(end) - cdiv(computed)
             else:
-                need = A.bound(adapter, self, num_new_tokens, kwargs)
+                need = A.bound(adapter, self, request, num_new_tokens, kwargs)
             if need <= room:
                 adapter.room = room - need
                 return orig(self, request, num_new_tokens, **kwargs)
