@@ -448,8 +448,16 @@ class VllmAdapterTest(PatchedVllmTest):
         for size in (1, 2, 3, 16, 64):
             running = [Req(c, c + extra) for c in range(4 * size + 1) for extra in (-2, -1, 0, 1, 2, 40) if c + extra >= 0]
             for decode_tokens in range(1, 2 * size + 3):
-                self.assertEqual(allocation.walk_running(running, size, decode_tokens),
-                                 general(running, size, decode_tokens), f"block size {size}, {decode_tokens} tokens")
+                where = f"block size {size}, {decode_tokens} tokens"
+                full = general(running, size, decode_tokens)
+                self.assertEqual(allocation.walk_running(running, size, decode_tokens), full, where)
+                # With a limit (the room whole_step has left): the same counts while their sum fits,
+                # else counts whose sum exceeds it (whole_step then refuses the step either way).
+                total = sum(full)
+                self.assertEqual(allocation.walk_running(running, size, decode_tokens, total), full, where)
+                for limit in (0, total // 2, total - 1):
+                    if limit >= 0:
+                        self.assertGreater(sum(allocation.walk_running(running, size, decode_tokens, limit)), limit, where)
 
     def test_vllms_objects_keep_their_attributes_inline(self):
         """Reading an object's __dict__ makes CPython keep its attributes in a dict, and every

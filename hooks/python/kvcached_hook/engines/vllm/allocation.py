@@ -123,6 +123,19 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
     lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
     admit_need = 0
     admitted = min(queued, max(slots, 0))
+    r = n_running + admitted
+    if r == 0:
+        return False
+    need = 0
+    for size in sizes:
+        need += (budget + r * (lookahead + size - 1)) // size + r
+    # The admissions' hits below only lower the room (it is free blocks + cached ones, and hits
+    # come out of the cached): once the O(1) bound is over the room now, no count can fit and the
+    # walk is all that is left. Under a binding budget (little room) this ends the step's judgement
+    # at its first queued or running requests instead of after all of them, with the same answer.
+    hopeless = need > room_now
+    if hopeless and n_running < _WALK_MIN:
+        return False
     if admitted:
         # Every queued request may be admitted; its prefix hits come out of the cached blocks.
         hits = 0
@@ -132,14 +145,10 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
                 for size in sizes:
                     admit_need += -(-tokens // size) + 1
                     hits += request.num_tokens // size
+                if hopeless and admit_need > room_now:
+                    return False
         nbfree = adapter.tracker.nbfree
         room_now = nbfree + max(0, room_now - nbfree - hits)
-    r = n_running + admitted
-    if r == 0:
-        return False
-    need = 0
-    for size in sizes:
-        need += (budget + r * (lookahead + size - 1)) // size + r
     if need <= room_now:
         return True
     if n_running < _WALK_MIN or admit_need > room_now:
@@ -151,7 +160,8 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
     # within the step's token budget, counted above. Only integers and two attributes a request.
     need = admit_need
     for size in sizes:  # one group, mostly: the loop over the requests is the cost
-        long, edge = walk_running(running, size, 1 + 2 * lookahead)
+        # Each request walked adds at least one block to the need (below): past the room, stop.
+        long, edge = walk_running(running, size, 1 + 2 * lookahead, room_now - need)
         need += edge
         if long:
             need += (budget + long * (lookahead + size - 1)) // size + long
@@ -160,9 +170,12 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
     return True
 
 
-def walk_running(running, size: int, decode_tokens: int) -> tuple[int, int]:
+def walk_running(running, size: int, decode_tokens: int, limit: int = NO_BOUND) -> tuple[int, int]:
     """whole_step's walk for one group of block size `size`: (requests with more than one token
-    to go, blocks the others can take adding up to decode_tokens each to their computed ones)."""
+    to go, blocks the others can take adding up to decode_tokens each to their computed ones).
+    whole_step's need grows by at least one block per long request and by each edge block, so
+    once long + edge exceeds `limit` (the room left) the step cannot fit: the walk stops there,
+    its counts then only known to exceed it."""
     long = edge = 0
     if decode_tokens <= size:
         # Then a decoding request takes at most one block: when its computed tokens fill their
@@ -177,6 +190,8 @@ def walk_running(running, size: int, decode_tokens: int) -> tuple[int, int]:
                 rest = computed % size
                 if not rest or rest > last:
                     edge += 1
+                    if long + edge > limit:
+                        break
         return long, edge
     for request in running:
         computed = request.num_computed_tokens
