@@ -170,8 +170,8 @@ def warm_up(es: engines.EngineSet, cfg, shape: traces.TraceShape) -> None:
     # Requests still running after a short drain are cancelled; the first run waits for idle.
     results = asyncio.run(client.replay(targets, reqs, t0, warm.duration_s, min(cfg.drain_s, 10.0)))
     for name, recs in results.items():
-        served = sum(1 for r in recs if r["error"] is None and r["end"] is not None)
-        es.engines[name]["warmup"] = {"seconds": cfg.warmup_s, "requests": len(recs), "served": served}
+        done = metrics.service(recs, warm.duration_s)  # served as every run counts it
+        es.engines[name]["warmup"] = {"seconds": cfg.warmup_s, "requests": done["arrived"], "served": done["served"]}
     es.save()
     log(f"{es.setting}: warm-up ({cfg.warmup_s:.0f} s, not recorded): " + "; ".join(
         f"{n}: {e['warmup']['served']}/{e['warmup']['requests']} served" for n, e in es.engines.items()))

@@ -78,7 +78,7 @@ def bound(adapter: PoolAdapter, manager, request, num_new_tokens: int, kwargs: d
     get = kwargs.get
     tokens = (num_new_tokens + get("num_lookahead_tokens", 0) + get("num_external_computed_tokens", 0)
               + get("num_encoder_tokens", 0))
-    if kwargs.get("new_computed_blocks") is None:
+    if get("new_computed_blocks") is None:
         # No prefix hit: the request's blocks cover its computed tokens (in every group), so the
         # call takes blocks for the tokens beyond them only, and no copy-on-write block.
         computed = request.num_computed_tokens
