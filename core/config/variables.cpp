@@ -147,6 +147,13 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "long, not every step (the question costs microseconds of the scheduler's time); an "
        "answer other than ok is asked every step. Another engine's starvation reaches it at "
        "most this much later."},
+      {"KVCACHED_HOOK_SHARE_HOLD_MS", T::kDecimal, S::kEngineHook, "5000",
+       "a number of milliseconds from 0 to 600000 (0: off)",
+       "How long memory that moved between vLLM engines stays where it went (the sharing "
+       "policy): after giving to a starved engine, an engine acquires no page beyond what it kept "
+       "for this long (each give starts it again), and an engine keeps the cached blocks it used "
+       "within it when a neighbour that is not starved is refused. So the receiver's next request "
+       "finds its memory instead of starving again and making the giver preempt once more."},
       {"KVCACHED_HOOK_START_WAIT_S", T::kDecimal, S::kEngineHook, "60",
        "a number of seconds from 0 to 86400",
        "At start the cache's padding pages must be backed; while other engines hold the whole "

@@ -215,8 +215,9 @@ def one_run(es: engines.EngineSet, cfg, trace: str, repeat: int, shape: traces.T
             secs = [h["seconds"] for h in row["handover"] if h["seconds"] is not None]
             row["handover_p50_s"] = metrics.pct(secs, 50)
             row["per_step"] = metrics.per_step(ledger, name)
+            row["policy"] = metrics.policy(ledger, name)
         else:
-            row["handover"], row["handover_p50_s"], row["per_step"] = "n/a", None, "n/a"
+            row["handover"], row["handover_p50_s"], row["per_step"], row["policy"] = "n/a", None, "n/a", "n/a"
         row["scheduler"] = steptimes.per_step(times_before[name], steptimes.read(timer_dir, f"engine-{name}"))
         rec["engines"][name] = row
     rec["series"] = {"ledger": ledger, "metrics": mrows, "smi": smi, "peer": peer_rows}

@@ -129,6 +129,18 @@ def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine
     return out
 
 
+def policy(ledger: list[dict], engine: str) -> dict | str:
+    """What the sharing policy made `engine` give over the run, from the ledger's share counters:
+    requests it preempted and bytes of pages it emptied for a starved engine; "n/a" when kvctl does
+    not show them."""
+    key = "share_preempted_requests"
+    rows = [r[engine] for r in ledger if r.get(engine) and key in r[engine] and "share_given_bytes" in r[engine]]
+    if len(rows) < 2:
+        return "n/a"
+    return {"preempted": rows[-1][key] - rows[0][key],
+            "given_bytes": rows[-1]["share_given_bytes"] - rows[0]["share_given_bytes"]}
+
+
 def per_step(ledger: list[dict], engine: str) -> dict | str:
     """Hook time and C calls per engine step over the run, from the ledger's per-step counters;
     "n/a" when kvctl does not show them."""

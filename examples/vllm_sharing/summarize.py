@@ -71,11 +71,16 @@ def per_step_value(e: dict, field: str):
     return ps.get(field) if isinstance(ps, dict) else None
 
 
+def policy_value(e: dict, field: str):
+    po = e.get("policy")
+    return po.get(field) if isinstance(po, dict) else None
+
+
 def table(runs: list[dict]) -> list[str]:
     lines = ["| trace | setting | engine | runs | served / arrived | tokens/s | tokens/s under load | TTFT p50 (s) | TTFT p99 (s) | "
              "hand-over p50 (s) | peak KV (MiB) | idle KV in use / charged (MiB) | scheduler us/step | hook us/step | "
-             "C calls/step |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "C calls/step | preempted / given (MiB) for the policy |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for trace in tr.TRACES:
         for setting in SETTINGS:
             group = [r for r in runs if r["trace"] == trace and r["setting"] == setting]
@@ -84,7 +89,7 @@ def table(runs: list[dict]) -> list[str]:
             ok = [r for r in group if r.get("status") == "ok"]
             if not ok:
                 lines.append(f"| {trace} | {setting} | - | 0 of {len(group)} | {group[0].get('status')} (below) |"
-                             + " |" * 10)
+                             + " |" * 11)
                 continue
             for engine in tr.ENGINES:
                 served = engine_values(ok, engine, lambda e: e["served"])
@@ -104,6 +109,8 @@ def table(runs: list[dict]) -> list[str]:
                     cell(engine_values(ok, engine, sched_value), "{:.0f}"),
                     cell(engine_values(ok, engine, lambda e: per_step_value(e, "hook_us_per_step")), "{:.1f}"),
                     cell(engine_values(ok, engine, lambda e: per_step_value(e, "c_calls_per_step")), "{:.2f}"),
+                    f"{cell(engine_values(ok, engine, lambda e: policy_value(e, 'preempted')), '{:.0f}')} / "
+                    f"{cell(engine_values(ok, engine, lambda e: policy_value(e, 'given_bytes')), '{:.0f}', MIB)}",
                 ]) + " |")
     return lines
 

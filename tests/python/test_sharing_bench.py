@@ -147,6 +147,9 @@ class SharingBenchHarness(unittest.TestCase):
                 # shows them: the harness turns them into per-step costs.
                 self.assertIsInstance(e["per_step"], dict, (trace, name))
                 self.assertGreater(e["per_step"]["steps"], 0, (trace, name))
+                # What the policy made it give, from the ledger's share counters over the run.
+                self.assertEqual(set(e["policy"]), {"preempted", "given_bytes"}, (trace, name))
+                self.assertGreaterEqual(min(e["policy"].values()), 0, (trace, name, e["policy"]))
                 # The scheduler timer hooks vLLM's EngineCore, which the stand-in does not have.
                 self.assertEqual(e["scheduler"], "n/a", (trace, name))
             # Both engines together never held more than the budget.
@@ -176,6 +179,12 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertIn("| a_then_b | shim | b | 1 |", text)
         self.assertIn("| symmetric | static | a | 1 |", text)
         self.assertIn("| tokens/s under load |", text)
+        # The policy's column: what each shim engine preempted and gave; n/a for static.
+        self.assertRegex(text, r"(?m)^\| a_then_b \| shim \| a \| 1 \| .* \| [0-9]+ / [0-9]+ \|$")
+        self.assertRegex(text, r"(?m)^\| symmetric \| static \| a \| 1 \| .* \| n/a / n/a \|$")
+        header = next(line for line in text.splitlines() if line.startswith("| trace | setting |"))
+        row = next(line for line in text.splitlines() if line.startswith("| a_then_b | shim | a |"))
+        self.assertEqual(header.count("|"), row.count("|"), "the table's rows and header differ in columns")
         # The release and the model runner each setting ran (the runner from the run records).
         self.assertIn("vLLM versions: static: 0.0.0+standin (model runner v1); shim: 0.0.0+standin (model runner v1).", text)
         self.assertIn("| a_then_b | kvcached | - | 0 of 1 | not_available", text)

@@ -242,6 +242,32 @@ class RefusalTest(unittest.TestCase):
         self.assertFalse(tracker.pressure)
         self.assertEqual(tracker.effective_free(64), 64)
 
+    def test_a_cap_on_units_holds_acquires_back_like_a_refusal_without_a_call(self):
+        api, _, tracker, free = make(num_blocks=64, tensors=2)  # 4 blocks a unit, no budget
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(8))  # 2 units
+        self.assertEqual(tracker.held_units, 2)
+        tracker.max_units = 3
+        self.assertTrue(tracker.ensure(12))  # a third unit fits under the cap
+        calls = api.acquire_calls
+        self.assertFalse(tracker.ensure(13), "a fourth unit passed the cap")
+        self.assertEqual(api.acquire_calls, calls, "the cap made a C call")
+        self.assertTrue(tracker.pressure)
+        self.assertEqual(tracker.effective_free(64), 12)
+        tracker.step_end()
+        tracker.step_begin()
+        self.assertFalse(tracker.ensure(13, best_effort=True))
+        self.assertFalse(tracker.pressure, "a best-effort hold-back entered pressure")
+        tracker.max_units = None
+        self.assertTrue(tracker.ensure(13))
+        self.assertEqual(tracker.held_units, 4)
+        self.assertEqual(tracker.held_units, sum(tracker.acq))
+        tracker.step_end()
+        # Releases count down: all four units empty and released (delay 0).
+        tracker.step_begin()
+        tracker.step_end()
+        self.assertEqual(tracker.held_units, sum(tracker.acq))
+
     def test_best_effort_refusal_does_not_enter_pressure(self):
         api, _, tracker, _ = make(num_blocks=64, tensors=2, budget_pages=2)
         tracker.step_begin()

@@ -366,6 +366,50 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertFalse(scheduler.has_requests())
         self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
 
+    def run_hold(self, hold_ms):
+        """Preempts for 2 units at the 3rd schedule, then answers ok; records the pages held over
+        the next 20 schedules (the preempted requests wait to resume meanwhile) and ends the hold
+        at the 25th (as KVCACHED_HOOK_SHARE_HOLD_MS would)."""
+        with V.env(KVCACHED_HOOK_SHARE_HOLD_MS=hold_ms):
+            scheduler, adapter = self.engine()
+        requests = self.add(scheduler, "r", 6, 40, 30)
+        tracker = adapter.tracker
+        unit = len(tracker.layout.spans)
+        state = {"schedules": 0, "held": [], "units_counted": True}
+
+        def check(stage, _out):
+            state["units_counted"] &= tracker.held_units == sum(tracker.acq)
+            if stage != "scheduled":
+                return
+            state["schedules"] += 1
+            n = state["schedules"]
+            if n == 3:
+                self.api.share_verdict = Script(self.api, "preempt", len(self.api.in_use_pages()) - 2 * unit)
+            elif n == 4:
+                state["kept"] = len(self.api.in_use_pages())
+                state["preempted"] = sum(1 for r in requests if r.num_preemptions)
+                self.api.share_verdict = Script(self.api, "ok", 0)
+            elif 4 < n <= 24:
+                state["held"].append(len(self.api.in_use_pages()))
+            elif n == 25 and adapter.hooks.share.hold_until is not None:
+                adapter.hooks.share.hold_until = adapter.now  # the hold ends at the next step
+
+        V.run_loop(scheduler, check=check)
+        self.assertGreater(state["preempted"], 0)
+        self.assertTrue(state["units_counted"], "held_units differs from the units backed")
+        self.assertFalse(scheduler.has_requests())
+        self.assertEqual(self.outputs(requests), {r.request_id: 30 for r in requests}, "not every request finished in full")
+        return state, adapter
+
+    def test_after_giving_it_backs_nothing_beyond_what_it_kept_until_the_hold_ends(self):
+        held, adapter = self.run_hold(60000)
+        self.assertLessEqual(max(held["held"]), held["kept"], "took back what it gave while the hold lasted")
+        self.assertEqual(adapter.snapshot()["share_holds"], 1)
+        self.assertIsNone(adapter.tracker.max_units, "the hold did not end")
+        # Control: without the hold the same engine takes the pages back at once.
+        free, _ = self.run_hold(0)
+        self.assertGreater(max(free["held"]), free["kept"], "without a hold it did not grow again")
+
     def test_no_page_is_released_before_its_fence_when_preempting_under_async_scheduling(self):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):
             # One block per page, pages starting at each tensor: a preempted block empties its page.
@@ -445,7 +489,8 @@ class VllmShareTest(base.PatchedVllmTest):
         # reused: blocks are told apart by when they became cached.)
         import time
 
-        with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep", KVCACHED_HOOK_IDLE_TRIM_S="1"):
+        # The share hold (60 s here) keeps blocks used within it; shortened below.
+        with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep", KVCACHED_HOOK_IDLE_TRIM_S="1", KVCACHED_HOOK_SHARE_HOLD_MS="60000"):
             scheduler, adapter = self.engine(page=2048)
         seq = [1]
         self.api.pressure = lambda device: (seq[0], os.getpid() + 1)
@@ -456,6 +501,7 @@ class VllmShareTest(base.PatchedVllmTest):
 
         scheduler.add_request(V.make_request("old", list(range(1, 65)), 2))
         V.run_loop(scheduler)
+        adapter.hooks.pressure.poll()  # its first look, never news (the hold below skips polling)
         old_end = time.monotonic()
         self.assertGreater(len(cached_before(old_end)), 0)
         time.sleep(1.2)
@@ -465,7 +511,16 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertGreater(len(cached_before(old_end)), 0, "dropped without pressure")
         fresh = len(adapter.cached) - len(cached_before(old_end))
         self.assertGreater(fresh, 0)
-        # Another process is refused: the old blocks go, the fresh ones stay.
+        # Another process is refused, but the old blocks were used within the share hold: they stay.
+        seq[0] += 1
+        scheduler.add_request(V.make_request("held", [8] * 20, 2))
+        V.run_loop(scheduler)
+        self.assertGreater(len(cached_before(old_end)), 0, "gave back blocks used within the share hold")
+        self.assertEqual(adapter.hooks.stale_gives, 0)
+        fresh = len(adapter.cached) - len(cached_before(old_end))
+        # A hold shorter than KVCACHED_HOOK_IDLE_TRIM_S: the trim's age rules. Another process is
+        # refused: the old blocks go, the fresh ones stay.
+        adapter.hooks.share.hold_s = 0.5
         seq[0] += 1
         scheduler.add_request(V.make_request("next", [9] * 20, 2))
         V.run_loop(scheduler)

@@ -84,6 +84,12 @@ class KVPageTracker:
         # give memory back: no new page is acquired (ensure behaves as refused, without a C call),
         # so pages it frees go to the starved engine instead of back to itself.
         self.no_new_pages = False
+        # Units (pages in every KV tensor) backed now, and at most how many may be (None: no cap).
+        # The vLLM sharing policy caps an engine that just gave memory away at what it kept, for a
+        # while (KVCACHED_HOOK_SHARE_HOLD_MS): an acquire past the cap is held back like a refusal,
+        # without a C call, so the memory it gave stays free for the engine it gave it to.
+        self.held_units = 0
+        self.max_units: int | None = None
         self._step_c_ns = 0
         self._step_calls = 0
         # Statistics.
@@ -162,6 +168,7 @@ class KVPageTracker:
             for unit in units:
                 if not self.acq[unit]:
                     self.acq[unit] = 1
+                    self.held_units += 1
                     self._on_unit_backed(unit)
                 self.count[unit] += 1
                 self.empty_since.pop(unit, None)
@@ -270,6 +277,8 @@ class KVPageTracker:
             # One refused call per step is enough: the budget will not change within the step.
             held_back = (self.refused_this_step or self.no_new_pages) and not best_effort
             units = [] if held_back else self._plan(n - self.nbfree)
+            if units and self.max_units is not None and self.held_units + len(units) > self.max_units:
+                units = []  # past the hold's cap: as refused (below), no C call
             if units:
                 status = self._acquire_units(units)
                 if status == C.OK:
@@ -343,6 +352,7 @@ class KVPageTracker:
         self.acquire_calls += 1
         if status == C.OK:
             self.units_acquired += len(units)
+            self.held_units += len(units)
             moved: list[int] | None = [] if self.on_backed is not None else None
             for unit in units:
                 self.acq[unit] = 1
@@ -408,6 +418,7 @@ class KVPageTracker:
                 self._report_error("kvcached_release_ranges", status)
             else:
                 self.units_released += len(units)
+            self.held_units -= len(units)
             return len(units)
 
     # ------------------------------------------------------------------ steps

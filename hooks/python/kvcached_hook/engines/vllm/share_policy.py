@@ -17,7 +17,14 @@ KVCACHED_HOOK_SHARE_ASK_MS) and acts on it for that step:
                   cached are evicted too (_victims says why not simply the newest).
 
 The pages made empty are released at once, behind the fence (steps.py): a batch in flight keeps
-its pages until it was processed. The engine never gives more than would take it below its fair
+its pages until it was processed. An engine that gave (pages or preempted requests) then holds:
+for KVCACHED_HOOK_SHARE_HOLD_MS it backs no page beyond the units it kept (tracker.max_units),
+each give starting the hold again (the receiver's side of the hold is in steps.give_stale_cached).
+Without it the busy engine took the memory back as soon as the starved engine's request ended,
+and that engine's next request (a quiet neighbour: one a second) starved again: on an H100 the
+busy engine preempted ~130 requests a run for a neighbour that never held more than 80 MiB. What
+it kept is at least its fair share (giving never goes below it), so the hold never keeps an engine
+from its share; it only keeps it from going above it again at once. The engine never gives more than would take it below its fair
 share. It gives whole pages of its cache, one page in every KV tensor (its unit); it publishes that
 unit once (kvcached_share_set_unit), so the shim computes its share in whole units and asks it for
 whole units, and a starved engine's episode ends once it lacks less than one of its own units.
@@ -100,6 +107,10 @@ class SharePolicy:
         self.ask_s = adapter.settings.share_ask_ms / 1000.0
         self.asked_at = float("-inf")
         self.asks = 0
+        # The hold after giving (KVCACHED_HOOK_SHARE_HOLD_MS): tracker.max_units is set while it lasts.
+        self.hold_s = adapter.settings.share_hold_ms / 1000.0
+        self.hold_until: float | None = None
+        self.holds = 0  # gives that started or renewed a hold
         self.unit_published = self.publish_unit()
 
     def unit_bytes(self) -> int:
@@ -155,6 +166,8 @@ class SharePolicy:
         tracker.no_new_pages = False
         verdict = self.verdict
         now = self.adapter.now
+        if self.hold_until is not None and now >= self.hold_until:
+            self.hold_until = tracker.max_units = None  # the hold is over: it may grow again
         if verdict is not None and verdict.action == OK and now - self.asked_at < self.ask_s:
             return True  # ok still (asked under ask_s ago); its episode ended when it was read
         verdict = self.verdict = self.read()
@@ -249,6 +262,7 @@ class SharePolicy:
         self._trim()
         self.preempted_now.extend(preempted)
         if given or preempted:
+            self._hold()
             self.given_bytes += given
             self.cached_blocks_given += cached
             self.preempted += len(preempted)
@@ -260,6 +274,17 @@ class SharePolicy:
             report = getattr(adapter.api, "share_report", None)
             if report is not None:
                 report(self.device, given, len(preempted))
+
+    def _hold(self) -> None:
+        """Caps the pages it backs at the units it kept (those still held, less the empty ones
+        waiting for the fence) until the hold ends; each give renews it."""
+        if self.hold_s <= 0:
+            return
+        tracker = self.adapter.tracker
+        waiting = sum(1 for u in tracker.empty_since if tracker.acq[u] and tracker.count[u] == 0)
+        tracker.max_units = tracker.held_units - waiting
+        self.hold_until = time.monotonic() + self.hold_s  # the idle thread's adapter.now is old
+        self.holds += 1
 
     def _trim(self) -> None:
         """Released pages stay in the shim's pool (mapped, charged to this process) until it trims
@@ -398,6 +423,8 @@ class SharePolicy:
             "share_given_bytes": self.given_bytes,
             "share_cached_blocks_given": self.cached_blocks_given,
             "share_preempted_requests": self.preempted,
+            "share_holds": self.holds,
+            "share_hold_units": self.adapter.tracker.max_units,
         }
 
 
