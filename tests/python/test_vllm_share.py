@@ -366,6 +366,49 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertFalse(scheduler.has_requests())
         self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
 
+    def test_a_request_larger_than_what_the_giver_kept_still_finishes(self):
+        """A long request alone in one unit, two short ones sharing the next: the long one is
+        preempted (its unit has the fewest holders) and, once the short ones are done, needs more
+        than the giver kept. The hold ends when nothing of the engine's own runs, so it is admitted
+        again at once instead of stalling behind its own engine's hold. Pages start at each tensor:
+        4 blocks a page."""
+        scheduler, adapter = self.engine(api_cls=RegionPagesApi)
+        old = self.add(scheduler, "old", 1, 100, 40)[0]  # 7 blocks: 1-3 (with the null block) and 4-7
+        fresh = self.add(scheduler, "f", 2, 10, 40, first_token=50)  # a block each: 8 and 9
+        unit = len(adapter.tracker.layout.spans)
+        state = {"schedules": 0}
+
+        def check(stage, _out):
+            if stage != "scheduled":
+                return
+            state["schedules"] += 1
+            if state["schedules"] == 2:
+                held = len(self.api.in_use_pages())
+                manager = scheduler.kv_cache_manager.coordinator.single_type_managers[0]
+                state["units"] = {r.request_id: sorted({u for b in manager.req_to_blocks[r.request_id]
+                                                        for u in adapter.tracker.layout.block_units(b.block_id)})
+                                  for r in [old, *fresh]}
+                state["computed"] = old.num_computed_tokens
+                self.api.share_verdict = Script(self.api, "preempt", held - unit)
+            elif state["schedules"] == 3:
+                state["preempted"] = sorted(r.request_id for r in [old, *fresh] if r.num_preemptions)
+                state["cap"] = adapter.tracker.max_units
+                self.api.share_verdict = Script(self.api, "ok", 0)
+
+        steps = V.run_loop(scheduler, check=check)
+        units = state["units"]  # the set-up: the long request alone in its second unit
+        self.assertEqual(units["f0"], units["f1"], units)
+        self.assertFalse(set(units["old0"]) & set(units["f0"]), units)
+        self.assertEqual(state["preempted"], ["old0"])
+        self.assertIsNotNone(state["cap"], "no hold after giving")
+        self.assertEqual(self.outputs([old, *fresh]), {"old0": 40, "f0": 40, "f1": 40}, "stalled behind its own hold")
+        self.assertLess(steps, 200)
+        snap = adapter.snapshot()
+        self.assertEqual(snap["share_preempted_requests"], 1)
+        # Its computed tokens when preempted: the 100-token prompt and a token or two of output.
+        self.assertGreaterEqual(snap["share_preempted_tokens"], 100)
+        self.assertLessEqual(snap["share_preempted_tokens"], state["computed"])
+
     def run_hold(self, hold_ms):
         """Preempts for 2 units at the 3rd schedule, then answers ok; records the pages held over
         the next 20 schedules (the preempted requests wait to resume meanwhile) and ends the hold

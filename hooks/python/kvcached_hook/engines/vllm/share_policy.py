@@ -19,7 +19,8 @@ KVCACHED_HOOK_SHARE_ASK_MS) and acts on it for that step:
 The pages made empty are released at once, behind the fence (steps.py): a batch in flight keeps
 its pages until it was processed. An engine that gave (pages or preempted requests) then holds:
 for KVCACHED_HOOK_SHARE_HOLD_MS it backs no page beyond the units it kept (tracker.max_units),
-each give starting the hold again (the receiver's side of the hold is in steps.give_stale_cached).
+each give starting the hold again (the receiver's side of the hold is in steps.give_stale_cached);
+a step with nothing of its own running ends it (what it kept may not fit its next request).
 Without it the busy engine took the memory back as soon as the starved engine's request ended,
 and that engine's next request (a quiet neighbour: one a second) starved again: on an H100 the
 busy engine preempted ~130 requests a run for a neighbour that never held more than 80 MiB. What
@@ -78,6 +79,7 @@ class Episode:
         self.given_bytes = 0
         self.cached_blocks = 0
         self.preempted = 0
+        self.preempted_tokens = 0
         self.refused_admissions = 0
 
 
@@ -101,6 +103,7 @@ class SharePolicy:
         self.given_bytes = 0
         self.cached_blocks_given = 0
         self.preempted = 0
+        self.preempted_tokens = 0  # their computed tokens when preempted (recomputed on resume)
         # While the answer is ok it is asked again only after ask_s (KVCACHED_HOOK_SHARE_ASK_MS):
         # the question costs ~6-20 us of the scheduler's time a step (the Python and ctypes path,
         # cold between steps), an answer that changes only when another engine starves.
@@ -166,8 +169,10 @@ class SharePolicy:
         tracker.no_new_pages = False
         verdict = self.verdict
         now = self.adapter.now
-        if self.hold_until is not None and now >= self.hold_until:
-            self.hold_until = tracker.max_units = None  # the hold is over: it may grow again
+        if self.hold_until is not None and (now >= self.hold_until or not scheduler.running):
+            # Over; or nothing of its own runs: what it kept may not fit its next request, and an
+            # engine must not stall behind its own hold.
+            self.hold_until = tracker.max_units = None
         if verdict is not None and verdict.action == OK and now - self.asked_at < self.ask_s:
             return True  # ok still (asked under ask_s ago); its episode ended when it was read
         verdict = self.verdict = self.read()
@@ -241,6 +246,7 @@ class SharePolicy:
         empty_before = self._empty_bytes()
         cached_before = len(adapter.cached)
         preempted = []
+        tokens = 0  # computed tokens of the requests preempted: vLLM computes them again
         smallest = self.unit_bytes()
         if target > empty_before and empty_before + smallest > limit:
             # Any page it could free would take it below its share: nothing moves, and holding
@@ -250,6 +256,7 @@ class SharePolicy:
             empty = self._evict_whole_pages(empty_before, target, limit)
             while scheduler is not None and empty < target and empty + smallest <= limit and scheduler.running:
                 victims = self._victims(scheduler)
+                tokens += sum(victim.num_computed_tokens for victim in victims)  # reset by the preemption
                 for victim in victims:
                     scheduler.running.remove(victim)
                     scheduler._preempt_request(victim, time.monotonic())
@@ -266,11 +273,13 @@ class SharePolicy:
             self.given_bytes += given
             self.cached_blocks_given += cached
             self.preempted += len(preempted)
+            self.preempted_tokens += tokens
             episode = self.episode
             if episode is not None:
                 episode.given_bytes += given
                 episode.cached_blocks += cached
                 episode.preempted += len(preempted)
+                episode.preempted_tokens += tokens
             report = getattr(adapter.api, "share_report", None)
             if report is not None:
                 report(self.device, given, len(preempted))
@@ -408,7 +417,7 @@ class SharePolicy:
             f"{_size(episode.fair_share)}) while pid {episode.starved_pid} was starved, for {episode.steps} step(s) "
             f"from step {episode.first_step} (up to {episode.worst}): {episode.refused_admissions} admission(s) "
             f"held back, gave {_size(episode.given_bytes)} ({episode.cached_blocks} cached blocks), "
-            f"preempted {episode.preempted} request(s)",
+            f"preempted {episode.preempted} request(s) ({episode.preempted_tokens} computed tokens)",
             logging.INFO,
         )
 
@@ -423,6 +432,7 @@ class SharePolicy:
             "share_given_bytes": self.given_bytes,
             "share_cached_blocks_given": self.cached_blocks_given,
             "share_preempted_requests": self.preempted,
+            "share_preempted_tokens": self.preempted_tokens,
             "share_holds": self.holds,
             "share_hold_units": self.adapter.tracker.max_units,
         }
