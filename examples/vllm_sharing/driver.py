@@ -130,7 +130,8 @@ def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceS
                        "ballast_margin_bytes": cfg.ballast_margin, "model_runner": cfg.model_runner,
                        "trace_shape": shape.__dict__, "drain_s": cfg.drain_s, "idle_after_s": cfg.idle_after_s,
                        "warmup_s": cfg.warmup_s,
-                       "peer_env": engines.peer_env(cfg) if setting == "kvcached" else None}}
+                       "peer_env": engines.peer_env(cfg) if setting == "kvcached" else None,
+                       "shim_env": engines.shim_env(setting)}}
 
 
 def wait_idle(es: engines.EngineSet, cfg, sampler_cls) -> float:

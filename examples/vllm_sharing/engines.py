@@ -82,6 +82,15 @@ def peer_env(cfg) -> dict:
     return env
 
 
+def shim_env(setting: str) -> dict | None:
+    """For the shim setting, the caller's KVCACHED_* variables, which its engines inherit (its
+    knobs, e.g. KVCACHED_HOOK_SHARE_HOLD_MS=0 to run without the share hold): each run records
+    them, and engines started with other knobs are not reused. None for the other settings."""
+    if setting != "shim":
+        return None
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("KVCACHED_")}
+
+
 def peer_room(cfg, names: list[str]) -> tuple[int, int]:
     """(what the budget leaves beyond the KV the kvcached engines `names` have mapped, that mapped
     KV), from their accounting segments: the free memory the ballast leaves them (with its margin)."""
@@ -226,7 +235,8 @@ class EngineSet:
         return {"setting": self.setting, "budget": self.cfg.budget, "engine_cmd": self.cfg.engine_cmd,
                 "vllm_args": self.cfg.vllm_args, "pythonpath": os.environ.get("PYTHONPATH", ""),
                 "model_runner": self.cfg.model_runner, "ballast_margin": self.cfg.ballast_margin,
-                "peer_env": peer_env(self.cfg) if self.setting == "kvcached" else None}
+                "peer_env": peer_env(self.cfg) if self.setting == "kvcached" else None,
+                "shim_env": shim_env(self.setting)}
 
     def reuse(self) -> bool:
         try:

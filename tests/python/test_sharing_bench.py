@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "examples", "vllm_sharing")
@@ -24,6 +25,7 @@ sys.path.insert(0, BENCH)
 
 import engines  # noqa: E402
 import summarize  # noqa: E402
+import traces  # noqa: E402
 
 SHIM = os.environ.get("KVCACHED_TEST_SHIM", "")
 KVCTL = os.path.join(os.path.dirname(SHIM), "..", "bin", "kvctl") if SHIM else ""
@@ -292,6 +294,25 @@ class RunBookkeeping(unittest.TestCase):
             for setting in ("static", "shim", "kvcached"):
                 env = engines.engine_env(setting, "a", cfg)
                 self.assertEqual(env.get("VLLM_USE_V2_MODEL_RUNNER"), want, (runner, setting))
+
+
+class ShimKnobs(unittest.TestCase):
+    def test_the_shims_knobs_are_recorded_and_engines_with_others_are_not_reused(self):
+        import driver  # noqa: PLC0415
+
+        tmp = tempfile.mkdtemp(prefix="sharing_knobs_")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cfg = driver.args_parser().parse_args(["--setting", "shim", "--results", tmp])
+        cfg.budget, cfg.work = 256 << 20, tmp
+        shape = traces.TraceShape()
+        with mock.patch.dict(os.environ, {"KVCACHED_HOOK_SHARE_HOLD_MS": "0"}):
+            held_off = driver.base_record(cfg, "shim", "a_then_b", 1, shape)["config"]["shim_env"]
+            key_off = engines.EngineSet("shim", cfg, print)._key()
+            self.assertEqual(engines.engine_env("shim", "a", cfg)["KVCACHED_HOOK_SHARE_HOLD_MS"], "0")
+        self.assertEqual(held_off.get("KVCACHED_HOOK_SHARE_HOLD_MS"), "0")
+        self.assertIsNone(driver.base_record(cfg, "static", "a_then_b", 1, shape)["config"]["shim_env"])
+        with mock.patch.dict(os.environ, {"KVCACHED_HOOK_SHARE_HOLD_MS": "5000"}):
+            self.assertNotEqual(engines.EngineSet("shim", cfg, print)._key(), key_off)
 
 
 class PeerAccounting(unittest.TestCase):

@@ -25,10 +25,11 @@ Without it the busy engine took the memory back as soon as the starved engine's 
 and that engine's next request (a quiet neighbour: one a second) starved again: on an H100 the
 busy engine preempted ~130 requests a run for a neighbour that never held more than 80 MiB. What
 it kept is at least its fair share (giving never goes below it), so the hold never keeps an engine
-from its share; it only keeps it from going above it again at once. The engine never gives more than would take it below its fair
-share. It gives whole pages of its cache, one page in every KV tensor (its unit); it publishes that
-unit once (kvcached_share_set_unit), so the shim computes its share in whole units and asks it for
-whole units, and a starved engine's episode ends once it lacks less than one of its own units.
+from its share; it only keeps it from going above it again at once. The engine never gives more
+than would take it below its fair share. It gives whole pages of its cache, one page in every KV
+tensor (its unit); it publishes that unit once (kvcached_share_set_unit), so the shim computes its
+share in whole units and asks it for whole units, and a starved engine's episode ends once it
+lacks less than one of its own units.
 (With a shim that predates units the policy counts in pages, and the starved engine may get up to
 one unit less than it lacks.) What was given and preempted is reported to the ledger
 (kvcached_share_report) for kvctl.
