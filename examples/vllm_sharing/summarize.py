@@ -61,19 +61,15 @@ def engine_values(runs: list[dict], engine: str, key) -> list:
     return out
 
 
+def field_of(e: dict, group: str, field: str):
+    """An engine record's e[group][field]; None where the run has no such group (its settings
+    record "n/a": static has no per-step hook counts, the stand-in no scheduler timings)."""
+    values = e.get(group)
+    return values.get(field) if isinstance(values, dict) else None
+
+
 def sched_value(e: dict):
-    sc = e.get("scheduler")
-    return sc.get("sched_us_per_step") if isinstance(sc, dict) else None
-
-
-def per_step_value(e: dict, field: str):
-    ps = e.get("per_step")
-    return ps.get(field) if isinstance(ps, dict) else None
-
-
-def policy_value(e: dict, field: str):
-    po = e.get("policy")
-    return po.get(field) if isinstance(po, dict) else None
+    return field_of(e, "scheduler", "sched_us_per_step")
 
 
 def table(runs: list[dict]) -> list[str]:
@@ -107,10 +103,10 @@ def table(runs: list[dict]) -> list[str]:
                     cell(engine_values(ok, engine, lambda e: e["memory"].get("peak_kv_bytes")), "{:.0f}", MIB),
                     f"{idle_use} / {idle_ch}",
                     cell(engine_values(ok, engine, sched_value), "{:.0f}"),
-                    cell(engine_values(ok, engine, lambda e: per_step_value(e, "hook_us_per_step")), "{:.1f}"),
-                    cell(engine_values(ok, engine, lambda e: per_step_value(e, "c_calls_per_step")), "{:.2f}"),
-                    f"{cell(engine_values(ok, engine, lambda e: policy_value(e, 'preempted')), '{:.0f}')} / "
-                    f"{cell(engine_values(ok, engine, lambda e: policy_value(e, 'given_bytes')), '{:.0f}', MIB)}",
+                    cell(engine_values(ok, engine, lambda e: field_of(e, "per_step", "hook_us_per_step")), "{:.1f}"),
+                    cell(engine_values(ok, engine, lambda e: field_of(e, "per_step", "c_calls_per_step")), "{:.2f}"),
+                    f"{cell(engine_values(ok, engine, lambda e: field_of(e, 'policy', 'preempted')), '{:.0f}')} / "
+                    f"{cell(engine_values(ok, engine, lambda e: field_of(e, 'policy', 'given_bytes')), '{:.0f}', MIB)}",
                 ]) + " |")
     return lines
 
@@ -263,7 +259,7 @@ def targets(runs: list[dict]) -> list[str]:
                     for e in r["engines"].values()])
 
     base, shim_s, peer_s = sched("static"), sched("shim"), sched("kvcached")
-    ours = med([per_step_value(e, "hook_us_per_step") for r in shim_runs for e in r["engines"].values()])
+    ours = med([field_of(e, "per_step", "hook_us_per_step") for r in shim_runs for e in r["engines"].values()])
     hook = f"; the shim's own count {ours[0]:.1f} us/step" if ours else ""
     if base and shim_s and peer_s:
         extra_shim, extra_peer = shim_s[0] - base[0], peer_s[0] - base[0]

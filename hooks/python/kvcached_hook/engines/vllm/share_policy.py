@@ -234,10 +234,13 @@ class SharePolicy:
         layout = self.adapter.tracker.layout
         return len(layout.unit_ranges(unit)) * layout.page_size
 
-    def _empty_bytes(self) -> int:
-        """Bytes of pages that are backed and empty: released at the next flush the fence allows."""
+    def _empty_units(self) -> list[int]:
+        """Units backed and empty: released at the next flush the fence allows."""
         tracker = self.adapter.tracker
-        return sum(self._unit_bytes(u) for u in tracker.empty_since if tracker.acq[u] and tracker.count[u] == 0)
+        return [u for u in tracker.empty_since if tracker.acq[u] and tracker.count[u] == 0]
+
+    def _empty_bytes(self) -> int:
+        return sum(self._unit_bytes(u) for u in self._empty_units())
 
     def _give(self, verdict, scheduler) -> None:
         adapter, tracker = self.adapter, self.adapter.tracker
@@ -291,8 +294,7 @@ class SharePolicy:
         if self.hold_s <= 0:
             return
         tracker = self.adapter.tracker
-        waiting = sum(1 for u in tracker.empty_since if tracker.acq[u] and tracker.count[u] == 0)
-        tracker.max_units = tracker.held_units - waiting
+        tracker.max_units = tracker.held_units - len(self._empty_units())
         self.hold_until = time.monotonic() + self.hold_s  # the idle thread's adapter.now is old
         self.holds += 1
 
