@@ -147,6 +147,12 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "long, not every step (the question costs microseconds of the scheduler's time); an "
        "answer other than ok is asked every step. Another engine's starvation reaches it at "
        "most this much later."},
+      {"KVCACHED_HOOK_REFUSED_RETRY_MS", T::kDecimal, S::kEngineHook, "20",
+       "a number of milliseconds from 0 to 1000 (0: every step)",
+       "After the budget refused an engine's pages, the engine asks again only after this long "
+       "or once it has given pages back itself, not every step (a refused ask costs tens of "
+       "microseconds of the scheduler's time); meanwhile it behaves as refused. Memory another "
+       "engine gives back reaches it at most this much later."},
       {"KVCACHED_HOOK_SHARE_HOLD_MS", T::kDecimal, S::kEngineHook, "5000",
        "a number of milliseconds from 0 to 600000 (0: off)",
        "How long memory that moved between vLLM engines stays where it went (the sharing "

@@ -268,6 +268,58 @@ class RefusalTest(unittest.TestCase):
         tracker.step_end()
         self.assertEqual(tracker.held_units, sum(tracker.acq))
 
+    def test_after_a_refusal_the_budget_is_asked_again_after_the_retry_time_or_an_own_release(self):
+        api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)  # a unit: 4 blocks, 2 pages
+        tracker.retry_ns = 3_600 * 10**9  # an hour: only the clock hand below or a release ends it
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(8))  # the whole budget
+        taken = [free.popleft() for _ in range(8)]
+        self.assertFalse(tracker.ensure(4))
+        calls = api.acquire_calls
+        tracker.step_end()
+        # Another engine gives its pages back: the budget would say yes, but within the retry
+        # time this engine does not ask; it behaves as refused, without a C call.
+        api.budget.pages = 6
+        for _ in range(3):
+            tracker.step_begin()
+            self.assertFalse(tracker.ensure(4))
+            self.assertTrue(tracker.pressure)
+            self.assertFalse(tracker.ensure(4, best_effort=True))
+            tracker.step_end()
+        self.assertEqual(api.acquire_calls, calls, "asked the budget within the retry time")
+        self.assertEqual(tracker.refusals_assumed, 3)
+        # The retry time over: it asks, and gets the pages.
+        tracker._refused_ns -= tracker.retry_ns
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(4))
+        self.assertEqual(api.acquire_calls, calls + 1)
+        taken += [free.popleft() for _ in range(4)]
+        # Refused again; then it releases a unit of its own: its next ask goes to the budget.
+        self.assertFalse(tracker.ensure(4))
+        calls = api.acquire_calls
+        tracker.step_end()
+        for block in taken[:4]:
+            free.append(block)
+        tracker.step_begin()
+        tracker.step_end()  # delay 0: the emptied unit goes back
+        self.assertEqual(tracker.units_released, 1)
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(4))
+        self.assertEqual(api.acquire_calls, calls + 1, "an own release did not end the wait")
+
+    def test_without_a_retry_time_every_step_asks_the_budget(self):
+        api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)
+        self.assertEqual(tracker.retry_ns, 0)
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(8))
+        self.assertFalse(tracker.ensure(12))
+        tracker.step_end()
+        calls = api.acquire_calls
+        api.budget.pages = 8
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(12))
+        self.assertEqual(api.acquire_calls, calls + 1)
+
     def test_best_effort_refusal_does_not_enter_pressure(self):
         api, _, tracker, _ = make(num_blocks=64, tensors=2, budget_pages=2)
         tracker.step_begin()

@@ -105,6 +105,9 @@ class HookSettings:
         # backs no page beyond what it kept, a receiver keeps cached blocks used within it against
         # a neighbour that is not starved (docs/sharing.md).
         self.share_hold_ms = get_float("KVCACHED_HOOK_SHARE_HOLD_MS", 5000.0, 0.0, 600000.0)
+        # After the budget refused pages, an engine asks it again only after this many milliseconds
+        # (or once it has released pages itself) rather than every step (0: every step).
+        self.refused_retry_ms = get_float("KVCACHED_HOOK_REFUSED_RETRY_MS", 20.0, 0.0, 1000.0)
         # At start-up the cache's padding pages must be backed; while other engines hold the whole
         # budget this waits (asking them to give back) up to this many seconds before failing.
         self.start_wait_s = get_float("KVCACHED_HOOK_START_WAIT_S", 60.0, 0.0, 86400.0)

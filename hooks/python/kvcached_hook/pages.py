@@ -72,6 +72,7 @@ class KVLayout:
         only = keys[0]
         self._single_aligned = len(keys) == 1 and only[0] == 0 and page_size % only[1] == 0
         self._blocks_per_page = page_size // only[1] if self._single_aligned else 0
+        self._ranges: dict[int, list[tuple[int, int]]] = {}  # unit_ranges, as asked for
 
     @property
     def blocks_per_page(self) -> int:
@@ -128,8 +129,12 @@ class KVLayout:
         return out
 
     def unit_ranges(self, unit: int) -> list[tuple[int, int]]:
-        """(addr, length) of the unit's page in each tensor of its class."""
-        return [(addr, length) for _, addr, length in self.unit_span_ranges(unit)]
+        """(addr, length) of the unit's page in each tensor of its class (the caller must not
+        change the list: it is kept, since every acquire and release of the unit asks for it)."""
+        ranges = self._ranges.get(unit)
+        if ranges is None:
+            ranges = self._ranges[unit] = [(addr, length) for _, addr, length in self.unit_span_ranges(unit)]
+        return ranges
 
     def block_ranges(self, block: int) -> list[tuple[int, int]]:
         """(addr, length) of block `block` in every tensor."""

@@ -43,6 +43,7 @@ class KVPageTracker:
         release_delay_steps: int = 2,
         prefer_cached: bool = True,
         name: str = "",
+        refused_retry_ms: float = 0.0,
     ) -> None:
         if not (0 < managed_blocks <= layout.num_blocks):
             raise ValueError(f"managed_blocks={managed_blocks} outside 1..{layout.num_blocks}")
@@ -90,12 +91,20 @@ class KVPageTracker:
         # without a C call, so the memory it gave stays free for the engine it gave it to.
         self.held_units = 0
         self.max_units: int | None = None
+        # After a refusal the budget is asked again only once this long has passed (ns; 0: every
+        # step) or this tracker has released pages since (its own headroom grew): under a binding
+        # budget a refusal costs tens of microseconds of the scheduler's time every step, and the
+        # answer seldom changes from one step to the next (KVCACHED_HOOK_REFUSED_RETRY_MS).
+        self.retry_ns = int(refused_retry_ms * 1e6)
+        self._refused_ns = 0
+        self._released_at_refusal = 0
         self._step_c_ns = 0
         self._step_calls = 0
         # Statistics.
         self.acquire_calls = 0
         self.release_calls = 0
         self.refusals = 0
+        self.refusals_assumed = 0  # asks not made: the budget refused within retry_ns
         self.errors = 0
         self.units_acquired = 0
         self.units_released = 0
@@ -276,6 +285,11 @@ class KVPageTracker:
                 return False
             # One refused call per step is enough: the budget will not change within the step.
             held_back = (self.refused_this_step or self.no_new_pages) and not best_effort
+            if not held_back and self._refused_recently():
+                if best_effort:
+                    return False
+                held_back = True
+                self.refusals_assumed += 1
             units = [] if held_back else self._plan(n - self.nbfree)
             if units and self.max_units is not None and self.held_units + len(units) > self.max_units:
                 units = []  # past the hold's cap: as refused (below), no C call
@@ -363,7 +377,18 @@ class KVPageTracker:
                 self.on_backed(moved)
         elif status == C.ERR_NO_MEMORY:
             self.refusals += 1
+            self._refused_ns = time.monotonic_ns()
+            self._released_at_refusal = self.units_released
         return status
+
+    def _refused_recently(self) -> bool:
+        """The budget refused within retry_ns and this tracker has released nothing since."""
+        return (
+            self.retry_ns != 0
+            and self._refused_ns != 0
+            and self.units_released == self._released_at_refusal
+            and time.monotonic_ns() - self._refused_ns < self.retry_ns
+        )
 
     def _on_unit_backed(self, unit: int, moved: list[int] | None = None) -> None:
         """The unit's free blocks that are fully backed now move to fb (and to `moved`)."""
@@ -507,6 +532,7 @@ class KVPageTracker:
                 "acquire_calls": self.acquire_calls,
                 "release_calls": self.release_calls,
                 "refusals": self.refusals,
+                "refusals_assumed": self.refusals_assumed,
                 "errors": self.errors,
                 "pages_acquired_total": self.units_acquired,
                 "pages_released_total": self.units_released,

@@ -66,6 +66,7 @@ class CacheAdapter:
             num_blocks,
             release_delay_steps=self.settings.release_delay_steps,
             prefer_cached=self.settings.prefix_cache == "elastic",
+            refused_retry_ms=self.settings.refused_retry_ms,
             name=self.label,
         )
         # Padding blocks: backed already (by the mark hook) or now.

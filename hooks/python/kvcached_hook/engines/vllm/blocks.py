@@ -54,6 +54,7 @@ class PoolAdapter:
             pool.num_gpu_blocks,
             release_delay_steps=self.settings.release_delay_steps,
             prefer_cached=self.settings.prefix_cache == "elastic",
+            refused_retry_ms=self.settings.refused_retry_ms,
             name=entry.label,
         )
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
