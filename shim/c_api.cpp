@@ -244,6 +244,16 @@ kvcached_status kvcached_stats_get(int device, kvcached_stats* out) {
   });
 }
 
+kvcached_status kvcached_budget_headroom_get(int device, uint64_t* bytes) {
+  if (bytes == nullptr) return NullArgument("kvcached_budget_headroom_get", "bytes");
+  return WithRuntime("kvcached_budget_headroom_get", [&](Runtime& runtime) {
+    auto headroom = runtime.BudgetHeadroom(device);
+    if (!headroom.ok()) return Report(headroom.status());
+    *bytes = headroom.value();
+    return KVCACHED_OK;
+  });
+}
+
 kvcached_status kvcached_trim(int device) {
   return WithRuntime("kvcached_trim",
                      [&](Runtime& runtime) { return Report(runtime.Trim(device)); });

@@ -220,6 +220,15 @@ bool PagePool::CanBack(std::size_t n) {
   return StealablePages(n - free - room) >= n - free - room;
 }
 
+std::uint64_t PagePool::Headroom() const {
+  const BudgetView v = budget_.View();
+  const std::uint64_t own = v.in_use + v.reserved;
+  const std::uint64_t by_limit = v.limit > own ? v.limit - own : 0;
+  const std::uint64_t by_budget = v.budget > v.all_charged ? v.budget - v.all_charged : 0;
+  // The reserved column also holds the pages an acquire in flight is mapping: a brief overcount.
+  return std::min(by_limit, by_budget) + v.reserved;
+}
+
 void PagePool::GiveHandles(std::vector<driver::PhysicalHandle>& handles) {
   std::vector<driver::PhysicalHandle> release;
   {

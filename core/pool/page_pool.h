@@ -96,6 +96,11 @@ class PagePool {
   // Frees reserved memory of this pool (free list, then mapped-ahead pages) until `bytes` are
   // returned to the budget or nothing is left. Returns the bytes freed.
   std::uint64_t MakeRoom(std::uint64_t bytes);
+  // Bytes a foreground request could get now without a refusal: the budget's room plus this
+  // pool's reserve (free list and mapped-ahead pages: the budget's reserved column), which
+  // TakeHandles uses before creating pages. Reads counters only (one View of the budget): no
+  // allocation, no region walk, nothing recorded. Non-binding, like CanBack.
+  [[nodiscard]] std::uint64_t Headroom() const;
 
   // --- signals ---
   void Wake() { worker_.Wake(); }

@@ -289,6 +289,13 @@ Result<DeviceStats> Runtime::Stats(int device) {
   return s;
 }
 
+Result<std::uint64_t> Runtime::BudgetHeadroom(int device) {
+  if (device < 0) return Status(Errc::kInvalid, fmt::format("GPU {} does not exist", device));
+  // Creating the state would attach to the ledger and start the pool: not for a cheap query.
+  DeviceState* state = impl_->Existing(device);
+  return state == nullptr ? 0 : state->pool->Headroom();
+}
+
 Status Runtime::Trim(int device) {
   DeviceState* state = impl_->Existing(device);
   return state == nullptr ? Status::Ok() : state->pool->TrimNow();

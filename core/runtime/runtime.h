@@ -73,6 +73,9 @@ class Runtime {
   [[nodiscard]] Result<PageState> PageStateAt(std::uint64_t addr) const;
   [[nodiscard]] Result<RegionInfo> Info(std::uint64_t addr) const;
   Result<DeviceStats> Stats(int device);
+  // Bytes this process could back now on `device` without a budget refusal (PagePool::Headroom);
+  // 0 for a device not used yet (never creates its state). Every engine step may ask.
+  Result<std::uint64_t> BudgetHeadroom(int device);
   Status Trim(int device);
 
   // For virtual cudaMemGetInfo, "shared" view: (free, total) of this process's budget on

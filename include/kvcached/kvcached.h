@@ -108,6 +108,16 @@ KVCACHED_API kvcached_status kvcached_page_state_get(uint64_t addr, kvcached_pag
 
 /* ---- pool and stats ---- */
 KVCACHED_API kvcached_status kvcached_stats_get(int device, kvcached_stats* out);
+/* Bytes this process could back now on `device` without a budget refusal: what the budget still
+ * admits, min(its limit - what it holds, GPU budget - what all processes hold) saturating at 0,
+ * plus its own reserve (unmapped pages and pages mapped ahead), which an acquire takes before it
+ * is refused. Non-binding: another process may take the room first, and the driver may still be
+ * out of memory. For an engine refused a while ago, to learn cheaply whether memory came back:
+ * no allocation, no log line, no refusal or pressure recorded (one pass over the ledger's slots).
+ * A device this process has not used yet: 0 (its budget is not attached until first use).
+ * Errors: KVCACHED_ERR_INVALID for a NULL `bytes` or a negative device, KVCACHED_ERR_DISABLED
+ * when kvcached is not running. */
+KVCACHED_API kvcached_status kvcached_budget_headroom_get(int device, uint64_t* bytes);
 /* Give back now every physical page not in use on this device (pool and mapped-ahead); each KV
    region maps no page ahead again until its next acquire (for an engine going idle). */
 KVCACHED_API kvcached_status kvcached_trim(int device);

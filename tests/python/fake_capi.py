@@ -52,6 +52,8 @@ class FakeCApi:
         self.label = ""
         self.meminfo_mode: int | None = None  # set by set_meminfo_mode
         self.fail_next: list[int] = []  # statuses to return from the next acquire calls
+        self.headroom_supported = True
+        self.headroom_calls = 0
         self._error = ""
 
     # ---- helpers for tests ----
@@ -137,6 +139,16 @@ class FakeCApi:
 
     def stats(self, device: int) -> dict:
         return {"in_use_bytes": len(self.in_use_pages()) * self.page_size, "page_size": self.page_size}
+
+    def budget_headroom(self, device: int) -> int | None:
+        """The shared budget's room in bytes (a large number when unlimited); None while
+        `headroom_supported` is False (a shim without kvcached_budget_headroom_get)."""
+        self.headroom_calls += 1
+        if not self.headroom_supported:
+            return None
+        if self.budget.pages is None:
+            return 1 << 50
+        return max(0, self.budget.pages - self.budget.used) * self.page_size
 
     def trim(self, device: int) -> int:
         return C.OK

@@ -41,6 +41,8 @@ for line in sys.stdin:
         print(json.dumps(out), flush=True)
     elif line.strip() == "report":
         print(api.share_report(0, page, 1), flush=True)
+    elif line.strip() == "headroom":
+        print(json.dumps(api.budget_headroom(0)), flush=True)
     elif line.startswith("give "):  # acting on the verdict: free the newest pages, return them
         n = min(int(line.split()[1]), held)
         assert api.release([(base + (held - i - 1) * page, page) for i in range(n)]) == C.OK, api.last_error()
@@ -211,6 +213,7 @@ assert api.api_version() >= 1, api.api_version()
 assert api.enabled(), api.last_error()
 page = api.stats(0)["page_size"]
 base = api.region_create(0, 16 * page, C.REGION_LAZY)
+room = api.budget_headroom(0)  # None from a shim without kvcached_budget_headroom_get
 info = api.region_info(base + 5)
 assert info.base == base and info.size == 16 * page and info.kind == C.REGION_LAZY, info
 assert api.page_state(base) in (C.PAGE_ZERO, C.PAGE_MAPPED_FREE)  # map-ahead may have backed it
@@ -219,6 +222,9 @@ states = [api.page_state(base + i * page) for i in range(6)]
 assert states[1] == C.PAGE_IN_USE and states[3] == C.PAGE_IN_USE and states[4] == C.PAGE_IN_USE, states
 assert states[0] != C.PAGE_IN_USE and states[2] != C.PAGE_IN_USE, states
 assert api.region_info(base).in_use_pages == 3
+if api._budget_headroom is not None:  # pages mapped ahead count as room: exact whatever map-ahead did
+    assert api.budget_headroom(0) == room - 3 * page, (room, api.budget_headroom(0), page)
+    assert api._budget_headroom(0, None) == C.ERR_INVALID and "bytes is null" in api.last_error()
 assert api.release([(base + page, 10), (base + 3 * page, 2 * page)]) == C.OK, api.last_error()
 assert api.page_state(base + page) != C.PAGE_IN_USE
 assert api.release([(base, 1)]) != C.OK  # never acquired
@@ -320,7 +326,26 @@ print("roundtrip ok")
             self.assertEqual(va["starved_pid"], b.pid, va)
             self.assertLess(va["starved_ms"], 1000, va)
 
-    def test_report_engine_steps_is_seen_by_kvctl(self):
+    def test_budget_headroom_sees_what_another_process_frees(self):
+        """B holds nothing while A holds the whole budget: no room for B; A gives four pages back
+        and B's headroom shows them at once, without B asking the budget for any."""
+        with _SharingEngines(f"pytest_headroom_{os.getpid()}") as engines:
+            command = engines.command
+            a, a_first = engines.start()
+            self.assertIsNotNone(a_first, a.stderr.read() if a.poll() is not None else "")
+            page = a_first["page"]
+            self.assertEqual(a_first["held"] * page, 48 << 20, "A did not fill the budget")
+            b, b_first = engines.start("late")
+            self.assertIsNotNone(b_first, b.stderr.read() if b.poll() is not None else "")
+            room = command(b, "headroom")
+            self.assertIsNotNone(room, "the shim lacks kvcached_budget_headroom_get")
+            self.assertEqual(room, 0)
+            self.assertEqual(command(a, "give 4")["held"], a_first["held"] - 4)
+            self.assertEqual(command(b, "headroom"), 4 * page)
+            va = command(a, "verdict")  # A holds more than its share: it would be asked for B
+            self.assertEqual((va["action"], va["starved_pid"]), ("ok", 0), "the query made B a starved engine")
+
+
         """The hook's totals reach the process's ledger slot: kvctl list --json shows the last report
         (totals, not increments), from outside the process."""
         kvctl = os.environ.get("KVCACHED_TEST_KVCTL", "")

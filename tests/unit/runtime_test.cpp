@@ -2,12 +2,17 @@
 // acquires, budget views and labels.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <regex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/ledger/ledger_atomics.h"
+#include "core/ledger/ledger_budget.h"
+#include "core/ledger/ledger_segment.h"
+#include "core/ledger/ledger_slots.h"
 #include "core/runtime/device_state.h"
 #include "tests/support/child_process.h"
 #include "tests/unit/runtime_test_fixture.h"
@@ -315,6 +320,109 @@ TEST_F(RuntimeTest, PassthroughNotedWhileTheDeviceStartsIsCountedExactlyOnce) {
     EXPECT_EQ(StatsOf(rt()).passthrough_bytes, 4U * 4096U);
     t_.rt.reset();
   }
+}
+
+// Runtime::BudgetHeadroom (kvcached_budget_headroom_get): what an engine refused a while ago
+// asks every step to learn whether memory came back.
+TEST_F(RuntimeTest, HeadroomIsTheWholeBudgetWhileNothingIsHeld) {
+  t_ = MakeRuntime(QuietConfig(), 64 * kMiB);
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 64 * kMiB);
+  (void)Lazy(8 * kPage);  // its zero page is outside the budget
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 64 * kMiB);
+}
+
+TEST_F(RuntimeTest, HeadroomDropsByWhatIsAcquiredAndCountsPagesKeptMappedAsRoom) {
+  t_ = MakeRuntime(QuietConfig(), 64 * kMiB);
+  const std::uint64_t base = Lazy(8 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 3 * kPage).ok());
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 64 * kMiB - 3 * kPage);
+  // A released page stays mapped (the trim waits): still charged, yet an acquire takes it before
+  // it is refused, so it is room.
+  ASSERT_TRUE(ReleaseOne(rt(), base, kPage).ok());
+  ASSERT_EQ(StateOf(rt(), base), PageState::kMappedFree);
+  ASSERT_EQ(t_.budget->View().reserved, kPage);
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 64 * kMiB - 2 * kPage);
+}
+
+TEST_F(RuntimeTest, HeadroomIsZeroOnAFullBudgetAndAskingRecordsNoRefusal) {
+  t_ = MakeRuntime(QuietConfig(), 8 * kPage);
+  const std::uint64_t base = Lazy(16 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 8 * kPage).ok());
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 0U);
+  EXPECT_FALSE(AcquireOne(rt(), base + 8 * kPage, kPage).ok()) << "the budget disagrees";
+  const std::uint64_t refusals = StatsOf(rt()).budget_refusals;
+  const std::uint64_t pressure = t_.budget->pressure_requests_.load();
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(rt().BudgetHeadroom(0).value(), 0U);
+  EXPECT_EQ(StatsOf(rt()).budget_refusals, refusals);
+  EXPECT_EQ(t_.budget->pressure_requests_.load(), pressure);
+}
+
+TEST_F(RuntimeTest, HeadroomOfADeviceNotUsedYetIsZeroAndAttachesNoBudget) {
+  std::atomic<int> made{0};
+  t_ = RuntimeCountingBudgets(&made);
+  auto headroom = rt().BudgetHeadroom(0);
+  ASSERT_TRUE(headroom.ok()) << headroom.status().message();
+  EXPECT_EQ(headroom.value(), 0U);
+  EXPECT_EQ(made.load(), 0) << "a query attached a budget";
+  EXPECT_EQ(rt().BudgetHeadroom(-1).status().code(), Errc::kInvalid);
+}
+
+// Unlinks a ledger segment's name when the test ends (tests leave nothing in /dev/shm).
+class SegmentNameRemovedAtEnd {
+ public:
+  explicit SegmentNameRemovedAtEnd(std::string name) : name_(std::move(name)) {}
+  ~SegmentNameRemovedAtEnd() { (void)ledger::Segment::Remove(name_); }
+  SegmentNameRemovedAtEnd(const SegmentNameRemovedAtEnd&) = delete;
+  SegmentNameRemovedAtEnd& operator=(const SegmentNameRemovedAtEnd&) = delete;
+  SegmentNameRemovedAtEnd(SegmentNameRemovedAtEnd&&) = delete;
+  SegmentNameRemovedAtEnd& operator=(SegmentNameRemovedAtEnd&&) = delete;
+  [[nodiscard]] const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+// Another process on the GPU budget is a second slot of the ledger segment that the runtime's
+// budget uses (as the ledger tests have it): what it holds is no room, what it frees is.
+TEST_F(RuntimeTest, HeadroomCountsWhatAnotherProcessHoldsAndWhatItFrees) {
+  const SegmentNameRemovedAtEnd segment_name("kvcached_test_headroom_" +
+                                             std::to_string(::getpid()));
+  ledger::CreateParams params;
+  params.gpu_total = 64 * kPage;
+  params.budget = 16 * kPage;
+  params.gpu_uuid = "GPU-headroom-test";
+  auto created = ledger::Segment::OpenOrCreate(segment_name.name(), params);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  std::shared_ptr<ledger::Segment> segment(std::move(created).value());
+  auto other = ledger::LedgerBudget::Attach(segment, "other");
+  ASSERT_TRUE(other.ok()) << other.status().message();
+  auto mine = std::make_shared<ledger::LedgerBudget*>(nullptr);
+  auto rt_made = Runtime::Create(
+      QuietConfig(), nullptr,
+      [segment, mine](const Config&, const DeviceIdentity&) -> Result<std::unique_ptr<Budget>> {
+        auto attached = ledger::LedgerBudget::Attach(segment, "engine");
+        if (!attached.ok()) return attached.status();
+        *mine = attached.value().get();
+        return std::unique_ptr<Budget>(std::move(attached).value());
+      });
+  ASSERT_TRUE(rt_made.ok()) << rt_made.status().message();
+  t_.rt = std::move(rt_made).value();
+  const std::uint64_t base = Lazy(16 * kPage);
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 16 * kPage);
+  ASSERT_TRUE(other.value()->TryCharge(10 * kPage));
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 6 * kPage);
+  ASSERT_TRUE(AcquireOne(rt(), base, 6 * kPage).ok());
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 0U);
+  other.value()->Uncharge(4 * kPage);
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 4 * kPage);
+  // kvctl limit below what it holds, while the GPU budget has room: 0, not a wrapped count.
+  ASSERT_NE(*mine, nullptr);
+  const std::uint32_t slot = (*mine)->slot_index();
+  const std::uint64_t owner = ledger::Load(segment->slot(slot).owner);
+  ASSERT_TRUE(ledger::SetSlotLimit(*segment, slot, owner, 2 * kPage).ok());
+  EXPECT_EQ(rt().BudgetHeadroom(0).value(), 0U);
+  ASSERT_TRUE(ReleaseOne(rt(), base, 6 * kPage).ok());
+  t_.rt.reset();  // its slot goes before the segment's name
 }
 
 TEST_F(RuntimeTest, ProcessMemInfoCountsWhatTheEngineAllocatedAndNothingElse) {

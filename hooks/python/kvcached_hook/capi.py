@@ -234,6 +234,10 @@ class CApi:
         self._share_action_get = self._fn(
             "kvcached_share_action_get", c_int, [c_int, ctypes.POINTER(ctypes.c_int32)], required=False, hold_gil=True
         )
+        # Asked by an engine refused a while ago, in a step that would otherwise wait (tracker.py).
+        self._budget_headroom = self._fn(
+            "kvcached_budget_headroom_get", c_int, [c_int, ctypes.POINTER(u64)], required=False, hold_gil=True
+        )
         self._share_report = self._fn("kvcached_share_report", c_int, [c_int, u64, u64], required=False)
         self._share_set_unit = self._fn("kvcached_share_set_unit", c_int, [c_int, u64], required=False)
         self._set_meminfo_mode = self._fn("kvcached_set_meminfo_mode", c_int, [c_int], required=False)
@@ -352,6 +356,17 @@ class CApi:
         if status == ERR_STATE:
             return False, int(offset.value), int(nbytes.value)
         return None
+
+    def budget_headroom(self, device: int) -> int | None:
+        """Bytes this process could back now on `device` without a budget refusal (its budget's room
+        plus what its own pool would give up first; non-binding), or None when the shim lacks
+        kvcached_budget_headroom_get or the call fails. Cheap: no refusal or pressure is recorded."""
+        if self._budget_headroom is None:
+            return None
+        out = ctypes.c_uint64(0)
+        if self._budget_headroom(device, ctypes.byref(out)) != OK:
+            return None
+        return out.value
 
     def trim(self, device: int) -> int:
         return int(self._trim(device))
