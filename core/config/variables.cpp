@@ -149,10 +149,11 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "most this much later."},
       {"KVCACHED_HOOK_REFUSED_RETRY_MS", T::kDecimal, S::kEngineHook, "20",
        "a number of milliseconds from 0 to 1000 (0: every step)",
-       "After the budget refused an engine's pages, the engine asks again only after this long "
-       "or once it has given pages back itself, not every step (a refused ask costs tens of "
-       "microseconds of the scheduler's time); meanwhile it behaves as refused. Memory another "
-       "engine gives back reaches it at most this much later."},
+       "After the budget refused an engine's pages, the engine asks again only after this long, "
+       "once it has given pages back itself, or as soon as the budget has room for the pages "
+       "again (a cheap query), not every step (a refused ask costs tens of microseconds of the "
+       "scheduler's time); meanwhile it behaves as refused. The retry time bounds how long a "
+       "starved engine's refusal record goes unrenewed."},
       {"KVCACHED_HOOK_SHARE_HOLD_MS", T::kDecimal, S::kEngineHook, "5000",
        "a number of milliseconds from 0 to 600000 (0: off)",
        "How long memory that moved between vLLM engines stays where it went (the sharing "

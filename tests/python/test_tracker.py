@@ -270,6 +270,7 @@ class RefusalTest(unittest.TestCase):
 
     def test_after_a_refusal_the_budget_is_asked_again_after_the_retry_time_or_an_own_release(self):
         api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)  # a unit: 4 blocks, 2 pages
+        api.headroom_supported = False  # a shim without kvcached_budget_headroom_get
         tracker.retry_ns = 3_600 * 10**9  # an hour: only the clock hand below or a release ends it
         tracker.step_begin()
         self.assertTrue(tracker.ensure(8))  # the whole budget
@@ -306,6 +307,59 @@ class RefusalTest(unittest.TestCase):
         tracker.step_begin()
         self.assertTrue(tracker.ensure(4))
         self.assertEqual(api.acquire_calls, calls + 1, "an own release did not end the wait")
+
+    def refused_within_an_hour_long_retry_time(self):
+        """An engine that holds the whole budget (4 pages: two units of 2 pages) and was just
+        refused a third unit; only the headroom query can end its wait. (api, tracker, calls)."""
+        api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)
+        tracker.retry_ns = 3_600 * 10**9
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(8))
+        for _ in range(8):
+            free.popleft()
+        self.assertFalse(tracker.ensure(4))
+        tracker.step_end()
+        return api, tracker, api.acquire_calls
+
+    def test_within_the_retry_time_an_engine_asks_at_once_when_the_budget_has_room_again(self):
+        api, tracker, calls = self.refused_within_an_hour_long_retry_time()
+        api.budget.pages = 6  # another engine gave two pages back: room for the unit
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(4))
+        self.assertEqual(api.acquire_calls, calls + 1)
+        self.assertEqual(tracker.refusals_assumed, 0)
+        self.assertEqual(api.headroom_calls, 1)
+        self.assertFalse(tracker.pressure)
+
+    def test_within_the_retry_time_an_engine_without_room_waits_without_an_acquire(self):
+        api, tracker, calls = self.refused_within_an_hour_long_retry_time()
+        for pages in (4, 5):  # none free, then one page: less than the unit's two
+            api.budget.pages = pages
+            tracker.step_begin()
+            self.assertFalse(tracker.ensure(4))
+            self.assertTrue(tracker.pressure)
+            tracker.step_end()
+        self.assertEqual(api.acquire_calls, calls, "asked the budget without room")
+        self.assertEqual(tracker.refusals_assumed, 2)
+        self.assertEqual(api.headroom_calls, 2, "one headroom query per waiting step")
+
+    def test_an_ask_on_the_headrooms_word_refused_anyway_is_not_repeated_within_the_retry_time(self):
+        api, tracker, calls = self.refused_within_an_hour_long_retry_time()
+        api.budget.pages = 6
+        api.fail_next = [C.ERR_NO_MEMORY]  # the GPU itself is full, or another engine was quicker
+        tracker.step_begin()
+        self.assertFalse(tracker.ensure(4))
+        tracker.step_end()
+        self.assertEqual(api.acquire_calls, calls + 1)
+        for _ in range(3):
+            tracker.step_begin()
+            self.assertFalse(tracker.ensure(4))
+            tracker.step_end()
+        self.assertEqual(api.acquire_calls, calls + 1, "the headroom was trusted again after being wrong")
+        tracker._refused_ns -= tracker.retry_ns  # the retry time over: asks, and gets the pages
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(4))
+        self.assertEqual(api.acquire_calls, calls + 2)
 
     def test_without_a_retry_time_every_step_asks_the_budget(self):
         api, _, tracker, free = make(num_blocks=64, tensors=2, budget_pages=4)

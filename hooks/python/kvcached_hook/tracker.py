@@ -44,6 +44,7 @@ class KVPageTracker:
         prefer_cached: bool = True,
         name: str = "",
         refused_retry_ms: float = 0.0,
+        device: int = 0,
     ) -> None:
         if not (0 < managed_blocks <= layout.num_blocks):
             raise ValueError(f"managed_blocks={managed_blocks} outside 1..{layout.num_blocks}")
@@ -51,6 +52,7 @@ class KVPageTracker:
         self.api = api
         self.managed = managed_blocks
         self.name = name
+        self.device = device  # the GPU of the KV cache (the budget headroom query)
         self.release_delay_steps = release_delay_steps
         self.prefer_cached = prefer_cached
         self.lock = threading.RLock()
@@ -92,12 +94,18 @@ class KVPageTracker:
         self.held_units = 0
         self.max_units: int | None = None
         # After a refusal the budget is asked again only once this long has passed (ns; 0: every
-        # step) or this tracker has released pages since (its own headroom grew): under a binding
-        # budget a refusal costs tens of microseconds of the scheduler's time every step, and the
-        # answer seldom changes from one step to the next (KVCACHED_HOOK_REFUSED_RETRY_MS).
+        # step), this tracker has released pages since (its own headroom grew), or the shim reports
+        # room for the pages now (api.budget_headroom, one cheap call: memory another engine gave
+        # back is used at once): under a binding budget a refusal costs tens of microseconds of the
+        # scheduler's time every step, and the answer seldom changes from one step to the next
+        # (KVCACHED_HOOK_REFUSED_RETRY_MS).
         self.retry_ns = int(refused_retry_ms * 1e6)
         self._refused_ns = 0
         self._released_at_refusal = 0
+        # An ask made on the headroom's word was refused all the same (another engine took the room
+        # first, or the GPU itself is full): the headroom is not trusted again until the retry time
+        # ends, so that a wrong answer costs one refused call per retry time, not one per step.
+        self._room_refused = False
         self._step_c_ns = 0
         self._step_calls = 0
         # Statistics.
@@ -285,16 +293,25 @@ class KVPageTracker:
                 return False
             # One refused call per step is enough: the budget will not change within the step.
             held_back = (self.refused_this_step or self.no_new_pages) and not best_effort
+            units = None
+            on_room = False  # asked within the retry time because the budget has room
             if not held_back and self._refused_recently():
-                if best_effort:
-                    return False
-                held_back = True
-                self.refusals_assumed += 1
-            units = [] if held_back else self._plan(n - self.nbfree)
+                units = self._units_with_room(n)
+                if units is None:
+                    if best_effort:
+                        return False
+                    held_back = True
+                    self.refusals_assumed += 1
+                else:
+                    on_room = True
+            if units is None:
+                units = [] if held_back else self._plan(n - self.nbfree)
             if units and self.max_units is not None and self.held_units + len(units) > self.max_units:
                 units = []  # past the hold's cap: as refused (below), no C call
             if units:
                 status = self._acquire_units(units)
+                if on_room and status == C.ERR_NO_MEMORY:
+                    self._room_refused = True
                 if status == C.OK:
                     return n <= self.nbfree
                 if best_effort:
@@ -379,7 +396,27 @@ class KVPageTracker:
             self.refusals += 1
             self._refused_ns = time.monotonic_ns()
             self._released_at_refusal = self.units_released
+            self._room_refused = False  # a new retry time: ensure() says whether room was wrong
         return status
+
+    def _units_with_room(self, n: int) -> list[int] | None:
+        """Within the retry time after a refusal: the units that back `n` free blocks when the
+        budget has room for all of them now (one C call), else None (the ask is held back). None
+        too with a shim or fake without the headroom query."""
+        query = getattr(self.api, "budget_headroom", None)
+        if query is None or self._room_refused:
+            return None
+        headroom = query(self.device)  # a cheap read, like the pressure poll: not in the C counts
+        page = self.layout.page_size
+        if headroom is None or headroom < page:  # a starved engine's usual answer: no planning
+            return None
+        units = self._plan(n - self.nbfree)
+        unit_ranges = self.layout.unit_ranges
+        # A unit is one page in each tensor of its class (a page shared with a neighbour tensor
+        # counted twice: the estimate errs towards waiting).
+        if sum(len(unit_ranges(unit)) for unit in units) * page > headroom:
+            return None
+        return units
 
     def _refused_recently(self) -> bool:
         """The budget refused within retry_ns and this tracker has released nothing since."""

@@ -68,6 +68,7 @@ class CacheAdapter:
             prefer_cached=self.settings.prefix_cache == "elastic",
             refused_retry_ms=self.settings.refused_retry_ms,
             name=self.label,
+            device=self.device_index,
         )
         # Padding blocks: backed already (by the mark hook) or now.
         padding = [num_blocks, num_blocks + 1]

@@ -56,6 +56,7 @@ class PoolAdapter:
             prefer_cached=self.settings.prefix_cache == "elastic",
             refused_retry_ms=self.settings.refused_retry_ms,
             name=entry.label,
+            device=entry.device_index,
         )
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
         self.tracker.mark_units_acquired(entry.pinned_units)
