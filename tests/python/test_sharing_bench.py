@@ -239,6 +239,37 @@ class SummaryTargets(unittest.TestCase):
         text = "\n".join(summarize.targets([static, run("kvcached", None)]))
         self.assertIn("has no sample of kvcached's accounting | unknown", text)
 
+    def test_per_step_bookkeeping_is_judged_with_the_machines_speed_divided_out(self):
+        def run(setting, schedule, update):
+            sched = {"sched_us_per_step": schedule + update, "schedule_us_per_step": schedule,
+                     "update_us_per_step": update}
+            engine = {"window_tok_s": 1.0, "tok_s": 1.0, "ttft_p50": 0.1, "memory": {}, "scheduler": sched}
+            return {"setting": setting, "trace": "symmetric", "repeat": 1, "status": "ok", "machine": "GPU-1",
+                    "config": {"budget_bytes": 1 << 28, "layers": 8, "page_bytes": 2 << 20, "idle_after_s": 5.0},
+                    "engines": {"a": dict(engine), "b": dict(engine)}}
+
+        def row(runs):
+            text = "\n".join(summarize.targets(runs))
+            return [line for line in text.splitlines() if "per-step bookkeeping" in line][0]
+
+        # kvcached ran on a slow moment of the machine (update_from_output 2x): in raw us/step the
+        # shim adds less (+100 vs +340), but against the machine's speed it adds more (1.0 vs 0.2).
+        runs = [run("static", 200.0, 100.0), run("shim", 300.0, 100.0), run("kvcached", 440.0, 200.0)]
+        line = row(runs)
+        self.assertIn("shim +1.00, kvcached +0.20 (static 2.00)", line)
+        self.assertIn("raw: shim +100, kvcached +340 us/step", line)
+        self.assertTrue(line.endswith("| FAIL |"), line)
+        runs[1] = run("shim", 210.0, 100.0)
+        self.assertTrue(row(runs).endswith("| PASS |"), row(runs))
+        # Records without update_from_output (older runs): judged on the raw us/step, as before.
+        for r in runs:
+            for e in r["engines"].values():
+                e["scheduler"] = {"sched_us_per_step": e["scheduler"]["sched_us_per_step"]}
+        line = row(runs)
+        self.assertIn("scheduler us/step over static's", line)
+        self.assertIn("shim +10, kvcached +340 us/step", line)
+        self.assertTrue(line.endswith("| PASS |"), line)
+
     def test_settings_run_on_other_machines_are_not_compared(self):
         def run(setting, machine, tok_s):
             engine = {"window_tok_s": tok_s, "tok_s": tok_s, "ttft_p50": 0.1, "memory": {}, "scheduler": "n/a"}
