@@ -576,6 +576,40 @@ class VllmAdapterTest(PatchedVllmTest):
         preempted = sum(r.num_preemptions for r in requests)
         self.assertGreater(preempted, 0, "no request was preempted")
 
+    def test_after_a_refusal_calls_that_fit_the_backed_room_still_take_the_fast_path(self):
+        """Under a binding budget the shim refuses in most steps; the calls after the refusal that
+        fit the free backed and cached blocks need no page, so they run unhooked as before it."""
+        from kvcached_hook.engines.vllm import allocation
+
+        scheduler, adapter = self.engine("uniform", budget_pages=2 + 6 * 2)  # as the test above
+        tracker, exact = adapter.tracker, allocation.allocate_exactly
+        hooked = kv_cache_manager.KVCacheManager.allocate_slots
+        calls, exact_calls = [], []
+
+        def allocate_exactly(*args, **kwargs):
+            exact_calls.append(1)
+            return exact(*args, **kwargs)
+
+        def allocate_slots(self_, *args, **kwargs):
+            pressed, before = tracker.pressure, len(exact_calls)
+            result = hooked(self_, *args, **kwargs)
+            calls.append((pressed, len(exact_calls) == before))
+            return result
+
+        allocation.allocate_exactly = allocate_exactly
+        kv_cache_manager.KVCacheManager.allocate_slots = allocate_slots
+        try:
+            self.add(scheduler, 6, prompt_len=100, max_tokens=60)
+            V.run_loop(scheduler, check=lambda stage, _o: self.assert_backed(adapter, stage))
+        finally:
+            allocation.allocate_exactly = exact
+            kv_cache_manager.KVCacheManager.allocate_slots = hooked
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        self.assertEqual(tracker.sync_backings, 0, "a block was handed out unbacked")
+        after_refusal = [fast for pressed, fast in calls if pressed]
+        self.assertGreater(len(after_refusal), 0, "no call came after a refusal: the test proves nothing")
+        self.assertGreater(sum(after_refusal), 0, "every call after a refusal took the exact path")
+
     def test_random_loads_under_tight_budgets_never_raise_and_keep_held_blocks_backed(self):
         """The fast path must never let vLLM take a block that would need a page the shim then
         refuses (that would raise inside vLLM's schedule()): random loads, budgets from far too
