@@ -136,6 +136,11 @@ class KVLayout:
             ranges = self._ranges[unit] = [(addr, length) for _, addr, length in self.unit_span_ranges(unit)]
         return ranges
 
+    def unit_bytes(self, unit: int) -> int:
+        """Bytes of shim pages the unit backs: one page in each tensor of its class (a page shared
+        with a neighbour tensor counted in each)."""
+        return len(self.unit_ranges(unit)) * self.page_size
+
     def block_ranges(self, block: int) -> list[tuple[int, int]]:
         """(addr, length) of block `block` in every tensor."""
         return [(span.addr + block * bb, bb) for span, bb in zip(self.spans, self.span_block_bytes)]

@@ -411,10 +411,9 @@ class KVPageTracker:
         if headroom is None or headroom < page:  # a starved engine's usual answer: no planning
             return None
         units = self._plan(n - self.nbfree)
-        unit_ranges = self.layout.unit_ranges
-        # A unit is one page in each tensor of its class (a page shared with a neighbour tensor
-        # counted twice: the estimate errs towards waiting).
-        if sum(len(unit_ranges(unit)) for unit in units) * page > headroom:
+        # A page shared with a neighbour tensor counts twice: the estimate errs towards waiting.
+        unit_bytes = self.layout.unit_bytes
+        if sum(unit_bytes(unit) for unit in units) > headroom:
             return None
         return units
 

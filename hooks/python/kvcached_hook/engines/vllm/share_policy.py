@@ -231,8 +231,7 @@ class SharePolicy:
 
     # ------------------------------------------------------------------ giving
     def _unit_bytes(self, unit: int) -> int:
-        layout = self.adapter.tracker.layout
-        return len(layout.unit_ranges(unit)) * layout.page_size
+        return self.adapter.tracker.layout.unit_bytes(unit)
 
     def _empty_units(self) -> list[int]:
         """Units backed and empty: released at the next flush the fence allows."""
