@@ -599,7 +599,11 @@ class VllmAdapterTest(PatchedVllmTest):
         allocation.allocate_exactly = allocate_exactly
         kv_cache_manager.KVCacheManager.allocate_slots = allocate_slots
         try:
-            self.add(scheduler, 6, prompt_len=100, max_tokens=60)
+            # Many requests decoding at once, their prompts of different lengths: in most steps one
+            # of them crosses into a new block and is refused, and the others, inside their last
+            # block, are scheduled after it.
+            for i in range(16):
+                scheduler.add_request(V.make_request(f"r{i}", [1 + i] * (10 + 5 * i), 60))
             V.run_loop(scheduler, check=lambda stage, _o: self.assert_backed(adapter, stage))
         finally:
             allocation.allocate_exactly = exact
