@@ -123,6 +123,21 @@ class KVPageTracker:
         self.step_calls: list[int] = []
         self._reported: set[int] = set()
 
+    @classmethod
+    def from_settings(cls, layout: KVLayout, api, managed_blocks: int, settings, *, name: str, device: int):
+        """A tracker configured by the engine hook's settings (_env.HookSettings), the one place
+        that maps them for every engine adapter."""
+        return cls(
+            layout,
+            api,
+            managed_blocks,
+            release_delay_steps=settings.release_delay_steps,
+            prefer_cached=settings.prefix_cache == "elastic",
+            refused_retry_ms=settings.refused_retry_ms,
+            name=name,
+            device=device,
+        )
+
     # ------------------------------------------------------------------ block state
     def _fully_backed(self, block: int) -> bool:
         acq = self.acq

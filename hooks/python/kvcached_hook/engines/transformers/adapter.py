@@ -60,15 +60,8 @@ class CacheAdapter:
         config = getattr(cache, "config", None)
         self.label = ctx.label(getattr(config, "name_or_path", "") or getattr(config, "model_type", ""))
         self.stall = StallWatch(self.label)
-        self.tracker = KVPageTracker(
-            self.layout,
-            self.api,
-            num_blocks,
-            release_delay_steps=self.settings.release_delay_steps,
-            prefer_cached=self.settings.prefix_cache == "elastic",
-            refused_retry_ms=self.settings.refused_retry_ms,
-            name=self.label,
-            device=self.device_index,
+        self.tracker = KVPageTracker.from_settings(
+            self.layout, self.api, num_blocks, self.settings, name=self.label, device=self.device_index
         )
         # Padding blocks: backed already (by the mark hook) or now.
         padding = [num_blocks, num_blocks + 1]

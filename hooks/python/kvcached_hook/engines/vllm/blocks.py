@@ -48,15 +48,8 @@ class PoolAdapter:
         self.settings = settings or HookSettings()
         self.label = entry.label
         self.lock = threading.RLock()
-        self.tracker = KVPageTracker(
-            entry.layout,
-            entry.api,
-            pool.num_gpu_blocks,
-            release_delay_steps=self.settings.release_delay_steps,
-            prefer_cached=self.settings.prefix_cache == "elastic",
-            refused_retry_ms=self.settings.refused_retry_ms,
-            name=entry.label,
-            device=entry.device_index,
+        self.tracker = KVPageTracker.from_settings(
+            entry.layout, entry.api, pool.num_gpu_blocks, self.settings, name=entry.label, device=entry.device_index
         )
         self.tracker.fence = 0  # nothing in flight yet: steps are counted by the scheduler hooks
         self.tracker.mark_units_acquired(entry.pinned_units)
