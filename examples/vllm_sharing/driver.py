@@ -129,7 +129,7 @@ def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceS
                        "static_kv_bytes": cfg.budget // 2, "peer_budget": cfg.peer_budget,
                        "ballast_margin_bytes": cfg.ballast_margin, "model_runner": cfg.model_runner,
                        "trace_shape": shape.__dict__, "drain_s": cfg.drain_s, "idle_after_s": cfg.idle_after_s,
-                       "warmup_s": cfg.warmup_s,
+                       "warmup_s": cfg.warmup_s, "ballast_after_warmup": cfg.warmup_s > 0,
                        "peer_env": engines.peer_env(cfg) if setting == "kvcached" else None,
                        "shim_env": engines.shim_env(setting)}}
 
@@ -156,6 +156,23 @@ def wait_idle(es: engines.EngineSet, cfg, sampler_cls) -> float:
             break
         time.sleep(0.5)
     return round(time.time() - t0, 2)
+
+
+def start_and_warm(es: engines.EngineSet, cfg, shape: traces.TraceShape, models: dict[str, str]) -> str | None:
+    """Starts the engines, warms them up, and only then bounds kvcached's with the ballast: its KV
+    and the engines' activations share one pool, free GPU memory, so the ballast must leave the
+    activations their room. After the warm-up PyTorch's caching allocator holds the activations
+    the load's batch shapes need, outside what the ballast counts as free; bounded before it, the
+    ballast's margin had to cover them, and kvcached's KV took the margin (thirteenth session:
+    352 MiB of a 256 MiB budget with a 128 MiB margin) or an engine died for its activations
+    (twelfth: a 32 MiB margin). None, or the error that stopped the engines."""
+    err = es.start(models, bound_peer=cfg.warmup_s <= 0)
+    if err:
+        return err
+    if cfg.warmup_s > 0:
+        warm_up(es, cfg, shape)
+        return es.bound_peer_now()
+    return None
 
 
 def warm_up(es: engines.EngineSet, cfg, shape: traces.TraceShape) -> None:
@@ -291,7 +308,7 @@ def main() -> int:
     models = engines.write_models(os.path.join(cfg.work, "models"))
     es = engines.EngineSet(cfg.setting, cfg, log)
     if not es.reuse():
-        err = es.start(models)
+        err = start_and_warm(es, cfg, shape, models)
         if err:
             log(f"{cfg.setting}: engines failed:\n{err}")
             for t, k in todo:
@@ -299,8 +316,6 @@ def main() -> int:
                 rec.update(status="engine_failed", error=err)
                 write(run_path(cfg.results, cfg.setting, t, k), rec)
             return 1
-        if cfg.warmup_s > 0:
-            warm_up(es, cfg, shape)
     rc = 0
     try:
         for t, k in todo:

@@ -256,9 +256,11 @@ class EngineSet:
         os.remove(self.state_path)
         return False
 
-    def start(self, models: dict[str, str]) -> str | None:
+    def start(self, models: dict[str, str], bound_peer: bool = True) -> str | None:
         """Starts both engines (a first, then b once a is ready: their start-up profiling must not
-        overlap); returns None, or the error that stopped them (log tails)."""
+        overlap); returns None, or the error that stopped them (log tails). kvcached's engines are
+        then bounded by the ballast (bound_peer_now), unless `bound_peer` is False: the driver
+        bounds them after its warm-up instead."""
         for name in ("a", "b"):
             port = self.cfg.base_port + PORTS[name]
             log_path = os.path.join(self.cfg.work, f"{self.setting}-engine-{name}.log")
@@ -283,11 +285,22 @@ class EngineSet:
             self.engines[name]["kv_capacity_bytes"] = kv_capacity(log_path)
             self.engines[name]["vllm_version"] = engine_version(log_path)
             self.log(f"{self.setting}: engine {name} ready after {self.engines[name]['ready_s']} s")
-        if self.setting == "kvcached" and self.cfg.peer_budget == "ballast":
-            err = self.start_ballast()
+        if bound_peer:
+            err = self.bound_peer_now()
             if err:
-                self.stop()
                 return err
+        self.save()
+        return None
+
+    def bound_peer_now(self) -> str | None:
+        """kvcached's engines (with the ballast budget, not yet bounded): the ballast now; None, or
+        the error that stopped the engines. Nothing for the other settings."""
+        if self.setting != "kvcached" or self.cfg.peer_budget != "ballast" or self.ballast_pid:
+            return None
+        err = self.start_ballast()
+        if err:
+            self.stop()
+            return err
         self.save()
         return None
 
