@@ -40,6 +40,15 @@ tokens, sum(new_i) <= the step's token budget: the blocks taken are at most
 sum(cdiv(t_i, B) + 1) <= (budget + R * (lookahead + B - 1)) // B + R. Admissions may hit the
 prefix cache, and their hits come out of the cached blocks: with one possible, only free backed
 blocks count. Not for caches whose managers take encoder or external (KV connector) tokens.
+
+Running steps: under a binding budget the queue's possible admissions almost never fit the room
+(each needs its whole prompt's blocks), so whole steps are rare there (CPU bench under
+KVCACHED_BUDGET=512M: 0.1 a step), and every running request paid the per-call path (~50 calls a
+step). vLLM schedules the running requests first, then admits from the queue, asking
+get_computed_blocks for each queued request before its allocate_slots. When the running
+requests alone fit the room (whole_step's bound with no admission), schedule() starts with
+vLLM's own allocate_slots, and the first get_computed_blocks puts the hook back, with the room
+read again, for the admissions.
 """
 
 from __future__ import annotations
@@ -206,17 +215,75 @@ def walk_running(running, size: int, decode_tokens: int, limit: int = NO_BOUND) 
     return long, edge
 
 
-def unhook_for_step(manager):
+def running_step(adapter: PoolAdapter, scheduler) -> bool:
+    """True when the step's running requests alone cannot need a page or a refusal (the module
+    docstring: running steps): whole_step's bound with no admission, over the room now. For a
+    step whole_step declined because of its queue (under a binding budget, nearly every one:
+    the queue's admissions need pages the room does not hold). Every queued request must start
+    from no computed tokens: vLLM then asks get_computed_blocks for it before its allocate_slots,
+    and that call puts the hook back (unhook_until_admission); one that does not (a request
+    waiting with computed tokens) would reach vLLM's own allocate_slots."""
+    room_now = adapter.room
+    if room_now < 0:
+        return False
+    sizes = adapter.step_sizes
+    if sizes is None:
+        sizes = adapter.step_sizes = step_block_sizes(scheduler)
+    budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
+    running = scheduler.running
+    if not sizes or budget <= 0 or not running:
+        return False
+    for queue in (getattr(scheduler, "skipped_waiting", None) or (), scheduler.waiting):
+        for request in queue:
+            if request.num_computed_tokens:
+                return False
+    lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
+    need = 0
+    for size in sizes:
+        long, edge = walk_running(running, size, 1 + 2 * lookahead, room_now - need)
+        need += edge
+        if long:
+            need += (budget + long * (lookahead + size - 1)) // size + long
+        if need > room_now:
+            return False
+    return True
+
+
+def unhook_for_step(manager) -> dict | None:
     """Puts vLLM's own allocate_slots on the manager instance for one schedule(); returns what
     restore_after_step needs (None: the class's method is not the hook's, nothing done)."""
     original = getattr(getattr(type(manager), "allocate_slots", None), "__wrapped__", None)
     if original is None:
         return None
-    return _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))
+    return {"allocate_slots": _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))}
 
 
-def restore_after_step(manager, saved) -> None:
-    _restore(manager, "allocate_slots", saved)
+def unhook_until_admission(manager, adapter: PoolAdapter) -> dict | None:
+    """unhook_for_step for a running step (running_step): vLLM's own allocate_slots for the
+    running requests, and the hook's back from the first admission on: vLLM asks
+    get_computed_blocks for a queued request before its allocate_slots (and only for queued
+    ones), so that call restores the manager and notes the room the running requests left."""
+    saved = unhook_for_step(manager)
+    if saved is None:
+        return None
+
+    def rehook(current):
+        def get_computed_blocks(*args, **kwargs):
+            restore_after_step(manager, saved)
+            adapter.room = room(adapter)
+            return current(*args, **kwargs)
+
+        return get_computed_blocks
+
+    saved["get_computed_blocks"] = _shadow(manager, "get_computed_blocks", rehook)
+    return saved
+
+
+def restore_after_step(manager, saved: dict) -> None:
+    """Undoes unhook_for_step or unhook_until_admission (once: a second call does nothing)."""
+    for name, value in saved.items():
+        _restore(manager, name, value)
+    saved.clear()
 
 
 def room(adapter: PoolAdapter) -> int:

@@ -248,6 +248,10 @@ def wrap_schedule(orig):
                     saved = A.unhook_for_step(manager)
                     if saved is not None:
                         adapter.whole_steps += 1
+                elif A.running_step(adapter, self):
+                    saved = A.unhook_until_admission(manager, adapter)
+                    if saved is not None:
+                        adapter.running_steps += 1
                 started = perf()
                 hooks.count_step_bound(started - judged)  # the hook's time too
                 output = orig(self, *args, **kwargs)
