@@ -339,9 +339,17 @@ def _clamping(adapter: PoolAdapter):
     def make(original):
         def get_num_free_blocks():
             count = original()
-            if not adapter.demand and not adapter.tracker.pressure:
+            tracker = adapter.tracker
+            if not adapter.demand and not tracker.pressure:
                 return count
-            return adapter.free_count(count)
+            # Backing the demand (tracker.ensure: evicting cached blocks, the headroom read, the
+            # acquire) runs inside vLLM's call, which allocate_exactly leaves out of the own count:
+            # noted here, C time excepted (after_schedule counts that), for it to add.
+            c_mark, start = tracker.c_ns_total, perf()
+            try:
+                return adapter.free_count(count)
+            finally:
+                adapter.inner_ns += perf() - start - (tracker.c_ns_total - c_mark)
 
         return get_num_free_blocks
 
@@ -372,6 +380,7 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
         saved_count = _shadow(coordinator, _COUNT, _counting(adapter))
         saved_free = _shadow(pool, _FREE, _clamping(adapter))
         before, c_before = perf(), tracker.c_ns_total
+        adapter.inner_ns = 0
         try:
             return orig(manager, request, num_new_tokens, *args, **kwargs)
         finally:
@@ -384,5 +393,5 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
             if adapter.room >= 0:  # inside schedule(): what is there now
                 adapter.room = room(adapter)
             if hooks is not None:  # vLLM's own call (and the block calls it made, counted there) left out
-                hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after)
+                hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after + adapter.inner_ns)
 

@@ -62,6 +62,7 @@ class PoolAdapter:
         self.now = time.monotonic()  # set once per step (steps.py)
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
+        self.inner_ns = 0  # the hook's time inside vLLM's call on the exact path (allocation.py)
         # allocation.py's fast path: blocks it may still hand out in this schedule() (-1: outside
         # schedule(), or every call exact), and the KV cache groups' block sizes (None: not read yet).
         self.room = -1
