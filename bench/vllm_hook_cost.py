@@ -295,6 +295,7 @@ PARTS = (
     ("PoolAdapter", "arrange_head", "  arranging the head"),
     ("allocation", "room", "step bound: room"),
     ("allocation", "whole_step", "step bound: whole_step"),
+    ("allocation", "running_step", "step bound: running_step"),
     ("allocation", "unhook_for_step", "step bound: unhook"),
     ("allocation", "restore_after_step", "step bound: restore"),
     ("PoolAdapter", "settle", "settle (every caller)"),
@@ -317,7 +318,9 @@ def time_parts():
     ns, calls = collections.Counter(), collections.Counter()
     for owner_name, attr, label in PARTS:
         owner = owners[owner_name]
-        inner = getattr(owner, attr)
+        inner = getattr(owner, attr, None)
+        if inner is None:  # --hooks: an older tree without that part
+            continue
 
         def timed(*a, _inner=inner, _label=label, **k):
             t = time.perf_counter_ns()
@@ -414,6 +417,10 @@ def main() -> None:
             pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats("kvcached_hook", 40)
             print(f"---- cProfile, {mode}, {blocks} blocks, hooked runs (cumulative) ----")
             print(text.getvalue())
+            if os.environ.get("PROFILE_CALLERS"):  # who calls these (a regex over function names)
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).print_callers(os.environ["PROFILE_CALLERS"])
+                print(text.getvalue())
             print_profile_diff(profiler, plain_profiler, sum(h["steps"] for h in hooked),
                                sum(p["steps"] for p in plain))
     print("per schedule() call, microseconds: median (min..max)")
