@@ -260,23 +260,31 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     return result
 
 
+def cumulative_sort(sort: str) -> bool:
+    return sort == "cumulative"
+
+
 def print_profile_diff(hooked, plain, hooked_steps: int, plain_steps: int, top: int = 30) -> None:
     """Each function's own time (tottime) per step with the hook less without it, largest first:
-    where the wall difference goes, vLLM's functions included (the hook can make vLLM do more)."""
+    where the wall difference goes, vLLM's functions included (the hook can make vLLM do more).
+    PROFILE_DIFF=cumulative compares the time in each function and what it calls instead."""
+    sort = os.environ.get("PROFILE_DIFF", "tottime")
     def per_step(profiler, steps):
         stats = pstats.Stats(profiler).stats
-        return {f"{os.path.basename(f)}:{line}({name})": (tt * 1e6 / steps, nc / steps)
-                for (f, line, name), (_cc, nc, tt, _ct, _callers) in stats.items()}
+        cumulative = cumulative_sort(sort)
+        return {f"{os.path.basename(f)}:{line}({name})": ((ct if cumulative else tt) * 1e6 / steps, nc / steps)
+                for (f, line, name), (_cc, nc, tt, ct, _callers) in stats.items()}
 
     with_hook, without = per_step(hooked, hooked_steps), per_step(plain, plain_steps)
     rows = sorted(((us - without.get(key, (0.0, 0.0))[0], key) for key, (us, _) in with_hook.items()), reverse=True)
-    print(f"---- own time per step, with the hook less unpatched (cProfile: inflated), top {top} ----")
+    print(f"---- {sort} time per step, with the hook less unpatched (cProfile: inflated), top {top} ----")
     print(f"{'us/step added':>13} {'us/step hooked':>14} {'calls/step hooked':>17} {'unpatched':>9}  function")
     for added, key in rows[:top]:
         us, calls = with_hook[key]
         print(f"{added:13.1f} {us:14.1f} {calls:17.2f} {without.get(key, (0, 0))[1]:9.2f}  {key}")
-    total = sum(us for us, _ in with_hook.values()) - sum(us for us, _ in without.values())
-    print(f"{total:13.1f} in all")
+    if not cumulative_sort(sort):
+        total = sum(us for us, _ in with_hook.values()) - sum(us for us, _ in without.values())
+        print(f"{total:13.1f} in all")
 
 
 def spread(values) -> str:

@@ -380,9 +380,10 @@ class VllmAdapterTest(PatchedVllmTest):
         """Runs a queue longer than max_num_seqs under a budget (whole steps then decline: the
         queue's admissions need more than the room) recording, for every schedule() run with
         vLLM's own allocate_slots until the first admission (allocation.running_step), the room
-        it was judged against and the blocks taken and acquire calls made before the hook came
-        back (the first get_computed_blocks, or the step's end). Returns (records, admissions
-        that followed a running phase in the same step)."""
+        it was judged against and the blocks taken and acquire calls made before the first
+        admission (its get_computed_blocks; nothing is allocated between the hook's return, at
+        the admission loop's first turn, and that call) or the step's end. Returns (records,
+        steps with an admission after a running phase)."""
         from unittest import mock
 
         from kvcached_hook.engines.vllm import allocation
@@ -429,8 +430,8 @@ class VllmAdapterTest(PatchedVllmTest):
                 allocation.running_step = judged
         self.assertFalse(scheduler.has_requests(), "requests did not finish")
         manager = scheduler.kv_cache_manager
-        for name in ("allocate_slots", "get_computed_blocks"):
-            self.assertNotIn(name, vars(manager), f"a running step left {name} behind on the manager")
+        self.assertNotIn("allocate_slots", vars(manager), "a running step left vLLM's method behind")
+        self.assertNotIn(allocation._SELECT, vars(scheduler), "a running step left its re-hook behind")
         self.assertEqual(adapter.running_steps, len(records))
         return records, admitted
 

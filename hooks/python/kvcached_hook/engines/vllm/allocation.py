@@ -44,11 +44,11 @@ blocks count. Not for caches whose managers take encoder or external (KV connect
 Running steps: under a binding budget the queue's possible admissions almost never fit the room
 (each needs its whole prompt's blocks), so whole steps are rare there (CPU bench under
 KVCACHED_BUDGET=512M: 0.1 a step), and every running request paid the per-call path (~50 calls a
-step). vLLM schedules the running requests first, then admits from the queue, asking
-get_computed_blocks for each queued request before its allocate_slots. When the running
+step). vLLM schedules the running requests first, then admits from the queue in a loop whose every
+turn starts with Scheduler._select_waiting_queue_for_scheduling (0.24-0.26). When the running
 requests alone fit the room (whole_step's bound with no admission), schedule() starts with
-vLLM's own allocate_slots, and the first get_computed_blocks puts the hook back, with the room
-read again, for the admissions.
+vLLM's own allocate_slots, and the first such call puts the hook back, with the room read again,
+for the admissions.
 """
 
 from __future__ import annotations
@@ -215,14 +215,16 @@ def walk_running(running, size: int, decode_tokens: int, limit: int = NO_BOUND) 
     return long, edge
 
 
+_SELECT = "_select_waiting_queue_for_scheduling"  # Scheduler, 0.24-0.26: first in each admission
+
+
 def running_step(adapter: PoolAdapter, scheduler) -> bool:
     """True when the step's running requests alone cannot need a page or a refusal (the module
     docstring: running steps): whole_step's bound with no admission, over the room now. For a
     step whole_step declined because of its queue (under a binding budget, nearly every one:
-    the queue's admissions need pages the room does not hold). Every queued request must start
-    from no computed tokens: vLLM then asks get_computed_blocks for it before its allocate_slots,
-    and that call puts the hook back (unhook_until_admission); one that does not (a request
-    waiting with computed tokens) would reach vLLM's own allocate_slots."""
+    the queue's admissions need pages the room does not hold). Only with a scheduler whose
+    admission loop starts each turn with _SELECT, which puts the hook back
+    (unhook_until_admission) before any queued request can reach allocate_slots."""
     room_now = adapter.room
     if room_now < 0:
         return False
@@ -231,12 +233,8 @@ def running_step(adapter: PoolAdapter, scheduler) -> bool:
         sizes = adapter.step_sizes = step_block_sizes(scheduler)
     budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
     running = scheduler.running
-    if not sizes or budget <= 0 or not running:
+    if not sizes or budget <= 0 or not running or getattr(type(scheduler), _SELECT, None) is None:
         return False
-    for queue in (getattr(scheduler, "skipped_waiting", None) or (), scheduler.waiting):
-        for request in queue:
-            if request.num_computed_tokens:
-                return False
     lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
     need = 0
     for size in sizes:
@@ -249,40 +247,43 @@ def running_step(adapter: PoolAdapter, scheduler) -> bool:
     return True
 
 
-def unhook_for_step(manager) -> dict | None:
+def unhook_for_step(manager) -> list | None:
     """Puts vLLM's own allocate_slots on the manager instance for one schedule(); returns what
     restore_after_step needs (None: the class's method is not the hook's, nothing done)."""
     original = getattr(getattr(type(manager), "allocate_slots", None), "__wrapped__", None)
     if original is None:
         return None
-    return {"allocate_slots": _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))}
+    saved = _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))
+    return [(manager, "allocate_slots", saved)]
 
 
-def unhook_until_admission(manager, adapter: PoolAdapter) -> dict | None:
+def unhook_until_admission(manager, adapter: PoolAdapter, scheduler) -> list | None:
     """unhook_for_step for a running step (running_step): vLLM's own allocate_slots for the
-    running requests, and the hook's back from the first admission on: vLLM asks
-    get_computed_blocks for a queued request before its allocate_slots (and only for queued
-    ones), so that call restores the manager and notes the room the running requests left."""
+    running requests, and the hook's back from the first turn of vLLM's admission loop on (its
+    _SELECT call, before it looks at a queued request), with the room the running requests left."""
     saved = unhook_for_step(manager)
     if saved is None:
         return None
 
     def rehook(current):
-        def get_computed_blocks(*args, **kwargs):
-            restore_after_step(manager, saved)
+        def select(*args, **kwargs):
+            restore_after_step(saved)
+            # What the running requests left. vLLM passes admissions their prefix hits
+            # (new_computed_blocks), which take the exact path and read the room themselves:
+            # this keeps any other call's fast path right.
             adapter.room = room(adapter)
             return current(*args, **kwargs)
 
-        return get_computed_blocks
+        return select
 
-    saved["get_computed_blocks"] = _shadow(manager, "get_computed_blocks", rehook)
+    saved.append((scheduler, _SELECT, _shadow(scheduler, _SELECT, rehook)))
     return saved
 
 
-def restore_after_step(manager, saved: dict) -> None:
+def restore_after_step(saved: list) -> None:
     """Undoes unhook_for_step or unhook_until_admission (once: a second call does nothing)."""
-    for name, value in saved.items():
-        _restore(manager, name, value)
+    for owner, name, value in saved:
+        _restore(owner, name, value)
     saved.clear()
 
 

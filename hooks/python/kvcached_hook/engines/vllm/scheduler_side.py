@@ -249,7 +249,7 @@ def wrap_schedule(orig):
                     if saved is not None:
                         adapter.whole_steps += 1
                 elif A.running_step(adapter, self):
-                    saved = A.unhook_until_admission(manager, adapter)
+                    saved = A.unhook_until_admission(manager, adapter, self)
                     if saved is not None:
                         adapter.running_steps += 1
                 started = perf()
@@ -258,7 +258,7 @@ def wrap_schedule(orig):
                 hooks.schedule_ns_total += perf() - started
             finally:
                 if saved is not None:
-                    A.restore_after_step(manager, saved)
+                    A.restore_after_step(saved)
                 adapter.room = -1
                 if remote:
                     pending, api.pending = api.pending, None
