@@ -25,11 +25,26 @@ bound, after_schedule, the tracker's acquires) with a timer around each, and pri
 step and calls per step over all hooked runs: where the phases' time goes (each timer adds ~0.3 us
 a call, so totals read a little high).
 
+--clock thread times the two calls with the scheduler thread's CPU time instead of the wall clock:
+on a shared machine (this 2-core VM), time other processes take no longer widens the spread.
+
+PROFILE_DIFF=cumulative (with --profile) compares each function with what it calls; PROFILE_CALLERS
+(a regex over function names) prints who calls those functions in the hooked runs.
+
 --real-shim runs the hooked runs against the built shim (build/lib/libkvcached_shim.so, or --shim) on
 the fake CUDA driver (build/fakecuda), as the real-shim tests do: the KV tensors are lazy regions, and
 the C calls (acquires, the sharing verdict, the pressure signal) go through ctypes to the shim and its
 ledger in /dev/shm, which the fake C API leaves out. Its pages are the shim's (2 MiB unless
 KVCACHED_PAGE_SIZE_MB says otherwise), so --blocks-per-page does not apply.
+
+--plain-blocks N gives the unpatched runs a KV cache of N blocks instead of --blocks: the static
+equivalent of a budget (an engine whose KV cache is fixed at what the budget allows), since under a
+binding budget (KVCACHED_BUDGET below --blocks' bytes) the hooked runs hold far fewer blocks than
+--blocks, and an unpatched run of --blocks then admits and batches more than they do: not the
+same load. `--plain-blocks budget` derives N from KVCACHED_BUDGET: its bytes over a block's bytes in
+all layers, in whole pages per KV tensor, less the page per tensor that the null block keeps
+pinned (with --real-shim the shim's page, else --blocks-per-page). The "wall added" column then
+compares an elastic engine with the fixed one it replaces (the GPU runs' static/shim comparison).
 """
 
 from __future__ import annotations
@@ -135,8 +150,23 @@ def requests(args):
     return out
 
 
+def budget_blocks(args, per_page: int) -> int:
+    """--plain-blocks budget: the blocks KVCACHED_BUDGET holds, in whole pages per KV tensor (one
+    tensor per layer), less the null block's pinned page (see the docstring)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", os.environ.get("KVCACHED_BUDGET", ""), re.I)
+    if match is None:
+        sys.exit("vllm_hook_cost: --plain-blocks budget needs KVCACHED_BUDGET (bytes, or with K, M, G)")
+    nbytes = int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[match[2].upper()]
+    pages = nbytes // (per_page * block_bytes(args)) // args.layers  # pages per tensor
+    return max(1, (pages - 1) * per_page)
+
+
 def run_once(args, hooked: bool, profiler=None) -> dict:
     registry.clear()
+    if not hooked and args.plain_blocks:
+        args = argparse.Namespace(**{**vars(args), "num_blocks": args.plain_blocks})
     vllm_config = make_config(args)
     config = kv_config(vllm_config, args)
     regions = []
@@ -173,7 +203,10 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     pending = []
     schedules = 0
     spent = 0
-    perf = time.perf_counter_ns
+    in_schedule = 0
+    # --clock thread: the scheduler thread's CPU time, which time other processes (or the shim's
+    # threads) take from a shared machine does not inflate: tighter spreads on a busy 2-core VM.
+    perf = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
     gc.collect()
     if args.gc == "freeze":
         gc.freeze()  # as vLLM's EngineCore does once it is built (vllm.utils.gc_utils.freeze_gc_heap)
@@ -196,7 +229,9 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
         if len(pending) < in_flight and scheduler.has_requests():
             t0 = perf()
             out = scheduler.schedule()
-            spent += perf() - t0
+            t1 = perf()
+            spent += t1 - t0
+            in_schedule += t1 - t0
             schedules += 1
             if out.total_num_scheduled_tokens > 0:
                 pending.append((out, V.fake_output(scheduler, out)))
@@ -218,16 +253,46 @@ def run_once(args, hooked: bool, profiler=None) -> dict:
     gc.enable()
     gc.unfreeze()  # the next run's objects are not this one's
     # Collections that ran inside the two timed calls are in wall_us; gc_us counts all of them.
-    result = {"steps": schedules, "wall_us": spent / 1000 / schedules, "gc_us": gc_ns[0] / 1000 / schedules}
+    result = {"steps": schedules, "wall_us": spent / 1000 / schedules, "gc_us": gc_ns[0] / 1000 / schedules,
+              "schedule_us": in_schedule / 1000 / schedules, "update_us": (spent - in_schedule) / 1000 / schedules}
     hooks = getattr(scheduler, "_kvcached_steps", None)
     if hooked:
         tracker = hooks.adapter.tracker
         result.update(phases=[ns / 1000 / hooks.steps for ns in hooks.phase_ns])
         result.update(hook_us=hooks.hook_ns_total / 1000 / hooks.steps,
-                      c_calls=(tracker.acquire_calls + tracker.release_calls) / hooks.steps)
+                      c_calls=(tracker.acquire_calls + tracker.release_calls) / hooks.steps,
+                      whole=getattr(hooks.adapter, "whole_steps", 0) / hooks.steps,
+                      running_only=getattr(hooks.adapter, "running_steps", 0) / hooks.steps)
     for base in regions:  # --real-shim: this run's KV tensors (nothing reads them any more)
         args.real_api.region_destroy(base)
     return result
+
+
+def cumulative_sort(sort: str) -> bool:
+    return sort == "cumulative"
+
+
+def print_profile_diff(hooked, plain, hooked_steps: int, plain_steps: int, top: int = 30) -> None:
+    """Each function's own time (tottime) per step with the hook less without it, largest first:
+    where the wall difference goes, vLLM's functions included (the hook can make vLLM do more).
+    PROFILE_DIFF=cumulative compares the time in each function and what it calls instead."""
+    sort = os.environ.get("PROFILE_DIFF", "tottime")
+    def per_step(profiler, steps):
+        stats = pstats.Stats(profiler).stats
+        cumulative = cumulative_sort(sort)
+        return {f"{os.path.basename(f)}:{line}({name})": ((ct if cumulative else tt) * 1e6 / steps, nc / steps)
+                for (f, line, name), (_cc, nc, tt, ct, _callers) in stats.items()}
+
+    with_hook, without = per_step(hooked, hooked_steps), per_step(plain, plain_steps)
+    rows = sorted(((us - without.get(key, (0.0, 0.0))[0], key) for key, (us, _) in with_hook.items()), reverse=True)
+    print(f"---- {sort} time per step, with the hook less unpatched (cProfile: inflated), top {top} ----")
+    print(f"{'us/step added':>13} {'us/step hooked':>14} {'calls/step hooked':>17} {'unpatched':>9}  function")
+    for added, key in rows[:top]:
+        us, calls = with_hook[key]
+        print(f"{added:13.1f} {us:14.1f} {calls:17.2f} {without.get(key, (0, 0))[1]:9.2f}  {key}")
+    if not cumulative_sort(sort):
+        total = sum(us for us, _ in with_hook.values()) - sum(us for us, _ in without.values())
+        print(f"{total:13.1f} in all")
 
 
 def spread(values) -> str:
@@ -246,6 +311,7 @@ PARTS = (
     ("PoolAdapter", "arrange_head", "  arranging the head"),
     ("allocation", "room", "step bound: room"),
     ("allocation", "whole_step", "step bound: whole_step"),
+    ("allocation", "running_step", "step bound: running_step"),
     ("allocation", "unhook_for_step", "step bound: unhook"),
     ("allocation", "restore_after_step", "step bound: restore"),
     ("PoolAdapter", "settle", "settle (every caller)"),
@@ -268,7 +334,9 @@ def time_parts():
     ns, calls = collections.Counter(), collections.Counter()
     for owner_name, attr, label in PARTS:
         owner = owners[owner_name]
-        inner = getattr(owner, attr)
+        inner = getattr(owner, attr, None)
+        if inner is None:  # --hooks: an older tree without that part
+            continue
 
         def timed(*a, _inner=inner, _label=label, **k):
             t = time.perf_counter_ns()
@@ -293,6 +361,9 @@ def main() -> None:
     parser.add_argument("--output", type=int, default=128, help="output tokens")
     parser.add_argument("--blocks", default="4096,102400",
                         help="KV cache sizes in blocks, comma-separated (the H200 serve run had 102697)")
+    parser.add_argument("--plain-blocks", default="",
+                        help="KV cache blocks of the unpatched runs (default: --blocks); 'budget': what "
+                             "KVCACHED_BUDGET holds (the static equivalent, see above)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=1, help="KV heads per layer (see block_bytes)")
     parser.add_argument("--head-size", type=int, default=8, help="head size (see block_bytes)")
@@ -309,6 +380,8 @@ def main() -> None:
     parser.add_argument("--gc", choices=("freeze", "on", "off"), default="freeze",
                         help="the garbage collector during a run: freeze (the heap at the start frozen, as vLLM's "
                              "EngineCore does after start-up; default), on (no freeze), off")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="what the two calls' time is: wall (perf_counter) or the thread's CPU time")
     parser.add_argument("--real-shim", action="store_true",
                         help="the hooked runs against the built shim on the fake CUDA driver (see above)")
     parser.add_argument("--shim", help="with --real-shim: the shim library (default build/lib/libkvcached_shim.so)")
@@ -322,17 +395,21 @@ def main() -> None:
     parts = time_parts() if args.parts else None
     print(f"hook package: {os.path.dirname(os.path.dirname(os.path.abspath(kvcached_hook.__file__)))}")
     per_page = args.real_api.stats(0)["page_size"] // block_bytes(args) if args.real_api else args.blocks_per_page
+    args.plain_blocks = (budget_blocks(args, per_page) if args.plain_blocks == "budget"
+                         else int(args.plain_blocks or 0))
     loop = f" (closed loop, max_num_seqs {args.max_num_seqs})" if args.max_num_seqs else ""
     print(f"vLLM {V.vllm.__version__}, {args.requests} requests, {args.concurrency} concurrent{loop}, prompt "
           f"{args.prompt}, output {args.output}, blocks of {V.BLOCK} tokens ({per_page} per page), "
           f"{args.layers} layers, "
           f"{args.repeats} repeats (hooked/unhooked alternating), CPU ({os.cpu_count()} cores), "
-          + (f"the shim on the fake driver ({args.real_api.stats(0)['page_size'] >> 20} MiB pages)" if args.real_api else "fake C API"))
+          + (f"the shim on the fake driver ({args.real_api.stats(0)['page_size'] >> 20} MiB pages)" if args.real_api else "fake C API")
+          + (f", unpatched runs of {args.plain_blocks} blocks" if args.plain_blocks else ""))
     rows = []
     cases = [(int(b), m) for b in args.blocks.split(",") for m in (("sync", "async") if args.mode == "both" else (args.mode,))]
     for blocks, mode in cases:
         args.async_sched, args.num_blocks = mode == "async", blocks
         profiler = cProfile.Profile() if args.profile else None
+        plain_profiler = cProfile.Profile() if args.profile else None
         hooked, plain = [], []
         for rep in range(args.repeats + 1):  # the first pair warms up (imports, caches) and is dropped
             order = (True, False) if rep % 2 == 0 else (False, True)
@@ -343,33 +420,53 @@ def main() -> None:
                     res = run_once(args, True, profiler if rep else None)
                     adapter_pkg.unpatch()
                 else:
-                    res = run_once(args, False)
+                    res = run_once(args, False, plain_profiler if rep else None)
                 if rep:
                     (hooked if with_hook else plain).append(res)
         diffs = [h["wall_us"] - p["wall_us"] for h, p in zip(hooked, plain)]
         rows.append((f"{mode} {blocks}", hooked[0]["steps"], [h["hook_us"] for h in hooked], [h["wall_us"] for h in hooked],
                      [p["wall_us"] for p in plain], diffs, statistics.median(h["c_calls"] for h in hooked),
                      [statistics.median(h["phases"][k] for h in hooked) for k in range(len(hooked[0]["phases"]))],
-                     ([h["gc_us"] for h in hooked], [p["gc_us"] for p in plain])))
+                     ([h["gc_us"] for h in hooked], [p["gc_us"] for p in plain]),
+                     [[r[key] for r in runs] for runs in (hooked, plain) for key in ("schedule_us", "update_us")]
+                     + [[p["steps"] for p in plain], [h["whole"] for h in hooked], [h["running_only"] for h in hooked]]))
         if profiler is not None:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats("kvcached_hook", 40)
             print(f"---- cProfile, {mode}, {blocks} blocks, hooked runs (cumulative) ----")
             print(text.getvalue())
-    print("per schedule() call, microseconds: median (min..max)")
+            if os.environ.get("PROFILE_CALLERS"):  # who calls these (a regex over function names)
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).print_callers(os.environ["PROFILE_CALLERS"])
+                print(text.getvalue())
+            print_profile_diff(profiler, plain_profiler, sum(h["steps"] for h in hooked),
+                               sum(p["steps"] for p in plain))
+    print(f"per schedule() call, microseconds ({args.clock} clock for the wall columns): median (min..max)")
     print(f"{'mode blocks':12} {'steps':>5}  {'hook (own count)':>24}  {'wall with hook':>24}  {'wall unpatched':>24}"
           f"  {'wall added':>24}  C calls/step")
-    for mode, steps, hook, with_hook, plain, diffs, calls, _, _ in rows:
+    for mode, steps, hook, with_hook, plain, diffs, calls, *_ in rows:
         print(f"{mode:12} {steps:5}  {spread(hook):>24}  {spread(with_hook):>24}  {spread(plain):>24}"
               f"  {spread(diffs):>24}  {calls:.3f}")
     # The own count by phase, as the shutdown cost line splits it (StepHooks.phase_ns).
     print("the hook's own count by phase, us per step (median of the repeats): release, sharing policy, "
           "prediction and step bound, after schedule(), in vLLM's block calls")
-    for mode, *_, phases, _ in rows:
+    for mode, *_, phases, _, _ in rows:
         print(f"{mode:12} " + "  ".join(f"{us:6.1f}" for us in phases))
+    print("steps run with vLLM's own allocate_slots (no hook per request), a share of all: whole steps, "
+          "running steps (until the first admission)")
+    for mode, *_, split in rows:
+        print(f"{mode:12} {statistics.median(split[-2]):.3f} {statistics.median(split[-1]):.3f}")
     print(f"garbage collection (--gc {args.gc}), us per step in all collections: with the hook / unpatched")
-    for mode, *_, (gc_hooked, gc_plain) in rows:
+    for mode, *_, (gc_hooked, gc_plain), _ in rows:
         print(f"{mode:12} {spread(gc_hooked):>24}  {spread(gc_plain):>24}")
+    # The GPU runs' steptimer splits the two calls: schedule() is where the hook's step bound, the
+    # per-request wrapper and the block calls run; update_from_output frees blocks.
+    print("wall by call, us per schedule() call: schedule() with hook / unpatched, update_from_output with hook / "
+          "unpatched; unpatched steps")
+    for mode, *_, split in rows:
+        sched_h, upd_h, sched_p, upd_p, steps_p = split[:5]
+        print(f"{mode:12} {spread(sched_h):>22} {spread(sched_p):>22} {spread(upd_h):>22} {spread(upd_p):>22}"
+              f"  {statistics.median(steps_p):.0f}")
     if parts is not None:
         ns, calls = parts
         n = max(calls[PARTS[0][2]], 1)  # before_schedule: one a step

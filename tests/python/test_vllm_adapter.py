@@ -376,6 +376,82 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assert_whole_steps_safe(records, "small budget", expect_some=False)
         self.assertTrue(any(not r[0] for r in records), "small budget: every step ran whole")
 
+    def run_running_steps(self, budget_pages, num_blocks=256, requests=40, prompt_len=70, **config):
+        """Runs a queue longer than max_num_seqs under a budget (whole steps then decline: the
+        queue's admissions need more than the room) recording, for every schedule() run with
+        vLLM's own allocate_slots until the first admission (allocation.running_step), the room
+        it was judged against and the blocks taken and acquire calls made before the first
+        admission (its get_computed_blocks; nothing is allocated between the hook's return, at
+        the admission loop's first turn, and that call) or the step's end. Returns (records,
+        steps with an admission after a running phase)."""
+        from unittest import mock
+
+        from kvcached_hook.engines.vllm import allocation
+        from vllm.v1.core.kv_cache_manager import KVCacheManager
+
+        config.setdefault("max_num_seqs", 16)
+        judged, found = allocation.running_step, KVCacheManager.get_computed_blocks
+        marks, records, admitted = [], [], []
+
+        def running_step(adapter_, scheduler_):
+            running = judged(adapter_, scheduler_)
+            if running:
+                marks.append((adapter_.room, adapter_.taken_total, adapter_.tracker.acquire_calls))
+            return running
+
+        def close(adapter_):
+            room, taken, acquires = marks.pop()
+            records.append((room, adapter_.taken_total - taken, adapter_.tracker.acquire_calls - acquires))
+
+        def get_computed_blocks(self_, request, *args, **kwargs):
+            if marks:  # the first admission of a running step: the hook is back on from here
+                adapter_ = getattr(self_.block_pool, "_kvcached")
+                adapter_.settle()
+                close(adapter_)
+                self.assertNotIn("allocate_slots", vars(self_), "the admission met vLLM's own allocate_slots")
+                admitted.append(request.request_id)
+            return found(self_, request, *args, **kwargs)
+
+        with mock.patch.object(KVCacheManager, "get_computed_blocks", get_computed_blocks):
+            scheduler, adapter = self.engine(num_blocks=num_blocks, budget_pages=budget_pages, **config)
+            for i in range(requests):
+                scheduler.add_request(V.make_request(f"r{i}", [1 + i] * prompt_len, 20))
+
+            def check(stage, _out):
+                self.assert_backed(adapter, stage)
+                if stage == "scheduled" and marks:  # no admission in that step
+                    adapter.settle()
+                    close(adapter)
+
+            allocation.running_step = running_step
+            try:
+                V.run_loop(scheduler, check=check, in_flight=2 if config.get("async_scheduling") else 1)
+            finally:
+                allocation.running_step = judged
+        self.assertFalse(scheduler.has_requests(), "requests did not finish")
+        manager = scheduler.kv_cache_manager
+        self.assertNotIn("allocate_slots", vars(manager), "a running step left vLLM's method behind")
+        self.assertNotIn(allocation._SELECT, vars(scheduler), "a running step left its re-hook behind")
+        self.assertEqual(adapter.running_steps, len(records))
+        return records, admitted
+
+    def test_a_running_step_takes_no_more_than_its_room_and_gives_admissions_the_hook(self):
+        """Under a budget that binds with a queue longer than the free slots, schedule() runs
+        vLLM's own allocate_slots for the running requests when their bound fits the room
+        (allocation.running_step): they must take no more blocks than the room and back no page,
+        and every admission after them must meet the hook again (its blocks backed: checked
+        after every step and output), synchronous and asynchronous."""
+        for config in ({}, {"async_scheduling": True}):
+            where = f"budget 12 pages {config}"
+            records, admitted = self.run_running_steps(12, **config)
+            over = [(room, took) for room, took, _ in records if took > room]
+            self.assertEqual(over, [], f"{where}: running steps that took more blocks than their room")
+            self.assertEqual([acq for _, _, acq in records if acq], [],
+                             f"{where}: running steps that backed pages before their first admission")
+            print(f"\n[{where}] running steps {len(records)}, admissions after one {len(admitted)}")
+            self.assertGreater(len(records), 0, f"{where}: no running step: the test proves less")
+            self.assertGreater(len(admitted), 0, f"{where}: no admission in a running step: the test proves less")
+
     def test_most_blocks_come_from_the_arranged_head_and_its_count_never_overstates_it(self):
         """get_new_blocks takes its fast path (no choice, no tracker call) for the blocks counted
         good at the head of vLLM's free queue (blocks.py: the arranged head). After every step and

@@ -138,6 +138,31 @@ class VllmObserveTest(A.PatchedVllmTest):
         self.assertGreater(acquires, 2)
         self.assertGreaterEqual(adapter.hooks.hook_ns_total, acquires * SLOW_ACQUIRE_NS)
 
+    def test_hook_time_counts_the_backing_the_exact_path_does_inside_vllms_call(self):
+        # The exact path leaves vLLM's allocate_slots out of the own count, but the hook's
+        # get_num_free_blocks runs inside it and backs the demand there (free_count: evicting
+        # cached blocks, the budget's headroom, the plan): that Python is the hook's time too.
+        from unittest import mock
+
+        from kvcached_hook.engines.vllm.blocks import PoolAdapter
+
+        slow_ns, calls, free_count = 2_000_000, [], PoolAdapter.free_count
+
+        def slow(self_, engine_free):
+            calls.append(1)
+            end = time.perf_counter_ns() + slow_ns
+            while time.perf_counter_ns() < end:
+                pass
+            return free_count(self_, engine_free)
+
+        with V.env(KVCACHED_HOOK_PREDICT=0), mock.patch.object(PoolAdapter, "free_count", slow):
+            scheduler, adapter = self.engine()
+            self.add(scheduler, 6)
+            V.run_loop(scheduler)
+        self.assertGreater(len(calls), 2, "no exact call backed a demand: the test proves less")
+        self.assertGreaterEqual(adapter.hooks.phase_ns[4], len(calls) * slow_ns)
+        self.assertEqual(sum(adapter.hooks.phase_ns), adapter.hooks.hook_ns_total)
+
     def test_hook_time_counts_its_own_time_in_vllms_block_calls_but_not_their_c_calls_twice(self):
         # The BlockPool and allocate_slots wrappers run inside vLLM's schedule() and
         # update_from_output(): their Python is the hook's cost too (a phase of its own); the C

@@ -40,6 +40,15 @@ tokens, sum(new_i) <= the step's token budget: the blocks taken are at most
 sum(cdiv(t_i, B) + 1) <= (budget + R * (lookahead + B - 1)) // B + R. Admissions may hit the
 prefix cache, and their hits come out of the cached blocks: with one possible, only free backed
 blocks count. Not for caches whose managers take encoder or external (KV connector) tokens.
+
+Running steps: under a binding budget the queue's possible admissions almost never fit the room
+(each needs its whole prompt's blocks), so whole steps are rare there (CPU bench under
+KVCACHED_BUDGET=512M: 0.1 a step), and every running request paid the per-call path (~50 calls a
+step). vLLM schedules the running requests first, then admits from the queue in a loop whose every
+turn starts with Scheduler._select_waiting_queue_for_scheduling (0.24-0.26). When the running
+requests alone fit the room (whole_step's bound with no admission), schedule() starts with
+vLLM's own allocate_slots, and the first such call puts the hook back, with the room read again,
+for the admissions.
 """
 
 from __future__ import annotations
@@ -206,17 +215,76 @@ def walk_running(running, size: int, decode_tokens: int, limit: int = NO_BOUND) 
     return long, edge
 
 
-def unhook_for_step(manager):
+_SELECT = "_select_waiting_queue_for_scheduling"  # Scheduler, 0.24-0.26: first in each admission
+
+
+def running_step(adapter: PoolAdapter, scheduler) -> bool:
+    """True when the step's running requests alone cannot need a page or a refusal (the module
+    docstring: running steps): whole_step's bound with no admission, over the room now. For a
+    step whole_step declined because of its queue (under a binding budget, nearly every one:
+    the queue's admissions need pages the room does not hold). Only with a scheduler whose
+    admission loop starts each turn with _SELECT, which puts the hook back
+    (unhook_until_admission) before any queued request can reach allocate_slots."""
+    room_now = adapter.room
+    if room_now < 0:
+        return False
+    sizes = adapter.step_sizes
+    if sizes is None:
+        sizes = adapter.step_sizes = step_block_sizes(scheduler)
+    budget = int(getattr(scheduler, "max_num_scheduled_tokens", 0) or 0)
+    running = scheduler.running
+    if not sizes or budget <= 0 or not running or getattr(type(scheduler), _SELECT, None) is None:
+        return False
+    lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
+    need = 0
+    for size in sizes:
+        long, edge = walk_running(running, size, 1 + 2 * lookahead, room_now - need)
+        need += edge
+        if long:
+            need += (budget + long * (lookahead + size - 1)) // size + long
+        if need > room_now:
+            return False
+    return True
+
+
+def unhook_for_step(manager) -> list | None:
     """Puts vLLM's own allocate_slots on the manager instance for one schedule(); returns what
     restore_after_step needs (None: the class's method is not the hook's, nothing done)."""
     original = getattr(getattr(type(manager), "allocate_slots", None), "__wrapped__", None)
     if original is None:
         return None
-    return _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))
+    saved = _shadow(manager, "allocate_slots", lambda _hooked: types.MethodType(original, manager))
+    return [(manager, "allocate_slots", saved)]
 
 
-def restore_after_step(manager, saved) -> None:
-    _restore(manager, "allocate_slots", saved)
+def unhook_until_admission(manager, adapter: PoolAdapter, scheduler) -> list | None:
+    """unhook_for_step for a running step (running_step): vLLM's own allocate_slots for the
+    running requests, and the hook's back from the first turn of vLLM's admission loop on (its
+    _SELECT call, before it looks at a queued request), with the room the running requests left."""
+    saved = unhook_for_step(manager)
+    if saved is None:
+        return None
+
+    def rehook(current):
+        def select(*args, **kwargs):
+            restore_after_step(saved)
+            # What the running requests left. vLLM passes admissions their prefix hits
+            # (new_computed_blocks), which take the exact path and read the room themselves:
+            # this keeps any other call's fast path right.
+            adapter.room = room(adapter)
+            return current(*args, **kwargs)
+
+        return select
+
+    saved.append((scheduler, _SELECT, _shadow(scheduler, _SELECT, rehook)))
+    return saved
+
+
+def restore_after_step(saved: list) -> None:
+    """Undoes unhook_for_step or unhook_until_admission (once: a second call does nothing)."""
+    for owner, name, value in saved:
+        _restore(owner, name, value)
+    saved.clear()
 
 
 def room(adapter: PoolAdapter) -> int:
@@ -272,9 +340,17 @@ def _clamping(adapter: PoolAdapter):
     def make(original):
         def get_num_free_blocks():
             count = original()
-            if not adapter.demand and not adapter.tracker.pressure:
+            tracker = adapter.tracker
+            if not adapter.demand and not tracker.pressure:
                 return count
-            return adapter.free_count(count)
+            # Backing the demand (tracker.ensure: evicting cached blocks, the headroom read, the
+            # acquire) runs inside vLLM's call, which allocate_exactly leaves out of the own count:
+            # noted here, C time excepted (after_schedule counts that), for it to add.
+            c_mark, start = tracker.c_ns_total, perf()
+            try:
+                return adapter.free_count(count)
+            finally:
+                adapter.inner_ns += perf() - start - (tracker.c_ns_total - c_mark)
 
         return get_num_free_blocks
 
@@ -305,6 +381,7 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
         saved_count = _shadow(coordinator, _COUNT, _counting(adapter))
         saved_free = _shadow(pool, _FREE, _clamping(adapter))
         before, c_before = perf(), tracker.c_ns_total
+        adapter.inner_ns = 0
         try:
             return orig(manager, request, num_new_tokens, *args, **kwargs)
         finally:
@@ -317,5 +394,5 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
             if adapter.room >= 0:  # inside schedule(): what is there now
                 adapter.room = room(adapter)
             if hooks is not None:  # vLLM's own call (and the block calls it made, counted there) left out
-                hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after)
+                hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after + adapter.inner_ns)
 

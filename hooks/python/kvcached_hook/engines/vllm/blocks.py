@@ -62,6 +62,7 @@ class PoolAdapter:
         self.now = time.monotonic()  # set once per step (steps.py)
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
+        self.inner_ns = 0  # the hook's time inside vLLM's call on the exact path (allocation.py)
         # allocation.py's fast path: blocks it may still hand out in this schedule() (-1: outside
         # schedule(), or every call exact), and the KV cache groups' block sizes (None: not read yet).
         self.room = -1
@@ -69,6 +70,7 @@ class PoolAdapter:
         self.single_size = 0  # the block size when there is one group with a bound, else 0
         self.step_sizes: tuple[int, ...] | None = None  # allocation.whole_step's groups (None: not read yet)
         self.whole_steps = 0  # schedule() calls run with vLLM's own allocate_slots (allocation.py)
+        self.running_steps = 0  # those run with it until the first admission (allocation.py)
         self.taken_total = 0  # blocks get_new_blocks handed out (steps.py: recent use)
         # The arranged head of vLLM's free queue (arrange_head): how many of its first blocks are
         # good, the ids arranged there (a superset: some handed out since), and the blocks handed
@@ -431,6 +433,7 @@ class PoolAdapter:
             pressure_trims=hooks.pressure_trims if hooks else 0,
             stale_gives=hooks.stale_gives if hooks else 0,
             whole_steps=self.whole_steps,
+            running_steps=self.running_steps,
             hook_time_s=(hooks.hook_ns_total / 1e9) if hooks else 0.0,
             page_size=self.tracker.layout.page_size,
             tensors=len(self.tracker.layout.spans),

@@ -248,13 +248,17 @@ def wrap_schedule(orig):
                     saved = A.unhook_for_step(manager)
                     if saved is not None:
                         adapter.whole_steps += 1
+                elif A.running_step(adapter, self):
+                    saved = A.unhook_until_admission(manager, adapter, self)
+                    if saved is not None:
+                        adapter.running_steps += 1
                 started = perf()
                 hooks.count_step_bound(started - judged)  # the hook's time too
                 output = orig(self, *args, **kwargs)
                 hooks.schedule_ns_total += perf() - started
             finally:
                 if saved is not None:
-                    A.restore_after_step(manager, saved)
+                    A.restore_after_step(saved)
                 adapter.room = -1
                 if remote:
                     pending, api.pending = api.pending, None

@@ -140,7 +140,8 @@ class StepHooks:
         n = max(self.steps, 1)
         flush, share, predict, after, blocks = (ns / n / 1000 for ns in self.phase_ns)
         return (f"hook {self.hook_ns_total / n / 1000:.1f} us/step over {self.steps} steps, "
-                f"{self.adapter.whole_steps} of them with no hook per request (release {flush:.1f}, "
+                f"{self.adapter.whole_steps} of them with no hook per request, {self.adapter.running_steps} with "
+                f"none per running request (release {flush:.1f}, "
                 f"sharing policy {share:.1f}, prediction and step bound {predict:.1f}, after "
                 f"schedule() {after:.1f}, in vLLM's block calls {blocks:.1f}); vLLM's schedule() itself "
                 f"{self.schedule_ns_total / n / 1000:.1f} us/step")
