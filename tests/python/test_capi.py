@@ -213,7 +213,23 @@ assert api.api_version() >= 1, api.api_version()
 assert api.enabled(), api.last_error()
 page = api.stats(0)["page_size"]
 base = api.region_create(0, 16 * page, C.REGION_LAZY)
-room = api.budget_headroom(0)  # None from a shim without kvcached_budget_headroom_get
+
+
+def settled_headroom():
+    # The answer is read without a lock (a hint for the hook): a read that meets a charge or the
+    # ledger's bookkeeping in flight can be off once (CI, about 1 in 12 runs under load); the
+    # settled value is what this checks: two equal reads in a row.
+    last = api.budget_headroom(0)
+    for _ in range(100):
+        now = api.budget_headroom(0)
+        if now == last:
+            return now
+        last = now
+        import time; time.sleep(0.001)
+    return last
+
+
+room = settled_headroom()  # None from a shim without kvcached_budget_headroom_get
 info = api.region_info(base + 5)
 assert info.base == base and info.size == 16 * page and info.kind == C.REGION_LAZY, info
 assert api.page_state(base) in (C.PAGE_ZERO, C.PAGE_MAPPED_FREE)  # map-ahead may have backed it
@@ -223,7 +239,8 @@ assert states[1] == C.PAGE_IN_USE and states[3] == C.PAGE_IN_USE and states[4] =
 assert states[0] != C.PAGE_IN_USE and states[2] != C.PAGE_IN_USE, states
 assert api.region_info(base).in_use_pages == 3
 if api._budget_headroom is not None:  # exact: nothing maps in the background here (env below)
-    assert api.budget_headroom(0) == room - 3 * page, (room, api.budget_headroom(0), page)
+    after = settled_headroom()
+    assert after == room - 3 * page, (room, after, page)
     assert api._budget_headroom(0, None) == C.ERR_INVALID and "bytes is null" in api.last_error()
 assert api.release([(base + page, 10), (base + 3 * page, 2 * page)]) == C.OK, api.last_error()
 assert api.page_state(base + page) != C.PAGE_IN_USE
