@@ -171,7 +171,12 @@ def whole_step(adapter: PoolAdapter, scheduler) -> bool:
     # 1 + 2 * lookahead tokens (its new and speculative tokens, and the lookahead slots) to the
     # computed ones its blocks already cover; every other one (a prefill, a resumed request) is
     # within the step's token budget, counted above. Only integers and two attributes a request.
-    need = admit_need
+    return running_fit(running, sizes, budget, lookahead, room_now, admit_need)
+
+
+def running_fit(running, sizes, budget: int, lookahead: int, room_now: int, need: int = 0) -> bool:
+    """Whether the running requests' blocks (walk_running's bound per group, on top of `need`
+    already counted) fit `room_now`."""
     for size in sizes:  # one group, mostly: the loop over the requests is the cost
         # Each request walked adds at least one block to the need (below): past the room, stop.
         long, edge = walk_running(running, size, 1 + 2 * lookahead, room_now - need)
@@ -236,15 +241,7 @@ def running_step(adapter: PoolAdapter, scheduler) -> bool:
     if not sizes or budget <= 0 or not running or getattr(type(scheduler), _SELECT, None) is None:
         return False
     lookahead = int(getattr(scheduler, "num_lookahead_tokens", 0) or 0)
-    need = 0
-    for size in sizes:
-        long, edge = walk_running(running, size, 1 + 2 * lookahead, room_now - need)
-        need += edge
-        if long:
-            need += (budget + long * (lookahead + size - 1)) // size + long
-        if need > room_now:
-            return False
-    return True
+    return running_fit(running, sizes, budget, lookahead, room_now)
 
 
 def unhook_for_step(manager) -> list | None:
