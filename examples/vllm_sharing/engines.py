@@ -285,12 +285,8 @@ class EngineSet:
             self.engines[name]["kv_capacity_bytes"] = kv_capacity(log_path)
             self.engines[name]["vllm_version"] = engine_version(log_path)
             self.log(f"{self.setting}: engine {name} ready after {self.engines[name]['ready_s']} s")
-        if bound_peer:
-            err = self.bound_peer_now()
-            if err:
-                return err
         self.save()
-        return None
+        return self.bound_peer_now() if bound_peer else None
 
     def bound_peer_now(self) -> str | None:
         """kvcached's engines (with the ballast budget, not yet bounded): the ballast now; None, or

@@ -215,6 +215,9 @@ page = api.stats(0)["page_size"]
 base = api.region_create(0, 16 * page, C.REGION_LAZY)
 
 
+import time
+
+
 def settled_headroom():
     # The answer is read without a lock (a hint for the hook): a read that meets a charge or the
     # ledger's bookkeeping in flight can be off once (CI, about 1 in 12 runs under load); the
@@ -225,7 +228,7 @@ def settled_headroom():
         if now == last:
             return now
         last = now
-        import time; time.sleep(0.001)
+        time.sleep(0.001)
     return last
 
 
