@@ -718,6 +718,92 @@ class VllmAdapterTest(PatchedVllmTest):
             refused += adapter.tracker.refusals
         self.assertGreater(refused, 0, "no budget ever refused: the loads prove nothing about refusals")
 
+    def test_a_refused_admission_tried_again_is_decided_as_the_exact_path_decides(self):
+        """A queued request refused by the budget is tried again step after step; the hook then
+        decides from the demand it remembered instead of calling vLLM (allocation.py: refused
+        admissions). Every step must schedule the same requests with the same tokens, preempt
+        the same, acquire the same and keep the same blocks cached, as with every try through the
+        exact path: random loads
+        under budgets from far too small to tight, prompts that share prefixes (preempted requests
+        come back with prefix hits), long prompts in chunks, asynchronous scheduling. The retry time is off so that every
+        try asks the fake budget (no clock in the decisions)."""
+        import random
+
+        from kvcached_hook.engines.vllm import allocation
+
+        def run(seed, memo):
+            rng = random.Random(seed)
+            registry.clear()
+            kind = rng.choice(["uniform", "uniform", "hybrid"])  # hybrid: sliding window, never remembered
+            # A small token budget chunks long prompts: an admission's count for its first chunk is
+            # then below the admission cap's count for its whole prompt.
+            config = {"async_scheduling": rng.random() < 0.5, "max_tokens_per_step": rng.choice([16, 32, 64, 256])}
+            with V.env(KVCACHED_HOOK_REFUSED_RETRY_MS=0):
+                # Regions at the tensors: the same block -> page map in both runs.
+                scheduler, adapter = self.engine(kind, num_blocks=192, budget_pages=rng.choice([24, 32, 48]),
+                                                 api_cls=TensorRegionApi, **config)
+            shared = [rng.randint(1, 400) for _ in range(rng.choice([0, 16, 48]))]
+            for i in range(rng.randint(8, 14)):
+                prompt = shared + [rng.randint(1, 400) for _ in range(rng.randint(20, 150))]
+                scheduler.add_request(V.make_request(f"s{seed}r{i}", prompt, rng.randint(4, 60)))
+            steps = []
+
+            def check(stage, output):
+                if stage == "scheduled":
+                    steps.append((sorted(output.num_scheduled_tokens.items()), sorted(output.preempted_req_ids or ()),
+                                  self.api.acquire_calls, adapter.tracker.nbfree, sorted(adapter.cached)))
+                self.assert_backed(adapter, f"seed {seed} memo {memo} {stage}")
+
+            decide = allocation._refused_again
+            if not memo:
+                allocation._refused_again = lambda *_args: False
+            try:
+                V.run_loop(scheduler, max_steps=4000, in_flight=2 if config["async_scheduling"] else 1, check=check)
+            finally:
+                allocation._refused_again = decide
+            self.assertFalse(scheduler.has_requests(), f"seed {seed} memo {memo}: requests did not finish")
+            return steps, adapter.admissions_memo
+
+        decided = 0
+        for seed in range(24):
+            exact, none = run(seed, memo=False)
+            remembered, hits = run(seed, memo=True)
+            self.assertEqual(none, 0)
+            for i, (a, b) in enumerate(zip(exact, remembered)):
+                self.assertEqual(a, b, f"seed {seed}, step {i}: the remembered refusal decided otherwise")
+            self.assertEqual(len(remembered), len(exact), f"seed {seed}: a different number of steps")
+            decided += hits
+        self.assertGreater(decided, 0, "no refused admission was tried again: the test proves nothing")
+
+    def test_a_refused_admission_is_admitted_as_soon_as_the_budget_has_room(self):
+        """The remembered refusal asks the budget again at every try (here: the retry time off),
+        so a queued request is admitted in the first step after pages came back."""
+        from kvcached_hook.engines.vllm import allocation
+
+        with V.env(KVCACHED_HOOK_REFUSED_RETRY_MS=0):
+            scheduler, adapter = self.engine("uniform", page=2048, budget_pages=8)  # a block: a page in each of 2 tensors
+        scheduler.add_request(V.make_request("big", [3] * 150, 200))  # 10 blocks: more than the budget holds
+        scheduler.add_request(V.make_request("next", [5] * 40, 4))  # 3 blocks
+        decide, tried = allocation._refused_again, []
+
+        def recording(adapter_, manager, request, key, kwargs):
+            result = decide(adapter_, manager, request, key, kwargs)
+            tried.append((key[0], result))
+            return result
+
+        allocation._refused_again = recording
+        try:
+            for _ in range(6):
+                V.advance(scheduler, [], 1)
+            self.assertIn(("big", True), tried, "the refused admission was not tried again from memory")
+            self.assertNotIn("big", [r.request_id for r in scheduler.running])
+            self.api.budget.pages += 24  # a neighbour gave pages back: room for 12 blocks more
+            out, _ = V.advance(scheduler, [], 1)
+        finally:
+            allocation._refused_again = decide
+        self.assertIn("big", out.num_scheduled_tokens, "admitted only later than the budget allowed")
+        self.assert_backed(adapter, "after the admission")
+
     # ---------------------------------------------------------------- fence
     def test_no_page_is_released_while_a_batch_that_used_it_is_in_flight(self):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):

@@ -49,6 +49,10 @@ turn starts with Scheduler._select_waiting_queue_for_scheduling (0.24-0.26). Whe
 requests alone fit the room (whole_step's bound with no admission), schedule() starts with
 vLLM's own allocate_slots, and the first such call puts the hook back, with the room read again,
 for the admissions.
+
+Refused admissions tried again: a queued request that the budget refused is decided, at its next
+tries, from the counts of its last one when nothing they depend on changed (below, before
+admission_key): no shadows and no call into vLLM for an answer that is None again.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from __future__ import annotations
 import types
 from time import perf_counter_ns as perf
 
-from .blocks import _NO_BLOCKS, PoolAdapter
+from .blocks import _NO_BLOCKS, PoolAdapter, free_hits
 from .share_policy import BACKED_ONLY, OK, REFUSE, RUN
 
 _BOUNDED = frozenset({
@@ -321,10 +325,12 @@ def _counting(adapter: PoolAdapter):
             count = original(request_id, num_tokens, new_computed_blocks, *args, **kwargs)
             if kwargs.get("apply_admission_cap"):
                 adapter.demand = None  # an admission estimate for the whole sequence: no backing
+                adapter.counted[0] = count - len(free_hits(new_computed_blocks))
             elif count or any(new_computed_blocks or ()):
                 adapter.note_demand(count, new_computed_blocks)
+                adapter.counted[1] = adapter.demand
             else:  # nothing to back or protect
-                adapter.demand = 0
+                adapter.demand = adapter.counted[1] = 0
                 adapter.protected = _NO_BLOCKS
             return count
 
@@ -374,13 +380,23 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
         if backed_only:
             no_new_pages = tracker.no_new_pages
             tracker.no_new_pages = True
+        key = admission_key(adapter, manager, request, num_new_tokens, args, kwargs)
+        if key is not None and _refused_again(adapter, manager, request, key, kwargs):
+            if backed_only:
+                tracker.no_new_pages = no_new_pages
+            if adapter.room >= 0:  # ensure may have evicted cached blocks (the sum is the same)
+                adapter.room = room(adapter)
+            if hooks is not None:
+                hooks.count_block_call(perf() - start - (tracker.c_ns_total - c_mark))
+            return None
         coordinator, pool = manager.coordinator, manager.block_pool
         saved_count = _shadow(coordinator, _COUNT, _counting(adapter))
         saved_free = _shadow(pool, _FREE, _clamping(adapter))
         before, c_before = perf(), tracker.c_ns_total
         adapter.inner_ns = 0
+        adapter.counted[0] = adapter.counted[1] = None
         try:
-            return orig(manager, request, num_new_tokens, *args, **kwargs)
+            result = orig(manager, request, num_new_tokens, *args, **kwargs)
         finally:
             after = perf()
             _restore(pool, _FREE, saved_free)
@@ -392,4 +408,84 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
                 adapter.room = room(adapter)
             if hooks is not None:  # vLLM's own call (and the block calls it made, counted there) left out
                 hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after + adapter.inner_ns)
+        if key is not None:
+            _note_admission(adapter, key, result)
+        return result
 
+
+# Refused admissions. Under a binding budget a queued request's admission is refused step after
+# step (its prompt needs pages the budget does not have), and each try through the exact path
+# costs the hook's shadows and vLLM's own counts (75-100 us a try on the CPU bench). For a request
+# that holds no blocks (no computed tokens: waiting, or preempted and back in the queue) in a cache
+# of full attention only, vLLM's counts less the prefix hits it takes from the cached blocks are a
+# function of the call's arguments and the number of hits in each group: cdiv(tokens, block) less
+# the hits. So a refused try's counts are remembered with them, and the same call again is decided
+# from them as vLLM's allocate_slots (0.24-0.26) decides under the hook: the admission cap's count
+# against the free count, the demand backed as free_count backs it (tracker.ensure: cached blocks
+# evicted, the budget asked or its refusal assumed within the retry time), then the count against
+# the free count less the blocks kept for others; None without calling vLLM when either is short.
+# A try that would pass goes the exact path. The test of this compares every step with the exact
+# path's (test_vllm_adapter: a refused admission tried again).
+_FULL = frozenset({"FullAttentionManager"})
+
+
+def admission_key(adapter: PoolAdapter, manager, request, num_new_tokens, args, kwargs) -> tuple | None:
+    """What vLLM's counts of an admission depend on, when that is all (above); None otherwise."""
+    if args or request.num_computed_tokens:
+        return None
+    full = adapter.full_attention
+    if full is None:
+        full = adapter.full_attention = bool(group_block_sizes(manager, _FULL))
+    get = kwargs.get
+    if not full or get("num_external_computed_tokens") or get("delay_cache_blocks"):
+        return None
+    hits = ()
+    if get("num_new_computed_tokens"):
+        groups = getattr(get("new_computed_blocks"), "blocks", None)
+        if groups is None:
+            return None
+        hits = tuple(len(group) for group in groups)
+    # new_computed_blocks is a new object each call: the numbers of its hits stand for it.
+    return (request.request_id, num_new_tokens, tuple(item for item in kwargs.items() if item[0] != "new_computed_blocks"),
+            hits)
+
+
+def _refused_again(adapter: PoolAdapter, manager, request, key: tuple, kwargs: dict) -> bool:
+    """True when the admission `key` was refused before and vLLM would refuse it now: answered
+    None without calling vLLM (above). Backs its demand on the way, as free_count would."""
+    refused = adapter.refused_admission
+    if refused is None or refused[0] != key:
+        return False
+    cap, demand = refused[1]
+    tracker, free = adapter.tracker, manager.block_pool.get_num_free_blocks
+    if key[3]:  # the hits stay out of eviction, as in the exact path (note_demand)
+        adapter.note_demand(0, kwargs["new_computed_blocks"].blocks)
+    try:
+        hits = len(adapter.protected)
+        kept = 0
+        if kwargs.get("has_scheduled_reqs", True) and request.status.name in ("WAITING", "PREEMPTED"):
+            kept = getattr(manager, "watermark_blocks", 0)
+        if kwargs.get("full_sequence_must_fit"):
+            if cap is None:
+                return False
+            if cap + hits + kept > tracker.effective_free(free()):
+                adapter.admissions_memo += 1
+                return True
+        if demand is None:
+            return False
+        if demand and demand > tracker.nbfree + adapter.reusable_cached():
+            tracker.ensure(demand)
+        if demand + hits + kept > tracker.effective_free(free()) - kwargs.get("reserved_blocks", 0):
+            adapter.admissions_memo += 1
+            return True
+        return False
+    finally:
+        adapter.end_allocation()
+
+
+def _note_admission(adapter: PoolAdapter, key: tuple, result) -> None:
+    """After the exact path: remembers a refused admission's counts (_refused_again)."""
+    if result is None:
+        adapter.refused_admission = (key, tuple(adapter.counted))
+    elif adapter.refused_admission is not None and adapter.refused_admission[0] == key:
+        adapter.refused_admission = None

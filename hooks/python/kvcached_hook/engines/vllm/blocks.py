@@ -38,6 +38,17 @@ LIVE: "weakref.WeakSet[PoolAdapter]" = weakref.WeakSet()
 _NO_BLOCKS: frozenset[int] = frozenset()
 
 
+def free_hits(new_computed_blocks) -> set[int]:
+    """The prefix hits an allocation takes from the cached blocks (vLLM's count includes them:
+    ref 0, not the null block)."""
+    hits = set()
+    for group in new_computed_blocks or ():
+        for block in group:
+            if block.ref_cnt == 0 and not block.is_null:
+                hits.add(block.block_id)
+    return hits
+
+
 class PoolAdapter:
     """Ties one vLLM BlockPool to a KVPageTracker."""
 
@@ -62,6 +73,14 @@ class PoolAdapter:
         self.now = time.monotonic()  # set once per step (steps.py)
         self.protected: frozenset[int] = _NO_BLOCKS  # prefix hits of the allocation in progress
         self.demand: int | None = None  # blocks the allocation in progress will take from the pool
+        # allocation.py's refused admissions: vLLM's counts in the exact call in progress, less
+        # the prefix hits taken from the cached blocks (the admission cap's, the allocation's;
+        # None: not counted), what the last refused admission's were, and how many later tries
+        # were decided from them without vLLM's call.
+        self.counted: list[int | None] = [None, None]
+        self.full_attention: bool | None = None  # every KV cache group full attention (None: not read yet)
+        self.refused_admission: tuple | None = None
+        self.admissions_memo = 0
         self.inner_ns = 0  # the hook's time inside vLLM's call on the exact path (allocation.py)
         # allocation.py's fast path: blocks it may still hand out in this schedule() (-1: outside
         # schedule(), or every call exact), and the KV cache groups' block sizes (None: not read yet).
@@ -202,11 +221,7 @@ class PoolAdapter:
         return len(cached) - sum(1 for bid in protected if bid in cached)
 
     def note_demand(self, num_blocks: int, new_computed_blocks) -> None:
-        hits = set()
-        for group in new_computed_blocks or ():
-            for block in group:
-                if block.ref_cnt == 0 and not block.is_null:
-                    hits.add(block.block_id)
+        hits = free_hits(new_computed_blocks)
         self.protected = frozenset(hits) if hits else _NO_BLOCKS
         self.demand = max(0, num_blocks - len(hits))
 
@@ -434,6 +449,7 @@ class PoolAdapter:
             stale_gives=hooks.stale_gives if hooks else 0,
             whole_steps=self.whole_steps,
             running_steps=self.running_steps,
+            admissions_memo=self.admissions_memo,
             hook_time_s=(hooks.hook_ns_total / 1e9) if hooks else 0.0,
             page_size=self.tracker.layout.page_size,
             tensors=len(self.tracker.layout.spans),
