@@ -380,7 +380,11 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
         if backed_only:
             no_new_pages = tracker.no_new_pages
             tracker.no_new_pages = True
-        key = admission_key(adapter, manager, request, num_new_tokens, args, kwargs)
+        # The key only for the request whose refusal is remembered (the queue's head): most exact
+        # calls are not tried again.
+        refused = adapter.refused_admission
+        again = refused is not None and refused[0][0] == request.request_id
+        key = admission_key(adapter, manager, request, num_new_tokens, args, kwargs) if again else None
         if key is not None and _refused_again(adapter, manager, request, key, kwargs):
             if backed_only:
                 tracker.no_new_pages = no_new_pages
@@ -408,8 +412,13 @@ def allocate_exactly(orig, manager, adapter: PoolAdapter, request, num_new_token
                 adapter.room = room(adapter)
             if hooks is not None:  # vLLM's own call (and the block calls it made, counted there) left out
                 hooks.count_block_call(before - start - (c_before - c_mark) + perf() - after + adapter.inner_ns)
-        if key is not None:
-            _note_admission(adapter, key, result)
+        if result is None:
+            if key is None:
+                key = admission_key(adapter, manager, request, num_new_tokens, args, kwargs)
+            if key is not None:  # what _refused_again decides from at the next try
+                adapter.refused_admission = (key, tuple(adapter.counted))
+        elif again:
+            adapter.refused_admission = None  # admitted
         return result
 
 
@@ -481,11 +490,3 @@ def _refused_again(adapter: PoolAdapter, manager, request, key: tuple, kwargs: d
         return False
     finally:
         adapter.end_allocation()
-
-
-def _note_admission(adapter: PoolAdapter, key: tuple, result) -> None:
-    """After the exact path: remembers a refused admission's counts (_refused_again)."""
-    if result is None:
-        adapter.refused_admission = (key, tuple(adapter.counted))
-    elif adapter.refused_admission is not None and adapter.refused_admission[0] == key:
-        adapter.refused_admission = None
