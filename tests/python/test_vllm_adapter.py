@@ -804,6 +804,35 @@ class VllmAdapterTest(PatchedVllmTest):
         self.assertIn("big", out.num_scheduled_tokens, "admitted only later than the budget allowed")
         self.assert_backed(adapter, "after the admission")
 
+    def test_an_admission_refused_by_vllms_own_cap_is_decided_as_vllm_decides(self):
+        """vLLM's admission cap (the whole prompt must fit its free blocks) refuses a long prompt
+        while a running request holds most of a small cache; its first chunk alone would fit. The
+        tries after the first are decided from memory, and every step is the same as with every
+        try through the exact path."""
+        from kvcached_hook.engines.vllm import allocation
+
+        def run(memo):
+            registry.clear()
+            scheduler, adapter = self.engine("uniform", num_blocks=32, page=2048, max_tokens_per_step=32,
+                                             api_cls=TensorRegionApi)
+            scheduler.add_request(V.make_request("hog", [7] * 380, 100))  # 24 blocks, 30 at the end
+            scheduler.add_request(V.make_request("big", [9] * 150, 8))  # 10 blocks: more than are free
+            steps, decide = [], allocation._refused_again
+            if not memo:
+                allocation._refused_again = lambda *_args: False
+            try:
+                V.run_loop(scheduler, check=lambda stage, out: stage != "scheduled" or steps.append(
+                    (sorted(out.num_scheduled_tokens.items()), self.api.acquire_calls, sorted(adapter.cached))))
+            finally:
+                allocation._refused_again = decide
+            self.assertFalse(scheduler.has_requests(), f"memo {memo}: requests did not finish")
+            return steps, adapter.admissions_memo
+
+        exact, _ = run(memo=False)
+        remembered, decided = run(memo=True)
+        self.assertEqual(remembered, exact)
+        self.assertGreater(decided, 0, "no try refused by the cap was decided from memory")
+
     # ---------------------------------------------------------------- fence
     def test_no_page_is_released_while_a_batch_that_used_it_is_in_flight(self):
         with V.env(KVCACHED_HOOK_RELEASE_DELAY_STEPS=0):
