@@ -121,6 +121,31 @@ class VllmAdapterTest(PatchedVllmTest):
             scheduler.add_request(request)
         return requests
 
+    def steps_remembering(self, scheduler, adapter, memo: bool, in_flight: int = 1, where: str = ""):
+        """Runs the load to its end with refused admissions decided from memory (memo) or every try
+        through the exact path; returns each step's record (scheduled tokens, preemptions, acquire
+        calls, free backed blocks, cached blocks; every held block checked backed) and how many
+        tries memory decided."""
+        from kvcached_hook.engines.vllm import allocation
+
+        steps = []
+
+        def check(stage, output):
+            if stage == "scheduled":
+                steps.append((sorted(output.num_scheduled_tokens.items()), sorted(output.preempted_req_ids or ()),
+                              self.api.acquire_calls, adapter.tracker.nbfree, sorted(adapter.cached)))
+            self.assert_backed(adapter, f"{where} memo {memo} {stage}")
+
+        decide = allocation._refused_again
+        if not memo:
+            allocation._refused_again = lambda *_args: False
+        try:
+            V.run_loop(scheduler, max_steps=4000, in_flight=in_flight, check=check)
+        finally:
+            allocation._refused_again = decide
+        self.assertFalse(scheduler.has_requests(), f"{where} memo {memo}: requests did not finish")
+        return steps, adapter.admissions_memo
+
     # ---------------------------------------------------------------- patch surface
     def test_patch_surface_is_found_for_this_vllm(self):
         self.assertEqual(adapter_pkg.PATCHES.problems(), [])
@@ -720,16 +745,13 @@ class VllmAdapterTest(PatchedVllmTest):
 
     def test_a_refused_admission_tried_again_is_decided_as_the_exact_path_decides(self):
         """A queued request refused by the budget is tried again step after step; the hook then
-        decides from the demand it remembered instead of calling vLLM (allocation.py: refused
-        admissions). Every step must schedule the same requests with the same tokens, preempt
-        the same, acquire the same and keep the same blocks cached, as with every try through the
-        exact path: random loads
-        under budgets from far too small to tight, prompts that share prefixes (preempted requests
-        come back with prefix hits), long prompts in chunks, asynchronous scheduling. The retry time is off so that every
-        try asks the fake budget (no clock in the decisions)."""
+        decides from the counts it remembered instead of calling vLLM (allocation.py: refused
+        admissions). Every step must schedule the same requests with the same tokens, preempt the
+        same, acquire the same and keep the same blocks cached, as with every try through the exact
+        path: random loads under tight budgets, prompts that share prefixes (preempted requests come
+        back with prefix hits), long prompts in chunks, asynchronous scheduling. The retry time is
+        off so that every try asks the fake budget (no clock in the decisions)."""
         import random
-
-        from kvcached_hook.engines.vllm import allocation
 
         def run(seed, memo):
             rng = random.Random(seed)
@@ -746,23 +768,8 @@ class VllmAdapterTest(PatchedVllmTest):
             for i in range(rng.randint(8, 14)):
                 prompt = shared + [rng.randint(1, 400) for _ in range(rng.randint(20, 150))]
                 scheduler.add_request(V.make_request(f"s{seed}r{i}", prompt, rng.randint(4, 60)))
-            steps = []
-
-            def check(stage, output):
-                if stage == "scheduled":
-                    steps.append((sorted(output.num_scheduled_tokens.items()), sorted(output.preempted_req_ids or ()),
-                                  self.api.acquire_calls, adapter.tracker.nbfree, sorted(adapter.cached)))
-                self.assert_backed(adapter, f"seed {seed} memo {memo} {stage}")
-
-            decide = allocation._refused_again
-            if not memo:
-                allocation._refused_again = lambda *_args: False
-            try:
-                V.run_loop(scheduler, max_steps=4000, in_flight=2 if config["async_scheduling"] else 1, check=check)
-            finally:
-                allocation._refused_again = decide
-            self.assertFalse(scheduler.has_requests(), f"seed {seed} memo {memo}: requests did not finish")
-            return steps, adapter.admissions_memo
+            return self.steps_remembering(scheduler, adapter, memo, 2 if config["async_scheduling"] else 1,
+                                          f"seed {seed}")
 
         decided = 0
         for seed in range(24):
@@ -809,7 +816,6 @@ class VllmAdapterTest(PatchedVllmTest):
         while a running request holds most of a small cache; its first chunk alone would fit. The
         tries after the first are decided from memory, and every step is the same as with every
         try through the exact path."""
-        from kvcached_hook.engines.vllm import allocation
 
         def run(memo):
             registry.clear()
@@ -817,16 +823,7 @@ class VllmAdapterTest(PatchedVllmTest):
                                              api_cls=TensorRegionApi)
             scheduler.add_request(V.make_request("hog", [7] * 380, 100))  # 24 blocks, 30 at the end
             scheduler.add_request(V.make_request("big", [9] * 150, 8))  # 10 blocks: more than are free
-            steps, decide = [], allocation._refused_again
-            if not memo:
-                allocation._refused_again = lambda *_args: False
-            try:
-                V.run_loop(scheduler, check=lambda stage, out: stage != "scheduled" or steps.append(
-                    (sorted(out.num_scheduled_tokens.items()), self.api.acquire_calls, sorted(adapter.cached))))
-            finally:
-                allocation._refused_again = decide
-            self.assertFalse(scheduler.has_requests(), f"memo {memo}: requests did not finish")
-            return steps, adapter.admissions_memo
+            return self.steps_remembering(scheduler, adapter, memo)
 
         exact, _ = run(memo=False)
         remembered, decided = run(memo=True)
