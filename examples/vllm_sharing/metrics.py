@@ -129,6 +129,68 @@ def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine
     return out
 
 
+def latest(series: list[dict], t: float, engine: str) -> dict | None:
+    """The engine's row in the last sample at or before t (None before the first)."""
+    found = None
+    for row in series:
+        if row["t"] > t:
+            break
+        if row.get(engine):
+            found = row[engine]
+    return found
+
+
+def held_series(run: dict, engine: str):
+    """A function t -> the KV bytes `engine` held at t, by the setting's own account: the ledger's
+    charge (shim), kvcached's pages in use + reserved, the static half; None when unknown."""
+    series = run.get("series", {})
+    if run.get("setting") == "static":
+        half = run.get("config", {}).get("static_kv_bytes")
+        return lambda t: half
+    if series.get("peer"):
+        def peer(t):
+            row = latest(series["peer"], t, engine)
+            return row["used_bytes"] + row["prealloc_bytes"] if row else None
+        return peer
+
+    def ledger(t):
+        row = latest(series.get("ledger", ()), t, engine)
+        return row.get("charged_bytes") if row else None
+    return ledger
+
+
+def queued_beside_idle(run: dict, idle_bytes: int) -> dict:
+    """Whether memory followed the load: over the trace (0 to the last request's end), the seconds
+    in which one engine had requests waiting (vLLM's num_requests_waiting) while the other held at
+    least `idle_bytes` more KV than its requests used (held: held_series; used: its
+    kv_cache_usage_perc x its KV capacity, cached blocks counting as free, as vLLM counts them), and
+    the mean of that idle memory over those seconds. Static halves score the idle half whenever
+    one engine queues; an elastic setting scores the time its memory stayed where the load was not.
+    Sampled at vLLM's metrics (every few hundred ms): each sample stands for the time to the next."""
+    engines = list(run.get("engines", {}))
+    caps = {e: run["engines"][e].get("kv_capacity_bytes") for e in engines}
+    if len(engines) != 2 or not all(caps.values()):
+        return {"seconds": None, "idle_mib_mean": None}
+    held = {e: held_series(run, e) for e in engines}
+    stop = run.get("traffic_stop_s") or 0.0
+    rows = [r for r in run.get("series", {}).get("metrics", ()) if 0.0 <= r["t"] <= stop]
+    seconds = idle_sum = 0.0
+    for row, nxt in zip(rows, rows[1:]):
+        dt = nxt["t"] - row["t"]
+        for x, y in (engines, engines[::-1]):
+            if not row.get(x) or not row.get(y) or not row[x].get("num_requests_waiting"):
+                continue
+            have = held[y](row["t"])
+            if have is None:
+                continue
+            idle = have - row[y].get("kv_cache_usage_perc", 0.0) * caps[y]
+            if idle >= idle_bytes:
+                seconds += dt
+                idle_sum += idle * dt
+                break
+    return {"seconds": round(seconds, 2), "idle_mib_mean": round(idle_sum / seconds / (1 << 20), 1) if seconds else None}
+
+
 def policy(ledger: list[dict], engine: str) -> dict | str:
     """What the sharing policy made `engine` give over the run, from the ledger's share counters:
     requests it preempted and bytes of pages it emptied for a starved engine; "n/a" when kvctl does

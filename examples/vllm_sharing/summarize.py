@@ -121,6 +121,22 @@ def table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def beside_idle(runs: list[dict]) -> list[str]:
+    """metrics.queued_beside_idle per trace and setting: how long one engine queued while the other
+    held memory its requests did not use (an eighth of the budget or more)."""
+    lines = ["| trace | setting | runs | seconds one engine queued beside the other's idle KV | that idle KV, mean (MiB) |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for trace in tr.TRACES:
+        for setting in SETTINGS:
+            ok = ok_runs(runs, setting, trace)
+            if not ok:
+                continue
+            found = [metrics.queued_beside_idle(r, r["config"]["budget_bytes"] // 8) for r in ok]
+            lines.append(f"| {trace} | {setting} | {len(ok)} | {cell([f['seconds'] for f in found], '{:.1f}')} | "
+                         f"{cell([f['idle_mib_mean'] for f in found], '{:.0f}')} |")
+    return lines
+
+
 def versions(runs: list[dict]) -> list[str]:
     """One line naming the vLLM release(s) each setting's engines reported: settings compared on
     different releases are then visible as such."""
@@ -387,7 +403,11 @@ def main() -> int:
           f"{len(runs)} runs, {dates[0]} to {dates[-1]}; budget {cfg['budget_bytes'] / MIB:.0f} MiB of KV for both "
           f"engines (static: {cfg['static_kv_bytes'] / MIB:.0f} MiB each); engine `{cfg['engine_cmd']}`; "
           f"trace shape {json.dumps(cfg['trace_shape'])}. Cells: median [min-max] over repeats.", "",
-          *versions(runs), *machines(runs), *table(runs), "", "### Targets", "", *targets(runs), "", *errors(runs)]
+          *versions(runs), *machines(runs), *table(runs), "", "### Memory beside a queue", "",
+          "Did memory follow the load: while one engine had requests waiting, how long the other held KV "
+          "memory (an eighth of the budget or more) that its requests did not use (cached blocks count as "
+          "unused, as vLLM counts them); medians [min-max] over repeats.", "", *beside_idle(runs),
+          "", "### Targets", "", *targets(runs), "", *errors(runs)]
     md += [f"![{p}]({p})" for p in pngs] or ["(no plots: matplotlib is not importable here)"]
     text = "\n".join(md) + "\n"
     with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:

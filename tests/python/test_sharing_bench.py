@@ -181,6 +181,8 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertIn("| a_then_b | shim | b | 1 |", text)
         self.assertIn("| symmetric | static | a | 1 |", text)
         self.assertIn("| tokens/s under load |", text)
+        # Memory beside a queue: a row per trace and setting that ran.
+        self.assertRegex(text, r"(?m)^\| symmetric \| static \| 1 \| [0-9.]+ \| ([0-9]+|n/a) \|$")
         # The policy's column: what each shim engine preempted and gave; n/a for static.
         self.assertRegex(text, r"(?m)^\| a_then_b \| shim \| a \| 1 \| .* \| [0-9]+ / [0-9]+ \|$")
         self.assertRegex(text, r"(?m)^\| symmetric \| static \| a \| 1 \| .* \| n/a / n/a \|$")
@@ -207,6 +209,47 @@ class SharingBenchHarness(unittest.TestCase):
         self.assertEqual(summarize.cell([3.0, 1.0, 2.0]), "2.00 [1.00-3.00]")
         self.assertEqual(summarize.cell([None, 4.0]), "4.00")
         self.assertEqual(summarize.cell([None]), "n/a")
+
+
+class MemoryBesideAQueue(unittest.TestCase):
+    MIB = 1 << 20
+
+    def run_of(self, setting, held_a, held_b, used_a, used_b, waiting_a, waiting_b):
+        """A run of 10 metrics samples 1 s apart (t 0..9): engine x's KV use, queue and (for the
+        shim) ledger charge per sample, each list of 10 values in MiB / requests."""
+        cap = 1024 * self.MIB
+        metrics_rows = [{"t": float(t), "a": {"num_requests_waiting": waiting_a[t], "kv_cache_usage_perc": used_a[t] * self.MIB / cap},
+                         "b": {"num_requests_waiting": waiting_b[t], "kv_cache_usage_perc": used_b[t] * self.MIB / cap}}
+                        for t in range(10)]
+        ledger = [{"t": t - 0.1, "a": {"charged_bytes": held_a[t] * self.MIB}, "b": {"charged_bytes": held_b[t] * self.MIB}}
+                  for t in range(10)] if setting == "shim" else []
+        return {"setting": setting, "traffic_stop_s": 9.0,
+                "config": {"budget_bytes": 256 * self.MIB, "static_kv_bytes": 128 * self.MIB},
+                "engines": {"a": {"kv_capacity_bytes": cap}, "b": {"kv_capacity_bytes": cap}},
+                "series": {"ledger": ledger, "metrics": metrics_rows, "smi": [], "peer": []}}
+
+    def test_static_halves_count_the_idle_half_while_the_other_queues(self):
+        import metrics
+
+        busy, idle, q, none = [120] * 10, [0] * 10, [5] * 10, [0] * 10
+        found = metrics.queued_beside_idle(self.run_of("static", [], [], busy, idle, q, none), 32 * self.MIB)
+        self.assertEqual(found, {"seconds": 9.0, "idle_mib_mean": 128.0})  # 9 intervals between 10 samples
+
+    def test_an_elastic_run_counts_only_the_time_the_others_memory_stayed_unused(self):
+        import metrics
+
+        # a queues all along; b holds 128 MiB it does not use for 3 s, then gives it (a takes it).
+        held_b = [128, 128, 128, 16, 16, 16, 16, 16, 16, 16]
+        used_b = [10] * 10
+        run = self.run_of("shim", [128] * 10, held_b, [128] * 10, used_b, [4] * 10, [0] * 10)
+        self.assertEqual(metrics.queued_beside_idle(run, 32 * self.MIB), {"seconds": 3.0, "idle_mib_mean": 118.0})
+        # Below the threshold it does not count; nor does idle memory while nothing queues.
+        self.assertEqual(metrics.queued_beside_idle(run, 119 * self.MIB)["seconds"], 0.0)
+        quiet = self.run_of("shim", [128] * 10, held_b, [128] * 10, used_b, [0] * 10, [0] * 10)
+        self.assertEqual(metrics.queued_beside_idle(quiet, 32 * self.MIB), {"seconds": 0.0, "idle_mib_mean": None})
+        # Without the engines' KV capacity (the engine log did not say) it is not known.
+        del run["engines"]["b"]["kv_capacity_bytes"]
+        self.assertEqual(metrics.queued_beside_idle(run, 32 * self.MIB)["seconds"], None)
 
 
 class SummaryTargets(unittest.TestCase):
