@@ -24,6 +24,7 @@ BENCH = os.path.join(HERE, "..", "..", "examples", "vllm_sharing")
 sys.path.insert(0, BENCH)
 
 import engines  # noqa: E402
+import metrics  # noqa: E402
 import summarize  # noqa: E402
 import traces  # noqa: E402
 
@@ -229,15 +230,11 @@ class MemoryBesideAQueue(unittest.TestCase):
                 "series": {"ledger": ledger, "metrics": metrics_rows, "smi": [], "peer": []}}
 
     def test_static_halves_count_the_idle_half_while_the_other_queues(self):
-        import metrics
-
         busy, idle, q, none = [120] * 10, [0] * 10, [5] * 10, [0] * 10
         found = metrics.queued_beside_idle(self.run_of("static", [], [], busy, idle, q, none), 32 * self.MIB)
         self.assertEqual(found, {"seconds": 9.0, "idle_mib_mean": 128.0})  # 9 intervals between 10 samples
 
     def test_an_elastic_run_counts_only_the_time_the_others_memory_stayed_unused(self):
-        import metrics
-
         # a queues all along; b holds 128 MiB it does not use for 3 s, then gives it (a takes it).
         held_b = [128, 128, 128, 16, 16, 16, 16, 16, 16, 16]
         used_b = [10] * 10
