@@ -24,7 +24,7 @@ import time
 import urllib.request
 from http.client import HTTPException
 
-from metrics import peer_held
+from metrics import peer_held_bytes
 from sampler import peer_once
 
 # Two different random-weight Llamas (load_format dummy: nothing downloaded), the same KV geometry
@@ -95,7 +95,7 @@ def shim_env(setting: str) -> dict | None:
 def peer_room(cfg, names: list[str]) -> tuple[int, int]:
     """(what the budget leaves beyond the KV the kvcached engines `names` have mapped, that mapped
     KV), from their accounting segments: the free memory the ballast leaves them (with its margin)."""
-    mapped = sum(peer_held(v) for v in peer_once({n: peer_segment(cfg, n) for n in names}).values())
+    mapped = sum(peer_held_bytes(v) for v in peer_once({n: peer_segment(cfg, n) for n in names}).values())
     return max(cfg.budget - mapped, 0), mapped
 
 

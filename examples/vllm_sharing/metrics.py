@@ -86,7 +86,7 @@ def at_or_after(series: list[dict], t: float) -> dict | None:
     return next((row for row in series if row["t"] >= t), None)
 
 
-def peer_held(row: dict) -> int:
+def peer_held_bytes(row: dict) -> int:
     """What kvcached's accounting says one engine holds: its pages in use and reserved."""
     return row["used_bytes"] + row["prealloc_bytes"]
 
@@ -102,11 +102,11 @@ def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine
     peer_rows = [r for r in peer or () if r.get(engine)]
     if peer_rows and not rows:
         out["source"] = "kvcached's accounting (pages in use + reserved)"
-        held = [peer_held(r[engine]) for r in peer_rows]
+        held = [peer_held_bytes(r[engine]) for r in peer_rows]
         out["peak_kv_bytes"] = max(held)
         out["peak_in_use_bytes"] = max(r[engine]["used_bytes"] for r in peer_rows)
         idle = at_or_after(peer_rows, traffic_stop + idle_after_s)
-        out["idle_kv_bytes"] = peer_held(idle[engine]) if idle else None
+        out["idle_kv_bytes"] = peer_held_bytes(idle[engine]) if idle else None
         out["idle_in_use_bytes"] = idle[engine]["used_bytes"] if idle else None
     elif rows:
         out["source"] = "ledger"
@@ -155,7 +155,7 @@ def held_series(run: dict, engine: str):
     if series.get("peer"):
         def peer(t):
             row = latest(series["peer"], t, engine)
-            return peer_held(row) if row else None
+            return peer_held_bytes(row) if row else None
         return peer
 
     def ledger(t):

@@ -203,7 +203,7 @@ def peer_held(runs: list[dict], trace: str | None = None) -> tuple[str, bool | N
             return f"{r['trace']} r{r['repeat']} has no sample of kvcached's accounting", None
         bound = max(bound, r["config"]["budget_bytes"])
         for row in samples:
-            held = sum(metrics.peer_held(v) for k, v in row.items() if k != "t" and isinstance(v, dict))
+            held = sum(metrics.peer_held_bytes(v) for k, v in row.items() if k != "t" and isinstance(v, dict))
             worst = max(worst, held)
     return f"{worst / MIB:.0f} MiB at most, bound {bound / MIB:.0f} MiB ({len(peer)} runs)", worst <= bound
 
@@ -358,7 +358,7 @@ def plot(runs: list[dict], out: str) -> list[str]:
                 led = [(row["t"], row[engine]["charged_bytes"] / MIB) for row in r["series"]["ledger"] if row.get(engine)]
                 if led:
                     ax.plot(*zip(*led), color=colors[engine], label=f"{engine}: backed KV (ledger)")
-                held = [(row["t"], metrics.peer_held(row[engine]) / MIB)
+                held = [(row["t"], metrics.peer_held_bytes(row[engine]) / MIB)
                         for row in r["series"].get("peer", ()) if row.get(engine)]
                 if held:
                     ax.plot(*zip(*held), color=colors[engine], label=f"{engine}: KV held (kvcached's accounting)")
