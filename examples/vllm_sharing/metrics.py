@@ -4,6 +4,7 @@ Times are seconds from the trace start (t0). Pure functions: the summarizer and 
 
 from __future__ import annotations
 
+import bisect
 import math
 
 
@@ -134,15 +135,16 @@ def memory(ledger: list[dict], metrics_rows: list[dict], smi: list[dict], engine
     return out
 
 
-def latest(series: list[dict], t: float, engine: str) -> dict | None:
-    """The engine's row in the last sample at or before t (None before the first)."""
-    found = None
-    for row in series:
-        if row["t"] > t:
-            break
-        if row.get(engine):
-            found = row[engine]
-    return found
+def latest_of(series, engine: str):
+    """A function t -> the engine's row in the last sample at or before t (None before the first),
+    indexed once (samples are in time order): a bisect a lookup, not a pass over the series."""
+    rows = [(row["t"], row[engine]) for row in series if row.get(engine)]
+    times = [t for t, _ in rows]
+
+    def at(t: float) -> dict | None:
+        i = bisect.bisect_right(times, t)
+        return rows[i - 1][1] if i else None
+    return at
 
 
 def held_series(run: dict, engine: str):
@@ -153,13 +155,17 @@ def held_series(run: dict, engine: str):
         half = run.get("config", {}).get("static_kv_bytes")
         return lambda t: half
     if series.get("peer"):
+        peer_row = latest_of(series["peer"], engine)
+
         def peer(t):
-            row = latest(series["peer"], t, engine)
+            row = peer_row(t)
             return peer_held_bytes(row) if row else None
         return peer
 
+    ledger_row = latest_of(series.get("ledger", ()), engine)
+
     def ledger(t):
-        row = latest(series.get("ledger", ()), t, engine)
+        row = ledger_row(t)
         return row.get("charged_bytes") if row else None
     return ledger
 
