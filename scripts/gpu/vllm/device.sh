@@ -74,6 +74,8 @@ recv() {  # keeps whatever parts this call carried
     date -u +"date %Y-%m-%dT%H:%M:%SZ"; nvidia-smi -L
     nvidia-smi --query-gpu=driver_version,memory.total,memory.used --format=csv,noheader
     $py -V; $py -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
+    # The host CPU: a small model's steps are bound by vLLM's CPU work, so hosts differ there.
+    echo "cpu $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores"
   } >"$out/env.txt" 2>&1
   [ -n "${OUT:-}" ] && cp "$out/env.txt" "$OUT/"
   local have want
