@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import json
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -116,12 +117,29 @@ def machine() -> str:
     return uuid or f"host {socket.gethostname()}"
 
 
+def host_cpu() -> str:
+    """The host's CPU model and core count: a small model's steps are bound by vLLM's CPU work, so
+    two hosts with the same GPU serve it at different speeds (the sixteenth GPU session's host ran
+    vLLM's steps 1.5-2x slower than the fourteenth's)."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
 def run_path(results: str, setting: str, trace: str, repeat: int) -> str:
     return os.path.join(results, f"{setting}-{trace}-r{repeat}.json")
 
 
 def base_record(cfg, setting: str, trace: str, repeat: int, shape: traces.TraceShape) -> dict:
     return {"setting": setting, "trace": trace, "repeat": repeat, "machine": getattr(cfg, "machine", None),
+            "host_cpu": getattr(cfg, "host_cpu", None),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "config": {"budget_bytes": cfg.budget, "page_bytes": cfg.page_mb << 20, "layers": engines.LAYERS,
                        "kv_bytes_per_token": engines.KV_BYTES_PER_TOKEN, "engine_cmd": cfg.engine_cmd,
@@ -280,6 +298,7 @@ def main() -> int:
     cfg.budget = parse_size(cfg.budget)
     cfg.ballast_margin = parse_size(cfg.ballast_margin)
     cfg.machine = machine()
+    cfg.host_cpu = host_cpu()
     cfg.results = os.path.abspath(cfg.results)
     cfg.work = os.path.abspath(cfg.work or os.path.join(cfg.results, "..", "work"))
     os.makedirs(cfg.results, exist_ok=True)

@@ -156,10 +156,14 @@ def versions(runs: list[dict]) -> list[str]:
 
 
 def machines(runs: list[dict]) -> list[str]:
-    """One line naming the machine(s) each setting ran on (driver.machine())."""
+    """One line naming the machine(s) each setting ran on (driver.machine(), with the host's CPU
+    when recorded: driver.host_cpu())."""
     seen: dict[str, set] = {}
     for r in runs:
-        seen.setdefault(r["setting"], set()).add(r.get("machine") or "not recorded")
+        name = r.get("machine") or "not recorded"
+        if r.get("host_cpu"):
+            name += f" ({r['host_cpu']})"
+        seen.setdefault(r["setting"], set()).add(name)
     parts = [f"{s}: {', '.join(sorted(seen[s]))}" for s in SETTINGS if s in seen]
     return ["Machines: " + "; ".join(parts) + ".", ""] if parts else []
 

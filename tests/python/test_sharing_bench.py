@@ -125,6 +125,7 @@ class SharingBenchHarness(unittest.TestCase):
             self.assertEqual(rec["config"]["model_runner"], "v1")  # the default: the runner the peer accepts
             self.assertEqual(rec["config"]["warmup_s"], 1.0)
             self.assertTrue(rec["machine"], rec.get("machine"))  # a GPU's UUID, or here the host's name
+            self.assertRegex(rec["host_cpu"], r", \d+ cores$")
             self.assertEqual(rec["series"]["ledger"], [])  # no shim: no ledger sampled
             self.assertTrue(rec["series"]["metrics"])
 
@@ -333,6 +334,10 @@ class SummaryTargets(unittest.TestCase):
         self.assertIn("| 1.200 | n/a: not the same machine as static (GPU-2 vs GPU-1) |", other)
         self.assertEqual(summarize.machines([run("static", "GPU-1", 1.0), run("shim", "GPU-2", 1.0)])[0],
                          "Machines: static: GPU-1; shim: GPU-2.")
+        # The host's CPU, when the run recorded it (a slower host serves a CPU-bound model slower).
+        cpu = dict(run("shim", "GPU-2", 1.0), host_cpu="Some CPU, 16 cores")
+        self.assertEqual(summarize.machines([run("static", "GPU-1", 1.0), cpu])[0],
+                         "Machines: static: GPU-1; shim: GPU-2 (Some CPU, 16 cores).")
 
 
 class RunBookkeeping(unittest.TestCase):
