@@ -340,6 +340,40 @@ class SummaryTargets(unittest.TestCase):
                          "Machines: static: GPU-1; shim: GPU-2 (Some CPU, 16 cores).")
 
 
+class Timeline(unittest.TestCase):
+    """timeline.py: one run second by second, from the latest samples at or before each row."""
+
+    def test_rows_show_held_memory_usage_and_what_rose_since_the_row_before(self):
+        import timeline  # noqa: PLC0415 - after sys.path has the harness
+
+        mib = 1 << 20
+
+        def led(charged, refusals, starved=False):
+            return {"charged_bytes": charged * mib, "budget_refusals": refusals, "starved": starved,
+                    "share_preempted_requests": 0, "share_given_bytes": 0}
+
+        run = {"setting": "shim", "trace": "a_then_b", "repeat": 1, "config": {"budget_bytes": 256 * mib},
+               "engines": {"a": {}, "b": {}},
+               "series": {"ledger": [{"t": 0.2, "a": led(16, 0), "b": led(16, 0)},
+                                     {"t": 1.1, "a": led(240, 5), "b": led(16, 2, starved=True)},
+                                     {"t": 1.9, "a": led(224, 9), "b": led(32, 4)}],
+                          "metrics": [{"t": 0.5, "a": {"kv_cache_usage_perc": 0.5, "num_requests_running": 7.0,
+                                                       "num_requests_waiting": 3.0}}]}}
+        table = timeline.rows(run, step=1.0, start=0.0, stop=2.0)
+        self.assertEqual([r["t"] for r in table], [0.0, 1.0, 2.0])
+        self.assertIsNone(table[0]["engines"]["a"]["held_mib"])  # nothing sampled yet
+        self.assertEqual(table[1]["engines"]["a"]["held_mib"], 16)  # the t = 0.2 sample, not 1.1's
+        self.assertEqual(table[1]["engines"]["a"]["usage_pct"], 50)
+        self.assertEqual(table[2]["engines"]["a"]["held_mib"], 224)
+        self.assertEqual(table[2]["engines"]["a"]["budget_refusals"], 9)  # 0 at t = 1, 9 at t = 2
+        self.assertTrue(table[2]["engines"]["b"]["starved"] is False)
+        text = "\n".join(timeline.render(run, table))
+        self.assertIn("shim a_then_b r1, budget 256 MiB", text)
+        self.assertRegex(text, r"\n  2\.0 \|  224 .* \|   32 ")
+        # The 1.1 sample is starved: at t = 1.5 the row marks it.
+        self.assertTrue(timeline.rows(run, step=1.0, start=1.5, stop=1.5)[0]["engines"]["b"]["starved"])
+
+
 class RunBookkeeping(unittest.TestCase):
     """What the driver decides before any engine starts: which runs are still to do, and the
     environment each setting's engines get."""
