@@ -3,9 +3,10 @@
     python3 timeline.py RESULTS/shim-a_then_b-r1.json [--step 1.0] [--from 0] [--to 60]
 
 One row per step of the trace's clock (seconds from its start): per engine the KV memory it held
-(MiB: the ledger's charge with the shim, kvcached's own count, static's fixed half), vLLM's own KV usage (% of its blocks), requests running / waiting, and what
-changed since the row before: budget refusals, requests the policy preempted, bytes it gave; a `*`
-marks an engine the ledger calls starved. This is the sequence docs/results describe in words (who
+(MiB: the ledger's charge with the shim, kvcached's own count, static's fixed half), vLLM's own
+KV usage (% of its blocks), requests running / waiting, and what changed since the row before:
+budget refusals, requests the policy preempted, bytes it gave; a `*` marks an engine the ledger
+calls starved. This is the sequence docs/results describe in words (who
 held memory beside whose queue); the summary's tables give the totals.
 """
 
@@ -24,8 +25,9 @@ COUNTERS = ("budget_refusals", "share_preempted_requests", "share_given_bytes")
 
 
 def rows(run: dict, step: float = 1.0, start: float = 0.0, stop: float | None = None) -> list[dict]:
-    """The run's held KV memory (metrics.held_series: the setting's own account), ledger and metrics at every `step` seconds from `start` (the latest sample at or
-    before each time; counters as the rise since the previous row). Engines in the run's order."""
+    """The run's held KV memory (metrics.held_series: the setting's own account), ledger and
+    metrics at every `step` seconds from `start` (the latest sample at or before each time;
+    counters as the rise since the previous row). Engines in the run's order."""
     series = run.get("series", {})
     ledger = [r for r in series.get("ledger", []) if r.get("t") is not None]
     samples = [r for r in series.get("metrics", []) if r.get("t") is not None]
