@@ -144,6 +144,74 @@ class BackingTest(unittest.TestCase):
             tracker.step_end()
         self.assertEqual((api.acquire_calls, api.release_calls), (1, 0))
 
+    def test_a_retired_unit_hands_out_nothing_and_goes_at_the_fence_without_the_delay(self):
+        api, layout, tracker, free = make(num_blocks=32, delay=3)
+        lost = []
+        tracker.on_release = lambda: lost.append(tracker.step)
+        tracker.step_begin()
+        tracker.ensure(12)
+        held = [free.popleft() for _ in range(12)]  # units 0-2, lowest first
+        tracker.step_end()
+        tracker.fence = tracker.step - 1  # the step that used them is still in flight
+        tracker.step_begin()
+        free.extend(held[:4])  # unit 0 empty
+        self.assertEqual(tracker.flush(force=True), 0, "released past the fence")
+        self.assertEqual(tracker.retire([0, 1]), 1, "retired a unit with blocks in use")
+        self.assertEqual(lost, [tracker.step], "the engine's arranged blocks were not dropped")
+        self.assertEqual(tracker.nbfree, 0)
+        self.assertTrue(tracker.ensure(1))  # backs a new unit: the retired one is not backed any more
+        self.assertEqual(free.popleft(), 12, "handed out a block of the retired unit")
+        tracker.step_end()
+        self.assertEqual(api.release_calls, 0, "released before the fence")
+        tracker.fence = tracker.step  # processed: no release delay for a retired unit
+        tracker.step_begin()
+        tracker.step_end()
+        self.assertEqual(api.release_calls, 1)
+        self.assertFalse(tracker.acq[0])
+        self.assertEqual((tracker.nretiring, tracker.retiring[0]), (0, 0))
+        self.assertEqual(api.in_use_pages(), expected_pages(api, layout, held[4:] + [12]))
+
+    def test_a_retired_unit_handed_out_anyway_is_kept(self):
+        api, layout, tracker, free = make(num_blocks=32, delay=3)
+        tracker.step_begin()
+        tracker.ensure(8)
+        held = [free.popleft() for _ in range(8)]
+        free.extend(held[:4])
+        tracker.fence = 0
+        tracker.retire([0])
+        free.remove(2)  # vLLM took it without the hook's choice
+        self.assertEqual(tracker.nretiring, 0)
+        self.assertEqual(tracker.sync_backings, 0, "backed again although it never went")
+        self.assertEqual([b for b in range(4) if tracker.fb[b]], [0, 1, 3], "its other blocks not backed again")
+        tracker.fence = None
+        for _ in range(5):
+            tracker.step_begin()
+            tracker.step_end()
+        self.assertTrue(tracker.acq[0])
+        self.assertEqual(api.in_use_pages(), expected_pages(api, layout, [2] + held[4:]))
+
+    def test_units_kept_after_a_give_stay_until_the_hold_ends_or_a_forced_flush(self):
+        api, _, tracker, free = make(num_blocks=32, delay=0)
+        tracker.step_begin()
+        tracker.ensure(12)
+        held = [free.popleft() for _ in range(12)]  # units 0-2
+        free.extend(held[4:8])  # unit 1 empty: what a give emptied beyond what it gave
+        tracker.keep.add(1)
+        tracker.step_end()
+        for _ in range(3):
+            tracker.step_begin()
+            tracker.step_end()
+        self.assertTrue(tracker.acq[1], "a kept unit was released during the hold")
+        self.assertEqual(api.release_calls, 0)
+        tracker.keep.clear()  # the hold ended
+        tracker.step_begin()
+        tracker.step_end()
+        self.assertFalse(tracker.acq[1])
+        tracker.step_begin()
+        free.extend(held[8:])
+        tracker.keep.add(2)
+        self.assertEqual(tracker.flush(force=True), 1, "a forced flush (the idle trim) keeps nothing")
+
     def test_pins_are_never_released(self):
         # Like an engine's padding blocks: the last two blocks of the layout are not managed.
         api = FakeCApi(PS)

@@ -360,7 +360,45 @@ class VllmShareTest(base.PatchedVllmTest):
                 self.api.share_verdict = Script(self.api, "ok", 0)
 
         V.run_loop(scheduler, check=check)
-        self.assertLessEqual(state["held_after"], state["held_before"] - unit, "no unit was freed")
+        self.assertEqual(state["held_after"], state["held_before"] - unit, "not the one unit asked for")
+        self.assertGreater(state["preempted"], 0)
+        self.assertLessEqual(state["preempted"], 4, "preempted many requests to free one unit")
+        self.assertFalse(scheduler.has_requests())
+        self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
+
+    def test_under_async_scheduling_the_unit_asked_for_goes_with_no_more_preemptions(self):
+        """As above with a batch in flight: the emptied unit waits for its fence. Before it was
+        kept out of the block choice, the running requests' next blocks refilled it within the
+        step; it was counted as given, nothing went, and every later step preempted more (here
+        2.0 MiB "given" and 6 requests preempted over 4 steps with nothing released; on an H100
+        176 MiB given, 18 preempted, 16 MiB moved)."""
+        scheduler, adapter = self.engine(num_blocks=2048, page=PAGE * 32, api_cls=RegionPagesApi, max_num_seqs=32,
+                                         async_scheduling=True)
+        requests = self.add(scheduler, "r", 24, 300, 100)
+        unit = len(adapter.tracker.layout.spans)  # pages per unit: one per tensor
+        state = {"schedules": 0}
+        trims = []  # units released by then, at each trim (pool pages back to the budget)
+        real_trim = self.api.trim
+        self.api.trim = lambda device: trims.append(adapter.tracker.units_released) or real_trim(device)
+
+        def check(stage, _out):
+            if stage != "scheduled":
+                return
+            state["schedules"] += 1
+            if state["schedules"] == 50:  # all prefilled, decode under way
+                state["held_before"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "preempt", state["held_before"] - unit)
+            elif state["schedules"] == 54:
+                state["preempted"] = sum(1 for r in requests if r.num_preemptions)
+                state["held_after"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "ok", 0)
+
+        V.run_loop(scheduler, check=check, in_flight=2)
+        self.assertEqual(state["held_after"], state["held_before"] - unit, "not the one unit asked for")
+        self.assertEqual(self.api.share_given, unit * self.api.page_size, "reported as given: not what went")
+        # Released at its fence, a step after the give: trimmed then, or it stays charged to the
+        # giver (the shim's pool) and the next ask takes another unit.
+        self.assertTrue(any(released > 0 for released in trims), f"no trim after the release: {trims}")
         self.assertGreater(state["preempted"], 0)
         self.assertLessEqual(state["preempted"], 4, "preempted many requests to free one unit")
         self.assertFalse(scheduler.has_requests())
@@ -500,6 +538,57 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertFalse(scheduler.has_requests())
         self.assertEqual(self.outputs(requests), {r.request_id: 30 for r in requests})
 
+    def test_pages_given_under_async_scheduling_take_no_new_blocks_before_they_go(self):
+        """Under asynchronous scheduling a page emptied for the starved engine stays backed until
+        the batch in flight is processed. Its free blocks must not be handed out meanwhile: the
+        running requests' next blocks (from vLLM's arranged queue head, or the lowest free ones)
+        refilled such a page, it was counted as given but never went, and the next ask preempted
+        more (an H100 run: 176 MiB reported given in 16 steps, the ledger's charge down 16 MiB)."""
+        scheduler, adapter = self.engine(num_blocks=1024, page=PAGE * 8, api_cls=RegionPagesApi,
+                                         async_scheduling=True, max_num_seqs=32)
+        tracker = adapter.tracker
+        unit = len(tracker.layout.spans)  # pages per unit
+        requests = self.add(scheduler, "r", 24, 8, 120)
+        seen = {"given": None, "taken": None, "schedules": 0}
+
+        def watch(policy):
+            real_give = policy._give
+
+            def give(verdict, sched):
+                real_give(verdict, sched)
+                waiting = [u for u in policy._empty_units()]  # emptied, kept by the fence
+                if seen["given"] is None and waiting:
+                    seen["given"] = set(waiting)
+                    # What the next allocation of this step would take (then given back).
+                    blocks = adapter.pool.get_new_blocks(8)
+                    seen["taken"] = {u for b in blocks for u in tracker.layout.block_units(b.block_id)}
+                    adapter.pool.free_blocks(blocks)
+            policy._give = give
+
+        def check(stage, out):
+            if seen["schedules"] == 0:
+                watch(adapter.hooks.share)
+            if stage != "scheduled" or out.total_num_scheduled_tokens == 0:
+                return
+            seen["schedules"] += 1
+            if seen["schedules"] == 40:  # prefilled, decoding
+                seen["held_before"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "preempt", seen["held_before"] - 2 * unit)
+            elif seen["schedules"] == 44:
+                seen["held_after"] = len(self.api.in_use_pages())
+                self.api.share_verdict = Script(self.api, "ok", 0)
+
+        V.run_loop(scheduler, check=check, in_flight=2)
+        self.assertTrue(seen["given"], "no page waited for its fence: the test proves nothing")
+        self.assertEqual(seen["taken"] & seen["given"], set(), "blocks handed out in a page given away")
+        self.assertEqual(tracker.nretiring, 0, "a given page was never released")
+        # What was asked went, and no more (the preempted requests had emptied more pages: they
+        # stay the engine's, which is not pushed below its share).
+        self.assertEqual(seen["held_after"], seen["held_before"] - 2 * unit)
+        self.assertEqual(self.api.share_given, 2 * unit * self.api.page_size)
+        self.assertFalse(scheduler.has_requests())
+        self.assertEqual(self.outputs(requests), {r.request_id: 120 for r in requests})
+
     def test_the_async_preempt_run_also_finishes_every_request_in_full(self):
         scheduler, adapter, requests, checks = self.run_preempt(in_flight=2, async_scheduling=True)
         self.assertTrue(checks["preempt_step"])
@@ -590,6 +679,27 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertIn("for 5 step(s)", lines[0])
         self.assertIn("pid 4242", lines[0])
         self.assertEqual(adapter.snapshot()["share_episodes"], 1)
+
+    def test_units_given_and_waiting_for_their_fence_count_before_any_other_is_given(self):
+        """Asked again before the fence let its given units go (the starved engine does not have
+        them yet), an engine gives nothing more: the walk met a higher empty unit before the
+        waiting ones and gave it on top of them (48 MiB for a 32 MiB deficit in the rehearsal,
+        which left the giver below its share)."""
+        scheduler, adapter = self.engine(api_cls=RegionPagesApi)
+        self.add(scheduler, "c", 1, 8, 2)
+        V.run_loop(scheduler)  # the hooks exist
+        tracker, policy = adapter.tracker, adapter.hooks.share
+        tracker.step_begin()
+        self.assertTrue(tracker.ensure(tracker.nbfree + 12))  # three more units, all empty
+        empty = sorted(policy._empty_units())
+        self.assertGreaterEqual(len(empty), 3)
+        adapter.in_flight.append(tracker.step)  # a batch in flight: nothing released yet
+        size = policy._unit_bytes(empty[0])
+        self.assertEqual(tracker.retire([empty[0]]), 1)  # given in the step before
+        self.assertEqual(policy._hand_over(size, size), 0, "gave more on top of what waits for its fence")
+        self.assertEqual(tracker.nretiring, 1)
+        self.assertEqual(policy._hand_over(2 * size, 2 * size), size)  # asked for one more: one more
+        self.assertEqual(tracker.retiring[empty[-1]], 1, "not the highest")
 
     def test_the_idle_engine_gives_cached_blocks_when_asked(self):
         with V.env(KVCACHED_HOOK_PREFIX_CACHE="keep"):

@@ -65,6 +65,14 @@ class KVPageTracker:
         self.count = [0] * layout.num_units
         self.acq = bytearray(layout.num_units)
         self.empty_since: dict[int, int] = {}
+        # Units emptied for another engine (the sharing policy's give) that in-flight work keeps
+        # backed until the fence passes: their free blocks count as unbacked (fu), so that nothing
+        # is handed out there meanwhile, and flush() releases them as soon as the fence allows
+        # (no release delay). Handed out all the same (a block taken by vLLM without a choice),
+        # the unit is kept (_keep). Without this the running requests' next blocks, lowest first,
+        # refilled a unit emptied under the fence, and it was counted as given but never went.
+        self.retiring = bytearray(layout.num_units)
+        self.nretiring = 0
         # Engine hooks (set by the adapter): drop up to k cached blocks into the free list.
         self.evict_cached = None  # callable(k) -> int
         # Called (no arguments) when flush() takes the backing of units away: an engine adapter that
@@ -93,6 +101,11 @@ class KVPageTracker:
         # without a C call, so the memory it gave stays free for the engine it gave it to.
         self.held_units = 0
         self.max_units: int | None = None
+        # Set with that cap: units a give emptied beyond what it gave, kept backed (flush() skips
+        # them unless forced) until the cap is lifted. Released after the release delay, the
+        # engine that had been given memory took them as well, the giver fell below its share, and
+        # the two handed units back and forth, preempting each time.
+        self.keep: set[int] = set()
         # After a refusal the budget is asked again only once this long has passed (ns; 0: every
         # step), this tracker has released pages since (its own headroom grew), or the shim reports
         # room for the pages now (api.budget_headroom, one cheap call: memory another engine gave
@@ -141,8 +154,9 @@ class KVPageTracker:
     # ------------------------------------------------------------------ block state
     def _fully_backed(self, block: int) -> bool:
         acq = self.acq
+        retiring = self.retiring if self.nretiring else None
         for unit in self.layout.block_units(block):
-            if not acq[unit]:
+            if not acq[unit] or (retiring is not None and retiring[unit]):
                 return False
         return True
 
@@ -192,6 +206,8 @@ class KVPageTracker:
                 for unit in self.layout.block_units(block):
                     self.count[unit] += 1
                     self.empty_since.pop(unit, None)
+                    if self.nretiring and self.retiring[unit]:
+                        self._keep(unit)
 
     def mark_units_acquired(self, units) -> None:
         """Units the caller acquired itself (for example the engine's padding blocks, backed while
@@ -233,6 +249,10 @@ class KVPageTracker:
         with self.lock:
             if not 0 <= block < self.managed:
                 raise ValueError(f"block {block} outside 0..{self.managed - 1}")
+            if self.nretiring and self.fu[block]:
+                for unit in self.layout.block_units(block):
+                    if self.retiring[unit]:
+                        self._keep(unit)  # its blocks are backed again: the fb branch takes it
             if self.fb[block]:
                 self.fb[block] = 0
                 self.nbfree -= 1
@@ -281,6 +301,35 @@ class KVPageTracker:
                         empty_since.pop(unit, None)
                 elif fb[block] or fu[block]:
                     self.take(block)
+
+    def retire(self, units) -> int:
+        """Units emptied for another engine that the fence keeps backed for now (see `retiring`):
+        nothing is handed out there until flush() releases them. Units held or not acquired are
+        left as they are. Returns how many were retired."""
+        with self.lock:
+            fb, fu, managed, n = self.fb, self.fu, self.managed, 0
+            for unit in units:
+                if not self.acq[unit] or self.count[unit] or self.retiring[unit]:
+                    continue
+                self.retiring[unit] = 1
+                n += 1
+                for block in self.layout.unit_blocks(unit):
+                    if block < managed and fb[block]:
+                        fb[block] = 0
+                        fu[block] = 1
+                        self.nbfree -= 1
+            self.nretiring += n
+            if n and self.on_release is not None:
+                self.on_release()  # an arranged queue head may hold their blocks
+            return n
+
+    def _keep(self, unit: int) -> None:
+        """A retiring unit is in use again: backed for hand-outs as before."""
+        self.retiring[unit] = 0
+        self.nretiring -= 1
+        self._on_unit_backed(unit)
+        if self.on_release is not None:
+            self.on_release()  # its free blocks may lie anywhere in an engine's queue
 
     def pick(self) -> int:
         """The block to hand out next: lowest address among free blocks in backed pages, else the
@@ -383,7 +432,8 @@ class KVPageTracker:
                 for unit in new_units:
                     for other in layout.unit_blocks(unit):
                         if other < self.managed and fu[other] and other not in counted:
-                            if all(acq[u] or u in chosen for u in layout.block_units(other)):
+                            if all((acq[u] and not self.retiring[u]) or u in chosen
+                                   for u in layout.block_units(other)):
                                 counted.add(other)
             block = fu.find(1, block + 1)
         return sorted(chosen)
@@ -465,9 +515,13 @@ class KVPageTracker:
             if not self.empty_since:
                 return 0
             limit = self.step if force else self.step - self.release_delay_steps
+            fenced = self.step if self.fence is None else self.fence
             if self.fence is not None:  # even forced: in-flight work may still write the page
                 limit = min(limit, self.fence)
-            units = sorted(u for u, since in self.empty_since.items() if since <= limit)
+            retiring = self.retiring
+            keep = self.keep if not force else ()
+            units = sorted(u for u, since in self.empty_since.items()
+                           if (since <= limit and u not in keep) or (retiring[u] and since <= fenced))
             units = [u for u in units if self.count[u] == 0 and self.acq[u]]
             for unit in list(self.empty_since):
                 if self.count[unit] != 0 or not self.acq[unit]:
@@ -480,6 +534,9 @@ class KVPageTracker:
             for unit in units:
                 del self.empty_since[unit]
                 self.acq[unit] = 0
+                if retiring[unit]:
+                    retiring[unit] = 0
+                    self.nretiring -= 1
                 for block in self.layout.unit_blocks(unit):
                     if block < self.managed and fb[block]:
                         fb[block] = 0
@@ -579,6 +636,8 @@ class KVPageTracker:
                 "held_blocks": self.managed - self.nfree,
                 "units": self.layout.num_units,
                 "units_acquired": sum(self.acq),
+                "units_retiring": self.nretiring,
+                "units_kept": len(self.keep),
                 "backed_bytes": self.backed_bytes(),
                 "acquire_calls": self.acquire_calls,
                 "release_calls": self.release_calls,

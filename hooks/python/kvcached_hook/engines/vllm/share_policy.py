@@ -17,7 +17,12 @@ KVCACHED_HOOK_SHARE_ASK_MS) and acts on it for that step:
                   cached are evicted too (_victims says why not simply the newest).
 
 The pages made empty are released at once, behind the fence (steps.py): a batch in flight keeps
-its pages until it was processed. An engine that gave (pages or preempted requests) then holds:
+its pages until it was processed, and until then nothing is handed out in them (tracker.retire):
+the running requests' next blocks had refilled them, so that they were counted as given but
+never went, and the starved engine's next ask cost more preemptions. Only what was asked goes
+(whole units, never below the share): preempted requests may empty more pages than that, and
+those stay the engine's for the hold (tracker.keep; given too, they had left it below its share
+and made it the starved one). An engine that gave (pages or preempted requests) then holds:
 for KVCACHED_HOOK_SHARE_HOLD_MS it backs no page beyond the units it kept (tracker.max_units),
 each give starting the hold again (the receiver's side of the hold is in steps.give_stale_cached);
 a step with nothing of its own running ends it (what it kept may not fit its next request).
@@ -168,12 +173,17 @@ class SharePolicy:
         self.cannot_give = False
         tracker = self.adapter.tracker
         tracker.no_new_pages = False
+        if self.hold_until is not None or self.episode is not None:
+            # Units given went at their fence (steps.before_schedule's flush): back to the budget
+            # now, or they stay charged to this engine, and the next ask takes another unit.
+            self._trim()
         verdict = self.verdict
         now = self.adapter.now
         if self.hold_until is not None and (now >= self.hold_until or not scheduler.running):
             # Over; or nothing of its own runs: what it kept may not fit its next request, and an
             # engine must not stall behind its own hold.
             self.hold_until = tracker.max_units = None
+            tracker.keep.clear()
         if verdict is not None and verdict.action == OK and now - self.asked_at < self.ask_s:
             return True  # ok still (asked under ask_s ago); its episode ended when it was read
         verdict = self.verdict = self.read()
@@ -265,10 +275,8 @@ class SharePolicy:
                     scheduler._preempt_request(victim, time.monotonic())
                 preempted.extend(victims)
                 empty = self._evict_whole_pages(self._empty_bytes(), target, limit)
-        given = max(0, self._empty_bytes() - empty_before)
         cached = max(0, cached_before - len(adapter.cached))
-        self.hooks._update_fence()
-        tracker.flush(force=True)  # now, not after the release delay; never past the fence
+        given = self._hand_over(target, limit)
         self._trim()
         self.preempted_now.extend(preempted)
         if given or preempted:
@@ -287,13 +295,42 @@ class SharePolicy:
             if report is not None:
                 report(self.device, given, len(preempted))
 
+    def _hand_over(self, target: int, limit: int) -> int:
+        """Gives empty units worth `target` bytes (whole units, never past `limit`): retired
+        (tracker.retire: nothing is handed out in them) and released now, or as soon as the fence
+        allows, without the release delay. Units given in an earlier step and still waiting for
+        their fence count towards the target. Preempted requests may empty more units than that;
+        the rest stay this engine's free pages. Returns the bytes given now."""
+        tracker = self.adapter.tracker
+        self.hooks._update_fence()
+        empty = self._empty_units()
+        # Given already, not gone yet (still charged to it, so within `limit` too): counted first,
+        # or a surplus unit met before them in the walk was given on top of them.
+        total = sum(self._unit_bytes(u) for u in empty if tracker.retiring[u])
+        given = 0
+        chosen = []
+        for unit in sorted((u for u in empty if not tracker.retiring[u]), reverse=True):
+            if total >= target:  # the highest first: the rest of the cache stays compact
+                break
+            size = self._unit_bytes(unit)
+            if total + size <= limit:
+                chosen.append(unit)
+                total += size
+                given += size
+        tracker.retire(chosen)
+        tracker.flush()
+        return given
+
     def _hold(self) -> None:
-        """Caps the pages it backs at the units it kept (those still held, less the empty ones
-        waiting for the fence) until the hold ends; each give renews it."""
+        """Caps the pages it backs at the units it kept (those still held, less the ones given and
+        waiting for their fence) until the hold ends, and keeps its other empty pages meanwhile;
+        each give renews it."""
         if self.hold_s <= 0:
             return
         tracker = self.adapter.tracker
-        tracker.max_units = tracker.held_units - len(self._empty_units())
+        # What it kept: all but the units given (those the give emptied beyond them stay its own).
+        tracker.max_units = tracker.held_units - tracker.nretiring
+        tracker.keep.update(u for u in self._empty_units() if not tracker.retiring[u])
         self.hold_until = time.monotonic() + self.hold_s  # the idle thread's adapter.now is old
         self.holds += 1
 
