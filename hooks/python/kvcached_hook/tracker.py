@@ -102,9 +102,9 @@ class KVPageTracker:
         self.held_units = 0
         self.max_units: int | None = None
         # Set with that cap: units a give emptied beyond what it gave, kept backed (flush() skips
-        # them unless forced) until the cap is lifted. Released after the release delay, the
-        # engine that had been given memory took them as well, the giver fell below its share, and
-        # the two handed units back and forth, preempting each time.
+        # them unless forced) until the cap is lifted. Released after the release delay, they
+        # would take the giver below its share (it gives down to its share, no further) and make
+        # it the next engine to starve.
         self.keep: set[int] = set()
         # After a refusal the budget is asked again only once this long has passed (ns; 0: every
         # step), this tracker has released pages since (its own headroom grew), or the shim reports

@@ -21,8 +21,8 @@ its pages until it was processed, and until then nothing is handed out in them (
 the running requests' next blocks had refilled them, so that they were counted as given but
 never went, and the starved engine's next ask cost more preemptions. Only what was asked goes
 (whole units, never below the share): preempted requests may empty more pages than that, and
-those stay the engine's for the hold (tracker.keep; given too, they had left it below its share
-and made it the starved one). An engine that gave (pages or preempted requests) then holds:
+those stay the engine's for the hold (tracker.keep; given too, they would take it below its
+share and make it the next engine to starve). An engine that gave (pages or preempted requests) then holds:
 for KVCACHED_HOOK_SHARE_HOLD_MS it backs no page beyond the units it kept (tracker.max_units),
 each give starting the hold again (the receiver's side of the hold is in steps.give_stale_cached);
 a step with nothing of its own running ends it (what it kept may not fit its next request).
