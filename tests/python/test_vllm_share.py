@@ -337,15 +337,20 @@ class VllmShareTest(base.PatchedVllmTest):
         self.assertGreaterEqual(self.api.share_given, 4 * PAGE)
         self.assertEqual(adapter.snapshot()["share_preempted_requests"], len(preempted))
 
-    def test_preempt_empties_the_page_the_fewest_requests_share(self):
-        """Pages of 128 blocks (as 16 KiB blocks in 2 MiB pages): each holds the prompts of several
-        requests, and decode steps hand out blocks to every running request in turn. Preempting
-        the newest requests until a page empties took 15 of 24 requests for one unit; preempting
-        the holders of the page the fewest requests share takes a few."""
-        scheduler, adapter = self.engine(num_blocks=2048, page=PAGE * 32, api_cls=RegionPagesApi, max_num_seqs=32)
+    def preempt_one_unit(self, async_scheduling=False):
+        """24 requests decoding in pages of 128 blocks (as 16 KiB blocks in 2 MiB pages), one unit
+        asked for at the 50th schedule, measured once what was given can have gone (a step later;
+        with a batch in flight, after its fence). Returns (scheduler, requests, state, unit)."""
+        config = {"async_scheduling": True} if async_scheduling else {}
+        scheduler, adapter = self.engine(num_blocks=2048, page=PAGE * 32, api_cls=RegionPagesApi, max_num_seqs=32,
+                                         **config)
         requests = self.add(scheduler, "r", 24, 300, 100)
         unit = len(adapter.tracker.layout.spans)  # pages per unit: one per tensor
-        state = {"schedules": 0}
+        measure_at = 54 if async_scheduling else 51
+        state = {"schedules": 0, "trims": []}
+        real_trim = self.api.trim
+        # Units released by then, at each trim (pool pages back to the budget).
+        self.api.trim = lambda device: state["trims"].append(adapter.tracker.units_released) or real_trim(device)
 
         def check(stage, _out):
             if stage != "scheduled":
@@ -354,17 +359,25 @@ class VllmShareTest(base.PatchedVllmTest):
             if state["schedules"] == 50:  # all prefilled, decode under way
                 state["held_before"] = len(self.api.in_use_pages())
                 self.api.share_verdict = Script(self.api, "preempt", state["held_before"] - unit)
-            elif state["schedules"] == 51:
+            elif state["schedules"] == measure_at:
                 state["preempted"] = sum(1 for r in requests if r.num_preemptions)
                 state["held_after"] = len(self.api.in_use_pages())
                 self.api.share_verdict = Script(self.api, "ok", 0)
 
-        V.run_loop(scheduler, check=check)
+        V.run_loop(scheduler, check=check, in_flight=2 if async_scheduling else 1)
         self.assertEqual(state["held_after"], state["held_before"] - unit, "not the one unit asked for")
         self.assertGreater(state["preempted"], 0)
         self.assertLessEqual(state["preempted"], 4, "preempted many requests to free one unit")
         self.assertFalse(scheduler.has_requests())
         self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
+        return scheduler, requests, state, unit
+
+    def test_preempt_empties_the_page_the_fewest_requests_share(self):
+        """Each page holds the prompts of several requests, and decode steps hand out blocks to
+        every running request in turn. Preempting the newest requests until a page empties took 15
+        of 24 requests for one unit; preempting the holders of the page the fewest requests share
+        takes a few."""
+        self.preempt_one_unit()
 
     def test_under_async_scheduling_the_unit_asked_for_goes_with_no_more_preemptions(self):
         """As above with a batch in flight: the emptied unit waits for its fence. Before it was
@@ -372,37 +385,11 @@ class VllmShareTest(base.PatchedVllmTest):
         step; it was counted as given, nothing went, and every later step preempted more (here
         2.0 MiB "given" and 6 requests preempted over 4 steps with nothing released; on an H100
         176 MiB given, 18 preempted, 16 MiB moved)."""
-        scheduler, adapter = self.engine(num_blocks=2048, page=PAGE * 32, api_cls=RegionPagesApi, max_num_seqs=32,
-                                         async_scheduling=True)
-        requests = self.add(scheduler, "r", 24, 300, 100)
-        unit = len(adapter.tracker.layout.spans)  # pages per unit: one per tensor
-        state = {"schedules": 0}
-        trims = []  # units released by then, at each trim (pool pages back to the budget)
-        real_trim = self.api.trim
-        self.api.trim = lambda device: trims.append(adapter.tracker.units_released) or real_trim(device)
-
-        def check(stage, _out):
-            if stage != "scheduled":
-                return
-            state["schedules"] += 1
-            if state["schedules"] == 50:  # all prefilled, decode under way
-                state["held_before"] = len(self.api.in_use_pages())
-                self.api.share_verdict = Script(self.api, "preempt", state["held_before"] - unit)
-            elif state["schedules"] == 54:
-                state["preempted"] = sum(1 for r in requests if r.num_preemptions)
-                state["held_after"] = len(self.api.in_use_pages())
-                self.api.share_verdict = Script(self.api, "ok", 0)
-
-        V.run_loop(scheduler, check=check, in_flight=2)
-        self.assertEqual(state["held_after"], state["held_before"] - unit, "not the one unit asked for")
+        _, _, state, unit = self.preempt_one_unit(async_scheduling=True)
         self.assertEqual(self.api.share_given, unit * self.api.page_size, "reported as given: not what went")
         # Released at its fence, a step after the give: trimmed then, or it stays charged to the
         # giver (the shim's pool) and the next ask takes another unit.
-        self.assertTrue(any(released > 0 for released in trims), f"no trim after the release: {trims}")
-        self.assertGreater(state["preempted"], 0)
-        self.assertLessEqual(state["preempted"], 4, "preempted many requests to free one unit")
-        self.assertFalse(scheduler.has_requests())
-        self.assertEqual(self.outputs(requests), {r.request_id: 100 for r in requests}, "not every request finished in full")
+        self.assertTrue(any(released > 0 for released in state["trims"]), f"no trim after the release: {state['trims']}")
 
     def test_a_request_larger_than_what_the_giver_kept_still_finishes(self):
         """A long request alone in one unit, two short ones sharing the next: the long one is
