@@ -6,8 +6,8 @@ One row per step of the trace's clock (seconds from its start): per engine the K
 (MiB: the ledger's charge with the shim, kvcached's own count, static's fixed half), vLLM's own
 KV usage (% of its blocks), requests running / waiting, and what changed since the row before:
 budget refusals, requests the policy preempted, bytes it gave; a `*` marks an engine the ledger
-calls starved. This is the sequence docs/results describe in words (who
-held memory beside whose queue); the summary's tables give the totals.
+calls starved. This is the sequence docs/results describe in words (who held memory beside
+whose queue); the summary's tables give the totals.
 """
 
 from __future__ import annotations
