@@ -35,8 +35,11 @@ export BENCH_KVCACHED_SITE=${BENCH_KVCACHED_SITE:-/tmp/kvcached-site}
 note() { echo "[sharing +$((SECONDS - start))s] $*" | tee -a "$state/log.txt"; }
 
 pack() {
-  python3 examples/vllm_sharing/summarize.py "$results" --out "$state/summary" >"$state/summary.log" 2>&1 ||
+  if ! compgen -G "$results/*.json" >/dev/null; then
+    note "no run yet: nothing to summarize"  # a recv/install call
+  elif ! python3 examples/vllm_sharing/summarize.py "$results" --out "$state/summary" >"$state/summary.log" 2>&1; then
     note "summarize failed: $(tail -3 "$state/summary.log")"
+  fi
   [ -n "${OUT:-}" ] || return 0
   cp "$state/log.txt" "$OUT/" 2>/dev/null
   cp "$state/summary"/summary.md "$state/summary"/sharing-*.png "$OUT/" 2>/dev/null
