@@ -24,9 +24,8 @@ never went, and the starved engine's next ask cost more preemptions. Only what w
 those stay the engine's for the hold (tracker.keep; given too, they would take it below its
 share and make it the next engine to starve). An engine that gave (pages or preempted requests)
 then holds: for KVCACHED_HOOK_SHARE_HOLD_MS it backs no page beyond the units it kept
-(tracker.max_units), each give starting the hold again (the receiver's side of the hold is in
-steps.give_stale_cached); a step with nothing of its own running ends it (what it kept may not
-fit its next request).
+(tracker.max_units), each give starting the hold again; a step with nothing of its own running
+ends it (what it kept may not fit its next request).
 Without it the busy engine took the memory back as soon as the starved engine's request ended,
 and that engine's next request (a quiet neighbour: one a second) starved again: on an H100 the
 busy engine preempted ~130 requests a run for a neighbour that never held more than 80 MiB. What

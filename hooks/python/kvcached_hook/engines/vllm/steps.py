@@ -217,18 +217,20 @@ class StepHooks:
 
     def give_stale_cached(self) -> None:
         """Another process was refused memory while this engine owes nothing (verdict ok): its
-        cached blocks unused for KVCACHED_HOOK_IDLE_TRIM_S, and for the share hold
-        (KVCACHED_HOOK_SHARE_HOLD_MS) if that is longer, go back, oldest first. Cached blocks
+        cached blocks unused for KVCACHED_HOOK_IDLE_TRIM_S go back, oldest first. Cached blocks
         count toward an engine's share, so without this an engine whose requests are done keeps
-        its old prefix cache, up to its share, while its neighbour is held at its own. The hold:
-        an engine serving a request now and then (one a second) reuses its cached pages for the
-        next one; given back after a second, the busy neighbour took them and the next request
-        starved and made it preempt again (docs/sharing.md)."""
+        its old prefix cache, up to its share, while its neighbour queues at its own. Not the
+        share hold as well (it was, until 2026-12-07): on an H100 an engine whose burst had
+        ended kept its half 3.5-6.5 s under it while its neighbour queued, and in the CPU
+        rehearsal the 1 s age halved the time one engine queued beside the other's unused
+        memory in A-then-B and cut it by a third in alternating bursts, for 19% more
+        preemptions there (docs/sharing.md). What keeps memory from moving straight back is the
+        giver's hold (share_policy.py), which stays."""
         adapter = self.adapter
         trim_s = adapter.settings.idle_trim_s
         if trim_s < 0 or not adapter.cached:
             return
-        cutoff = adapter.now - max(trim_s, self.share.hold_s)
+        cutoff = adapter.now - trim_s
         if adapter.cached_at.get(next(iter(adapter.cached)), 0.0) >= cutoff:
             return  # nothing stale (the oldest leads): no C call for the pressure signal
         if not self.pressure.poll():
