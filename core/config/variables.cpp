@@ -158,9 +158,8 @@ const std::vector<ConfigVarDoc>& ConfigVariables() {
        "a number of milliseconds from 0 to 600000 (0: off)",
        "How long memory that moved between vLLM engines stays where it went (the sharing "
        "policy): after giving to a starved engine, an engine acquires no page beyond what it kept "
-       "for this long (each give starts it again), and an engine keeps the cached blocks it used "
-       "within it when a neighbour that is not starved is refused. So the receiver's next request "
-       "finds its memory instead of starving again and making the giver preempt once more."},
+       "for this long (each give starts it again). So the receiver's next request finds its "
+       "memory instead of starving again and making the giver preempt once more."},
       {"KVCACHED_HOOK_START_WAIT_S", T::kDecimal, S::kEngineHook, "60",
        "a number of seconds from 0 to 86400",
        "At start the cache's padding pages must be backed; while other engines hold the whole "

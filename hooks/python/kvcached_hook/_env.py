@@ -102,8 +102,7 @@ class HookSettings:
         # milliseconds rather than every step (0: every step); a non-ok answer is asked every step.
         self.share_ask_ms = get_float("KVCACHED_HOOK_SHARE_ASK_MS", 20.0, 0.0, 1000.0)
         # How long memory that moved between vLLM engines stays where it went (0: off): a giver
-        # backs no page beyond what it kept, a receiver keeps cached blocks used within it against
-        # a neighbour that is not starved (docs/sharing.md).
+        # backs no page beyond what it kept (docs/sharing.md).
         self.share_hold_ms = get_float("KVCACHED_HOOK_SHARE_HOLD_MS", 5000.0, 0.0, 600000.0)
         # After the budget refused pages, an engine asks it again only after this many milliseconds
         # (or once it has released pages itself) rather than every step (0: every step).
