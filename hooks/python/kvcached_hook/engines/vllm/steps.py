@@ -220,12 +220,9 @@ class StepHooks:
         cached blocks unused for KVCACHED_HOOK_IDLE_TRIM_S go back, oldest first. Cached blocks
         count toward an engine's share, so without this an engine whose requests are done keeps
         its old prefix cache, up to its share, while its neighbour queues at its own. Not the
-        share hold as well (it was, until 2026-12-07): on an H100 an engine whose burst had
-        ended kept its half 3.5-6.5 s under it while its neighbour queued, and in the CPU
-        rehearsal the 1 s age halved the time one engine queued beside the other's unused
-        memory in A-then-B and cut it by a third in alternating bursts, for 19% more
-        preemptions there (docs/sharing.md). What keeps memory from moving straight back is the
-        giver's hold (share_policy.py), which stays."""
+        share hold's age: under it an engine whose burst had ended kept its half for seconds
+        beside a queue (docs/sharing.md); the giver's hold (share_policy.py) is what keeps
+        memory from moving straight back."""
         adapter = self.adapter
         trim_s = adapter.settings.idle_trim_s
         if trim_s < 0 or not adapter.cached:
