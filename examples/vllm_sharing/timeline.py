@@ -5,7 +5,8 @@
 One row per step of the trace's clock (seconds from its start): per engine the KV memory it held
 (MiB: the ledger's charge with the shim, kvcached's own count, static's fixed half), vLLM's own
 KV usage (% of the blocks of its own pool: static's half, the whole budget for the shim and
-kvcached, so 50% there is half the budget, not half of what it held), requests running /
+kvcached, so 50% there is half the budget, not half of what it held; kvcached's counts the
+other engine's pages as used too, docs/sharing-benchmark.md), requests running /
 waiting, and what changed since the row before: budget refusals, requests the policy preempted,
 bytes it gave; a `*` marks an engine the ledger calls starved. This is the sequence docs/results
 describe in words (who held memory beside whose queue); the summary's tables give the totals.
@@ -90,8 +91,8 @@ def render(run: dict, table: list[dict]) -> list[str]:
         lines.append(text)
     lines.append("")
     lines.append("MiB: KV held (* starved, in the shim's ledger); use%: vLLM's KV usage, of its own"
-                 " pool (the shim's and kvcached's: the whole budget); refused, preempted, given (MiB):"
-                 " since the row before.")
+                 " pool (the shim's and kvcached's: the whole budget; kvcached's counts the other"
+                 " engine's pages as used); refused, preempted, given (MiB): since the row before.")
     return lines
 
 
